@@ -1,0 +1,38 @@
+"""Shared test settings: GPU / TensorRT marks that skip with a reason where the hardware is absent."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+@functools.cache
+def gpu_reason() -> str | None:
+    """None when an NVIDIA GPU is usable, else why not."""
+    if shutil.which("nvidia-smi") is None:
+        return "no NVIDIA GPU (nvidia-smi not found)"
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"nvidia-smi failed: {e}"
+    if out.returncode != 0 or "GPU" not in out.stdout:
+        return "nvidia-smi lists no GPU"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = gpu_reason()
+    if reason is None:
+        return
+    require = os.environ.get("S2TRT_REQUIRE_GPU") == "1"
+    for item in items:
+        if "gpu" in item.keywords:
+            if require:
+                item.add_marker(pytest.mark.xfail(reason=f"S2TRT_REQUIRE_GPU=1 but {reason}",
+                                                  strict=True, run=False))
+            else:
+                item.add_marker(pytest.mark.skip(reason=reason))
