@@ -9,7 +9,8 @@ from s2trt.cli import add_verbosity, run_main
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="s2export", description="Export a YOLOv5-S2 checkpoint to ONNX and TensorRT.")
+    p = argparse.ArgumentParser(prog="s2export",
+                                description="Export a YOLOv5-S2 checkpoint to ONNX and TensorRT.")
     p.add_argument("weights", help="YOLOv5 checkpoint (.pt)")
     add_verbosity(p)
     return p.parse_args(argv)

@@ -34,7 +34,7 @@ _SHIFT2 = ((3, 1), (3, -1), (2, 1), (2, -1))
 
 def _spatial_shift(x: torch.Tensor, plan: tuple[tuple[int, int], ...]) -> torch.Tensor:
     parts = [_shift(x.narrow(1, start, size), dim, step)
-             for (start, size), (dim, step) in zip(_quarters(x.shape[1]), plan)]
+             for (start, size), (dim, step) in zip(_quarters(x.shape[1]), plan, strict=True)]
     return torch.cat(parts, 1)
 
 

@@ -93,7 +93,7 @@ def parse_model(d: dict[str, Any], ch: list[int]) -> tuple[nn.Sequential, list[i
             m = MODULES[name]
         else:
             raise S2Error(f"model config layer {i} uses module '{name}', which s2trt does not "
-                          f"implement (known: {', '.join(sorted(MODULES) + ['Detect'])})")
+                          f"implement (known: {', '.join([*sorted(MODULES), 'Detect'])})")
         args = [_arg(a, nc, anchors) for a in args]
         n = max(round(n * gd), 1) if n > 1 else n
         if m in (Conv, Bottleneck, SPPF, C3):
@@ -175,7 +175,7 @@ class DetectionModel(nn.Module):
                 mod.eps, mod.momentum = 1e-3, 0.03
         m = self.detect
         with torch.no_grad():
-            for mi, s in zip(m.m, m.stride):
+            for mi, s in zip(m.m, m.stride, strict=True):
                 b = mi.bias.view(m.na, -1)
                 b[:, 4] += math.log(8 / (640 / s) ** 2)
                 b[:, 5:] += math.log(0.6 / (m.nc - 0.99999))

@@ -9,7 +9,8 @@ from s2trt.cli import add_verbosity, run_main
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="s2infer", description="Run YOLOv5-S2 detection on images, videos, cameras and streams.")
+    p = argparse.ArgumentParser(
+        prog="s2infer", description="Run YOLOv5-S2 detection on images, videos, cameras and streams.")
     p.add_argument("source", help="image, folder, video, camera index or URL")
     add_verbosity(p)
     return p.parse_args(argv)
