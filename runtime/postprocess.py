@@ -1,0 +1,105 @@
+"""Decode YOLOv5 outputs into detections: confidence filter, class-aware NMS, boxes back to the frame.
+
+Detections are (n, 6) float32 arrays of rows [x1, y1, x2, y2, score, class]. The NMS runs in OpenCV's
+C++ (cv2.dnn.NMSBoxes) on boxes offset by class, as YOLOv5 does with torchvision, so host-side NMS
+costs no Python loop per box (USERS.md #9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from s2trt.runtime.preprocess import LetterboxInfo
+
+MAX_WH = 7680  # class offset for class-aware NMS: larger than any box coordinate (YOLOv5's value)
+
+
+def xywh2xyxy(x: np.ndarray) -> np.ndarray:
+    y = np.empty_like(x)
+    half_w, half_h = x[..., 2] / 2, x[..., 3] / 2
+    y[..., 0] = x[..., 0] - half_w
+    y[..., 1] = x[..., 1] - half_h
+    y[..., 2] = x[..., 0] + half_w
+    y[..., 3] = x[..., 1] + half_h
+    return y
+
+
+def nms_indices(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.ndarray:
+    """Greedy NMS on x1y1x2y2 boxes: indices of the kept boxes, highest score first.
+
+    A box is dropped when its IoU with a kept, higher-scoring box exceeds iou_thres (torchvision's rule).
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    xywh = np.empty((len(boxes), 4), dtype=np.float64)
+    xywh[:, :2] = boxes[:, :2]
+    xywh[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+    # OpenCV drops scores <= score_threshold (which must be >= 0); ours are already > conf_thres >= 0.
+    keep = cv2.dnn.NMSBoxes(xywh, scores.astype(np.float32), 0.0, float(iou_thres))
+    return np.asarray(keep, dtype=np.int64).reshape(-1)
+
+
+def non_max_suppression(pred: np.ndarray, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                        classes: Sequence[int] | None = None, agnostic: bool = False,
+                        max_det: int = 300, max_nms: int = 30000) -> list[np.ndarray]:
+    """YOLOv5's NMS on (B, N, 5 + nc) outputs -> per image (n, 6) [x1, y1, x2, y2, score, class].
+
+    Boxes stay in network-input pixels; score = objectness x best class score.
+    """
+    if not 0 <= conf_thres <= 1 or not 0 <= iou_thres <= 1:
+        raise ValueError(f"conf_thres {conf_thres} and iou_thres {iou_thres} must be within 0..1")
+    if pred.ndim != 3 or pred.shape[2] < 6:
+        raise ValueError(f"expected predictions of shape (B, N, 5 + nc), got {pred.shape}")
+    out = []
+    class_filter = None if classes is None else np.asarray(list(classes), dtype=np.int64)
+    for x in pred:  # one iteration per image, not per box
+        x = x[x[:, 4] > conf_thres]
+        if not len(x):
+            out.append(np.zeros((0, 6), dtype=np.float32))
+            continue
+        cls_scores = x[:, 5:] * x[:, 4:5]
+        j = cls_scores.argmax(1)
+        conf = np.take_along_axis(cls_scores, j[:, None], 1)[:, 0]
+        keep = conf > conf_thres
+        if class_filter is not None:
+            keep &= np.isin(j, class_filter)
+        boxes, conf, j = xywh2xyxy(x[keep, :4]), conf[keep], j[keep]
+        if len(conf) > max_nms:  # NMS cost is quadratic: keep the best max_nms candidates
+            top = np.argsort(-conf, kind="stable")[:max_nms]
+            boxes, conf, j = boxes[top], conf[top], j[top]
+        offset = 0.0 if agnostic else j[:, None].astype(np.float64) * MAX_WH
+        i = nms_indices(boxes + offset, conf, iou_thres)[:max_det]
+        det = np.empty((len(i), 6), dtype=np.float32)
+        det[:, :4], det[:, 4], det[:, 5] = boxes[i], conf[i], j[i]
+        out.append(det)
+    return out
+
+
+def scale_boxes(dets: np.ndarray, info: LetterboxInfo) -> np.ndarray:
+    """Map (n, 6) detections from network-input pixels to the original frame, clipped to it."""
+    dets = dets.copy()
+    dw, dh = info.pad
+    dets[:, [0, 2]] = (dets[:, [0, 2]] - dw) / info.ratio
+    dets[:, [1, 3]] = (dets[:, [1, 3]] - dh) / info.ratio
+    h, w = info.orig_shape
+    dets[:, [0, 2]] = dets[:, [0, 2]].clip(0, w)
+    dets[:, [1, 3]] = dets[:, [1, 3]].clip(0, h)
+    return dets
+
+
+def from_nms_outputs(num_dets: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
+                     det_classes: np.ndarray) -> list[np.ndarray]:
+    """The four outputs of an in-graph-NMS model (DESIGN §3) -> per image (n, 6) detections."""
+    num = np.asarray(num_dets).reshape(len(det_boxes), -1)[:, 0].astype(np.int64)
+    k = det_boxes.shape[1]
+    out = []
+    for b, n in enumerate(np.clip(num, 0, k)):
+        det = np.empty((n, 6), dtype=np.float32)
+        det[:, :4] = det_boxes[b, :n]
+        det[:, 4] = det_scores[b, :n]
+        det[:, 5] = det_classes[b, :n]
+        out.append(det)
+    return out
