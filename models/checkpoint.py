@@ -51,10 +51,14 @@ _NUMPY = {"_reconstruct", "scalar", "ndarray", "dtype"}
 def _standin_class(module: str, name: str) -> type:
     import torch
 
-    # An nn.Module so that its pickled _modules/_parameters/_buffers give a state_dict().
+    # An nn.Module so that its pickled _modules/_parameters/_buffers give a state_dict(); the
+    # item and list hooks let pickled dict or list subclasses fill it without failing.
     return type(name, (torch.nn.Module,), {
         "__module__": f"s2trt.standin.{module}",
         "__init__": lambda self, *a, **k: torch.nn.Module.__init__(self),
+        "__setitem__": lambda self, k, v: self.__dict__.setdefault("_items", {}).__setitem__(k, v),
+        "extend": lambda self, v: self.__dict__.setdefault("_list", []).extend(v),
+        "append": lambda self, v: self.__dict__.setdefault("_list", []).append(v),
         "forward": None,
     })
 

@@ -1,0 +1,152 @@
+"""The safe loader on YOLOv5-format pickles, plain state dicts, and hostile or broken files."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import sys
+import zipfile
+
+import pytest
+import torch
+from yolov5_fake import build_model, make_yolov5_checkpoint
+
+from s2trt.errors import S2Error
+from s2trt.models import load_checkpoint
+from s2trt.models.checkpoint import UnsafeCheckpointError
+
+
+def _outputs_equal(a: torch.nn.Module, b: torch.nn.Module, size: int = 128, atol: float = 1e-4):
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ya, yb = a(x), b(x)
+    assert ya.shape == yb.shape
+    torch.testing.assert_close(ya, yb, rtol=1e-3, atol=atol)
+
+
+@pytest.mark.parametrize("release,stripped", [("v7.0", False), ("v7.0", True), ("v6.0", False)])
+def test_yolov5s_s2_pickle_loads_without_yolov5(tmp_path, release, stripped):
+    path = make_yolov5_checkpoint(tmp_path, "yolov5s-s2", nc=80, half=True, release=release,
+                                  stripped=stripped)
+    assert "models.yolo" not in sys.modules  # the throw-away yolov5 modules are gone
+    raw = zipfile.ZipFile(path).read(next(n for n in zipfile.ZipFile(path).namelist()
+                                          if n.endswith("data.pkl")))
+    assert b"models.yolo" in raw and b"models.common" in raw  # the real YOLOv5 class names
+    lm = load_checkpoint(path)
+    assert lm.source == "yolov5" and lm.half
+    assert lm.names[:2] == ["class0", "class1"] and lm.nc == 80
+    assert lm.stride == [8, 16, 32]
+    assert lm.has_s2attention
+    assert not lm.model.training
+    reference = make_yolov5_checkpoint.last_model.half().float()  # the FP16 weights that were saved
+    _outputs_equal(lm.model, reference)
+
+
+def test_fp32_checkpoint_other_width_and_classes(tmp_path):
+    path = make_yolov5_checkpoint(tmp_path, "yolov5s-s2", nc=3, half=False, width_multiple=0.75)
+    lm = load_checkpoint(path)
+    assert not lm.half and lm.nc == 3
+    assert lm.model.model[24].mlp1.weight.shape == (768 * 3, 768)
+    _outputs_equal(lm.model, make_yolov5_checkpoint.last_model, atol=1e-5)
+
+
+def test_plain_yolov5s_without_block(tmp_path):
+    lm = load_checkpoint(make_yolov5_checkpoint(tmp_path, "yolov5s", nc=5))
+    assert not lm.has_s2attention and lm.nc == 5
+
+
+def test_state_dict_needs_cfg(tmp_path):
+    model = build_model("yolov5n-s2", nc=5)
+    path = tmp_path / "sd.pt"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(S2Error, match="--cfg"):
+        load_checkpoint(path)
+    lm = load_checkpoint(path, cfg="yolov5n-s2")
+    assert lm.source == "state_dict" and lm.nc == 5
+    _outputs_equal(lm.model, model, atol=1e-5)
+
+
+def test_wrong_architecture_is_one_clear_error(tmp_path):
+    path = tmp_path / "sd.pt"
+    torch.save(build_model("yolov5n-s2", nc=5).state_dict(), path)
+    with pytest.raises(S2Error, match="do not fit the model config"):
+        load_checkpoint(path, cfg="yolov5s")
+
+
+class _Evil:
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _evil_payloads(marker: str):
+    import builtins
+    import subprocess
+    return {
+        "os.system": _Evil(os.system, f"touch {marker}"),
+        "eval": _Evil(builtins.eval, f"open({marker!r}, 'w').close()"),
+        "exec": _Evil(builtins.exec, f"open({marker!r}, 'w').close()"),
+        "subprocess": _Evil(subprocess.call, ["touch", marker]),
+        "outside allow-list": _Evil(pathlib_touch, marker),
+    }
+
+
+def pathlib_touch(path: str) -> None:
+    open(path, "w").close()
+
+
+@pytest.mark.parametrize("kind", ["os.system", "eval", "exec", "subprocess", "outside allow-list"])
+@pytest.mark.parametrize("container", ["torch.save", "raw pickle"])
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, kind, container):
+    marker = str(tmp_path / "pwned")
+    payload = {"model": _evil_payloads(marker)[kind], "epoch": 1}
+    path = tmp_path / "evil.pt"
+    if container == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(UnsafeCheckpointError, match="allow-list"):
+        load_checkpoint(path)
+    assert not os.path.exists(marker)
+
+
+def test_malicious_global_inside_a_real_checkpoint(tmp_path):
+    marker = str(tmp_path / "pwned")
+    path = make_yolov5_checkpoint(tmp_path, "yolov5n-s2", nc=2)
+    ckpt_bytes = io.BytesIO()
+    torch.save({"model": None, "ema": _Evil(os.system, f"touch {marker}")}, ckpt_bytes)
+    path.write_bytes(ckpt_bytes.getvalue())
+    with pytest.raises(UnsafeCheckpointError):
+        load_checkpoint(path)
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken zip"])
+def test_garbage_files_are_one_clear_error(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(S2Error, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = make_yolov5_checkpoint(tmp_path, "yolov5n-s2", nc=2)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(S2Error, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(S2Error, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_checkpoint_without_model(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"epoch": 3, "optimizer": None}, path)
+    with pytest.raises(S2Error, match="holds no model"):
+        load_checkpoint(path)
