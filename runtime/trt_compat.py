@@ -1,0 +1,291 @@
+"""The one place that knows how TensorRT versions differ (DESIGN §4-§5).
+
+The builder, the runtime and the INT8 calibrator import TensorRT through `import_tensorrt()` and ask
+this module what a version can do. Conventions that tests/test_trt_api.py relies on to check every
+TensorRT attribute against the real 10.3, recent 10.x and 11.x Python modules:
+
+- the TensorRT module is always held in a variable named `trt`;
+- code that only exists on some major versions sits in a function or class decorated with
+  `@for_trt(max_major=10)` / `@for_trt(min_major=11)`, or in a branch of
+  `if is_strongly_typed_only(trt): <11+> else: <10 and older>`; everything else must work on all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as _dt
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from s2trt.errors import MissingDependencyError, S2Error
+
+log = logging.getLogger(__name__)
+
+PLUGIN_NAME = "S2SplitAttention"
+PLUGIN_VERSION = "1"
+PLUGIN_NAMESPACE = "s2trt"
+PLUGIN_LIB_NAME = "libs2trt_plugins.so"
+PLUGIN_ENV = "S2TRT_PLUGIN_LIB"
+PLUGIN_BUILD_CMD = ("cmake -S plugins -B plugins/build -DTENSORRT_INCLUDE_DIR=<TensorRT include dir> "
+                    "&& cmake --build plugins/build")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_T = TypeVar("_T")
+# ctypes handles of loaded plugin libraries: kept so a library is loaded once per process.
+_loaded_plugins: dict[Path, ctypes.CDLL] = {}
+
+
+def for_trt(min_major: int | None = None, max_major: int | None = None) -> Callable[[_T], _T]:
+    """Mark a function or class as valid only for these TensorRT major versions (inclusive).
+
+    A marker for the API conformance test, which checks the attributes used inside against those
+    versions only; callers choose the right variant with is_strongly_typed_only().
+    """
+    def mark(obj: _T) -> _T:
+        obj.__trt_majors__ = (min_major, max_major)  # type: ignore[attr-defined]
+        return obj
+    return mark
+
+
+def import_tensorrt(purpose: str) -> Any:
+    """The tensorrt module, or a MissingDependencyError that says how to get it."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").startswith("tensorrt"):
+            raise MissingDependencyError(
+                f"{purpose} needs TensorRT, whose Python module is not installed: on Jetson it comes "
+                "with JetPack (sudo apt install python3-libnvinfer), elsewhere use an NVIDIA TensorRT "
+                "container (nvcr.io/nvidia/tensorrt) or pip install tensorrt "
+                "--extra-index-url https://pypi.nvidia.com") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MissingDependencyError(
+            f"{purpose} needs TensorRT, but its Python module cannot load the TensorRT libraries "
+            f"({reason}): install the libraries of the same version (JetPack, the NVIDIA container, "
+            "or pip install tensorrt-cu12-libs from https://pypi.nvidia.com)") from None
+    return trt
+
+
+def trt_version(trt: Any) -> tuple[int, int, int]:
+    """(major, minor, patch) of a tensorrt module; '10.7.0.post1' and '10.3.0.26' both parse."""
+    return parse_version(str(trt.__version__))
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    nums = [int(p) for p in re.findall(r"\d+", text)[:3]] + [0, 0, 0]
+    return nums[0], nums[1], nums[2]
+
+
+def version_str(v: tuple[int, int, int]) -> str:
+    return ".".join(map(str, v))
+
+
+def is_strongly_typed_only(trt: Any) -> bool:
+    """TensorRT 11 removed the precision builder flags and implicit INT8 calibration."""
+    return trt_version(trt)[0] >= 11
+
+
+# ---------------------------------------------------------------- network creation and precision
+
+def create_network(trt: Any, builder: Any) -> Any:
+    if is_strongly_typed_only(trt):
+        return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    return builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
+
+
+@for_trt(max_major=10)
+def set_precision_flags(trt: Any, config: Any, precision: str, calibrator: Any = None) -> None:
+    """TensorRT ≤ 10: precision is a builder choice; FP16 stays on under INT8 for the layers
+    that have no INT8 kernel (and for the Detect head that a Q/DQ graph leaves unquantized)."""
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        if calibrator is not None:
+            config.int8_calibrator = calibrator
+
+
+@for_trt(max_major=10)
+def set_calibration_profile(config: Any, profile: Any) -> None:
+    config.set_calibration_profile(profile)
+
+
+def enable_plugin_serialization(trt: Any, config: Any, plugin_lib: Path, version_compatible: bool) -> None:
+    """Ship the plugin library inside the engine (DESIGN §4).
+
+    TensorRT embeds the libraries only in version-compatible engines; the runtime then loads them
+    with Runtime.engine_host_code_allowed. Without it the library path goes to the sidecar only.
+    """
+    config.plugins_to_serialize = [str(plugin_lib)]
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+
+
+# ---------------------------------------------------------------------------------------- plugin
+
+def default_plugin_library() -> Path | None:
+    """$S2TRT_PLUGIN_LIB (even when missing, so the error names it), else the CMake build output,
+    else a library installed next to the package."""
+    env = os.environ.get(PLUGIN_ENV)
+    if env:
+        return Path(env).expanduser()
+    import s2trt
+
+    for candidate in (_REPO_ROOT / "plugins" / "build" / PLUGIN_LIB_NAME,
+                      Path(s2trt.__file__).resolve().parent / PLUGIN_LIB_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_plugin_library(path: str | Path | None, required: bool) -> Path | None:
+    """Load the plugin library globally (its creators register with TensorRT on load)."""
+    lib = Path(path).expanduser() if path else default_plugin_library()
+    if lib is None:
+        if not required:
+            return None
+        raise S2Error(f"the {PLUGIN_NAME} plugin library was not found (no --plugin-lib, ${PLUGIN_ENV} "
+                      f"unset, no plugins/build/{PLUGIN_LIB_NAME}): build it with `{PLUGIN_BUILD_CMD}`")
+    lib = lib.resolve()
+    if lib in _loaded_plugins:
+        return lib
+    if not lib.is_file():
+        raise S2Error(f"plugin library {lib} does not exist: build it with `{PLUGIN_BUILD_CMD}` "
+                      f"or point --plugin-lib / ${PLUGIN_ENV} at it")
+    try:
+        _loaded_plugins[lib] = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise S2Error(f"cannot load plugin library {lib} ({reason}): rebuild it against the TensorRT "
+                      f"installed here with `{PLUGIN_BUILD_CMD}`") from None
+    log.info("loaded plugin library %s", lib)
+    return lib
+
+
+def check_plugin_registered(trt: Any, name: str = PLUGIN_NAME, version: str = PLUGIN_VERSION,
+                            namespace: str = PLUGIN_NAMESPACE, library: Path | None = None) -> None:
+    """Fail before a long build when TensorRT cannot create the plugin.
+
+    IPluginRegistry.get_creator (10.3 and 11; get_plugin_creator is gone in 11) finds V3 creators.
+    A library that exports getCreators() instead of registering on load is registered here.
+    """
+    registry = trt.get_plugin_registry()
+    creator = registry.get_creator(name, version, namespace)
+    if creator is None and library is not None:
+        registry.load_library(str(library))
+        creator = registry.get_creator(name, version, namespace)
+    if creator is None:
+        where = (f"{library} is loaded but registers no such creator: rebuild it against TensorRT "
+                 f"{trt.__version__} with `{PLUGIN_BUILD_CMD}`" if library is not None else
+                 f"load the plugin library with --plugin-lib or ${PLUGIN_ENV} (build it with "
+                 f"`{PLUGIN_BUILD_CMD}`)")
+        raise S2Error(f"TensorRT has no plugin {namespace}::{name} version {version}: {where}")
+
+
+# ------------------------------------------------------------------------- GPU and engine sidecar
+
+def gpu_info(device: int = 0) -> tuple[str | None, str | None]:
+    """(GPU name, compute capability like "8.7") via cuda-python or pycuda; None where unknown."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
+        err, props = cudart.cudaGetDeviceProperties(device)
+        if err == cudart.cudaError_t.cudaSuccess:
+            name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else props.name
+            return name.rstrip("\x00").strip(), f"{props.major}.{props.minor}"
+    except ImportError:
+        pass
+    except Exception as e:  # a driver problem must not hide the engine's own error
+        log.debug("cuda-python device query failed: %s", e)
+    try:
+        import pycuda.driver as drv
+
+        drv.init()
+        dev = drv.Device(device)
+        major, minor = dev.compute_capability()
+        return dev.name(), f"{major}.{minor}"
+    except ImportError:
+        pass
+    except Exception as e:
+        log.debug("pycuda device query failed: %s", e)
+    return None, None
+
+
+def select_device(device: int) -> None:
+    """Make `device` current before TensorRT creates its CUDA context."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
+    except ImportError:
+        if device != 0:
+            raise MissingDependencyError("--device needs the Python package 'cuda-python', which is "
+                                         "not installed: pip install 's2trt[gpu]'") from None
+        return
+    (err,) = cudart.cudaSetDevice(device)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise S2Error(f"cannot use CUDA device {device} ({err}): check --device and nvidia-smi")
+
+
+def engine_sidecar(trt: Any, precision: str, plugin_lib: Path | None, meta: dict[str, Any],
+                   device: int = 0) -> dict[str, Any]:
+    """The ONNX metadata plus what ties an engine to its TensorRT version and GPU."""
+    name, cc = gpu_info(device)
+    return {**meta,
+            "precision": precision,
+            "tensorrt_version": version_str(trt_version(trt)),
+            "gpu": name,
+            "compute_capability": cc,
+            "plugin_library": str(plugin_lib) if plugin_lib else None,
+            "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def rebuild_command(sidecar: dict[str, Any]) -> str:
+    onnx = sidecar.get("onnx_file") or "model.onnx"
+    flag = {"fp16": " --fp16", "int8": " --int8"}.get(str(sidecar.get("precision")), "")
+    return f"s2export {onnx}{flag}"
+
+
+def _where(version: str | None, gpu: str | None, cc: str | None) -> str:
+    sm = f" (sm_{cc.replace('.', '')})" if cc else ""
+    return f"TensorRT {version or 'unknown'} on {gpu or 'an unknown GPU'}{sm}"
+
+
+def check_engine_compatible(engine_path: str | Path, sidecar: dict[str, Any] | None, trt: Any,
+                            device: int = 0) -> None:
+    """Refuse an engine built by another TensorRT version or GPU generation, naming the fix.
+
+    Unknowns (no sidecar, no CUDA query module) are logged, not errors: TensorRT's own
+    deserialization check remains the last word.
+    """
+    name = Path(engine_path).name
+    if sidecar is None:
+        log.warning("%s has no sidecar JSON: cannot check its TensorRT version and GPU", name)
+        return
+    built_v = sidecar.get("tensorrt_version")
+    here_v = trt_version(trt)
+    gpu, cc = gpu_info(device)
+    built_gpu, built_cc = sidecar.get("gpu"), sidecar.get("compute_capability")
+    version_ok = built_v is None or _version_ok(built_v, here_v, bool(sidecar.get("version_compatible")))
+    gpu_ok = built_cc is None or cc is None or built_cc == cc
+    if not (version_ok and gpu_ok):
+        raise S2Error(f"{name} was built with {_where(built_v, built_gpu, built_cc)}; this is "
+                      f"{_where(version_str(here_v), gpu, cc)}: rebuild it on this machine with: "
+                      f"{rebuild_command(sidecar)}")
+    if built_gpu and gpu and built_gpu != gpu:
+        log.warning("%s was built on %s and runs on %s (same compute capability): TensorRT advises "
+                    "rebuilding for best speed", name, built_gpu, gpu)
+
+
+def _version_ok(built: str, here: tuple[int, int, int], version_compatible: bool) -> bool:
+    b = parse_version(built)
+    # Version-compatible engines run on the same or a later TensorRT; others only on their own.
+    return here >= b if version_compatible else here == b
