@@ -1,0 +1,288 @@
+"""Build a TensorRT engine from an s2trt ONNX export, on TensorRT 10 (Jetson) and 11 (DESIGN §4-§5).
+
+TensorRT is imported lazily and every version difference goes through s2trt.runtime.trt_compat.
+Without TensorRT, manual_build_hint() gives the commands that build the engine on the target.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from s2trt.errors import MissingDependencyError, S2Error
+from s2trt.meta import read_onnx_meta, read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
+from s2trt.runtime import trt_compat as tc
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_MAX_BATCH = 16
+INPUT_NAME = "images"  # the ONNX contract's input (DESIGN §3)
+Shape = tuple[int, int, int, int]
+
+
+@dataclass
+class EngineOptions:
+    precision: str = "fp32"  # "fp32" | "fp16" | "int8"
+    workspace_gib: float | None = None  # None: TensorRT's default (the device memory)
+    min_shape: Shape | None = None  # NCHW; only for an ONNX exported with a dynamic batch
+    opt_shape: Shape | None = None
+    max_shape: Shape | None = None
+    timing_cache: Path | None = None  # read when present, written after the build
+    device: int = 0
+    verbose: bool = False
+    plugin_lib: Path | None = None  # default: trt_compat.default_plugin_library()
+    calibrator: object | None = None  # TensorRT ≤ 10 INT8 calibrator (s2trt.calib)
+    use_plugin: bool = True
+    # Engine runs on later TensorRT versions and carries the plugin library (slower kernels possible).
+    version_compatible: bool = False
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+def resolve_profile(name: str, dims: Sequence[int], opts: EngineOptions) -> tuple[Shape, Shape, Shape] | None:
+    """min/opt/max shapes for an input with dynamic (-1) dimensions; None for a static input.
+
+    Defaults cover the usual dynamic-batch export: batch 1 to 16, tuned for half the maximum.
+    """
+    dims = tuple(int(d) for d in dims)
+    given = {"min": opts.min_shape, "opt": opts.opt_shape, "max": opts.max_shape}
+    if all(d >= 0 for d in dims):
+        if any(given.values()):
+            log.warning("input %s has the fixed shape %s: --min/--opt/--max are ignored (export with "
+                        "--dynamic for a dynamic batch)", name, fmt_shape(dims))
+        return None
+    if len(dims) != 4:
+        raise S2Error(f"input {name} has {len(dims)} dimensions; s2trt engines take NCHW images")
+    if any(d < 0 for d in dims[1:]) and not all(given.values()):
+        raise S2Error(f"input {name} ({fmt_shape(dims)}) has dynamic dimensions besides the batch: "
+                      "give all of --min, --opt and --max shapes")
+    rest = dims[1:]
+    max_b = given["max"][0] if given["max"] else max([DEFAULT_MAX_BATCH, *(s[0] for s in given.values() if s)])
+    min_b = given["min"][0] if given["min"] else 1
+    opt_b = given["opt"][0] if given["opt"] else max(min_b, max_b // 2)
+    shapes = {k: tuple(int(d) for d in (s or (b, *rest)))
+              for (k, s), b in zip(given.items(), (min_b, opt_b, max_b), strict=True)}
+    for k, s in shapes.items():
+        if len(s) != 4 or min(s) < 1 or any(d >= 0 and d != v for d, v in zip(dims, s, strict=True)):
+            raise S2Error(f"--{k} {fmt_shape(s)} does not fit input {name} ({fmt_shape(dims)}, -1 = "
+                          "dynamic): give N x C x H x W with the fixed dimensions unchanged")
+    mn, op, mx = shapes["min"], shapes["opt"], shapes["max"]
+    if not all(a <= b <= c for a, b, c in zip(mn, op, mx, strict=True)):
+        raise S2Error(f"shapes must satisfy min ≤ opt ≤ max in every dimension: --min {fmt_shape(mn)}, "
+                      f"--opt {fmt_shape(op)}, --max {fmt_shape(mx)}")
+    return mn, op, mx  # type: ignore[return-value]
+
+
+def _source_metadata(onnx_path: Path, required: bool) -> dict[str, Any]:
+    """The ONNX's sidecar JSON (reports included), overlaid by its own metadata_props.
+
+    On a Jetson without the onnx package the sidecar alone is enough.
+    """
+    meta = dict(read_sidecar(onnx_path) or {})
+    try:
+        meta.update(asdict(read_onnx_meta(onnx_path)))
+    except ImportError:
+        if required and not meta:
+            raise MissingDependencyError(
+                f"reading the metadata of {onnx_path.name} needs the Python package 'onnx' or the "
+                f"sidecar {sidecar_path(onnx_path).name}: pip install onnx, or copy the sidecar with "
+                "the ONNX") from None
+    except S2Error:
+        if required:
+            raise
+    return meta
+
+
+def _prepare_plugin(trt: Any, meta: dict[str, Any], opts: EngineOptions, onnx_path: Path) -> Path | None:
+    plugin_op = meta.get("plugin")
+    if not plugin_op:
+        return None
+    if not opts.use_plugin:
+        raise S2Error(f"{onnx_path.name} contains the {plugin_op} plugin node, so --no-plugin cannot "
+                      "build it: use the portable ONNX of the same export (flavour 'portable')")
+    lib = tc.load_plugin_library(opts.plugin_lib, required=True)
+    tc.check_plugin_registered(trt, library=lib)
+    return lib
+
+
+def _parse(trt: Any, parser: Any, onnx_path: Path) -> None:
+    if parser.parse_from_file(str(onnx_path)):
+        return
+    errors = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)]
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    hint = ""
+    if any(tc.PLUGIN_NAME in e for e in errors):
+        hint = "; load the plugin library with --plugin-lib or build the portable ONNX with --no-plugin"
+    raise S2Error(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: "
+                  f"{' | '.join(errors[:3]) or 'no parser error reported'}{more}{hint}")
+
+
+def _add_profile(builder: Any, config: Any, network: Any, opts: EngineOptions) -> tuple[Any, dict]:
+    profile, shapes = None, {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        resolved = resolve_profile(tensor.name, tuple(tensor.shape), opts)
+        if resolved is None:
+            continue
+        profile = profile or builder.create_optimization_profile()
+        profile.set_shape(tensor.name, *resolved)
+        shapes[tensor.name] = dict(zip(("min", "opt", "max"), (list(s) for s in resolved), strict=True))
+        log.info("optimization profile for %s: min %s, opt %s, max %s", tensor.name,
+                 *(fmt_shape(s) for s in resolved))
+    if profile is not None:
+        config.add_optimization_profile(profile)
+    return profile, shapes
+
+
+def graph_precision(trt: Any, network: Any) -> str:
+    """What the parsed graph itself asks for: Q/DQ layers mean int8, FP16 tensors mean fp16."""
+    half = False
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE):
+            return "int8"
+        half = half or any(layer.get_output(j).dtype == trt.DataType.HALF for j in range(layer.num_outputs))
+    return "fp16" if half else "fp32"
+
+
+def _configure_precision(trt: Any, config: Any, network: Any, opts: EngineOptions, profile: Any,
+                         onnx_name: str) -> tuple[str, str]:
+    """(precision of the engine, how it was chosen) for this TensorRT version."""
+    graph = graph_precision(trt, network)
+    if tc.is_strongly_typed_only(trt):
+        if opts.calibrator is not None:
+            raise S2Error(f"TensorRT {trt.__version__} has no INT8 calibrator: build the Q/DQ ONNX that "
+                          "`s2export model.pt --int8 --calib <images>` writes")
+        if opts.precision not in ("fp32", graph):
+            raise S2Error(f"TensorRT {trt.__version__} builds strongly typed networks, so the precision "
+                          f"comes from the ONNX graph, and {onnx_name} is {graph}: export a "
+                          f"{opts.precision} graph with `s2export model.pt --{opts.precision}` and build it")
+        return graph, "strongly typed network (precision from the ONNX graph)"
+    precision = opts.precision
+    if graph == "int8" and precision != "int8":
+        log.warning("%s is a Q/DQ graph: building it as int8", onnx_name)
+        precision = "int8"
+    calibrator = opts.calibrator if graph != "int8" else None
+    if precision == "int8" and graph != "int8" and calibrator is None:
+        raise S2Error(f"INT8 needs calibration: give calibration images (--calib) or build the Q/DQ "
+                      f"ONNX of `s2export model.pt --int8`; {onnx_name} has no Q/DQ nodes")
+    tc.set_precision_flags(trt, config, precision, calibrator)
+    if calibrator is not None and profile is not None:
+        tc.set_calibration_profile(config, profile)
+    how = "explicit Q/DQ" if graph == "int8" else "INT8 calibrator" if calibrator is not None else "builder"
+    return precision, f"builder flags ({how})"
+
+
+def _use_timing_cache(config: Any, path: Path) -> None:
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("timing cache %s is unreadable or from another TensorRT/GPU: starting a new one", path)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    elif data:
+        log.info("timing cache: %s (%d kB)", path, len(data) // 1024)
+
+
+def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dict[str, Any]:
+    """Build, write the engine atomically with its sidecar JSON, and return the sidecar."""
+    trt = tc.import_tensorrt("building a TensorRT engine")
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if opts.precision not in PRECISIONS:
+        raise S2Error(f"unknown precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
+    if not onnx_path.is_file():
+        raise S2Error(f"{onnx_path} does not exist")
+    meta = _source_metadata(onnx_path, required=True)
+    strongly_typed = tc.is_strongly_typed_only(trt)
+    log.info("TensorRT %s: precision from %s", trt.__version__,
+             "the ONNX graph (strongly typed network)" if strongly_typed else "builder flags")
+    plugin_lib = _prepare_plugin(trt, meta, opts, onnx_path)
+    tc.select_device(opts.device)
+
+    logger = trt.Logger(trt.Logger.VERBOSE if opts.verbose else trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = tc.create_network(trt, builder)
+    parser = trt.OnnxParser(network, logger)
+    log.info("parsing %s", onnx_path)
+    _parse(trt, parser, onnx_path)
+
+    config = builder.create_builder_config()
+    if opts.workspace_gib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
+    profile, profiles = _add_profile(builder, config, network, opts)
+    precision, path = _configure_precision(trt, config, network, opts, profile, onnx_path.name)
+    if plugin_lib is not None:
+        tc.enable_plugin_serialization(trt, config, plugin_lib, opts.version_compatible)
+    if opts.timing_cache:
+        _use_timing_cache(config, Path(opts.timing_cache))
+
+    log.info("building the %s engine with %s (minutes on a Jetson)", precision, path)
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise S2Error(f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name}: "
+                      "see its messages above (rerun with --verbose for all of them)")
+    write_bytes_atomic(engine_path, bytes(plan))
+    if opts.timing_cache:
+        write_bytes_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
+    extra = {"onnx_file": str(onnx_path), "precision_path": path, "profiles": profiles,
+             "version_compatible": opts.version_compatible, "workspace_gib": opts.workspace_gib}
+    sidecar = tc.engine_sidecar(trt, precision, plugin_lib, {**meta, **extra}, opts.device)
+    write_json_atomic(sidecar_path(engine_path), sidecar)
+    log.info("wrote %s (%.1f MB, %s, TensorRT %s, %s) in %.0f s", engine_path,
+             engine_path.stat().st_size / 1e6, precision, trt.__version__, path, time.perf_counter() - t0)
+    return sidecar
+
+
+def manual_build_hint(onnx_path: Path, opts: EngineOptions) -> str:
+    """The s2export and equivalent trtexec commands that build this engine on the target."""
+    onnx_path = Path(onnx_path)
+    meta = _source_metadata(onnx_path, required=False)
+    graph = meta.get("precision", "fp32")
+    imgsz = list(meta.get("imgsz") or [640, 640])
+    dims = (-1 if meta.get("batch") == "dynamic" else int(meta.get("batch") or 1), 3, *imgsz)
+    profile = resolve_profile(INPUT_NAME, dims, opts)
+
+    s2 = ["s2export", str(onnx_path)]
+    trtexec = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={onnx_path.with_suffix('.engine')}"]
+    note = None
+    if opts.precision != "fp32":
+        s2.append(f"--{opts.precision}")
+        if graph == opts.precision:
+            trtexec.append("--stronglyTyped")  # the graph carries its precision: 10.x and 11.x alike
+        else:
+            trtexec += ["--fp16"] + (["--int8", "--calib=<calibration cache>"]
+                                     if opts.precision == "int8" else [])
+            note = (f"# trtexec --{opts.precision} exists up to TensorRT 10; TensorRT 11 needs the "
+                    f"{opts.precision} ONNX from `s2export model.pt --{opts.precision}` and --stronglyTyped")
+    if opts.precision == "int8" and graph != "int8":
+        s2 += ["--calib", "<calibration images>"]
+    if profile is not None:
+        for key, shape in zip(("min", "opt", "max"), profile, strict=True):
+            s2 += [f"--{key}", fmt_shape(shape)]
+            trtexec.append(f"--{key}Shapes={INPUT_NAME}:{fmt_shape(shape)}")
+    if meta.get("plugin") and opts.use_plugin:
+        lib = opts.plugin_lib or tc.default_plugin_library() or Path("plugins/build") / tc.PLUGIN_LIB_NAME
+        if opts.plugin_lib:
+            s2 += ["--plugin-lib", str(lib)]
+        trtexec.append(f"--staticPlugins={lib}")
+    if not opts.use_plugin:
+        s2.append("--no-plugin")
+    if opts.workspace_gib:
+        s2 += ["--workspace", f"{opts.workspace_gib:g}"]
+        trtexec.append(f"--memPoolSize=workspace:{opts.workspace_gib:g}G")
+    if opts.timing_cache:
+        s2 += ["--timing-cache", str(opts.timing_cache)]
+        trtexec.append(f"--timingCacheFile={opts.timing_cache}")
+    if opts.device:
+        s2 += ["--device", str(opts.device)]
+        trtexec.append(f"--device={opts.device}")
+    lines = [shlex.join(s2), shlex.join(trtexec)] + ([note] if note else [])
+    return "\n".join(lines)
