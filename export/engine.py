@@ -65,7 +65,8 @@ def resolve_profile(name: str, dims: Sequence[int], opts: EngineOptions) -> tupl
         raise S2Error(f"input {name} ({fmt_shape(dims)}) has dynamic dimensions besides the batch: "
                       "give all of --min, --opt and --max shapes")
     rest = dims[1:]
-    max_b = given["max"][0] if given["max"] else max([DEFAULT_MAX_BATCH, *(s[0] for s in given.values() if s)])
+    batches = [s[0] for s in given.values() if s]
+    max_b = given["max"][0] if given["max"] else max([DEFAULT_MAX_BATCH, *batches])
     min_b = given["min"][0] if given["min"] else 1
     opt_b = given["opt"][0] if given["opt"] else max(min_b, max_b // 2)
     shapes = {k: tuple(int(d) for d in (s or (b, *rest)))
