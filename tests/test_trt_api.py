@@ -1,0 +1,191 @@
+"""TensorRT API conformance: every TensorRT attribute the package uses exists on the versions that use it.
+
+No TensorRT library can be installed here, but TensorRT's Python module can: the PyPI wheels
+tensorrt-cu12-bindings (10.3 = JetPack 6, newest 10.x) and tensorrt-cu13-bindings (11.x) import
+against stub libraries (tests/trt_stub), and the real module lists its API. The uses are collected
+from the package sources with their version paths (tests/trt_stub/usage.py explains the rules).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from trt_stub import provision
+from trt_stub.usage import ALL, Use, collect_files, collect_source, missing
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_FOLDERS = ("core", "models", "export", "calib", "runtime", "serve", "demo")
+
+
+def _uses(source: str) -> set[tuple[str, tuple]]:
+    return {(u.path, u.majors) for u in collect_source(textwrap.dedent(source), "snippet.py")}
+
+
+# ------------------------------------------------------------------ the collector, no wheels needed
+
+def test_collector_assigns_version_paths() -> None:
+    uses = _uses("""
+        from s2trt.runtime.trt_compat import for_trt, is_strongly_typed_only
+
+        @for_trt(max_major=10)
+        def old(trt, config):
+            config.set_flag(trt.BuilderFlag.FP16)
+
+        @for_trt(min_major=11)
+        class New:
+            def f(self, trt):
+                return trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+
+        def either(trt):
+            if is_strongly_typed_only(trt):
+                a = trt.A
+            else:
+                a = trt.B
+            if not is_strongly_typed_only(trt):
+                a = trt.C
+            return trt.D if is_strongly_typed_only(trt) else trt.E
+    """)
+    assert uses == {
+        ("IBuilderConfig.set_flag", (None, 10)), ("BuilderFlag", (None, 10)),
+        ("BuilderFlag.FP16", (None, 10)),
+        ("NetworkDefinitionCreationFlag", (11, None)),
+        ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", (11, None)),
+        ("A", (11, None)), ("B", (None, 10)), ("C", (None, 10)), ("D", (11, None)), ("E", (None, 10)),
+    }
+
+
+def test_collector_types_tensorrt_objects() -> None:
+    uses = _uses("""
+        from pathlib import Path
+
+        class Backend:
+            def __init__(self, trt, engine_file: Path, logger):
+                runtime = trt.Runtime(logger)
+                self._engine = runtime.deserialize_cuda_engine(engine_file.read_bytes())
+                ctx = self._engine.create_execution_context()
+                ctx.execute_async_v3(0)
+                cfg = trt.Builder(logger).create_builder_config()
+                cfg.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1)
+                trt.get_plugin_registry().get_creator("a", "1", "b")
+
+            def run(self, engine: Path, config: dict):
+                return engine.stem, config.get("x")
+    """)
+    assert uses == {
+        ("Runtime", ALL), ("Runtime.deserialize_cuda_engine", ALL),
+        ("ICudaEngine.create_execution_context", ALL), ("IExecutionContext.execute_async_v3", ALL),
+        ("Builder", ALL), ("Builder.create_builder_config", ALL),
+        ("IBuilderConfig.set_memory_pool_limit", ALL), ("MemoryPoolType", ALL),
+        ("MemoryPoolType.WORKSPACE", ALL), ("get_plugin_registry", ALL), ("IPluginRegistry.get_creator", ALL),
+    }  # `engine: Path` and `config: dict` are not TensorRT objects
+
+
+def test_collector_reads_the_package() -> None:
+    """The conformance check below is only as good as what it collects from the real sources."""
+    uses = {(u.path, u.majors) for u in collect_files(REPO, PACKAGE_FOLDERS)}
+    for expected in [("BuilderFlag.FP16", (None, 10)), ("BuilderFlag.INT8", (None, 10)),
+                     ("IBuilderConfig.int8_calibrator", (None, 10)),
+                     ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", (11, None)),
+                     ("IBuilderConfig.set_memory_pool_limit", ALL),
+                     ("IBuilderConfig.plugins_to_serialize", ALL),
+                     ("IPluginRegistry.get_creator", ALL), ("OnnxParser.parse_from_file", ALL),
+                     ("Builder.build_serialized_network", ALL), ("IOptimizationProfile.set_shape", ALL)]:
+        assert expected in uses
+
+
+# ----------------------------------------------------------------- against the real TensorRT modules
+
+@functools.cache
+def _api(version: str) -> dict:
+    try:
+        return provision.dump_api(version)
+    except provision.WheelUnavailable as e:
+        if os.environ.get("S2TRT_REQUIRE_TRT_WHEELS") == "1":
+            pytest.fail(f"{e} (S2TRT_REQUIRE_TRT_WHEELS=1)")
+        pytest.skip(f"{e}: the TensorRT API conformance test needs the wheel from PyPI")
+
+
+@pytest.fixture(params=list(provision.WHEELS), ids=lambda v: f"trt{v}")
+def trt_api(request: pytest.FixtureRequest) -> dict:
+    return _api(request.param)
+
+
+def _major(api: dict) -> int:
+    return int(api["version"].split(".")[0])
+
+
+def test_package_uses_only_existing_tensorrt_api(trt_api: dict) -> None:
+    uses = collect_files(REPO, PACKAGE_FOLDERS)
+    problems = list(missing(uses, trt_api["paths"], _major(trt_api)))
+    assert not problems, f"TensorRT {trt_api['version']} lacks:\n" + "\n".join(problems)
+
+
+def test_compat_helpers_on_the_real_module(trt_api: dict) -> None:
+    expected = tuple(int(p) for p in trt_api["version"].split(".")[:3])
+    assert tuple(trt_api["trt_version"]) == expected
+    assert trt_api["strongly_typed_only"] is (expected[0] >= 11)
+
+
+SNIPPETS = {
+    # TensorRT 11 removed the precision flags: the 11 path must not use them (rf-detr#1453).
+    "fp16_flag_on_11_path": ("""
+        @for_trt(min_major=11)
+        def precision(trt, config):
+            config.set_flag(trt.BuilderFlag.FP16)
+        """, {11}),
+    "fp16_flag_in_10_branch": ("""
+        def precision(trt, config):
+            if is_strongly_typed_only(trt):
+                return trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+            config.set_flag(trt.BuilderFlag.FP16)
+        """, {11}),  # code after the branch runs on every version
+    "fp16_flag_in_else": ("""
+        def precision(trt, config):
+            if is_strongly_typed_only(trt):
+                return trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+            else:
+                config.set_flag(trt.BuilderFlag.FP16)
+        """, set()),
+    "calibrator_unmarked": ("""
+        def make(trt):
+            class Calibrator(trt.IInt8EntropyCalibrator2):
+                pass
+            return Calibrator
+        """, {11}),
+    "calibrator_marked": ("""
+        @for_trt(max_major=10)
+        def make(trt):
+            class Calibrator(trt.IInt8EntropyCalibrator2):
+                def __init__(self):
+                    trt.IInt8EntropyCalibrator2.__init__(self)
+            return Calibrator
+        """, set()),
+    "workspace_removed_in_10": ("""
+        def workspace(trt, builder):
+            config = builder.create_builder_config()
+            config.max_workspace_size = 1 << 30
+        """, {10, 11}),  # ultralytics#9510
+    "misspelt": ("""
+        def precision(trt, config):
+            config.set_flag(trt.BuilderFlag.FP61)
+        """, {10, 11}),
+}
+
+
+@pytest.mark.parametrize("name", list(SNIPPETS))
+def test_snippet_fails_exactly_where_its_api_is_missing(trt_api: dict, name: str) -> None:
+    source, failing_majors = SNIPPETS[name]
+    uses = collect_source(textwrap.dedent(source), f"{name}.py")
+    problems = list(missing(uses, trt_api["paths"], _major(trt_api)))
+    assert bool(problems) is (_major(trt_api) in failing_majors), problems
+
+
+def test_missing_names_the_file_line_and_attribute() -> None:
+    api = _api(next(v for v in provision.WHEELS if v.startswith("11.")))
+    use = Use("BuilderFlag.FP16", (11, None), "export/engine.py:42")
+    assert list(missing([use], api["paths"], 11)) == [
+        "export/engine.py:42: trt.BuilderFlag.FP16 (BuilderFlag.FP16 does not exist)"]

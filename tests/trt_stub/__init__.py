@@ -1,0 +1,1 @@
+"""Real TensorRT Python modules (PyPI wheels) imported against stub libraries, for API conformance."""
