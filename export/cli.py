@@ -1,24 +1,213 @@
-"""s2export (placeholder until the export issue lands)."""
+"""s2export: a YOLOv5-S2 checkpoint -> checked ONNX (portable and TensorRT flavours) -> TensorRT engine.
+
+The parser is assembled from option groups (`add_*_args`) and the work is done by the stages of
+s2trt.export.pipeline, so a feature such as INT8 adds one option group and one stage.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from s2trt.cli import add_verbosity, run_main
+from s2trt.errors import EXIT_NO_ENGINE, EXIT_OK, MissingDependencyError, S2Error
+
+log = logging.getLogger("s2trt.export")
+
+EPILOG = """\
+exit codes:
+  0   done: ONNX written and checked (and the engine built, unless --onnx-only)
+  1   bad input or a failed check (parity, graph surgery): the message says which; no files written
+  2   bad command line
+  3   ONNX written, but no TensorRT here to build the engine: the command that builds it on the
+      target is printed (use --onnx-only to make this exit 0)
+  70  internal error in s2trt (rerun with --verbose and report it)
+  130 interrupted
+
+examples:
+  s2export best.pt --onnx-only                  portable + TensorRT-flavour ONNX, 640x640, batch 1
+  s2export best.pt --dynamic --fp16 --nms       FP16, dynamic batch, in-graph NMS, engine if possible
+  s2export best.trt.onnx --fp16                 build the engine on the target (e.g. a Jetson)
+"""
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """'4' (a batch size) or '4x3x640x640' (N x C x H x W)."""
+    if not re.fullmatch(r"\d+(x\d+){3}|\d+", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a batch size or an NxCxHxW shape")
+    return tuple(int(v) for v in text.strip().split("x"))
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--cfg", help="model config (bundled name such as yolov5s-s2, or a yaml file); "
+                   "needed for a plain state_dict, else read from the checkpoint")
+    g.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="N",
+                   help="input size: one value (square) or two (h w), multiples of the stride "
+                   "(default 640)")
+    b = g.add_mutually_exclusive_group()
+    b.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    b.add_argument("--dynamic", action="store_true", help="dynamic batch size")
+    g.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+
+
+def add_graph_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("graph")
+    g.add_argument("--fp16", action="store_true",
+                   help="FP16 graphs (weights and compute FP16, inputs/outputs FP32) and an FP16 engine")
+    g.add_argument("--nms", action="store_true",
+                   help="end the graph in NMS: num_dets, det_boxes, det_scores, det_classes")
+    g.add_argument("--conf-thres", type=float, default=0.25, help="NMS score threshold (default 0.25)")
+    g.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    g.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
+    g.add_argument("--topk", type=int, default=1000,
+                   help="candidates per image before NMS, by score (default 1000)")
+    g.add_argument("--no-plugin", action="store_true",
+                   help="no S2SplitAttention plugin: skip the TensorRT-flavour ONNX and build the "
+                   "engine from the portable graph")
+    g.add_argument("--simplify", action="store_true", help="also simplify the graph with onnxslim")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", type=Path,
+                   help="portable ONNX file or folder (default: beside the weights); the TensorRT "
+                   "flavour goes beside it as <name>.trt.onnx, each with a <name>.json sidecar")
+    g.add_argument("--onnx-only", action="store_true",
+                   help="stop after the ONNX files, even where TensorRT is installed")
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("TensorRT engine")
+    g.add_argument("--workspace", type=float, metavar="GIB", help="builder workspace limit in GiB")
+    for key in ("min", "opt", "max"):
+        g.add_argument(f"--{key}-shape", f"--{key}", dest=f"{key}_shape", type=_shape, metavar="SHAPE",
+                       help=f"{key} input shape of a dynamic-batch engine: a batch size or NxCxHxW")
+    g.add_argument("--timing-cache", type=Path, help="timing cache file (read if present, then written)")
+    g.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    g.add_argument("--plugin-lib", type=Path,
+                   help="S2SplitAttention plugin library (default: the one built by CMake)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s2export", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a YOLOv5-S2 checkpoint to ONNX (checked against PyTorch) and build a "
+                    "TensorRT engine; or build the engine from an ONNX file made by s2export.")
+    p.add_argument("weights", type=Path, help="YOLOv5 checkpoint (.pt), or an s2export .onnx file")
+    add_model_args(p)
+    add_graph_args(p)
+    add_output_args(p)
+    add_engine_args(p)
+    add_verbosity(p)
+    return p
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="s2export",
-                                description="Export a YOLOv5-S2 checkpoint to ONNX and TensorRT.")
-    p.add_argument("weights", help="YOLOv5 checkpoint (.pt)")
-    add_verbosity(p)
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+def request(args: argparse.Namespace) -> Any:
+    from s2trt.export.nms import NMSConfig
+    from s2trt.export.pipeline import ExportRequest
+
+    if args.batch < 1:
+        raise S2Error(f"--batch {args.batch} must be 1 or more")
+    nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
+    return ExportRequest(weights=args.weights, cfg=args.cfg, imgsz=args.imgsz,
+                         batch=None if args.dynamic else args.batch, opset=args.opset, fp16=args.fp16,
+                         nms=nms, plugin=not args.no_plugin, output=args.output, simplify=args.simplify)
+
+
+def engine_options(args: argparse.Namespace, imgsz: Sequence[int]) -> Any:
+    from s2trt.export.engine import EngineOptions
+
+    def full(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        return (shape[0], 3, *imgsz) if shape is not None and len(shape) == 1 else shape
+
+    return EngineOptions(precision="fp16" if args.fp16 else "fp32", workspace_gib=args.workspace,
+                         min_shape=full(args.min_shape), opt_shape=full(args.opt_shape),
+                         max_shape=full(args.max_shape), timing_cache=args.timing_cache,
+                         device=args.device, verbose=args.verbose, plugin_lib=args.plugin_lib,
+                         use_plugin=not args.no_plugin)
+
+
+def build(onnx_path: Path, opts: Any) -> int:
+    """Build the engine beside the ONNX; without TensorRT print how to build it, exit 3."""
+    from s2trt.export.engine import build_engine, manual_build_hint
+
+    engine_path = onnx_path.with_suffix(".engine")
+    try:
+        build_engine(onnx_path, engine_path, opts)
+    except MissingDependencyError as e:
+        log.debug("%s", e)
+        hint = "\n".join(f"  {line}" for line in manual_build_hint(onnx_path, opts).splitlines())
+        print(f"s2export: TensorRT is not installed here, so no engine was built from {onnx_path.name}; "
+              f"build it on the target with:\n{hint}", file=sys.stderr)
+        return EXIT_NO_ENGINE
+    print(f"engine: {engine_path} ({_size(engine_path)})")
+    return EXIT_OK
+
+
+def _size(path: Path) -> str:
+    n = path.stat().st_size
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def summary(state: Any) -> str:
+    req = state.req
+    batch = "dynamic batch" if req.batch is None else f"batch {req.batch}"
+    lines = ["s2export summary", "  files:"]
+    for a in state.artifacts:
+        what = f"{a.flavour} {req.precision}, {batch}, {state.imgsz[0]}x{state.imgsz[1]}"
+        if a.flavour == "tensorrt":
+            what += f", {state.blocks} S2SplitAttention node{'s' if state.blocks != 1 else ''}"
+        if req.nms:
+            what += ", in-graph NMS"
+        lines.append(f"    {a.path}  {_size(a.path)}  ({what})")
+    lines += [f"    {p}" for p in state.written if p.suffix == ".json"]
+    lines.append(f"  parity on {state.x_source}:")
+    lines += [f"    {p.line()}" for p in state.parity]
+    if state.nms_report:
+        r = state.nms_report
+        agree = {True: ", same as the host NMS",
+                 False: ", DIFFERENT from the host NMS"}.get(r.get("agree"), "")
+        lines.append(f"  nms: {r['detections']} detections on the parity input{agree}")
+    total = sum(state.timings.values())
+    lines.append("  time: " + ", ".join(f"{k.split(' (')[0].split(':')[0]} {v:.1f} s"
+                                        for k, v in state.timings.items()) + f"; total {total:.1f} s")
+    return "\n".join(lines)
 
 
 def _main(args: argparse.Namespace) -> int:
-    print("s2export: not implemented yet")
-    return 1
+    if args.weights.suffix.lower() == ".onnx":
+        return _main_onnx(args)
+    from s2trt.export.pipeline import ExportState, run
+
+    state = run(ExportState(request(args)))
+    print(summary(state))
+    if args.onnx_only:
+        return EXIT_OK
+    target = next(a.path for a in state.artifacts if a.flavour == ("portable" if args.no_plugin
+                                                                     else "tensorrt"))
+    return build(target, engine_options(args, state.imgsz))
+
+
+def _main_onnx(args: argparse.Namespace) -> int:
+    """`s2export model.onnx`: only the engine, from an ONNX that s2export wrote."""
+    from s2trt.meta import read_onnx_meta
+
+    if not args.weights.is_file():
+        raise S2Error(f"ONNX file not found: {args.weights}")
+    if args.onnx_only:
+        raise S2Error("--onnx-only with an .onnx input leaves nothing to do")
+    imgsz = read_onnx_meta(args.weights).imgsz
+    return build(args.weights, engine_options(args, imgsz))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,198 @@
+"""In-graph NMS in standard ONNX ops (DESIGN §3): TopK pre-filter -> NonMaxSuppression -> padded outputs.
+
+Outputs, the layout TensorRT's EfficientNMS users know: `num_dets` (B, 1) int32, `det_boxes` (B, K, 4)
+x1y1x2y2 in input pixels, `det_scores` (B, K), `det_classes` (B, K) int32, K = max_det; entries past
+num_dets are 0 (classes -1). Semantics follow the runtime's host NMS: score = objectness x best class
+score, kept when > conf_thres, class-aware greedy NMS at iou_thres, at most max_det per image.
+
+Class awareness uses NonMaxSuppression's multi-class form (scores (B, nc, K), each box scored only
+under its best class) rather than YOLOv5's coordinate offsets: offsets of class x 7680 put boxes at
+coordinates where float32's step is 1/16 px, which moves IoUs near the threshold. TensorRT maps the
+op to its INMSLayer; the TopK pre-filter bounds what that layer considers (it silently keeps only the
+top 5,000 boxes per image), so TensorRT and ONNX Runtime start from the same boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from s2trt.errors import S2Error
+
+if TYPE_CHECKING:
+    import onnx
+
+NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+
+
+@dataclass
+class NMSConfig:
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    max_det: int = 300
+    topk: int = 1000  # candidates per image handed to NonMaxSuppression
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.conf_thres <= 1 or not 0 <= self.iou_thres <= 1:
+            raise S2Error(f"--conf-thres {self.conf_thres} and --iou-thres {self.iou_thres} must be "
+                          "within 0..1")
+        if self.max_det < 1 or self.topk < 1:
+            raise S2Error(f"--max-det {self.max_det} and the TopK pre-filter {self.topk} must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"conf_thres": self.conf_thres, "iou_thres": self.iou_thres, "max_det": self.max_det,
+                "topk": self.topk, "outputs": list(NMS_OUTPUTS)}
+
+
+class _Builder:
+    """Appends nodes and initializers with unique names under a prefix."""
+
+    def __init__(self, graph: Any, opset: int):
+        self.graph, self.opset, self.n = graph, opset, 0
+
+    def name(self, hint: str) -> str:
+        self.n += 1
+        return f"/nms/{hint}_{self.n}"
+
+    def const(self, value: Any, dtype: Any, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, out: list[str] | None = None,
+           **attrs: Any) -> Any:
+        from onnx import helper
+
+        node_name = self.name(op_type)
+        outs = out or [f"{node_name}_out{i}" for i in range(n_out)]
+        self.graph.node.append(helper.make_node(op_type, inputs, outs, name=node_name, **attrs))
+        return outs[0] if len(outs) == 1 else outs
+
+    def reduce(self, op_type: str, x: str, axis: int, keepdims: int) -> str:
+        # ReduceSum takes axes as an input since opset 13, ReduceMax only since opset 18.
+        if op_type == "ReduceSum" or self.opset >= 18:
+            return self.op(op_type, [x, self.const([axis], np.int64, "axes")], keepdims=keepdims)
+        return self.op(op_type, [x], axes=[axis], keepdims=keepdims)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _static_dims(model: onnx.ModelProto, name: str) -> tuple[int, int]:
+    """(N, 5 + nc) of the raw output: both must be fixed by the export size."""
+    out = next(o for o in model.graph.output if o.name == name)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in out.type.tensor_type.shape.dim]
+    if len(dims) != 3 or dims[1] is None or dims[2] is None or dims[2] < 6:
+        raise S2Error(f"in-graph NMS needs a (B, N, 5 + nc) output with fixed N and nc, got {dims}")
+    return dims[1], dims[2]
+
+
+def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> onnx.ModelProto:
+    """A copy of `model` whose outputs are the four NMS tensors instead of `raw`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    n, no = _static_dims(model, raw)
+    nc = no - 5
+    k1, k2 = min(cfg.topk, n), min(cfg.max_det, cfg.topk, n)
+    g = model.graph
+    b = _Builder(g, _opset(model))
+    i64, f32 = np.int64, np.float32
+
+    def part(start: int, end: int) -> str:
+        return b.op("Slice", [raw, b.const([start], i64), b.const([end], i64), b.const([2], i64)])
+
+    xywh, obj, cls = part(0, 4), part(4, 5), part(5, no)
+    cls_scores = b.op("Mul", [cls, obj])
+    score = b.reduce("ReduceMax", cls_scores, 2, 0)
+    label = b.op("ArgMax", [cls_scores], axis=2, keepdims=0)
+    to_xyxy = [[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]]
+    boxes = b.op("MatMul", [xywh, b.const(to_xyxy, f32, "xywh2xyxy")])
+
+    top_s, top_i = b.op("TopK", [score, b.const([k1], i64, "topk")], n_out=2, axis=1)
+    top_boxes = _gather_rows(b, boxes, top_i, 4)
+    top_label = b.op("GatherElements", [label, top_i], axis=1)
+
+    one_hot = b.op("Cast", [b.op("Equal", [b.op("Unsqueeze", [top_label, b.const([1], i64)]),
+                                           b.const(np.arange(nc).reshape(1, nc, 1), i64, "classes")])],
+                   to=TensorProto.FLOAT)
+    nms_scores = b.op("Mul", [one_hot, b.op("Unsqueeze", [top_s, b.const([1], i64)])])
+    selected = b.op("NonMaxSuppression", [top_boxes, nms_scores, b.const([cfg.max_det], i64, "max_out"),
+                                          b.const([cfg.iou_thres], f32, "iou"),
+                                          b.const([cfg.conf_thres], f32, "score_thres")],
+                    center_point_box=0)
+
+    # Selected (batch, class, index) rows -> a 0/1 mask over the (B, k1) candidates, by comparing
+    # flat positions (no scatter: ScatterND is what this project keeps out of its graphs).
+    sel_b = b.op("Gather", [selected, b.const(0, i64)], axis=1)
+    sel_i = b.op("Gather", [selected, b.const(2, i64)], axis=1)
+    flat = b.op("Add", [b.op("Mul", [sel_b, b.const(k1, i64)]), sel_i])
+    batch = b.op("Gather", [b.op("Shape", [raw]), b.const(0, i64)], axis=0)
+    positions = b.op("Range", [b.const(0, i64), b.op("Mul", [batch, b.const(k1, i64)]), b.const(1, i64)])
+    hits = b.op("Cast", [b.op("Equal", [b.op("Unsqueeze", [flat, b.const([1], i64)]),
+                                        b.op("Unsqueeze", [positions, b.const([0], i64)])])],
+                to=TensorProto.FLOAT)
+    keep = b.op("Reshape", [b.reduce("ReduceSum", hits, 0, 0), b.const([-1, k1], i64)])
+
+    # Kept candidates keep their score, the others drop to -2; a second TopK orders the kept ones.
+    ranked = b.op("Add", [b.op("Mul", [top_s, keep]),
+                          b.op("Mul", [b.op("Sub", [keep, b.const(1, f32)]), b.const(2, f32)])])
+    det_s, det_i = b.op("TopK", [ranked, b.const([k2], i64, "max_det")], n_out=2, axis=1)
+    count = b.op("Min", [b.reduce("ReduceSum", keep, 1, 1), b.const(k2, f32)])
+    valid = b.op("Cast", [b.op("Less", [b.const(np.arange(k2, dtype=f32)[None], f32), count])],
+                 to=TensorProto.FLOAT)
+
+    pad = cfg.max_det - k2  # fewer candidates than max_det: pad the outputs to the promised size
+
+    def padded(x: str, rank: int, value: float, out: str, dtype: int) -> None:
+        if pad:
+            pads = [0, 0, *([0] * (rank - 2)), 0, pad, *([0] * (rank - 2))]
+            x = b.op("Pad", [x, b.const(pads, i64, "pads"), b.const(value, f32)], mode="constant")
+        b.op("Cast", [x], out=[out], to=dtype)
+
+    det_boxes = b.op("Mul", [_gather_rows(b, top_boxes, det_i, 4),
+                             b.op("Unsqueeze", [valid, b.const([2], i64)])])
+    labels = b.op("Cast", [b.op("GatherElements", [top_label, det_i], axis=1)], to=TensorProto.FLOAT)
+    det_cls = b.op("Add", [b.op("Mul", [labels, valid]), b.op("Sub", [valid, b.const(1, f32)])])
+    b.op("Cast", [count], out=["num_dets"], to=TensorProto.INT32)
+    padded(det_boxes, 3, 0.0, "det_boxes", TensorProto.FLOAT)
+    padded(b.op("Relu", [det_s]), 2, 0.0, "det_scores", TensorProto.FLOAT)
+    padded(det_cls, 2, -1.0, "det_classes", TensorProto.INT32)
+
+    batch_dim = next(o for o in g.output if o.name == raw).type.tensor_type.shape.dim[0]
+    bdim: Any = batch_dim.dim_param or batch_dim.dim_value
+    del g.output[:]
+    g.output.extend([
+        helper.make_tensor_value_info("num_dets", TensorProto.INT32, [bdim, 1]),
+        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [bdim, cfg.max_det, 4]),
+        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [bdim, cfg.max_det]),
+        helper.make_tensor_value_info("det_classes", TensorProto.INT32, [bdim, cfg.max_det]),
+    ])
+    return model
+
+
+def _gather_rows(b: _Builder, x: str, idx: str, width: int) -> str:
+    """x[b, idx[b, j], :] for x (B, N, width) and idx (B, K)."""
+    import numpy as np
+
+    tiled = b.op("Tile", [b.op("Unsqueeze", [idx, b.const([2], np.int64)]),
+                          b.const([1, 1, width], np.int64)])
+    return b.op("GatherElements", [x, tiled], axis=1)
+
+
+def nms_graph(n: int, nc: int, cfg: NMSConfig, opset: int = 17) -> onnx.ModelProto:
+    """A standalone graph `output0 (B, n, 5 + nc)` -> the NMS outputs, to test NMS on raw outputs."""
+    from onnx import TensorProto, helper
+
+    raw = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", n, 5 + nc])
+    graph = helper.make_graph([helper.make_node("Identity", ["raw_in"], ["output0"])], "nms",
+                              [helper.make_tensor_value_info("raw_in", TensorProto.FLOAT,
+                                                             ["batch", n, 5 + nc])], [raw])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return append_nms(model, cfg)

@@ -1,0 +1,154 @@
+"""Export-time parity: the ONNX graphs against the PyTorch model on a real, letterboxed image.
+
+The error is measured relative to each output group's scale, because the groups live on different
+scales: boxes (cx, cy, w, h) are pixels up to the image size, objectness and class scores are 0..1.
+An absolute 1e-4 would be too strict for boxes and a box-scaled one too loose for scores.
+`rel = max over groups of max|a - b| / max(|b|)` of that group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from s2trt.errors import S2Error
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
+
+FP32_TOL = 1e-4
+RANDOM_SEED = 0
+
+
+@dataclass
+class Parity:
+    """One comparison: what against what, the figures, and whether it passed."""
+
+    name: str  # e.g. "portable fp32 (ONNX Runtime) vs PyTorch"
+    max_abs: float
+    rel: float
+    tol: float
+    input: str  # where the test image came from
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.rel) and self.rel <= self.tol)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "pass": self.ok}
+
+    def line(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        return f"{self.name}: max abs diff {self.max_abs:.3g}, relative {self.rel:.3g} " \
+               f"(tolerance {self.tol:g}) {verdict}"
+
+
+def demo_assets() -> Path:
+    import s2trt.demo
+
+    return Path(s2trt.demo.__file__).parent / "assets"
+
+
+def _load_image() -> tuple[np.ndarray, str]:
+    """A BGR uint8 image: the bundled demo image or video frame, else a seeded random image."""
+    import cv2
+
+    assets = demo_assets()
+    for path in sorted((assets / "images").glob("*.jpg")) + sorted((assets / "images").glob("*.png")):
+        img = cv2.imread(str(path))
+        if img is not None:
+            return img, path.name
+    video = assets / "sample.mp4"
+    if video.is_file():
+        cap = cv2.VideoCapture(str(video))
+        ok, frame = cap.read()
+        cap.release()
+        if ok:
+            return frame, f"{video.name} frame 0"
+    rng = np.random.default_rng(RANDOM_SEED)
+    return rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), f"random image (seed {RANDOM_SEED})"
+
+
+def sample_input(imgsz: Sequence[int], batch: int = 1, stride: int = 32) -> tuple[np.ndarray, str]:
+    """(batch, 3, h, w) float32 network input made the way the runtime makes it, and its source.
+
+    Items after the first are mirrored or flipped copies, so a batch mix-up shows in the diff.
+    """
+    img, source = _load_image()
+    variants = [img, img[:, ::-1], img[::-1], img[::-1, ::-1]]
+    frames = [np.ascontiguousarray(variants[i % 4]) for i in range(batch)]
+    try:
+        from s2trt.runtime.preprocess import preprocess
+    except ImportError:  # the runtime package is optional for exporting
+        return _plain_letterbox(frames, imgsz), source
+    x, _ = preprocess(frames, list(imgsz), stride=stride)
+    return np.ascontiguousarray(x), source
+
+
+def _plain_letterbox(frames: list[np.ndarray], imgsz: Sequence[int]) -> np.ndarray:
+    import cv2
+
+    h, w = imgsz
+    out = np.full((len(frames), h, w, 3), 114, np.uint8)
+    for i, f in enumerate(frames):
+        r = min(h / f.shape[0], w / f.shape[1])
+        nh, nw = round(f.shape[0] * r), round(f.shape[1] * r)
+        top, left = (h - nh) // 2, (w - nw) // 2
+        out[i, top:top + nh, left:left + nw] = cv2.resize(f, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255
+
+
+def compare(name: str, out: np.ndarray, ref: np.ndarray, tol: float, source: str) -> Parity:
+    """Relative error of a (B, N, 5 + nc) output against a reference of the same shape."""
+    if out.shape != ref.shape:
+        raise S2Error(f"{name}: output shape {out.shape} differs from the reference's {ref.shape}")
+    out, ref = out.astype(np.float64), ref.astype(np.float64)
+    diff = np.abs(out - ref)
+    groups = [slice(0, 4), slice(4, None)] if ref.ndim == 3 and ref.shape[-1] > 4 else [slice(None)]
+    rel = 0.0
+    for g in groups:
+        scale = max(float(np.abs(ref[..., g]).max(initial=0.0)), 1e-12)
+        rel = max(rel, float(diff[..., g].max(initial=0.0)) / scale)
+    if not np.isfinite(out).all():
+        rel = float("inf")
+    return Parity(name, float(diff.max(initial=0.0)), rel, tol, source)
+
+
+def run_torch(model: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def run_ort(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # ORT's optimizer warnings are about its own rewrites, not ours
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+def run_reference(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    """onnx.reference with the NumPy implementation of the S2SplitAttention node."""
+    from onnx.reference import ReferenceEvaluator
+
+    from s2trt.export.plugin_reference import reference_op
+
+    ev = ReferenceEvaluator(model, new_ops=[reference_op()])
+    return ev.run(None, {model.graph.input[0].name: x})
+
+
+def require(results: Sequence[Parity]) -> None:
+    """Fail the export loudly when any parity check failed."""
+    bad = [p for p in results if not p.ok]
+    if bad:
+        raise S2Error("parity check failed, no files written: " + "; ".join(p.line() for p in bad))
