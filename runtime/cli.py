@@ -1,24 +1,194 @@
-"""s2infer (placeholder until the runtime issue lands)."""
+"""s2infer: run a YOLOv5-S2 detector on images, videos, cameras and streams (like YOLOv5's detect.py).
+
+Only argparse is imported at module level: `s2infer --help` answers at once, and torch, onnxruntime
+and tensorrt are imported only by the backend that is asked for.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from s2trt.cli import add_verbosity, run_main
+from s2trt.errors import S2Error
+
+log = logging.getLogger("s2trt.runtime")
+
+EPILOG = """examples:
+  s2infer --engine yolov5s-s2.engine video.mp4            annotated video in runs/detect/exp
+  s2infer --onnx demo.onnx sample.mp4 --save-json         + predictions.jsonl, one line per frame
+  s2infer --onnx demo.onnx images/ --no-save --save-json out.jsonl
+  s2infer --weights best.pt 0 --show                      camera 0, PyTorch reference backend
+  s2infer --engine m.engine rtsp://cam/stream --batch 4 -o cam.mp4
+
+exit codes: 0 done (unreadable frames are skipped and reported), 1 nothing could be done (the message
+says why), 2 bad command line, 70 internal error, 130 interrupted (outputs so far are complete)"""
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="s2infer", description="Run YOLOv5-S2 detection on images, videos, cameras and streams.")
-    p.add_argument("source", help="image, folder, video, camera index or URL")
-    add_verbosity(p)
-    return p.parse_args(argv)
+        prog="s2infer", description="Run YOLOv5-S2 detection on images, videos, cameras and streams.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video, camera index (0) or "
+                   "rtsp:// / http:// URL")
+    m = p.add_argument_group("model (one of --engine, --onnx, --weights)")
+    which = m.add_mutually_exclusive_group(required=True)
+    which.add_argument("--engine", metavar="PATH", help="TensorRT engine (with its .engine.json sidecar)")
+    which.add_argument("--onnx", metavar="PATH", help="ONNX model exported by s2export (ONNX Runtime)")
+    which.add_argument("--weights", metavar="PATH", help="YOLOv5 .pt checkpoint (PyTorch, reference path)")
+    m.add_argument("--cfg", help="model config for a plain state_dict checkpoint (e.g. yolov5s-s2)")
+    m.add_argument("--plugin-lib", metavar="PATH", help="S2SplitAttention plugin library for --engine "
+                   "(default: the one named in the engine's sidecar)")
+    m.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: the GPU "
+                   "when there is one)")
+    m.add_argument("--imgsz", type=int, nargs="+", metavar="N", help="network input h [w]; --onnx and "
+                   "--engine take it from the model, --weights defaults to 640")
+    m.add_argument("--half", action="store_true", help="FP16 inference for --weights on a GPU")
+    m.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (default: all cores)")
+
+    d = p.add_argument_group("detection")
+    d.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold (default 0.25)")
+    d.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    d.add_argument("--classes", type=int, nargs="+", metavar="ID", help="keep only these class ids")
+    d.add_argument("--agnostic-nms", action="store_true", help="NMS across classes")
+    d.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
+
+    i = p.add_argument_group("input")
+    i.add_argument("--batch", type=int, default=1, help="frames per inference batch (default 1)")
+    i.add_argument("--vid-stride", type=int, default=1, help="use every Nth video frame (default 1)")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--save", action=argparse.BooleanOptionalAction, default=True,
+                   help="save annotated images / videos (default on; --no-save to skip)")
+    o.add_argument("--save-json", nargs="?", const="", metavar="PATH",
+                   help="write JSON Lines, one record per frame (default PATH: predictions.jsonl in "
+                   "the output folder)")
+    o.add_argument("--project", default="runs/detect", help="output root (default runs/detect)")
+    o.add_argument("--name", default="exp", help="output folder under --project (exp, exp2, ...)")
+    o.add_argument("--exist-ok", action="store_true", help="reuse project/name instead of exp2, exp3, ...")
+    o.add_argument("-o", "--output", metavar="PATH", help="output file (one video or image source) or "
+                   "folder, instead of --project/--name")
+    o.add_argument("--show", action="store_true", help="show results in a window (where a display exists)")
+    o.add_argument("--line-width", type=int, help="box line width in pixels (default: from frame size)")
+    o.add_argument("--hide-labels", action="store_true", help="draw boxes without labels")
+    o.add_argument("--hide-conf", action="store_true", help="draw labels without scores")
+
+    r = p.add_argument_group("run")
+    r.add_argument("--sequential", action="store_true", help="no stage overlap (for comparison)")
+    r.add_argument("--queue-size", type=int, default=4, help="batches buffered between stages (default 4)")
+    add_verbosity(r)
+    args = p.parse_args(argv)
+    _check(p, args)
+    return args
 
 
-def _main(args: argparse.Namespace) -> int:
-    print("s2infer: not implemented yet")
-    return 1
+def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if not 0 <= a.conf_thres <= 1 or not 0 <= a.iou_thres <= 1:
+        p.error("--conf-thres and --iou-thres must be within 0..1")
+    if a.batch < 1 or a.max_det < 1 or a.vid_stride < 1 or a.queue_size < 1:
+        p.error("--batch, --max-det, --vid-stride and --queue-size must be 1 or more")
+    if a.imgsz is not None and len(a.imgsz) not in (1, 2):
+        p.error("--imgsz takes one or two numbers (h [w])")
+
+
+def open_backend(a: argparse.Namespace):
+    if a.engine:
+        from s2trt.runtime.backend_trt import TrtBackend
+
+        return TrtBackend(a.engine, a.plugin_lib, a.device)
+    if a.onnx:
+        from s2trt.runtime.backend_ort import OrtBackend
+
+        return OrtBackend(a.onnx, a.device, a.threads)
+    from s2trt.runtime.backend_torch import TorchBackend
+
+    size = a.imgsz or [640]
+    return TorchBackend(a.weights, (size[0], size[-1]), a.device, a.cfg, a.half)
+
+
+def _check_imgsz(a: argparse.Namespace, backend) -> None:
+    if a.imgsz is None or a.weights:
+        return
+    want = (a.imgsz[0], a.imgsz[-1])
+    if want != tuple(backend.imgsz):
+        h, w = backend.imgsz
+        raise S2Error(f"--imgsz {want[0]} {want[1]} does not match the model, whose input is {h}x{w} "
+                      f"(fixed at export): drop --imgsz or re-export with --imgsz {want[0]} {want[1]}")
+
+
+def plan_outputs(a: argparse.Namespace, single_file: bool) -> tuple[Path | None, Path | None, Path | None]:
+    """(save_dir, output_file, jsonl_path) from --project/--name, -o and --save-json."""
+    from s2trt.runtime.sinks import increment_dir
+    from s2trt.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
+
+    json_explicit = Path(a.save_json) if a.save_json else None
+    wants_dir = a.save or (a.save_json == "")
+    save_dir = out_file = None
+    if a.output:
+        out = Path(a.output)
+        if single_file and out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
+            out_file = out
+            out.parent.mkdir(parents=True, exist_ok=True)
+        elif wants_dir:
+            save_dir = increment_dir(out.parent, out.name, exist_ok=True)
+    elif wants_dir:
+        save_dir = increment_dir(a.project, a.name, a.exist_ok)
+    jsonl = None
+    if a.save_json is not None:
+        default = out_file.with_suffix(".jsonl") if out_file else save_dir / "predictions.jsonl"
+        jsonl = json_explicit or default
+        jsonl.parent.mkdir(parents=True, exist_ok=True)
+    return save_dir, out_file, jsonl
+
+
+def _main(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from s2trt.runtime.pipeline import DetectOptions, Runner
+    from s2trt.runtime.sinks import Sinks
+    from s2trt.runtime.sources import open_source
+
+    source = open_source(a.source, a.vid_stride)
+    backend = open_backend(a)
+    try:
+        _check_imgsz(a, backend)
+        names = backend.meta.names
+        if a.classes and max(a.classes) >= len(names) > 0:
+            raise S2Error(f"--classes {max(a.classes)}: the model has {len(names)} classes "
+                          f"(0..{len(names) - 1})")
+        single = len(source.items) == 1 and source.items[0][0] in ("image", "video")
+        save_dir, out_file, jsonl = plan_outputs(a, single or source.items[0][0] in ("camera", "stream"))
+        sinks = Sinks(names, save_dir, out_file, a.save, jsonl, a.show, a.line_width, a.hide_labels,
+                      a.hide_conf)
+        h, w = backend.imgsz
+        log.info("s2infer: %s, input %dx%d, batch %d, %d classes, %s", backend.name, h, w, a.batch,
+                 len(names), "pipelined" if not a.sequential else "sequential")
+        opts = DetectOptions(a.conf_thres, a.iou_thres, a.classes, a.agnostic_nms, a.max_det)
+        bar = tqdm(total=source.total, unit="frame", desc="s2infer", disable=a.quiet or None,
+                   dynamic_ncols=True, leave=False)
+        runner = Runner(backend, source, sinks, opts, a.batch, not a.sequential, a.queue_size, bar.update)
+        try:
+            stats = runner.run()
+        finally:
+            bar.close()
+            sinks.close()
+            _report(runner.stats, source.problems, sinks.saved)
+    finally:
+        backend.close()
+    if stats.frames == 0:
+        raise S2Error(f"no frame could be read from {a.source}")
+    return 0
+
+
+def _report(stats, problems: list[str], saved: list[Path]) -> None:
+    log.info("%s", stats.summary())
+    if problems:
+        log.warning("%d problem(s) with the input:\n  %s", len(problems), "\n  ".join(problems[:20]))
+    if saved:
+        folders = sorted({str(p.parent) for p in saved})
+        log.info("results saved to %s", ", ".join(folders))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

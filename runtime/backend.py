@@ -1,0 +1,146 @@
+"""The interface every inference backend implements, and what they share: batching and decoding.
+
+A backend runs the network on a preprocessed batch (float32 (B, 3, h, w)) and returns its raw outputs
+by name: `output0` (B, N, 5 + nc) for a graph without NMS, or the four in-graph NMS outputs of
+DESIGN §3. `Backend.infer` hides the model's batch constraints: a fixed-batch model gets a partial
+last batch padded, a batch larger than the model's maximum is split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from s2trt.errors import S2Error
+from s2trt.meta import ModelMeta
+from s2trt.runtime.postprocess import from_nms_outputs, non_max_suppression
+
+log = logging.getLogger(__name__)
+
+NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+RAW_OUTPUT = "output0"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the pipeline needs from a backend (TensorRT, ONNX Runtime, PyTorch, Triton)."""
+
+    meta: ModelMeta
+    name: str  # for messages: "onnxruntime (CPUExecutionProvider)", "tensorrt 10.3.0", ...
+
+    @property
+    def imgsz(self) -> tuple[int, int]: ...
+
+    @property
+    def max_batch(self) -> int: ...
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """The batch sizes a model accepts: fixed (min == max) or a range (dynamic)."""
+
+    min: int
+    max: int
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.max
+
+
+class BatchedBackend:
+    """Base for backends: subclasses implement `_run` for batches within `spec`; `infer` adapts."""
+
+    meta: ModelMeta
+    name: str = "backend"
+    spec: BatchSpec = BatchSpec(1, 1)
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        h, w = self.meta.imgsz
+        return int(h), int(w)
+
+    @property
+    def max_batch(self) -> int:
+        return self.spec.max
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def check_input(self, batch: np.ndarray) -> None:
+        h, w = self.imgsz
+        if batch.ndim != 4 or batch.shape[1:] != (3, h, w):
+            raise S2Error(f"{self.name}: input of shape {tuple(batch.shape)} does not fit the model, "
+                          f"which takes (batch, 3, {h}, {w}); run with --imgsz {h} {w} or re-export "
+                          "the model for the size you need")
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.check_input(batch)
+        n = batch.shape[0]
+        if n == 0:
+            raise ValueError("empty batch")
+        chunks = []
+        for start in range(0, n, self.spec.max):
+            part = batch[start:start + self.spec.max]
+            k = part.shape[0]
+            if k < self.spec.min:  # a fixed-batch model: pad with the last frame, drop its outputs
+                pad = np.repeat(part[-1:], self.spec.min - k, axis=0)
+                part = np.concatenate([part, pad])
+            out = self._run(np.ascontiguousarray(part, dtype=np.float32))
+            chunks.append({k_: v[:k] for k_, v in out.items()})
+        if len(chunks) == 1:
+            return chunks[0]
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def output_layout(names: Sequence[str], source: str) -> str:
+    """'raw' for output0, 'nms' for the four NMS outputs; anything else is not an s2trt model."""
+    if RAW_OUTPUT in names:
+        return "raw"
+    if all(n in names for n in NMS_OUTPUTS):
+        return "nms"
+    raise S2Error(f"{source} has outputs {list(names)}; an s2trt model has '{RAW_OUTPUT}' or the NMS "
+                  f"outputs {', '.join(NMS_OUTPUTS)}: export it with s2export")
+
+
+def decode(outputs: dict[str, np.ndarray], conf_thres: float = 0.25, iou_thres: float = 0.45,
+           classes: Sequence[int] | None = None, agnostic: bool = False, max_det: int = 300
+           ) -> list[np.ndarray]:
+    """Raw backend outputs -> per image (n, 6) detections in network-input pixels."""
+    if RAW_OUTPUT in outputs:
+        return non_max_suppression(outputs[RAW_OUTPUT].astype(np.float32, copy=False), conf_thres,
+                                   iou_thres, classes, agnostic, max_det)
+    dets = from_nms_outputs(*(outputs[k] for k in NMS_OUTPUTS))
+    # The graph applied its own thresholds at export; stricter user settings still filter here.
+    keep_cls = None if classes is None else np.asarray(list(classes))
+    out = []
+    for d in dets:
+        m = d[:, 4] > conf_thres
+        if keep_cls is not None:
+            m &= np.isin(d[:, 5].astype(np.int64), keep_cls)
+        out.append(d[m][:max_det])
+    return out
+
+
+def check_meta_imgsz(meta: ModelMeta, shape: Sequence[object], source: str) -> None:
+    """The model's input (…, h, w) must agree with its metadata, or boxes land in the wrong place."""
+    h, w = shape[-2], shape[-1]
+    if isinstance(h, int) and isinstance(w, int) and [h, w] != [int(v) for v in meta.imgsz]:
+        raise S2Error(f"{source}: its input is {h}x{w} but its metadata says imgsz {meta.imgsz}; "
+                      "the file was edited after export: re-export it")

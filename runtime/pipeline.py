@@ -1,0 +1,175 @@
+"""decode → letterbox → infer → NMS → sinks, with the stages overlapping in threads.
+
+Three workers joined by bounded queues: a reader thread decodes and letterboxes, the calling thread
+runs the backend, a writer thread does NMS, drawing and encoding. One worker per stage and FIFO
+queues keep frames in order; the bounds keep memory flat however long the video. The backend runs
+in the calling thread, so Ctrl-C lands there: the reader is stopped, the writer finishes the
+batches already inferred, and the caller closes the sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from s2trt.runtime.backend import Backend, decode
+from s2trt.runtime.postprocess import scale_boxes
+from s2trt.runtime.preprocess import LetterboxInfo, preprocess
+from s2trt.runtime.sinks import Sinks
+from s2trt.runtime.sources import Frame
+from s2trt.runtime.stats import Stats
+
+log = logging.getLogger(__name__)
+
+_END = object()  # end of a queue's stream
+_POLL_S = 0.1
+
+
+@dataclass
+class DetectOptions:
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    classes: Sequence[int] | None = None
+    agnostic: bool = False
+    max_det: int = 300
+
+
+@dataclass
+class Batch:
+    frames: list[Frame]
+    x: np.ndarray | None = None
+    infos: list[LetterboxInfo] | None = None
+    outputs: dict[str, np.ndarray] | None = None
+
+
+class Runner:
+    """One run of a backend over a source into sinks; `run()` returns the stats."""
+
+    def __init__(self, backend: Backend, frames: Iterable[Frame], sinks: Sinks, opts: DetectOptions,
+                 batch: int = 1, pipelined: bool = True, queue_size: int = 4,
+                 on_frames: Callable[[int], None] | None = None):
+        self.backend, self.frames, self.sinks, self.opts = backend, frames, sinks, opts
+        self.batch, self.pipelined, self.queue_size = max(batch, 1), pipelined, max(queue_size, 1)
+        self.on_frames = on_frames
+        self.stats = Stats()
+        meta = backend.meta
+        self._letterbox = {"stride": int(meta.stride),
+                           "pad_value": int(meta.letterbox.get("pad_value", 114)),
+                           "scaleup": bool(meta.letterbox.get("scaleup", True))}
+
+    # The stages, each timed.
+    def _batches(self) -> Iterator[Batch]:
+        group: list[Frame] = []
+        for f in self.frames:
+            self.stats.add("decode", f.decode_s)
+            group.append(f)
+            if len(group) == self.batch:
+                yield self._prep(group)
+                group = []
+        if group:
+            yield self._prep(group)
+
+    def _prep(self, frames: list[Frame]) -> Batch:
+        t0 = time.perf_counter()
+        x, infos = preprocess([f.image for f in frames], self.backend.imgsz, **self._letterbox)
+        self.stats.add("preprocess", time.perf_counter() - t0, len(frames))
+        return Batch(frames, x, infos)
+
+    def _infer(self, b: Batch) -> Batch:
+        t0 = time.perf_counter()
+        b.outputs = self.backend.infer(b.x)
+        self.stats.add("infer", time.perf_counter() - t0, len(b.frames))
+        b.x = None  # the input is no longer needed: do not hold it in the writer's queue
+        return b
+
+    def _write(self, b: Batch) -> None:
+        t0 = time.perf_counter()
+        o = self.opts
+        dets = decode(b.outputs, o.conf_thres, o.iou_thres, o.classes, o.agnostic, o.max_det)
+        dets = [scale_boxes(d, info) for d, info in zip(dets, b.infos, strict=True)]
+        self.stats.add("postprocess", time.perf_counter() - t0, len(b.frames))
+        t0 = time.perf_counter()
+        for frame, d in zip(b.frames, dets, strict=True):
+            self.sinks.write(frame, d)
+        self.stats.add("write", time.perf_counter() - t0, len(b.frames))
+        self.stats.frames += len(b.frames)
+        if self.on_frames is not None:
+            self.on_frames(len(b.frames))
+
+    def run(self) -> Stats:
+        t0 = time.perf_counter()
+        try:
+            if self.pipelined:
+                self._run_threads()
+            else:
+                for b in self._batches():
+                    self._write(self._infer(b))
+        finally:
+            self.stats.wall_s = time.perf_counter() - t0
+        return self.stats
+
+    def _run_threads(self) -> None:
+        q_in: queue.Queue[Any] = queue.Queue(self.queue_size)
+        q_out: queue.Queue[Any] = queue.Queue(self.queue_size)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                for b in self._batches():
+                    if not _put(q_in, b, stop):
+                        return
+            except BaseException as e:  # handed to the calling thread, which raises it
+                errors.append(e)
+            finally:
+                _put(q_in, _END, stop)
+
+        def writer() -> None:
+            try:
+                while (b := q_out.get()) is not _END:
+                    if not errors:
+                        self._write(b)
+            except BaseException as e:
+                errors.append(e)
+                stop.set()
+                while q_out.get() is not _END:  # keep draining so the caller never blocks on put
+                    pass
+
+        threads = [threading.Thread(target=reader, name="s2infer-read", daemon=True),
+                   threading.Thread(target=writer, name="s2infer-write", daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            while not errors:
+                try:
+                    b = q_in.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if b is _END:
+                    break
+                q_out.put(self._infer(b))
+        finally:
+            stop.set()  # the reader stops at its next frame
+            q_out.put(_END)  # the writer finishes what was inferred, then ends
+            threads[1].join()
+            threads[0].join(timeout=5)
+        if errors:
+            raise errors[0]
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put unless stopped; False when the consumer asked to stop."""
+    while True:
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            if stop.is_set():
+                return False

@@ -1,0 +1,177 @@
+"""Where frames come from: images, folders and globs, video files, cameras, RTSP/HTTP streams.
+
+A source yields Frame objects in order. Frames it cannot read are skipped and recorded in `problems`
+(reported in the summary); a source from which nothing at all can be opened raises S2Error.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from s2trt.errors import S2Error
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
+VIDEO_EXTS = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv",
+              ".webm"}
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+MAX_READ_FAILURES = 30  # consecutive undecodable frames before a video is given up as truncated
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR uint8 (h, w, 3)
+    source: str  # the file, camera or URL it came from
+    index: int  # frame number within that source (0 for an image)
+    kind: str  # "image" | "video" | "camera" | "stream"
+    fps: float = 0.0
+    decode_s: float = 0.0  # time spent reading and decoding it
+
+
+@dataclass
+class Source:
+    """An ordered list of inputs, iterated as frames."""
+
+    items: list[tuple[str, str]]  # (kind, path-or-url)
+    vid_stride: int = 1
+    problems: list[str] = field(default_factory=list)
+    total: int | None = None  # frames expected, when every item can tell
+
+    def __iter__(self) -> Iterator[Frame]:
+        for kind, item in self.items:
+            if kind == "image":
+                yield from self._image(item)
+            else:
+                yield from self._video(kind, item)
+
+    def _image(self, path: str) -> Iterator[Frame]:
+        t0 = time.perf_counter()
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            self.problems.append(f"{path}: not a readable image, skipped")
+            log.warning("%s: not a readable image, skipped", path)
+            return
+        yield Frame(img, path, 0, "image", decode_s=time.perf_counter() - t0)
+
+    def _video(self, kind: str, item: str) -> Iterator[Frame]:
+        try:
+            cap = open_capture(kind, item)
+        except S2Error as e:
+            if len(self.items) == 1:
+                raise
+            self.problems.append(f"{e}, skipped")  # one bad file in a folder does not stop the rest
+            log.warning("%s, skipped", e)
+            return
+        try:
+            fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
+            index, read, failed = 0, 0, []
+            while True:
+                t0 = time.perf_counter()
+                if not cap.grab():
+                    # Past a bad frame the decoder may recover: retry while the container says
+                    # frames remain, and report the gap only if a later frame decodes.
+                    if kind != "video" or index >= count or len(failed) >= MAX_READ_FAILURES:
+                        break
+                    failed.append(index)
+                    index += 1
+                    continue
+                for bad in failed:
+                    self._skip(item, bad)
+                failed = []
+                if index % self.vid_stride == 0:
+                    ok, img = cap.retrieve()
+                    if ok and img is not None and img.size > 0:
+                        read += 1
+                        yield Frame(_bgr(img), item, index, kind, fps, time.perf_counter() - t0)
+                    else:
+                        self._skip(item, index)
+                index += 1
+            decoded_to = index - len(failed)
+            if kind == "video" and read == 0:
+                self.problems.append(f"{item}: no frame could be decoded (corrupt or not a video)")
+                log.warning("%s: no frame could be decoded", item)
+            elif kind == "video" and 0 < decoded_to < count:
+                self.problems.append(f"{item}: the video ends at frame {decoded_to} of {count} "
+                                     "(truncated?)")
+                log.warning("%s: the video ends at frame %d of %d (truncated?)", item, decoded_to, count)
+        finally:
+            cap.release()
+
+    def _skip(self, item: str, index: int) -> None:
+        self.problems.append(f"{item}: frame {index} could not be decoded, skipped")
+        log.warning("%s: frame %d could not be decoded, skipped", item, index)
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def open_capture(kind: str, item: str) -> cv2.VideoCapture:
+    if kind == "camera":
+        cap = cv2.VideoCapture(int(item))
+        if not cap.isOpened():
+            raise S2Error(f"camera {item} could not be opened (is it connected, not used by another "
+                          "program, and is the index right?)")
+        return cap
+    cap = cv2.VideoCapture(item)
+    if not cap.isOpened():
+        what = "stream" if kind == "stream" else "video"
+        raise S2Error(f"cannot open {what} {item} (unreachable, unsupported codec or not a video)")
+    return cap
+
+
+def open_source(spec: str, vid_stride: int = 1) -> Source:
+    """Parse a source argument the way YOLOv5's detect.py does."""
+    if vid_stride < 1:
+        raise S2Error("--vid-stride must be 1 or more")
+    if re.fullmatch(r"\d+", spec):
+        return Source([("camera", spec)], vid_stride)
+    if spec.lower().startswith(STREAM_SCHEMES):
+        return Source([("stream", spec)], vid_stride)
+    if any(c in spec for c in "*?["):
+        files = sorted(glob.glob(spec, recursive=True))
+        if not files:
+            raise S2Error(f"no files match {spec}")
+    elif Path(spec).is_dir():
+        files = sorted(str(p) for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+        if not files:
+            raise S2Error(f"{spec} holds no images or videos ({', '.join(sorted(IMAGE_EXTS | VIDEO_EXTS))})")
+    elif Path(spec).is_file():
+        files = [spec]
+    else:
+        raise S2Error(f"source not found: {spec}")
+    items = [("image" if Path(f).suffix.lower() in IMAGE_EXTS else "video", f) for f in files
+             if Path(f).is_file()]
+    if not items:
+        raise S2Error(f"{spec} matches no files")
+    return Source(items, vid_stride, total=_count(items, vid_stride))
+
+
+def _count(items: list[tuple[str, str]], vid_stride: int) -> int | None:
+    total = 0
+    for kind, path in items:
+        if kind == "image":
+            total += 1
+            continue
+        cap = cv2.VideoCapture(path)
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if n <= 0:
+            return None
+        total += -(-n // vid_stride)
+    return total

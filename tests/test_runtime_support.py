@@ -1,0 +1,81 @@
+"""Tiny random-weight models for the runtime tests (no tests here; the other test_runtime_* import it).
+
+The real exporter is developed separately; these models are exported with torch.onnx directly so the
+runtime is tested against the DESIGN §3 contract itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+NAMES = ["ball", "cube", "cone", "ring", "star"]
+IMGSZ = (128, 160)  # small and non-square: catches h/w mix-ups
+
+
+@functools.cache
+def tiny_models(batch: int | str = "dynamic") -> dict[str, Path]:
+    """{'pt': checkpoint, 'onnx': ONNX with s2trt metadata} in a temp folder shared by the session."""
+    import onnx
+    import torch
+
+    from s2trt.meta import ModelMeta
+    from s2trt.models import DetectionModel
+
+    torch.manual_seed(0)
+    out = Path(tempfile.mkdtemp(prefix="s2trt-runtime-"))
+    m = DetectionModel("yolov5n-s2", nc=len(NAMES)).eval()
+    m.names = list(NAMES)
+    with torch.no_grad():  # random weights score ~0.003; raise the priors so NMS has work to do
+        for conv in m.detect.m:
+            bias = conv.bias.view(m.detect.na, -1)
+            bias[:, 4] += 6.0
+            bias[:, 5:] += 2.0
+    torch.save({"model": m.half(), "names": list(NAMES)}, out / "tiny.pt")
+    m.float()
+    n = 1 if batch == "dynamic" else int(batch)
+    x = torch.zeros(n, 3, *IMGSZ)
+    onnx_path = out / f"tiny_b{batch}.onnx"
+    torch.onnx.export(m, x, str(onnx_path), opset_version=17, input_names=["images"],
+                      output_names=["output0"], dynamo=False,
+                      dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}
+                      if batch == "dynamic" else None)
+    model = onnx.load(str(onnx_path))
+    meta = ModelMeta(names=list(NAMES), imgsz=list(IMGSZ), stride=32, batch=batch)
+    for k, v in meta.to_props().items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(onnx_path))
+    return {"pt": out / "tiny.pt", "onnx": onnx_path}
+
+
+def scene(i: int, h: int = 240, w: int = 320) -> np.ndarray:
+    """A deterministic frame with moving shapes and texture (something for the network to respond to)."""
+    rng = np.random.default_rng(i // 10)
+    img = (rng.integers(0, 60, (h, w, 3), dtype=np.uint8) + 90).astype(np.uint8)
+    cx, cy = 40 + (i * 7) % (w - 80), 40 + (i * 3) % (h - 80)
+    cv2.circle(img, (cx, cy), 30, (30, 200, 240), -1)
+    cv2.rectangle(img, (w - cx - 30, h - cy - 20), (w - cx + 30, h - cy + 40), (200, 60, 40), -1)
+    return img
+
+
+def write_video(path: Path, frames: int, h: int = 240, w: int = 320, fourcc: str = "mp4v",
+                fps: float = 25.0) -> Path:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert vw.isOpened(), f"OpenCV cannot write {fourcc} here"
+    for i in range(frames):
+        vw.write(scene(i, h, w))
+    vw.release()
+    return path
+
+
+def count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n

@@ -1,0 +1,380 @@
+"""The TensorRT backend against a fake TensorRT module and fake CUDA memory.
+
+No TensorRT library or GPU exists on CI: these fakes implement the slice of the TensorRT 10/11 Python
+API the backend uses (tensor-name I/O, profiles, set_input_shape, execute_async_v3) with NumPy, so
+buffer planning, batching, shape checks and error messages are tested for real. The fake engine's
+"network" is a known function of its input, so a wrong buffer, offset or order changes the result.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+from s2trt.errors import S2Error
+from s2trt.meta import ModelMeta
+from s2trt.runtime.backend import decode
+from s2trt.runtime.backend_trt import TrtBackend, cuda_index, describe_engine, numpy_dtype
+
+H, W, N, NC = 64, 96, 7, 3
+
+
+class DataType:
+    FLOAT, HALF, INT32, INT8, BOOL = "f32", "f16", "i32", "i8", "bool"
+    BF16 = "bf16"  # a type the runtime does not handle
+
+
+class TensorIOMode:
+    INPUT, OUTPUT = "in", "out"
+
+
+class Logger:
+    WARNING = 2
+
+    def __init__(self, level):
+        self.level = level
+
+
+class FakeCuda:
+    """Device memory as NumPy byte arrays keyed by fake pointers."""
+
+    def __init__(self):
+        self.mem, self.next, self.syncs, self.closed = {}, 4096, 0, False
+        self.stream_handle = 1234
+
+    def malloc(self, nbytes):
+        ptr, self.next = self.next, self.next + nbytes + 256
+        self.mem[ptr] = np.zeros(nbytes, np.uint8)
+        return ptr
+
+    def host_array(self, shape, dtype):
+        return np.full(shape, 77, dtype)  # garbage, as pinned memory would hold
+
+    def h2d(self, dst, src):
+        self.mem[dst][:src.nbytes] = np.frombuffer(np.ascontiguousarray(src).tobytes(), np.uint8)
+
+    def d2h(self, dst, src):
+        dst.reshape(-1).view(np.uint8)[:] = self.mem[src][:dst.nbytes]
+
+    def synchronize(self):
+        self.syncs += 1
+
+    def close(self):
+        self.closed = True
+
+
+class FakeEngine:
+    """images (b, 3, H, W) -> output0 (b, N, 5 + NC) where row r of item b holds mean(images[b]) + r,
+    or the four NMS outputs (one box per item whose score is that mean)."""
+
+    def __init__(self, batch=None, profile=(1, 4, 8), nms=False, in_dtype=DataType.FLOAT):
+        self.fixed, self.profile, self.nms = batch, profile, nms
+        b = batch if batch else -1
+        self.io = [("images", TensorIOMode.INPUT, (b, 3, H, W), in_dtype)]
+        if nms:
+            self.io += [("num_dets", TensorIOMode.OUTPUT, (b, 1), DataType.INT32),
+                        ("det_boxes", TensorIOMode.OUTPUT, (b, 5, 4), DataType.FLOAT),
+                        ("det_scores", TensorIOMode.OUTPUT, (b, 5), DataType.FLOAT),
+                        ("det_classes", TensorIOMode.OUTPUT, (b, 5), DataType.INT32)]
+        else:
+            self.io += [("output0", TensorIOMode.OUTPUT, (b, N, 5 + NC), DataType.FLOAT)]
+        self.num_io_tensors = len(self.io)
+        self.contexts = []
+
+    def _t(self, name):
+        return next(t for t in self.io if t[0] == name)
+
+    def get_tensor_name(self, i):
+        return self.io[i][0]
+
+    def get_tensor_mode(self, name):
+        return self._t(name)[1]
+
+    def get_tensor_shape(self, name):
+        return self._t(name)[2]
+
+    def get_tensor_dtype(self, name):
+        return self._t(name)[3]
+
+    def get_tensor_profile_shape(self, name, index):
+        assert name == "images" and index == 0 and self.fixed is None
+        return [(p, 3, H, W) for p in self.profile]
+
+    def create_execution_context(self):
+        ctx = FakeContext(self)
+        self.contexts.append(ctx)
+        return ctx
+
+
+class FakeContext:
+    def __init__(self, engine):
+        self.e, self.addr, self.shapes_set, self.runs = engine, {}, [], []
+        self.batch = engine.fixed
+
+    def set_input_shape(self, name, shape):
+        shape = tuple(shape)
+        self.shapes_set.append(shape)
+        lo, _, hi = self.e.profile
+        if not lo <= shape[0] <= hi or shape[1:] != (3, H, W):
+            return False
+        self.batch = shape[0]
+        return True
+
+    def get_tensor_shape(self, name):
+        shape = self.e._t(name)[2]
+        return (self.batch, *shape[1:])
+
+    def set_tensor_address(self, name, ptr):
+        self.addr[name] = ptr
+
+    def execute_async_v3(self, stream):
+        cuda, b = self.cuda, self.batch
+        assert stream == cuda.stream_handle
+        dt = np.float16 if self.e._t("images")[3] == DataType.HALF else np.float32
+        x = cuda.mem[self.addr["images"]][:b * 3 * H * W * np.dtype(dt).itemsize].view(dt)
+        means = x.reshape(b, -1).astype(np.float64).mean(1)
+        self.runs.append(b)
+        if self.e.nms:
+            outs = {"num_dets": np.ones((b, 1), np.int32),
+                    "det_boxes": np.tile(np.array([1, 2, 30, 40], np.float32), (b, 5, 1)),
+                    "det_scores": np.repeat(means[:, None], 5, 1).astype(np.float32),
+                    "det_classes": np.full((b, 5), 2, np.int32)}
+        else:
+            outs = {"output0": (means[:, None, None] + np.arange(N)[None, :, None]
+                                + np.zeros((1, 1, 5 + NC))).astype(np.float32)}
+        for name, arr in outs.items():
+            cuda.mem[self.addr[name]][:arr.nbytes] = np.frombuffer(arr.tobytes(), np.uint8)
+        return True
+
+
+def fake_trt(engine, version="10.3.0"):
+    class Runtime:
+        def __init__(self, logger):
+            assert logger.level == Logger.WARNING
+
+        def deserialize_cuda_engine(self, blob):
+            return engine if blob == b"engine" else None
+
+    return types.SimpleNamespace(__version__=version, DataType=DataType, TensorIOMode=TensorIOMode,
+                                 Logger=Logger, Runtime=Runtime)
+
+
+def make_engine(tmp_path, sidecar=True, imgsz=(H, W), blob=b"engine", **extra):
+    path = tmp_path / "m.engine"
+    path.write_bytes(blob)
+    if sidecar:
+        meta = ModelMeta(names=["a", "b", "c"], imgsz=list(imgsz)).to_props()
+        data = {k: json.loads(v) if k not in ("producer", "flavour", "precision") else v
+                for k, v in meta.items()}
+        data.update({"tensorrt_version": "10.3.0", "gpu": None, "compute_capability": None, **extra})
+        (tmp_path / "m.engine.json").write_text(json.dumps(data))
+    return path
+
+
+def open_fake(tmp_path, engine, version="10.3.0", **kw):
+    cuda = FakeCuda()
+    backend = TrtBackend(make_engine(tmp_path, **kw), trt=fake_trt(engine, version), cuda=cuda)
+    for ctx in engine.contexts:
+        ctx.cuda = cuda
+    return backend, cuda
+
+
+def batch_of(n, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (n, 3, H, W)).astype(np.float32)
+
+
+def expected_output0(x):
+    means = x.reshape(len(x), -1).astype(np.float64).mean(1)
+    return means[:, None] + np.arange(N)[None, :]
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 11])
+def test_dynamic_batch_runs_in_order_and_splits_at_profile_max(tmp_path, n):
+    engine = FakeEngine(profile=(1, 4, 8))
+    backend, cuda = open_fake(tmp_path, engine)
+    assert backend.spec.min == 1 and backend.max_batch == 8
+    x = batch_of(n)
+    out = backend.infer(x)["output0"]
+    assert out.shape == (n, N, 5 + NC)
+    np.testing.assert_allclose(out[..., 0], expected_output0(x), rtol=1e-5)
+    ctx = engine.contexts[0]
+    assert ctx.runs == ([8, n - 8] if n > 8 else [n])
+    assert ctx.shapes_set[0] == (8, 3, H, W)  # buffers planned for the profile's max
+    backend.close()
+    assert cuda.closed
+
+
+def test_fixed_batch_pads_partial_batch_and_drops_padding(tmp_path):
+    engine = FakeEngine(batch=4)
+    backend, _ = open_fake(tmp_path, engine)
+    assert backend.spec.fixed and backend.max_batch == 4
+    x = batch_of(6)
+    out = backend.infer(x)["output0"]
+    assert out.shape[0] == 6
+    np.testing.assert_allclose(out[..., 0], expected_output0(x), rtol=1e-5)
+    assert engine.contexts[0].runs == [4, 4] and engine.contexts[0].shapes_set == []
+
+
+def test_outputs_are_copies_not_views_of_reused_buffers(tmp_path):
+    backend, _ = open_fake(tmp_path, FakeEngine())
+    first = backend.infer(batch_of(2, seed=1))["output0"]
+    keep = first.copy()
+    backend.infer(batch_of(2, seed=2))
+    np.testing.assert_array_equal(first, keep)
+
+
+def test_fp16_input_engine_gets_converted_input(tmp_path):
+    backend, _ = open_fake(tmp_path, FakeEngine(in_dtype=DataType.HALF))
+    x = batch_of(2)
+    out = backend.infer(x)["output0"]
+    np.testing.assert_allclose(out[..., 0], expected_output0(x.astype(np.float16)), rtol=1e-4)
+
+
+def test_nms_engine_outputs_decode_to_detections(tmp_path):
+    backend, _ = open_fake(tmp_path, FakeEngine(nms=True))
+    assert backend.layout == "nms"
+    x = batch_of(3)
+    dets = decode(backend.infer(x), conf_thres=0.1)
+    means = x.reshape(3, -1).mean(1)
+    assert [d.shape for d in dets] == [(1, 6)] * 3
+    np.testing.assert_allclose([d[0, 4] for d in dets], means, rtol=1e-5)
+    np.testing.assert_array_equal(dets[0][0], np.array([1, 2, 30, 40, means[0], 2], np.float32))
+    assert [len(d) for d in decode(backend.infer(x), conf_thres=0.9)] == [0, 0, 0]  # means are ~0.5
+
+
+def test_imgsz_outside_the_profile_names_the_profile(tmp_path):
+    with pytest.raises(S2Error, match=r"profile min 1x3x64x96, opt 4x3x64x96, max 8x3x64x96") as e:
+        open_fake(tmp_path, FakeEngine(), imgsz=(640, 640))
+    assert "--imgsz 64 96" in str(e.value)
+
+
+def test_wrong_input_size_at_run_time_is_one_clear_error(tmp_path):
+    backend, _ = open_fake(tmp_path, FakeEngine())
+    with pytest.raises(S2Error, match=r"takes \(batch, 3, 64, 96\)"):
+        backend.infer(np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_refused_input_shape_reports_the_profile(tmp_path):
+    backend, _ = open_fake(tmp_path, FakeEngine(profile=(1, 2, 4)))
+    backend.engine.contexts[0].e.profile = (2, 2, 4)  # the engine now refuses batch 1
+    with pytest.raises(S2Error, match=r"refused input shape 1x3x64x96 .*profile min 1x3x64x96"):
+        backend.infer(batch_of(1))
+
+
+def test_engine_that_does_not_deserialize(tmp_path):
+    with pytest.raises(S2Error, match=r"could not load .*rebuild it here with: s2export"):
+        open_fake(tmp_path, FakeEngine(), blob=b"garbage")
+
+
+def test_engine_from_another_tensorrt_version_is_refused(tmp_path):
+    with pytest.raises(S2Error, match=r"built with TensorRT 10\.3\.0.*this is TensorRT 11\.0\.0"):
+        open_fake(tmp_path, FakeEngine(), version="11.0.0")
+
+
+def test_engine_without_sidecar_uses_class_ids(tmp_path, caplog):
+    backend, _ = open_fake(tmp_path, FakeEngine(), sidecar=False)
+    assert backend.meta.names == ["0", "1", "2"] and tuple(backend.imgsz) == (H, W)
+    assert "no sidecar" in caplog.text
+
+
+def test_non_s2trt_engine_outputs(tmp_path):
+    engine = FakeEngine()
+    engine.io[1] = ("logits", TensorIOMode.OUTPUT, (-1, 1000), DataType.FLOAT)
+    with pytest.raises(S2Error, match="has outputs \\['logits'\\]"):
+        open_fake(tmp_path, engine)
+
+
+def test_describe_engine_and_dtypes():
+    trt = fake_trt(None)
+    infos = describe_engine(FakeEngine(nms=True), trt)
+    assert [(t.name, t.is_input, t.dtype) for t in infos] == [
+        ("images", True, np.float32), ("num_dets", False, np.int32), ("det_boxes", False, np.float32),
+        ("det_scores", False, np.float32), ("det_classes", False, np.int32)]
+    assert infos[0].profile == ((1, 3, H, W), (4, 3, H, W), (8, 3, H, W))
+    with pytest.raises(S2Error, match="tensor type bf16"):
+        numpy_dtype(trt, DataType.BF16)
+
+
+def test_cuda_index():
+    assert cuda_index("auto") == 0 and cuda_index("cuda") == 0 and cuda_index("cuda:1") == 1
+    assert cuda_index("2") == 2
+    with pytest.raises(S2Error, match="GPU only"):
+        cuda_index("cpu")
+    with pytest.raises(S2Error, match="expected auto"):
+        cuda_index("tpu")
+
+
+def test_missing_engine_file(tmp_path):
+    with pytest.raises(S2Error, match="engine not found"):
+        TrtBackend(tmp_path / "nope.engine", trt=fake_trt(None), cuda=FakeCuda())
+
+
+class FakeCudart:
+    """cuda-python's calling convention: every call returns (error, *results)."""
+
+    class cudaError_t:
+        cudaSuccess, cudaErrorMemoryAllocation = 0, 2
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self, fail_malloc=False):
+        self.fail_malloc, self.calls, self.buffers = fail_malloc, [], []
+
+    def cudaStreamCreate(self):
+        return 0, 99
+
+    def cudaMalloc(self, n):
+        return (2, 0) if self.fail_malloc else (0, 1 << 20)
+
+    def cudaMallocHost(self, n):
+        import ctypes
+
+        buf = (ctypes.c_byte * n)()
+        self.buffers.append(buf)
+        return 0, ctypes.addressof(buf)
+
+    def cudaGetErrorString(self, err):
+        return 0, b"out of memory"
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
+        self.calls.append(("memcpy", dst, src, n, kind, stream))
+        return (0,)
+
+    def cudaStreamSynchronize(self, stream):
+        return (0,)
+
+    def cudaFree(self, p):
+        self.calls.append(("free", p))
+        return (0,)
+
+    def cudaFreeHost(self, p):
+        self.calls.append(("freehost", p))
+        return (0,)
+
+    def cudaStreamDestroy(self, s):
+        self.calls.append(("destroy", s))
+        return (0,)
+
+
+def test_cuda_python_memory_calls_and_errors():
+    from s2trt.runtime.cuda_mem import CudaPythonMemory
+
+    rt = FakeCudart()
+    mem = CudaPythonMemory(rt)
+    host = mem.host_array((2, 3), np.float32)
+    host[:] = 5  # writable pinned memory of the right size
+    assert host.shape == (2, 3) and host.dtype == np.float32
+    dev = mem.malloc(24)
+    mem.h2d(dev, host)
+    mem.d2h(host, dev)
+    assert rt.calls[0] == ("memcpy", dev, host.ctypes.data, 24, 1, 99)
+    assert rt.calls[1] == ("memcpy", host.ctypes.data, dev, 24, 2, 99)
+    assert mem.stream_handle == 99
+    mem.close()
+    assert [c[0] for c in rt.calls[2:]] == ["free", "freehost", "destroy"]
+    with pytest.raises(S2Error, match=r"CUDA error in cudaMalloc\(64 bytes\): out of memory"):
+        CudaPythonMemory(FakeCudart(fail_malloc=True)).malloc(64)
