@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import MissingDependencyError, S2Error
-from s2trt.meta import read_onnx_meta, read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
+from s2trt.meta import (
+    ModelMeta,
+    read_onnx_meta,
+    read_sidecar,
+    sidecar_path,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from s2trt.runtime import trt_compat as tc
 
 log = logging.getLogger(__name__)
@@ -83,23 +90,26 @@ def resolve_profile(name: str, dims: Sequence[int], opts: EngineOptions) -> tupl
 
 
 def _source_metadata(onnx_path: Path, required: bool) -> dict[str, Any]:
-    """The ONNX's sidecar JSON (reports included), overlaid by its own metadata_props.
+    """The ONNX's own metadata_props over its sidecar JSON (which adds the export's reports).
 
     On a Jetson without the onnx package the sidecar alone is enough.
     """
-    meta = dict(read_sidecar(onnx_path) or {})
+    side = dict(read_sidecar(onnx_path) or {})
     try:
-        meta.update(asdict(read_onnx_meta(onnx_path)))
-    except ImportError:
-        if required and not meta:
-            raise MissingDependencyError(
-                f"reading the metadata of {onnx_path.name} needs the Python package 'onnx' or the "
-                f"sidecar {sidecar_path(onnx_path).name}: pip install onnx, or copy the sidecar with "
-                "the ONNX") from None
+        try:
+            meta = read_onnx_meta(onnx_path)
+        except ImportError:
+            if not side:
+                raise MissingDependencyError(
+                    f"reading the metadata of {onnx_path.name} needs the Python package 'onnx' or the "
+                    f"sidecar {sidecar_path(onnx_path).name}: pip install onnx, or copy the sidecar "
+                    "with the ONNX") from None
+            meta = ModelMeta.from_dict(side, str(sidecar_path(onnx_path)))
     except S2Error:
         if required:
             raise
-    return meta
+        return side
+    return {**side, **asdict(meta)}
 
 
 def _prepare_plugin(trt: Any, meta: dict[str, Any], opts: EngineOptions, onnx_path: Path) -> Path | None:

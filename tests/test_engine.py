@@ -1,0 +1,428 @@
+"""Engine builder and TensorRT compatibility logic, without TensorRT.
+
+A small fake TensorRT module records what the builder asks for; like the real 11.x it has no
+precision flags, so the 11 path cannot use them by accident. The real modules' API is checked in
+test_trt_api.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from s2trt.errors import MissingDependencyError, S2Error
+from s2trt.export import engine as eng
+from s2trt.export.engine import EngineOptions, build_engine, manual_build_hint, resolve_profile
+from s2trt.meta import ModelMeta, sidecar_path
+from s2trt.runtime import trt_compat as tc
+
+NAMES = ["person", "car"]
+
+
+# ------------------------------------------------------------------------------ fake TensorRT
+
+class _Tensor(SimpleNamespace):
+    pass
+
+
+class _Layer:
+    def __init__(self, type_: str, dtype: str) -> None:
+        self.type, self.num_outputs, self._out = type_, 1, _Tensor(dtype=dtype)
+
+    def get_output(self, i: int) -> _Tensor:
+        return self._out
+
+
+class _Network:
+    def __init__(self, flags: int, shape: tuple, layers: list[_Layer]) -> None:
+        self.flags, self._input, self._layers = flags, _Tensor(name="images", shape=shape), layers
+        self.num_inputs, self.num_layers = 1, len(layers)
+
+    def get_input(self, i: int) -> _Tensor:
+        return self._input
+
+    def get_layer(self, i: int) -> _Layer:
+        return self._layers[i]
+
+
+class _Config:
+    def __init__(self) -> None:
+        self.flags: set[str] = set()
+        self.pools: dict[str, int] = {}
+        self.profiles: list = []
+        self.plugins_to_serialize: list[str] = []
+        self.int8_calibrator = None
+        self.calibration_profile = None
+        self.cache = None
+
+    def set_flag(self, flag: str) -> None:
+        self.flags.add(flag)
+
+    def set_memory_pool_limit(self, pool: str, size: int) -> None:
+        self.pools[pool] = size
+
+    def add_optimization_profile(self, profile: dict) -> None:
+        self.profiles.append(profile)
+
+    def set_calibration_profile(self, profile: dict) -> None:
+        self.calibration_profile = profile
+
+    def create_timing_cache(self, data: bytes) -> SimpleNamespace:
+        return SimpleNamespace(serialize=lambda: b"cache:" + bytes(data))
+
+    def set_timing_cache(self, cache: SimpleNamespace, ignore_mismatch: bool) -> bool:
+        self.cache = cache
+        return True
+
+    def get_timing_cache(self) -> SimpleNamespace:
+        return self.cache
+
+
+class FakeTRT:
+    """What export/engine.py and trt_compat.py touch, per major version."""
+
+    def __init__(self, version: str, shape: tuple = (-1, 3, 64, 64), graph: str = "fp32",
+                 parse_errors: tuple[str, ...] = (), creators: tuple = ()) -> None:
+        self.__version__ = version
+        v11 = version.startswith("11.")
+        flags = ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"] + ([] if v11 else ["FP16", "INT8"])
+        self.BuilderFlag = SimpleNamespace(**{f: f for f in flags})
+        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)
+        self.LayerType = SimpleNamespace(QUANTIZE="Q", DEQUANTIZE="DQ", CONVOLUTION="CONV")
+        self.DataType = SimpleNamespace(FLOAT="float", HALF="half")
+        self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
+        self.Logger = lambda severity: SimpleNamespace(severity=severity)
+        self.Logger.VERBOSE, self.Logger.WARNING = "verbose", "warning"
+        layers = {"fp32": [_Layer("CONV", "float")], "fp16": [_Layer("CONV", "half")],
+                  "int8": [_Layer("Q", "int8"), _Layer("DQ", "half"), _Layer("CONV", "half")]}[graph]
+        self.shape, self.layers, self.parse_errors = shape, layers, parse_errors
+        self.creators, self.loaded_libraries = list(creators), []
+        self.network: _Network | None = None
+        self.config: _Config | None = None
+
+    def Builder(self, logger: object) -> SimpleNamespace:
+        def create_network(flags: int) -> _Network:
+            self.network = _Network(flags, self.shape, self.layers)
+            return self.network
+
+        def create_builder_config() -> _Config:
+            self.config = _Config()
+            return self.config
+
+        return SimpleNamespace(create_network=create_network, create_builder_config=create_builder_config,
+                               create_optimization_profile=_Profile,
+                               build_serialized_network=lambda network, config: b"fake engine")
+
+    def OnnxParser(self, network: _Network, logger: object) -> SimpleNamespace:
+        errors = self.parse_errors
+        return SimpleNamespace(parse_from_file=lambda path: not errors, num_errors=len(errors),
+                               get_error=lambda i: errors[i])
+
+    def get_plugin_registry(self) -> SimpleNamespace:
+        def get_creator(name: str, version: str, namespace: str) -> object:
+            return next((c for c in self.creators if c == (name, version, namespace)), None)
+
+        return SimpleNamespace(get_creator=get_creator, load_library=self.loaded_libraries.append)
+
+
+class _Profile(dict):
+    def set_shape(self, name: str, mn: tuple, opt: tuple, mx: tuple) -> None:
+        self[name] = (mn, opt, mx)
+
+
+def _write_onnx(path: Path, meta: ModelMeta) -> Path:
+    """A real ONNX file carrying s2trt metadata (the graph itself is never parsed by the fake)."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["images"], ["output0"])], "g",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, 64, 64])],
+        [onnx.helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, ["batch", 3, 64, 64])])
+    model = onnx.helper.make_model(graph)
+    onnx.helper.set_model_props(model, meta.to_props())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def onnx_file(tmp_path: Path) -> Path:
+    return _write_onnx(tmp_path / "model.onnx", ModelMeta(names=NAMES, imgsz=[64, 64], batch="dynamic"))
+
+
+@pytest.fixture(autouse=True)
+def _known_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Orin", "8.7"))
+
+
+def _build(monkeypatch: pytest.MonkeyPatch, trt: FakeTRT, onnx: Path, opts: EngineOptions) -> dict:
+    monkeypatch.setattr(tc, "import_tensorrt", lambda purpose: trt)
+    return build_engine(onnx, onnx.with_suffix(".engine"), opts)
+
+
+# ------------------------------------------------------------------------------ without TensorRT
+
+def test_build_without_tensorrt_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails even where TensorRT exists
+    with pytest.raises(MissingDependencyError) as e:
+        build_engine(tmp_path / "absent.onnx", tmp_path / "m.engine", EngineOptions(precision="bogus"))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.count(". ") == 0 and "JetPack" in msg and "pip install tensorrt" in msg
+    assert list(tmp_path.iterdir()) == []  # checked before the options and the files
+
+
+def test_tensorrt_module_without_its_libraries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pkg = tmp_path / "tensorrt"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise ImportError('libnvinfer.so.10: cannot open shared object')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"cannot load the TensorRT libraries \(libnvinfer"):
+        tc.import_tensorrt("running an engine")
+
+
+def test_versions() -> None:
+    assert tc.trt_version(SimpleNamespace(__version__="10.7.0.post1")) == (10, 7, 0)
+    assert tc.trt_version(SimpleNamespace(__version__="10.3.0.26")) == (10, 3, 0)
+    assert not tc.is_strongly_typed_only(SimpleNamespace(__version__="10.16.1.11"))
+    assert tc.is_strongly_typed_only(SimpleNamespace(__version__="11.0.0.114"))
+
+
+# ------------------------------------------------------------------------------ manual build hint
+
+def test_hint_for_dynamic_fp32_graph_with_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx = tmp_path / "model.onnx"  # only its sidecar is here: the Jetson case without the onnx package
+    sidecar_path(onnx).write_text(json.dumps(asdict(ModelMeta(
+        names=NAMES, imgsz=[64, 64], batch="dynamic", flavour="tensorrt", plugin="S2SplitAttention"))))
+    monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path)  # no plugin built here
+    opts = EngineOptions(precision="fp16", workspace_gib=2, timing_cache=tmp_path / "t.cache")
+    lines = manual_build_hint(onnx, opts).splitlines()
+    s2, trtexec, note = (shlex.split(line) for line in lines)
+    assert s2 == ["s2export", str(onnx), "--fp16", "--min", "1x3x64x64", "--opt", "8x3x64x64",
+                  "--max", "16x3x64x64", "--workspace", "2", "--timing-cache", str(tmp_path / "t.cache")]
+    assert trtexec == ["trtexec", f"--onnx={onnx}", f"--saveEngine={tmp_path / 'model.engine'}",
+                       "--fp16", "--minShapes=images:1x3x64x64", "--optShapes=images:8x3x64x64",
+                       "--maxShapes=images:16x3x64x64", "--staticPlugins=plugins/build/libs2trt_plugins.so",
+                       "--memPoolSize=workspace:2G", f"--timingCacheFile={tmp_path / 't.cache'}"]
+    assert note[0] == "#" and "TensorRT 11" in lines[2]
+
+
+def test_hint_for_fp16_graph_is_strongly_typed(tmp_path: Path) -> None:
+    onnx = _write_onnx(tmp_path / "m.onnx", ModelMeta(names=NAMES, imgsz=[640, 640], precision="fp16"))
+    lines = manual_build_hint(onnx, EngineOptions(precision="fp16", plugin_lib=Path("/opt/p.so"),
+                                                  device=1)).splitlines()
+    assert lines == [f"s2export {onnx} --fp16 --device 1",
+                     f"trtexec --onnx={onnx} --saveEngine={tmp_path / 'm.engine'} --stronglyTyped --device=1"]
+
+
+# ------------------------------------------------------------------------------ profile shapes
+
+def test_profile_defaults_and_overrides() -> None:
+    dims = (-1, 3, 640, 640)
+    assert resolve_profile("images", dims, EngineOptions()) == (
+        (1, 3, 640, 640), (8, 3, 640, 640), (16, 3, 640, 640))
+    assert resolve_profile("images", dims, EngineOptions(max_shape=(4, 3, 640, 640)))[1] == (2, 3, 640, 640)
+    assert resolve_profile("images", dims, EngineOptions(opt_shape=(32, 3, 640, 640)))[2] == (32, 3, 640, 640)
+
+
+def test_profile_errors(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(S2Error, match="min ≤ opt ≤ max"):
+        resolve_profile("images", (-1, 3, 64, 64), EngineOptions(min_shape=(8, 3, 64, 64),
+                                                                 max_shape=(4, 3, 64, 64)))
+    with pytest.raises(S2Error, match="fixed dimensions unchanged"):
+        resolve_profile("images", (-1, 3, 64, 64), EngineOptions(max_shape=(4, 3, 32, 32)))
+    with pytest.raises(S2Error, match="besides the batch"):
+        resolve_profile("images", (-1, 3, -1, -1), EngineOptions(max_shape=(4, 3, 64, 64)))
+    with caplog.at_level(logging.WARNING):
+        assert resolve_profile("images", (1, 3, 64, 64), EngineOptions(max_shape=(4, 3, 64, 64))) is None
+    assert "fixed shape 1x3x64x64" in caplog.text
+
+
+# ------------------------------------------------------------------------------ builder, fake TensorRT
+
+def test_trt10_fp16_dynamic_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Path, tmp_path: Path) -> None:
+    trt = FakeTRT("10.3.0.26")
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old")
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions(precision="fp16", workspace_gib=1.5,
+                                                            timing_cache=cache))
+    assert trt.network.flags == 0 and trt.config.flags == {"FP16"}
+    assert trt.config.pools == {"workspace": 3 << 29}
+    assert trt.config.profiles == [{"images": ((1, 3, 64, 64), (8, 3, 64, 64), (16, 3, 64, 64))}]
+    engine = onnx_file.with_suffix(".engine")
+    assert engine.read_bytes() == b"fake engine" and cache.read_bytes() == b"cache:old"
+    assert json.loads(sidecar_path(engine).read_text()) == side
+    assert side["names"] == NAMES and side["precision"] == "fp16" and side["tensorrt_version"] == "10.3.0"
+    assert (side["gpu"], side["compute_capability"]) == ("Orin", "8.7")
+    assert side["precision_path"].startswith("builder flags")
+    assert side["profiles"] == {"images": {"min": [1, 3, 64, 64], "opt": [8, 3, 64, 64],
+                                           "max": [16, 3, 64, 64]}}
+    assert side["onnx_file"] == str(onnx_file) and side["plugin_library"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temporary files left behind
+        "model.engine", "model.engine.json", "model.onnx", "timing.cache"]
+
+
+def test_trt10_int8(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
+    with pytest.raises(S2Error, match="INT8 needs calibration"):
+        _build(monkeypatch, FakeTRT("10.3.0"), onnx_file, EngineOptions(precision="int8"))
+    calibrator = object()
+    trt = FakeTRT("10.3.0")
+    _build(monkeypatch, trt, onnx_file, EngineOptions(precision="int8", calibrator=calibrator))
+    assert trt.config.flags == {"FP16", "INT8"} and trt.config.int8_calibrator is calibrator
+    assert trt.config.calibration_profile == trt.config.profiles[0]  # dynamic batch needs it
+    trt = FakeTRT("10.16.1.11", graph="int8")  # a Q/DQ graph: explicit quantization, no calibrator
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions(precision="fp16", calibrator=calibrator))
+    assert side["precision"] == "int8" and trt.config.int8_calibrator is None
+    assert trt.config.flags == {"FP16", "INT8"}
+
+
+@pytest.mark.parametrize(("graph", "requested", "expected"), [
+    ("fp16", "fp16", "fp16"), ("fp16", "fp32", "fp16"), ("int8", "int8", "int8"), ("fp32", "fp32", "fp32"),
+    ("fp32", "fp16", None), ("fp16", "int8", None)])
+def test_trt11_precision_comes_from_the_graph(monkeypatch: pytest.MonkeyPatch, onnx_file: Path,
+                                              graph: str, requested: str, expected: str | None) -> None:
+    trt = FakeTRT("11.4.0.106", graph=graph)
+    if expected is None:
+        with pytest.raises(S2Error, match=f"strongly typed.*is {graph}.*s2export model.pt --{requested}"):
+            _build(monkeypatch, trt, onnx_file, EngineOptions(precision=requested))
+        return
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions(precision=requested))
+    assert trt.network.flags == 1 << 1 and trt.config.flags == set()
+    assert side["precision"] == expected and side["precision_path"].startswith("strongly typed")
+
+
+def test_trt11_refuses_a_calibrator(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
+    opts = EngineOptions(precision="int8", calibrator=object())
+    with pytest.raises(S2Error, match=r"no INT8 calibrator.*Q/DQ"):
+        _build(monkeypatch, FakeTRT("11.0.0"), onnx_file, opts)
+
+
+def test_parser_errors_are_listed(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
+    trt = FakeTRT("10.3.0", parse_errors=("node 7 (S2SplitAttention):\n  plugin not found", "e2", "e3", "e4"))
+    with pytest.raises(S2Error, match=r"cannot parse model.onnx: node 7 \(S2SplitAttention\): plugin not "
+                                      r"found \| e2 \| e3 \(and 1 more\); load the plugin library"):
+        _build(monkeypatch, trt, onnx_file, EngineOptions())
+    assert not onnx_file.with_suffix(".engine").exists()
+
+
+# ------------------------------------------------------------------------------ plugin library
+
+@pytest.fixture(scope="module")
+def plugin_so(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build a test shared library")
+    d = tmp_path_factory.mktemp("plugin")
+    (d / "p.c").write_text("int s2trt_engine_test_marker(void) { return 42; }\n")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(d / "libfake.so"), str(d / "p.c")], check=True)
+    return d / "libfake.so"
+
+
+def test_plugin_library_loads_globally(plugin_so: Path) -> None:
+    assert tc.load_plugin_library(plugin_so, required=True) == plugin_so.resolve()
+    # RTLD_GLOBAL: TensorRT (and the process) can see the library's symbols.
+    assert ctypes.CDLL(None).s2trt_engine_test_marker() == 42
+
+
+def test_plugin_library_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(S2Error, match=r"does not exist: build it with `cmake -S plugins -B plugins/build"):
+        tc.load_plugin_library(tmp_path / "libs2trt_plugins.so", required=False)
+    text = tmp_path / "notelf.so"
+    text.write_text("not a shared library\n")
+    with pytest.raises(S2Error, match=r"cannot load plugin library .*notelf\.so \(.*(ELF|too short).*\): "
+                                      r"rebuild it .*cmake --build plugins/build"):
+        tc.load_plugin_library(text, required=True)
+    monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path)
+    assert tc.default_plugin_library() is None
+    assert tc.load_plugin_library(None, required=False) is None
+    with pytest.raises(S2Error, match=r"plugin library was not found.*cmake -S plugins"):
+        tc.load_plugin_library(None, required=True)
+    monkeypatch.setenv(tc.PLUGIN_ENV, str(text))
+    assert tc.default_plugin_library() == text
+
+
+def test_plugin_registry_check(plugin_so: Path) -> None:
+    key = ("S2SplitAttention", "1", "s2trt")
+    tc.check_plugin_registered(FakeTRT("10.3.0", creators=(key,)))
+    trt = FakeTRT("11.4.0")
+    with pytest.raises(S2Error, match=r"no plugin s2trt::S2SplitAttention version 1: .*libfake\.so is loaded "
+                                      r"but registers no such creator: rebuild it against TensorRT 11\.4\.0"):
+        tc.check_plugin_registered(trt, library=plugin_so)
+    assert trt.loaded_libraries == [str(plugin_so)]  # tried getCreators()-style registration first
+    with pytest.raises(S2Error, match="load the plugin library with --plugin-lib"):
+        tc.check_plugin_registered(trt)
+
+
+def test_plugin_graph_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Path, plugin_so: Path) -> None:
+    sidecar_path(onnx_file).write_text(json.dumps({"plugin": "S2SplitAttention", "flavour": "tensorrt"}))
+    meta = ModelMeta(names=NAMES, imgsz=[64, 64], flavour="tensorrt", plugin="S2SplitAttention")
+    monkeypatch.setattr(eng, "read_onnx_meta", lambda p: meta)
+    with pytest.raises(S2Error, match="--no-plugin cannot build it"):
+        _build(monkeypatch, FakeTRT("10.3.0"), onnx_file, EngineOptions(use_plugin=False))
+    trt = FakeTRT("10.3.0", creators=(("S2SplitAttention", "1", "s2trt"),))
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions(plugin_lib=plugin_so, version_compatible=True))
+    assert trt.config.plugins_to_serialize == [str(plugin_so.resolve())]
+    assert trt.config.flags == {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"}
+    assert side["plugin_library"] == str(plugin_so.resolve()) and side["version_compatible"] is True
+
+
+# ------------------------------------------------------------------------------ engine/machine check
+
+def _sidecar(version: str = "10.3.0", gpu: str = "Orin", cc: str = "8.7", **kw: object) -> dict:
+    return {"tensorrt_version": version, "gpu": gpu, "compute_capability": cc, "precision": "fp16",
+            "onnx_file": "model.onnx", **kw}
+
+
+def test_engine_sidecar_fields() -> None:
+    side = tc.engine_sidecar(SimpleNamespace(__version__="10.3.0.26"), "fp16", Path("/x/lib.so"),
+                             {"names": NAMES, "precision": "fp32"})
+    assert side["names"] == NAMES and side["precision"] == "fp16" and side["tensorrt_version"] == "10.3.0"
+    assert (side["gpu"], side["compute_capability"], side["plugin_library"]) == ("Orin", "8.7", "/x/lib.so")
+    assert side["built_at"].endswith("+00:00")
+
+
+def test_compatible_engine_passes(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0.26"))
+    monkeypatch.setattr(tc, "gpu_info", lambda device=0: (None, None))  # no CUDA module: version only
+    tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
+    with caplog.at_level(logging.WARNING):
+        tc.check_engine_compatible("model.engine", None, SimpleNamespace(__version__="10.3.0"))
+    assert "no sidecar" in caplog.text
+
+
+def test_engine_from_other_version_or_gpu_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    here = SimpleNamespace(__version__="10.8.0.43")
+    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("NVIDIA H100", "9.0"))
+    with pytest.raises(S2Error) as e:
+        tc.check_engine_compatible("/models/model.engine", _sidecar(), here)
+    assert str(e.value) == ("model.engine was built with TensorRT 10.3.0 on Orin (sm_87); this is TensorRT "
+                            "10.8.0 on NVIDIA H100 (sm_90): rebuild it on this machine with: "
+                            "s2export model.onnx --fp16")
+    with pytest.raises(S2Error, match=r"TensorRT 10\.3\.0 on Orin.*TensorRT 10\.3\.0 on NVIDIA H100"):
+        tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Orin", "8.7"))
+    with pytest.raises(S2Error, match=r"built with TensorRT 10\.3\.0 .* this is TensorRT 10\.16\.1"):
+        tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.16.1.11"))
+
+
+def test_version_compatible_engine_runs_on_later_versions(monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    side = _sidecar(version="10.3.0", version_compatible=True)
+    tc.check_engine_compatible("m.engine", side, SimpleNamespace(__version__="10.16.1.11"))
+    with pytest.raises(S2Error):
+        tc.check_engine_compatible("m.engine", _sidecar("10.16.1", version_compatible=True),
+                                   SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Jetson AGX Orin", "8.7"))
+    with caplog.at_level(logging.WARNING):
+        tc.check_engine_compatible("m.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
+    assert "same compute capability" in caplog.text
