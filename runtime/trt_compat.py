@@ -126,6 +126,12 @@ def enable_plugin_serialization(trt: Any, config: Any, plugin_lib: Path, version
         config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
 
 
+def allow_embedded_plugins(runtime: Any, sidecar: dict[str, Any] | None) -> None:
+    """Let a version-compatible engine run the plugin library it carries (set before deserializing)."""
+    if sidecar and sidecar.get("version_compatible") and sidecar.get("plugin_library"):
+        runtime.engine_host_code_allowed = True
+
+
 # ---------------------------------------------------------------------------------------- plugin
 
 def default_plugin_library() -> Path | None:

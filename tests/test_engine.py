@@ -426,3 +426,13 @@ def test_version_compatible_engine_runs_on_later_versions(monkeypatch: pytest.Mo
     with caplog.at_level(logging.WARNING):
         tc.check_engine_compatible("m.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
     assert "same compute capability" in caplog.text
+
+
+def test_embedded_plugin_code_allowed_only_for_version_compatible_engines() -> None:
+    runtime = SimpleNamespace(engine_host_code_allowed=False)
+    tc.allow_embedded_plugins(runtime, _sidecar(plugin_library="/x/lib.so"))
+    assert runtime.engine_host_code_allowed is False
+    tc.allow_embedded_plugins(runtime, None)
+    assert runtime.engine_host_code_allowed is False
+    tc.allow_embedded_plugins(runtime, _sidecar(plugin_library="/x/lib.so", version_compatible=True))
+    assert runtime.engine_host_code_allowed is True

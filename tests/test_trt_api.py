@@ -93,7 +93,8 @@ def test_collector_reads_the_package() -> None:
                      ("IBuilderConfig.set_memory_pool_limit", ALL),
                      ("IBuilderConfig.plugins_to_serialize", ALL),
                      ("IPluginRegistry.get_creator", ALL), ("OnnxParser.parse_from_file", ALL),
-                     ("Builder.build_serialized_network", ALL), ("IOptimizationProfile.set_shape", ALL)]:
+                     ("Builder.build_serialized_network", ALL), ("IOptimizationProfile.set_shape", ALL),
+                     ("Runtime.engine_host_code_allowed", ALL)]:
         assert expected in uses
 
 
