@@ -1,0 +1,3 @@
+from s2trt.calib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The INT8 stage of s2export: calibration reader → Q/DQ ONNX per method → accuracy report → sidecar.
+
+`quantize_export(onnx_fp32, out, args)` is what the exporter calls after writing the FP32 portable
+graph; `trt_calibrator(onnx, args)` gives the engine builder a TensorRT ≤ 10 calibrator fed by the
+same reader. `args` carries the options of s2trt.calib.cli.add_int8_options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from s2trt.calib.data import DEFAULT_BATCH, DEFAULT_SIZE, YAML_SUFFIXES, Preprocessing, open_reader
+from s2trt.calib.qdq import CalibMethod, quantize_qdq
+from s2trt.calib.report import DEFAULT_MAX_DROP, accuracy_report, format_table
+from s2trt.errors import S2Error
+from s2trt.meta import (
+    ModelMeta,
+    read_onnx_meta,
+    read_sidecar,
+    sidecar_path,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+ALL_METHODS = "all"
+
+
+@dataclass
+class Int8Options:
+    calib: str
+    method: str = CalibMethod.MINMAX.value  # a CalibMethod value, or "all"
+    size: int = DEFAULT_SIZE
+    batch: int | None = None  # None: the graph's fixed batch, else DEFAULT_BATCH
+    seed: int = 0
+    split: str | None = None
+    video_step: int | None = None
+    exclude: list[str] | None = None  # None: the default groups
+    cache: Path | None = None
+    val: str | None = None  # labelled data yaml for the report; None: the calib yaml, if it is one
+    val_split: str = "val"
+    val_limit: int | None = None
+    max_map_drop: float = DEFAULT_MAX_DROP
+    report: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Int8Options:
+        if not getattr(args, "calib", None):
+            raise S2Error("--int8 needs calibration images: --calib FOLDER|GLOB|VIDEO|DATA.yaml")
+        g = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+        return cls(calib=str(args.calib), method=g("calib_method") or CalibMethod.MINMAX.value,
+                   size=g("calib_size") or DEFAULT_SIZE, batch=g("calib_batch"), seed=g("calib_seed") or 0,
+                   split=g("calib_split"), video_step=g("calib_video_step"), exclude=g("int8_exclude"),
+                   cache=g("calib_cache"), val=g("int8_val"), val_split=g("int8_val_split") or "val",
+                   val_limit=g("int8_val_limit"),
+                   max_map_drop=DEFAULT_MAX_DROP if g("max_map_drop") is None else g("max_map_drop"),
+                   report=not g("no_int8_report", False))
+
+    def methods(self) -> list[CalibMethod]:
+        return list(CalibMethod) if self.method == ALL_METHODS else [CalibMethod.from_name(self.method)]
+
+    def val_data(self) -> str | None:
+        if self.val:
+            return self.val
+        return self.calib if Path(self.calib).suffix.lower() in YAML_SUFFIXES else None
+
+
+def int8_path(portable: Path) -> Path:
+    """model.onnx -> model-int8.onnx (the exporter names its FP16 graph model-fp16.onnx)."""
+    return portable.with_name(portable.stem + "-int8.onnx")
+
+
+def _input_batch(onnx_path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def _reader(onnx_fp32: Path, meta: ModelMeta, o: Int8Options, progress: bool = True) -> Any:
+    fixed = _input_batch(onnx_fp32)
+    batch = o.batch or fixed or DEFAULT_BATCH
+    if fixed is not None and batch != fixed:
+        log.warning("the graph has a fixed batch of %d: calibrating with batches of %d, not %d",
+                    fixed, fixed, batch)
+        batch = fixed
+    return open_reader(o.calib, Preprocessing.from_meta(meta), o.size, batch, o.seed, o.split,
+                       o.video_step, progress=progress, drop_last=fixed is not None)
+
+
+def _check_graph(meta: ModelMeta, path: Path) -> None:
+    if meta.flavour != "portable":
+        raise S2Error(f"{path} is the {meta.flavour} flavour: quantize the portable graph (ONNX "
+                      "Runtime calibrates it; the TensorRT flavour's plugin node does not run there)")
+    if meta.precision != "fp32":
+        raise S2Error(f"{path} is a {meta.precision} graph: INT8 quantization starts from the FP32 export")
+
+
+def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8Options) -> dict[str, Any]:
+    """Write the INT8 Q/DQ graph of `onnx_fp32` to `out` and its sidecar; return the INT8 report.
+
+    With --calib-method all, every method is tried and the one with the best mAP50 is kept.
+    """
+    o = args if isinstance(args, Int8Options) else Int8Options.from_args(args)
+    onnx_fp32, out = Path(onnx_fp32), Path(out)
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise S2Error(f"cannot write {out}: {out.parent} is not a writable folder")
+    meta = read_onnx_meta(onnx_fp32)
+    _check_graph(meta, onnx_fp32)
+    methods = o.methods()
+    val = o.val_data() if o.report else None
+    if len(methods) > 1 and val is None:
+        raise S2Error("--calib-method all picks the method by mAP, so it needs labelled validation "
+                      "data: --calib DATA.yaml or --int8-val DATA.yaml")
+    reader = _reader(onnx_fp32, meta, o)
+    result: dict[str, Any] = {"file": str(out), "methods": {}}
+    with tempfile.TemporaryDirectory(prefix="s2trt-int8-", dir=out.parent) as tmp:
+        paths: dict[str, Path] = {}
+        for m in methods:
+            paths[m.value] = out if len(methods) == 1 else Path(tmp) / f"{m.value}.onnx"
+            result["methods"][m.value] = quantize_qdq(onnx_fp32, paths[m.value], reader, m, o.exclude, tmp)
+        report = None
+        if val is None:
+            result["accuracy_note"] = ("accuracy not measured: pass labelled data with --int8-val DATA.yaml "
+                                       "(or calibrate from a data yaml)")
+        elif meta.nms:
+            result["accuracy_note"] = "accuracy not measured: the graph ends in NMS (export without --nms)"
+            val = None
+        else:
+            report = accuracy_report(onnx_fp32, paths, val, o.val_split, list(meta.imgsz),
+                                     reader.batch if _input_batch(onnx_fp32) else DEFAULT_BATCH,
+                                     o.val_limit, o.max_map_drop)
+        best = report["best"] if report else methods[0].value
+        if len(methods) > 1:
+            write_bytes_atomic(out, paths[best].read_bytes())
+    result.update(method=best, accuracy=report)
+    _write_sidecar(onnx_fp32, out, meta, result, o)
+    if report is not None:
+        for line in format_table(report).splitlines():
+            log.info("%s", line)
+        if not report["within_tolerance"]:
+            log.warning("INT8 mAP50 drop %.2f points exceeds --max-map-drop %g", report["drop_mAP50"],
+                        o.max_map_drop)
+    else:
+        log.warning("%s", result["accuracy_note"])
+    return result
+
+
+def _write_sidecar(onnx_fp32: Path, out: Path, meta: ModelMeta, result: dict[str, Any],
+                   o: Int8Options) -> None:
+    base = read_sidecar(onnx_fp32) or asdict(meta)
+    base = {k: v for k, v in base.items() if k not in ("parity", "int8")}
+    base["precision"] = "int8"
+    base["int8"] = {**result, "fp32_onnx": str(onnx_fp32),
+                    "calibration": {"source": o.calib, "split": o.split, "size": o.size, "seed": o.seed,
+                                    "exclude": o.exclude if o.exclude is not None else ["default"]}}
+    write_json_atomic(sidecar_path(out), base)
+
+
+def trt_calibrator(onnx_path: Path, args: argparse.Namespace | Int8Options) -> Any:
+    """A TensorRT ≤ 10 calibrator (entropy or minmax) over the same images, for EngineOptions."""
+    from s2trt.calib.trt_calibrator import make_calibrator
+
+    o = args if isinstance(args, Int8Options) else Int8Options.from_args(args)
+    meta = read_onnx_meta(onnx_path)
+    method = CalibMethod.ENTROPY.value if o.method == ALL_METHODS else o.method
+    return make_calibrator(onnx_path, _reader(Path(onnx_path), meta, o), method, o.cache)

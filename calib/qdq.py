@@ -1,0 +1,357 @@
+"""INT8 Q/DQ ONNX with ONNX Runtime static quantization, placed the way TensorRT wants it (DESIGN §5).
+
+TensorRT ≥ 11 builds INT8 only from explicit QuantizeLinear/DequantizeLinear pairs; 10.x accepts them
+too. The placement follows TensorRT's Q/DQ recommendations: symmetric INT8 (zero point 0) everywhere,
+per-output-channel weight scales on Conv, Q/DQ on the *inputs* of Conv, residual Add, Concat, MaxPool,
+Resize and Slice and never on the output of a Conv (TensorRT fuses Conv + SiLU + the next Q), FP32
+biases (TensorRT has no INT32 bias Q/DQ). The S2Attention shifts stay Slice + Concat with Q/DQ around
+them, so TensorRT moves INT8 data through them.
+
+Kept in higher precision by default, found by graph structure (not by node names, which depend on
+the exporter): `detect`, the Detect head's last 1x1 convs and the box decode after them, and
+`attention`, the split attention's ReduceSum → MLP → Softmax path and the weighting it drives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fnmatch
+import io
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s2trt.errors import S2Error, missing
+
+log = logging.getLogger(__name__)
+
+# Op types that get Q/DQ on their inputs; see the module docstring for why these.
+QUANTIZED_OP_TYPES = ("Conv", "Add", "Concat", "MaxPool", "Resize", "Slice")
+# Ops whose outputs stay unquantized: the consumer's input Q/DQ covers them where it matters.
+NO_OUTPUT_QUANT_OP_TYPES = ("Conv", "Add")
+EXCLUDE_GROUPS = ("detect", "attention")
+DEFAULT_EXCLUDE = ("detect", "attention")
+_SHAPE_OPS = {"Unsqueeze", "Squeeze", "Gather", "Reshape", "Slice", "Split", "Transpose", "Flatten",
+              "Identity", "Expand"}
+
+
+class CalibMethod(enum.Enum):
+    """How activation ranges are chosen from the calibration statistics."""
+
+    ENTROPY = "entropy"  # KL-divergence threshold over a histogram (TensorRT's EntropyCalibrator2)
+    MINMAX = "minmax"  # the absolute maximum seen (TensorRT's MinMaxCalibrator)
+    PERCENTILE = "percentile"  # the 99.999th percentile of |x| (no TensorRT ≤ 10 calibrator)
+
+    @classmethod
+    def from_name(cls, name: str | CalibMethod) -> CalibMethod:
+        if isinstance(name, cls):
+            return name
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            raise S2Error(f"unknown calibration method '{name}' (choose from "
+                          f"{', '.join(m.value for m in cls)})") from None
+
+    def ort(self) -> Any:
+        from onnxruntime.quantization import CalibrationMethod
+
+        return {CalibMethod.ENTROPY: CalibrationMethod.Entropy, CalibMethod.MINMAX: CalibrationMethod.MinMax,
+                CalibMethod.PERCENTILE: CalibrationMethod.Percentile}[self]
+
+
+@dataclass
+class Exclusions:
+    """Node names kept in float, by where they came from."""
+
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    patterns: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for names in (*self.groups.values(), *self.patterns.values()):
+            seen.update(dict.fromkeys(names))
+        return list(seen)
+
+    def summary(self) -> dict[str, int]:
+        return {k: len(v) for k, v in {**self.groups, **self.patterns}.items()}
+
+
+# ----------------------------------------------------------------------------- graph structure
+
+def _index(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    producer = {o: n for n in graph.node for o in n.output if o}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
+def ensure_node_names(model: Any) -> None:
+    """ORT excludes nodes by name: give unnamed nodes unique names first."""
+    used = {n.name for n in model.graph.node if n.name}
+    for k, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{k}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
+
+
+def find_detect_nodes(model: Any) -> list[str]:
+    """The Detect convs and everything between them and the graph outputs (decode, optional NMS).
+
+    Walking back from the outputs, every path ends at a convolution: the first ones met are the
+    Detect head's 1x1 convs.
+    """
+    producer, _ = _index(model.graph)
+    found: dict[str, None] = {}
+    convs = 0
+    stack = [o.name for o in model.graph.output]
+    seen: set[str] = set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        found[node.name] = None
+        if node.op_type == "Conv":
+            convs += 1
+            continue
+        stack.extend(node.input)
+    if not convs:
+        raise S2Error("cannot find the Detect head's convolutions behind the model outputs: is this "
+                      "a YOLOv5 detection graph? Exclude nodes with --int8-exclude instead")
+    return list(found)
+
+
+def find_attention_nodes(model: Any) -> list[str]:
+    """Each split attention's global path: ReduceSum → MLP (MatMul/Gemm, GELU) → Softmax, then the
+    reshapes of the softmax weights, the Muls they scale the branches with and the Adds of those."""
+    producer, consumers = _index(model.graph)
+    found: dict[str, None] = {}
+    for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
+        back, stack = {sm.name: sm}, list(sm.input)
+        reached_sum = False
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node.name in back or node.op_type == "Conv":
+                continue
+            back[node.name] = node
+            if node.op_type in ("ReduceSum", "ReduceMean"):
+                reached_sum = True
+                continue
+            stack.extend(node.input)
+        if not reached_sum:  # a softmax of something else: leave it alone
+            continue
+        found.update(dict.fromkeys(back))
+        # Forward: reshapes of the weights, the Muls that apply them to the branches, and the Adds
+        # that sum those products; past a Mul only such Adds follow.
+        fwd: dict[str, Any] = {}
+        frontier = [sm]
+        while frontier:
+            node = frontier.pop()
+            weighting = node.op_type in ("Mul", "Add")
+            for out in node.output:
+                for c in consumers.get(out, []):
+                    if c.name in fwd:
+                        continue
+                    take = ((c.op_type == "Add" and _fed_only_by(c, fwd, producer)) if weighting
+                            else (c.op_type in _SHAPE_OPS or c.op_type == "Mul"))
+                    if take:
+                        fwd[c.name] = c
+                        frontier.append(c)
+        found.update(dict.fromkeys(fwd))
+    return list(found)
+
+
+def _fed_only_by(node: Any, group: dict[str, Any], producer: dict[str, Any]) -> bool:
+    srcs = [producer.get(i) for i in node.input]
+    return all(s is not None and (s.name in group or s.op_type == "Constant") for s in srcs)
+
+
+def resolve_exclusions(model: Any, specs: Sequence[str] | None) -> Exclusions:
+    """Turn --int8-exclude values into node names.
+
+    A value is a group (`detect`, `attention`), `default` (both groups), `none`, or a shell pattern
+    matched against node names and op types (`/model.0/*`, `Sigmoid`). Values may be comma-separated.
+    A pattern that matches no node is an error: a typo must not silently quantize a layer.
+    """
+    tokens = [t.strip() for s in (DEFAULT_EXCLUDE if specs is None else specs) for t in str(s).split(",")]
+    tokens = [t for t in tokens if t]
+    if "none" in tokens:
+        if len(tokens) > 1:
+            raise S2Error("--int8-exclude none cannot be combined with other values")
+        return Exclusions()
+    ex = Exclusions()
+    expanded: list[str] = []
+    for t in tokens:
+        expanded += list(DEFAULT_EXCLUDE) if t == "default" else [t]
+    for t in dict.fromkeys(expanded):
+        if t == "detect":
+            ex.groups[t] = find_detect_nodes(model)
+        elif t == "attention":
+            ex.groups[t] = find_attention_nodes(model)
+            if not ex.groups[t]:
+                log.info("no split attention softmax path in this graph: nothing to keep in float")
+        else:
+            hits = [n.name for n in model.graph.node
+                    if fnmatch.fnmatchcase(n.name, t) or fnmatch.fnmatchcase(n.op_type, t)]
+            if not hits:
+                raise S2Error(f"--int8-exclude '{t}' matches no node name or op type of the model "
+                              f"(groups: {', '.join(EXCLUDE_GROUPS)}, default, none)")
+            ex.patterns[t] = hits
+    return ex
+
+
+# --------------------------------------------------------------------------------- quantization
+
+def ort_extra_options() -> dict[str, Any]:
+    return {
+        "ActivationSymmetric": True,  # TensorRT: INT8 activations with zero point 0
+        "WeightSymmetric": True,
+        "CalibTensorRangeSymmetric": True,
+        "QuantizeBias": False,  # TensorRT has no INT32 bias Q/DQ; it folds float biases itself
+        # ORT would otherwise inflate weight scales (by 1000x on some channels) so that an INT32 bias
+        # could be represented: a bias that stays float needs no such thing.
+        "QDQDisableWeightAdjustForInt32Bias": True,
+        "OpTypesToExcludeOutputQuantization": list(NO_OUTPUT_QUANT_OP_TYPES),
+        "ForceQuantizeNoInputCheck": True,  # Slice/MaxPool/Resize get Q/DQ even after an FP32 producer
+        "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
+        # ORT then feeds calibration in chunks of this many batches, merging statistics, so memory
+        # holds one chunk's intermediate tensors instead of the whole calibration set's.
+        "CalibStridedMinMax": 1,
+    }
+
+
+def _ort_quantization() -> Any:
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise missing("onnxruntime", "export", "INT8 quantization") from None
+    return quantization
+
+
+def preprocess_for_quantization(src: Path, dst: Path) -> Any:
+    """ORT's quant_pre_process (shape inference, constant folding), with named nodes."""
+    import onnx
+
+    q = _ort_quantization()
+    try:
+        q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    except Exception as e:  # best effort: quantization works without it, a little less tidily
+        log.warning("ONNX Runtime's quantization pre-processing failed (%s); quantizing as is",
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        dst.write_bytes(src.read_bytes())
+    model = onnx.load(str(dst))
+    ensure_node_names(model)
+    onnx.save(model, str(dst))
+    return model
+
+
+def quantize_qdq(onnx_fp32: str | Path, out: str | Path, reader: Any, method: str | CalibMethod,
+                 exclude: Sequence[str] | None = None, work_dir: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Write the Q/DQ INT8 model of `onnx_fp32` to `out` (atomically); return what was done."""
+    import tempfile
+
+    import onnx
+
+    from s2trt.meta import write_bytes_atomic
+
+    q = _ort_quantization()
+    m = CalibMethod.from_name(method)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="s2trt-int8-", dir=work_dir) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        model = preprocess_for_quantization(Path(onnx_fp32), pre)
+        ex = resolve_exclusions(model, exclude)
+        log.info("INT8 (%s): kept in float: %s", m.value,
+                 ", ".join(f"{k} {v} nodes" for k, v in ex.summary().items()) or "nothing")
+        qpath = Path(tmp) / "int8.onnx"
+        reader.rewind()
+        chatter = io.StringIO()  # ORT prints its histogram progress to stdout
+        with contextlib.redirect_stdout(chatter):
+            q.quantize_static(str(pre), str(qpath), reader, quant_format=q.QuantFormat.QDQ,
+                              op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
+                              activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                              nodes_to_exclude=ex.nodes, calibrate_method=m.ort(),
+                              extra_options=ort_extra_options())
+        log.debug("%s", chatter.getvalue().strip())
+        qmodel = onnx.load(str(qpath))
+        rewired = keep_excluded_inputs_float(qmodel, ex.nodes)
+        _copy_metadata(onnx.load(str(onnx_fp32), load_external_data=False), qmodel)
+        write_bytes_atomic(Path(out), qmodel.SerializeToString())
+    stats = qdq_stats(qmodel)
+    return {"method": m.value, "excluded": ex.summary(), "excluded_nodes": len(ex.nodes),
+            "excluded_inputs_restored": rewired,
+            "calib_images": reader.num_images, "quantize_s": round(time.perf_counter() - t0, 1), **stats}
+
+
+def keep_excluded_inputs_float(model: Any, excluded: Iterable[str]) -> int:
+    """Point excluded nodes back at the float tensors ORT quantized for a neighbour.
+
+    ORT puts one Q/DQ pair on a tensor and rewires *every* consumer to it, so a Detect conv that
+    shares its input with a neck conv would still read INT8-rounded values. Returns how many inputs
+    were restored; Q/DQ pairs left without a consumer are removed.
+    """
+    producer, _ = _index(model.graph)
+    inits = {i.name for i in model.graph.initializer}
+    names = set(excluded)
+    restored = 0
+    for node in model.graph.node:
+        if node.name not in names:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+                continue
+            node.input[k] = q.input[0]
+            restored += 1
+    _drop_unused_qdq(model)
+    return restored
+
+
+def _drop_unused_qdq(model: Any) -> None:
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | outputs
+        dead = [n for n in iter_qdq_nodes(model) if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            model.graph.node.remove(n)
+
+
+def _copy_metadata(src: Any, dst: Any) -> None:
+    """Carry the s2trt metadata over, with precision int8 (ORT keeps only its own props)."""
+    props = {p.key: p.value for p in src.metadata_props}
+    if props:
+        props["precision"] = "int8"
+    del dst.metadata_props[:]
+    for k, v in props.items():
+        entry = dst.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def qdq_stats(model: Any) -> dict[str, int]:
+    ops = [n.op_type for n in model.graph.node]
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    producer, _ = _index(model.graph)
+    int8_convs = sum(1 for c in convs if (p := producer.get(c.input[1])) is not None
+                     and p.op_type == "DequantizeLinear")
+    return {"quantize_nodes": ops.count("QuantizeLinear"), "dequantize_nodes": ops.count("DequantizeLinear"),
+            "int8_convs": int8_convs, "float_convs": len(convs) - int8_convs}
+
+
+def iter_qdq_nodes(model: Any) -> Iterable[Any]:
+    return (n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))

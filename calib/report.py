@@ -1,0 +1,119 @@
+"""What INT8 costs: mAP50 and mAP50-95 of the FP32, FP16 and INT8 Q/DQ graphs on a validation set.
+
+All three run in ONNX Runtime on the CPU through the runtime's own evaluator (same preprocessing,
+NMS and box scaling as s2infer), so the numbers compare precisions, not pipelines. Drops are in
+mAP points (0-100 scale), as papers and the YOLOv5 README report them.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_DROP = 1.0  # mAP50 points
+
+
+def fp16_graph(onnx_fp32: Path, work_dir: Path) -> tuple[Path | None, str | None]:
+    """The exporter's FP16 conversion of the FP32 graph: (path, None), or (None, why not)."""
+    try:
+        import onnx
+
+        from s2trt.export.fp16 import to_fp16
+    except ImportError as e:
+        return None, f"FP16 skipped: the exporter's FP16 converter is unavailable ({e})"
+    try:
+        model = to_fp16(onnx.load(str(onnx_fp32)))
+    except Exception as e:  # the report must not fail an INT8 export because FP16 could not be made
+        return None, f"FP16 skipped: conversion failed ({str(e).splitlines()[0][:160]})"
+    path = work_dir / "fp16.onnx"
+    onnx.save(model, str(path))
+    return path, None
+
+
+def _timed(predict: Callable[[np.ndarray], np.ndarray], clock: list[float]) -> Callable:
+    def run(x: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        y = predict(x)
+        clock[0] += time.perf_counter() - t0
+        clock[1] += len(x)
+        return y
+    return run
+
+
+def evaluate_onnx(path: Path, data: str | Path, split: str, imgsz: int, batch: int,
+                  limit: int | None) -> dict[str, Any]:
+    """mAP of one ONNX file in an ORT CPU session, with its mean inference time per image."""
+    from s2trt.runtime.evaluate import evaluate, onnx_predictor
+
+    predict, fixed_batch, _ = onnx_predictor(path)
+    clock = [0.0, 0]
+    r = evaluate(_timed(predict, clock), data, split, imgsz, fixed_batch or batch, limit=limit)
+    return {"mAP50": r["mAP50"], "mAP50-95": r["mAP50-95"], "images": r["images"],
+            "ms_per_image": round(1000 * clock[0] / max(clock[1], 1), 2)}
+
+
+def accuracy_report(onnx_fp32: Path, int8: dict[str, Path], data: str | Path, split: str = "val",
+                    imgsz: int = 640, batch: int = 1, limit: int | None = None,
+                    max_drop: float = DEFAULT_MAX_DROP, with_fp16: bool = True) -> dict[str, Any]:
+    """Evaluate FP32, FP16 (when it can be made) and each INT8 graph in `int8` (method -> path).
+
+    `best` names the INT8 method with the highest mAP50 (mAP50-95 breaks ties); `within_tolerance`
+    says whether its mAP50 drop is at most `max_drop` points.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="s2trt-report-") as tmp:
+        log.info("accuracy: FP32 on the '%s' split of %s", split, data)
+        rows["fp32"] = evaluate_onnx(onnx_fp32, data, split, imgsz, batch, limit)
+        if with_fp16:
+            fp16, note = fp16_graph(onnx_fp32, Path(tmp))
+            if fp16 is not None:
+                log.info("accuracy: FP16")
+                rows["fp16"] = evaluate_onnx(fp16, data, split, imgsz, batch, limit)
+            else:
+                notes.append(note or "FP16 skipped")
+        for method, path in int8.items():
+            log.info("accuracy: INT8 Q/DQ (%s)", method)
+            rows[f"int8-{method}"] = evaluate_onnx(path, data, split, imgsz, batch, limit)
+    base = rows["fp32"]
+    for row in rows.values():
+        # + 0.0 turns the -0.0 of equal scores into 0.0
+        row["drop_mAP50"] = round(100 * (base["mAP50"] - row["mAP50"]), 2) + 0.0
+        row["drop_mAP50-95"] = round(100 * (base["mAP50-95"] - row["mAP50-95"]), 2) + 0.0
+    best = max(int8, key=lambda m: (rows[f"int8-{m}"]["mAP50"], rows[f"int8-{m}"]["mAP50-95"]))
+    drop = rows[f"int8-{best}"]["drop_mAP50"]
+    return {"data": str(data), "split": split, "imgsz": imgsz, "images": base["images"],
+            "runtime": "onnxruntime CPU", "rows": rows, "notes": notes, "best": best,
+            "max_map_drop": max_drop, "drop_mAP50": drop, "within_tolerance": drop <= max_drop}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    size = "x".join(str(v) for v in report["imgsz"]) if isinstance(report["imgsz"], list) else report["imgsz"]
+    lines = [f"accuracy on {report['images']} images of the '{report['split']}' split of {report['data']} "
+             f"({report['runtime']}, {size} px)",
+             f"{'graph':<18}{'mAP50':>8}{'mAP50-95':>10}{'ΔmAP50':>9}{'ΔmAP50-95':>11}{'ms/img':>9}"]
+    for name, r in report["rows"].items():
+        mark = "  <- best INT8" if name == f"int8-{report['best']}" and len(report["rows"]) > 2 else ""
+        lines.append(f"{name:<18}{100 * r['mAP50']:>8.2f}{100 * r['mAP50-95']:>10.2f}"
+                     f"{0.0 - r['drop_mAP50']:>+9.2f}{0.0 - r['drop_mAP50-95']:>+11.2f}"
+                     f"{r['ms_per_image']:>9.1f}{mark}")
+    lines += report["notes"]
+    lines.append(verdict(report))
+    return "\n".join(lines)
+
+
+def verdict(report: dict[str, Any]) -> str:
+    best, drop, limit = report["best"], report["drop_mAP50"], report["max_map_drop"]
+    if report["within_tolerance"]:
+        return (f"INT8 ({best}) is within {limit:g} mAP50 point of FP32 (drop {drop:.2f} points)")
+    return (f"INT8 ({best}) loses {drop:.2f} mAP50 points, more than --max-map-drop {limit:g}: try "
+            "another --calib-method (or all), more or more representative --calib images, or keep "
+            "more layers in float with --int8-exclude")
