@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from trt_stub import provision
+from trt_stub.dump_api import parameter_names
 from trt_stub.usage import ALL, Use, collect_files, collect_source, missing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +99,24 @@ def test_collector_reads_the_package() -> None:
         assert expected in uses
 
 
+def test_parameter_names_from_pybind_signatures() -> None:
+    doc = """set_shape(self: tensorrt.IOptimizationProfile, input: str, min: tensorrt.Dims, opt: Dict[str, \
+Tuple[int, int]] = {}, max: tensorrt.Dims = Dims(1, 2)) -> None
+
+    Set the shapes."""
+    assert parameter_names("set_shape", doc) == ["input", "min", "opt", "max"]
+    overloaded = """f(*args, **kwargs)
+Overloaded function.
+
+1. f(self: X, a: int) -> None
+
+2. f(self: X, b: str = 'x') -> None
+"""
+    assert parameter_names("f", overloaded) == ["a", "b"]
+    assert parameter_names("g", "g(self: X, **kwargs) -> None") is None
+    assert parameter_names("h", "no signature") is None
+
+
 # ----------------------------------------------------------------- against the real TensorRT modules
 
 @functools.cache
@@ -129,7 +148,7 @@ def _major(api: dict) -> int:
 
 def test_package_uses_only_existing_tensorrt_api(trt_api: dict) -> None:
     uses = collect_files(REPO, PACKAGE_FOLDERS)
-    problems = list(missing(uses, trt_api["paths"], _major(trt_api)))
+    problems = list(missing(uses, trt_api, _major(trt_api)))
     assert not problems, f"TensorRT {trt_api['version']} lacks:\n" + "\n".join(problems)
 
 
@@ -178,6 +197,14 @@ SNIPPETS = {
             config = builder.create_builder_config()
             config.max_workspace_size = 1 << 30
         """, {10, 11}),  # ultralytics#9510
+    "keyword_misspelt": ("""
+        def cache(trt, config, data):
+            config.set_timing_cache(config.create_timing_cache(data), ignore_mismatches=False)
+        """, {10, 11}),
+    "keyword_right": ("""
+        def cache(trt, config, data):
+            config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False)
+        """, set()),
     "misspelt": ("""
         def precision(trt, config):
             config.set_flag(trt.BuilderFlag.FP61)
@@ -189,12 +216,12 @@ SNIPPETS = {
 def test_snippet_fails_exactly_where_its_api_is_missing(trt_api: dict, name: str) -> None:
     source, failing_majors = SNIPPETS[name]
     uses = collect_source(textwrap.dedent(source), f"{name}.py")
-    problems = list(missing(uses, trt_api["paths"], _major(trt_api)))
+    problems = list(missing(uses, trt_api, _major(trt_api)))
     assert bool(problems) is (_major(trt_api) in failing_majors), problems
 
 
 def test_missing_names_the_file_line_and_attribute() -> None:
     api = _api(next(v for v in provision.WHEELS if v.startswith("11.")))
     use = Use("BuilderFlag.FP16", (11, None), "export/engine.py:42")
-    assert list(missing([use], api["paths"], 11)) == [
+    assert list(missing([use], api, 11)) == [
         "export/engine.py:42: trt.BuilderFlag.FP16 (BuilderFlag.FP16 does not exist)"]

@@ -7,14 +7,35 @@ libraries on LD_LIBRARY_PATH; any call into TensorRT would abort, so only names 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 MAX_DEPTH = 3  # trt.ILogger.Severity.WARNING is the deepest chain the sources use
 
 
-def attribute_paths(module: object) -> dict[str, bool]:
-    """'BuilderFlag.FP16' -> whether its own attributes are listed too (classes only)."""
+def parameter_names(name: str, doc: str | None) -> list[str] | None:
+    """Parameter names from pybind11's signature lines (`f(self: X, a: int, b: str = '') -> None`,
+    one per overload); None when there is no signature or it takes **kwargs."""
+    names: list[str] = []
+    for m in re.finditer(rf"^\s*(?:\d+\.\s*)?{re.escape(name)}\((.*)\)\s*->", doc or "", re.MULTILINE):
+        depth, start, params = 0, 0, []
+        text = m.group(1)
+        for i, ch in enumerate(text + ","):
+            depth += (ch in "[(") - (ch in "])")
+            if ch == "," and depth == 0:
+                params.append(text[start:i].split(":")[0].split("=")[0].strip())
+                start = i + 1
+        if any(p.startswith("*") for p in params):
+            return None
+        names += [p for p in params if p and p != "self" and p not in names]
+    return names or None
+
+
+def attribute_paths(module: object) -> tuple[dict[str, bool], dict[str, list[str]]]:
+    """'BuilderFlag.FP16' -> whether its own attributes are listed too (classes only), and
+    'IBuilderConfig.set_timing_cache' -> its parameter names."""
     paths: dict[str, bool] = {}
+    params: dict[str, list[str]] = {}
 
     def walk(obj: object, prefix: str, depth: int) -> None:
         for name in dir(obj):
@@ -25,9 +46,13 @@ def attribute_paths(module: object) -> dict[str, bool]:
             paths[prefix + name] = expand
             if expand:
                 walk(value, f"{prefix}{name}.", depth + 1)
+            elif callable(value):
+                names = parameter_names(name, getattr(value, "__doc__", None))
+                if names is not None:
+                    params[prefix + name] = names
 
     walk(module, "", 1)
-    return paths
+    return paths, params
 
 
 def main() -> None:
@@ -36,8 +61,9 @@ def main() -> None:
     sys.modules.setdefault("tensorrt", trt)
     from s2trt.runtime.trt_compat import is_strongly_typed_only, trt_version
 
+    paths, params = attribute_paths(trt)
     json.dump({"version": trt.__version__, "trt_version": list(trt_version(trt)),
-               "strongly_typed_only": is_strongly_typed_only(trt), "paths": attribute_paths(trt)},
+               "strongly_typed_only": is_strongly_typed_only(trt), "paths": paths, "params": params},
               sys.stdout)
 
 

@@ -43,6 +43,7 @@ class Use:
     path: str  # "BuilderFlag.FP16", "IBuilderConfig.set_flag"
     majors: Majors
     where: str  # "export/engine.py:123"
+    keywords: tuple[str, ...] = ()  # keyword arguments when the attribute is called
 
     def applies_to(self, major: int) -> bool:
         lo, hi = self.majors
@@ -125,12 +126,24 @@ class _Collector(ast.NodeVisitor):
         return None
 
     # --- recording
-    def visit_Attribute(self, node: ast.Attribute) -> None:
+    def _record(self, node: ast.Attribute, keywords: tuple[str, ...]) -> None:
         base = self._kind(node.value)
         if base is not None:
             path = node.attr if base[0] == "module" else f"{base[1]}.{node.attr}"
-            self.uses.append(Use(path, self.majors, f"{self.where}:{node.lineno}"))
+            self.uses.append(Use(path, self.majors, f"{self.where}:{node.lineno}", keywords))
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        self._record(node, ())
         self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if isinstance(node.func, ast.Attribute):
+            self._record(node.func, tuple(k.arg for k in node.keywords if k.arg))
+            self.visit(node.func.value)
+        else:
+            self.visit(node.func)
+        for child in [*node.args, *(k.value for k in node.keywords)]:
+            self.visit(child)
 
     def _bind(self, target: ast.expr, value: ast.expr | None) -> None:
         """Type a variable by what it is assigned; unknown values leave the name table in charge."""
@@ -223,8 +236,13 @@ def collect_files(root: Path, folders: Iterable[str]) -> list[Use]:
     return uses
 
 
-def missing(uses: Iterable[Use], api: dict[str, bool], major: int) -> Iterator[str]:
-    """'where: trt.X.y' for each use on this major version that the module's API lacks."""
+def missing(uses: Iterable[Use], api: dict, major: int) -> Iterator[str]:
+    """'where: trt.X.y (why)' for each use on this major version that the module's API lacks.
+
+    `api` is dump_api.py's output: "paths" (name -> whether its attributes are listed) and
+    "params" (callable -> parameter names, from pybind11's signatures).
+    """
+    paths, params = api["paths"], api.get("params", {})
     for use in uses:
         if not use.applies_to(major):
             continue
@@ -233,8 +251,12 @@ def missing(uses: Iterable[Use], api: dict[str, bool], major: int) -> Iterator[s
             if parts[i - 1].startswith("_"):
                 break  # dunders and private names are Python's, not TensorRT's API
             prefix = ".".join(parts[:i])
-            if prefix not in api:
+            if prefix not in paths:
                 yield f"{use.where}: trt.{use.path} ({prefix} does not exist)"
                 break
-            if not api[prefix]:
+            if not paths[prefix]:
                 break  # an enum member, method or property: its own attributes are not listed
+        known = params.get(use.path)
+        for kw in use.keywords:
+            if known is not None and kw not in known:
+                yield f"{use.where}: trt.{use.path}(..., {kw}=...) (its parameters are {', '.join(known)})"
