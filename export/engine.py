@@ -119,9 +119,7 @@ def _prepare_plugin(trt: Any, meta: dict[str, Any], opts: EngineOptions, onnx_pa
     if not opts.use_plugin:
         raise S2Error(f"{onnx_path.name} contains the {plugin_op} plugin node, so --no-plugin cannot "
                       "build it: use the portable ONNX of the same export (flavour 'portable')")
-    lib = tc.load_plugin_library(opts.plugin_lib, required=True)
-    tc.check_plugin_registered(trt, library=lib)
-    return lib
+    return tc.ensure_plugin(trt, opts.plugin_lib, required=True)
 
 
 def _parse(trt: Any, parser: Any, onnx_path: Path) -> None:

@@ -193,6 +193,16 @@ def check_plugin_registered(trt: Any, name: str = PLUGIN_NAME, version: str = PL
         raise S2Error(f"TensorRT has no plugin {namespace}::{name} version {version}: {where}")
 
 
+def ensure_plugin(trt: Any, path: str | Path | None, required: bool) -> Path | None:
+    """Load the plugin library and make sure TensorRT can create the plugin: what the builder does
+    before parsing and the runtime before deserializing. The library lists its creators through
+    getCreators(), which IPluginRegistry.load_library registers (a dlopen alone registers nothing)."""
+    lib = load_plugin_library(path, required)
+    if lib is not None:
+        check_plugin_registered(trt, library=lib)
+    return lib
+
+
 # ------------------------------------------------------------------------- GPU and engine sidecar
 
 def gpu_info(device: int = 0) -> tuple[str | None, str | None]:

@@ -363,6 +363,19 @@ def test_plugin_registry_check(plugin_so: Path) -> None:
         tc.check_plugin_registered(trt)
 
 
+def test_ensure_plugin_registers_the_library(plugin_so: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    trt = FakeTRT("10.3.0")  # like the real library: no creator until the registry loads it
+    registry = SimpleNamespace(
+        get_creator=lambda *key: key if key in trt.creators else None,
+        load_library=lambda path: trt.creators.append(("S2SplitAttention", "1", "s2trt")))
+    monkeypatch.setattr(trt, "get_plugin_registry", lambda: registry)
+    assert tc.ensure_plugin(trt, plugin_so, required=True) == plugin_so.resolve()
+    monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path)
+    assert tc.ensure_plugin(FakeTRT("11.4.0"), None, required=False) is None
+
+
 def test_plugin_graph_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Path, plugin_so: Path) -> None:
     sidecar_path(onnx_file).write_text(json.dumps({"plugin": "S2SplitAttention", "flavour": "tensorrt"}))
     meta = ModelMeta(names=NAMES, imgsz=[64, 64], flavour="tensorrt", plugin="S2SplitAttention")
