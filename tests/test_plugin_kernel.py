@@ -1,0 +1,237 @@
+"""The S2SplitAttention kernel through its C ABI (ctypes), against the float64 reference of DESIGN §1
+(tests/reference.py) and the op's NumPy implementation that the exporter uses (export/plugin_reference.py).
+
+Argument checking and the references themselves run on the CPU; everything that touches device memory
+is marked gpu. Device memory comes from torch (CUDA build) or cupy, whichever is installed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reference import split_attention as ref_split_attention
+from test_plugin_build import kernels_library
+
+from s2trt.export import plugin_reference
+
+CUDA_SUCCESS = 0
+CUDA_ERROR_INVALID_VALUE = 1
+DTYPE_CODE = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
+# FP32: only FP32 summation error (sums of up to 3*H*W terms, dot products of C terms).
+# FP16: inputs are exact in FP16, the output is rounded once: 1 ulp is at most 2^-10 relative.
+TOL = {np.dtype(np.float32): {"rtol": 1e-5, "atol": 3e-5}, np.dtype(np.float16): {"rtol": 2e-3, "atol": 2e-4}}
+
+
+def load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    lib.s2sa_workspace_size.restype = ctypes.c_size_t
+    lib.s2sa_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.s2sa_forward.restype = ctypes.c_int
+    lib.s2sa_forward.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int] * 5
+                                 + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p])
+    lib.s2sa_error_string.restype = ctypes.c_char_p
+    lib.s2sa_error_string.argtypes = [ctypes.c_int]
+    return lib
+
+
+@pytest.fixture(scope="module")
+def lib() -> ctypes.CDLL:
+    return load(kernels_library())
+
+
+def make_problem(b: int, c: int, h: int, w: int, dtype, seed: int = 0, logit_scale: float = 2.0):
+    """Inputs exactly representable in `dtype`; weights scaled so that the hidden layer is O(1) and the
+    logits O(logit_scale), i.e. the softmax is neither uniform nor one-hot."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal((b, c, h, w)).astype(dtype) for _ in range(3)]
+    w1 = (rng.standard_normal((c, c)) / np.sqrt(c * 3 * h * w)).astype(np.float32)
+    w2 = (rng.standard_normal((3 * c, c)) * logit_scale / np.sqrt(c)).astype(np.float32)
+    return xs, w1, w2
+
+
+class Device:
+    """Just enough of torch or cupy to hold arrays on the GPU and hand raw pointers to the kernel."""
+
+    def __init__(self) -> None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self.torch = torch
+                return
+        except ImportError:
+            pass
+        self.torch = None
+        try:
+            import cupy
+        except ImportError:
+            pytest.skip("needs torch with CUDA or cupy for device memory")
+        self.cp = cupy
+
+    def put(self, a: np.ndarray):
+        a = np.ascontiguousarray(a)
+        return self.torch.from_numpy(a).cuda() if self.torch else self.cp.asarray(a)
+
+    def get(self, a) -> np.ndarray:
+        return a.cpu().numpy() if self.torch else self.cp.asnumpy(a)
+
+    def ptr(self, a) -> int:
+        return a.data_ptr() if self.torch else a.data.ptr
+
+    def stream(self) -> int:
+        if self.torch:
+            return self.torch.cuda.current_stream().cuda_stream
+        return self.cp.cuda.get_current_stream().ptr
+
+    def sync(self) -> None:
+        if self.torch:
+            self.torch.cuda.synchronize()
+        else:
+            self.cp.cuda.Device().synchronize()
+
+
+@pytest.fixture(scope="module")
+def dev() -> Device:
+    return Device()
+
+
+def run_kernel(lib, dev: Device, xs, w1, w2, misalign: bool = False) -> np.ndarray:
+    """One s2sa_forward on the device. misalign=True shifts every tensor by one element, which must
+    select the element-wise path whatever H*W is."""
+    b, c, h, w = xs[0].shape
+    shift = 1 if misalign else 0
+
+    def put_flat(a: np.ndarray):
+        flat = np.zeros(a.size + shift, a.dtype)
+        flat[shift:] = a.ravel()
+        return dev.put(flat)
+
+    d_x = [put_flat(x) for x in xs]
+    d_out = put_flat(np.full(xs[0].shape, np.nan, xs[0].dtype))
+    d_w1, d_w2 = dev.put(w1.ravel()), dev.put(w2.ravel())
+    ws = lib.s2sa_workspace_size(b, c)
+    d_ws = dev.put(np.zeros(max(ws, 1), np.uint8))
+    off = shift * xs[0].dtype.itemsize
+    status = lib.s2sa_forward(*(dev.ptr(t) + off for t in d_x), dev.ptr(d_out) + off, dev.ptr(d_w1),
+                              dev.ptr(d_w2), b, c, h, w, DTYPE_CODE[xs[0].dtype], dev.ptr(d_ws), ws,
+                              dev.stream())
+    assert status == CUDA_SUCCESS, lib.s2sa_error_string(status).decode()
+    dev.sync()
+    return dev.get(d_out)[shift:].reshape(xs[0].shape)
+
+
+def check_against_references(out: np.ndarray, xs, w1, w2) -> None:
+    dtype = xs[0].dtype
+    assert out.dtype == dtype and np.isfinite(out).all()
+    want = ref_split_attention(*xs, w1, w2)
+    np.testing.assert_allclose(out.astype(np.float64), want, **TOL[dtype])
+    op = plugin_reference.split_attention(*xs, xs[0].shape[1], w1.ravel(), w2.ravel())
+    np.testing.assert_allclose(out.astype(np.float32), op.astype(np.float32), **TOL[dtype])
+
+
+# ---- CPU: the C ABI's contract, checked before any launch -------------------------------------------
+
+def test_workspace_size_holds_two_aligned_fp32_vectors(lib):
+    for b, c in ((1, 64), (32, 512), (3, 1024), (7, 12)):
+        assert lib.s2sa_workspace_size(b, c) == 2 * (-(-b * c * 4 // 256) * 256)
+    assert lib.s2sa_workspace_size(0, 512) == 0
+
+
+def test_invalid_arguments_are_refused_before_any_launch(lib):
+    # Fake, aligned, never dereferenced addresses: a launch would fail with a device error, not 1.
+    p = 1 << 20
+    good = {"B": 2, "C": 64, "H": 5, "W": 7, "dtype": 0, "ws": p, "ws_bytes": lib.s2sa_workspace_size(2, 64)}
+
+    def call(**change) -> int:
+        a = {**good, **change}
+        return lib.s2sa_forward(a.get("x1", p), p, p, p, a.get("w1", p), p, a["B"], a["C"], a["H"], a["W"],
+                                a["dtype"], a["ws"], a["ws_bytes"], None)
+
+    for change in ({"C": 6}, {"C": 0}, {"B": -1}, {"H": -1}, {"dtype": 2}, {"ws_bytes": 16}, {"ws": p + 8},
+                   {"x1": None}, {"w1": p + 4}, {"ws": None}):
+        assert call(**change) == CUDA_ERROR_INVALID_VALUE, change
+    assert call(B=0) == CUDA_SUCCESS  # nothing to compute
+    assert call(H=0) == CUDA_SUCCESS
+    assert lib.s2sa_error_string(CUDA_ERROR_INVALID_VALUE) == b"invalid argument"
+
+
+# ---- CPU: the op's NumPy implementation agrees with the float64 reference of DESIGN §1 ---------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 16, 1, 1), (3, 12, 4, 6)])
+def test_plugin_reference_matches_float64_reference(shape, dtype):
+    xs, w1, w2 = make_problem(*shape, dtype, seed=3)
+    # ONNX FLOATS attributes arrive as flat lists.
+    got = plugin_reference.split_attention(*xs, shape[1], list(w1.ravel()), list(w2.ravel()))
+    assert got.dtype == dtype and got.shape == shape
+    want = ref_split_attention(*xs, w1, w2)
+    np.testing.assert_allclose(got.astype(np.float64), want, **TOL[np.dtype(dtype)])
+
+
+def test_plugin_reference_rejects_a_channel_mismatch():
+    xs, w1, w2 = make_problem(1, 8, 2, 2, np.float32)
+    with pytest.raises(ValueError, match="channels"):
+        plugin_reference.split_attention(*xs, 16, w1.ravel(), w2.ravel())
+
+
+# ---- GPU: the kernel against both references ---------------------------------------------------------
+
+SHAPES = [
+    (1, 64, 5, 7), (2, 64, 1, 1), (3, 128, 13, 20), (17, 96, 20, 20),  # odd H*W, 1x1, C not a multiple of 8
+    (1, 512, 20, 20), (8, 512, 20, 20), (32, 512, 20, 20),              # the model's shapes at 640 input
+    (5, 1024, 13, 20), (32, 1024, 5, 7), (4, 256, 40, 40),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["x".join(map(str, s)) for s in SHAPES])
+def test_kernel_matches_references(lib, dev, shape, dtype):
+    xs, w1, w2 = make_problem(*shape, dtype, seed=sum(shape))
+    check_against_references(run_kernel(lib, dev, xs, w1, w2), xs, w1, w2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+def test_unaligned_tensors_take_the_elementwise_path(lib, dev, dtype):
+    xs, w1, w2 = make_problem(3, 64, 20, 20, dtype, seed=11)
+    check_against_references(run_kernel(lib, dev, xs, w1, w2, misalign=True), xs, w1, w2)
+
+
+@pytest.mark.gpu
+def test_saturated_softmax_stays_finite(lib, dev):
+    xs, w1, w2 = make_problem(2, 128, 8, 8, np.float32, seed=5, logit_scale=200.0)
+    check_against_references(run_kernel(lib, dev, xs, w1, w2), xs, w1, w2)
+
+
+@pytest.mark.gpu
+def test_repeated_runs_are_bitwise_identical(lib, dev):
+    xs, w1, w2 = make_problem(8, 512, 20, 20, np.float16, seed=9)
+    assert np.array_equal(run_kernel(lib, dev, xs, w1, w2), run_kernel(lib, dev, xs, w1, w2))
+
+
+@pytest.mark.gpu
+def test_forward_replays_from_a_cuda_graph(lib, dev):
+    """TensorRT may capture enqueue into a CUDA graph: the launches (with their programmatic
+    dependencies on sm_90) must capture and replay."""
+    if dev.torch is None:
+        pytest.skip("graph capture is checked through torch.cuda.graph")
+    torch = dev.torch
+    xs, w1, w2 = make_problem(4, 256, 20, 20, np.float16, seed=13)
+    d_x = [dev.put(x) for x in xs]
+    d_out = dev.put(np.full(xs[0].shape, np.nan, np.float16))
+    d_w1, d_w2 = dev.put(w1), dev.put(w2)
+    ws = lib.s2sa_workspace_size(4, 256)
+    d_ws = dev.put(np.zeros(ws, np.uint8))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        status = lib.s2sa_forward(*(dev.ptr(t) for t in d_x), dev.ptr(d_out), dev.ptr(d_w1), dev.ptr(d_w2),
+                                  4, 256, 20, 20, 1, dev.ptr(d_ws), ws, dev.stream())
+    assert status == CUDA_SUCCESS, lib.s2sa_error_string(status).decode()
+    d_out.fill_(float("nan"))
+    graph.replay()
+    dev.sync()
+    check_against_references(dev.get(d_out), xs, w1, w2)
