@@ -281,7 +281,9 @@ def manual_build_hint(onnx_path: Path, opts: EngineOptions) -> str:
         lib = opts.plugin_lib or tc.default_plugin_library() or Path("plugins/build") / tc.PLUGIN_LIB_NAME
         if opts.plugin_lib:
             s2 += ["--plugin-lib", str(lib)]
-        trtexec.append(f"--staticPlugins={lib}")
+        # --dynamicPlugins goes through IPluginRegistry::loadLibrary, which calls the library's
+        # getCreators(); --staticPlugins only dlopens it, and the library registers nothing on load.
+        trtexec.append(f"--dynamicPlugins={lib}")
     if not opts.use_plugin:
         s2.append("--no-plugin")
     if opts.workspace_gib:

@@ -211,7 +211,7 @@ def test_hint_for_dynamic_fp32_graph_with_plugin(tmp_path: Path, monkeypatch: py
                   "--max", "16x3x64x64", "--workspace", "2", "--timing-cache", str(tmp_path / "t.cache")]
     assert trtexec == ["trtexec", f"--onnx={onnx}", f"--saveEngine={tmp_path / 'model.engine'}",
                        "--fp16", "--minShapes=images:1x3x64x64", "--optShapes=images:8x3x64x64",
-                       "--maxShapes=images:16x3x64x64", "--staticPlugins=plugins/build/libs2trt_plugins.so",
+                       "--maxShapes=images:16x3x64x64", "--dynamicPlugins=plugins/build/libs2trt_plugins.so",
                        "--memPoolSize=workspace:2G", f"--timingCacheFile={tmp_path / 't.cache'}"]
     assert note[0] == "#" and "TensorRT 11" in lines[2]
 
