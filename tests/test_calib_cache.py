@@ -1,0 +1,145 @@
+"""The TensorRT calibration cache and calibrator, without TensorRT: keyed write/read/mismatch, and the
+calibrator class driven the way TensorRT drives it (a stand-in base class and CUDA memory)."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from calib_helpers import export_random_model, write_images
+
+from s2trt.calib import trt_calibrator
+from s2trt.calib.cache import cache_key, graph_digest, load_cache, save_cache
+from s2trt.calib.data import Preprocessing, open_reader
+from s2trt.errors import S2Error
+
+onnx = pytest.importorskip("onnx")
+PREP = Preprocessing((64, 64))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_random_model(tmp_path_factory.mktemp("cache") / "m.onnx", imgsz=64)
+
+
+def _key(model: Path, method: str = "entropy", prep: Preprocessing = PREP) -> dict:
+    return cache_key(graph_digest(model), prep.as_dict(), method)
+
+
+def test_digest_ignores_metadata_but_not_weights(model: Path, tmp_path: Path) -> None:
+    m = onnx.load(str(model))
+    m.metadata_props.add().key = "note"
+    onnx.save(m, str(tmp_path / "meta.onnx"))
+    assert graph_digest(tmp_path / "meta.onnx") == graph_digest(model)
+    w = m.graph.initializer[0]
+    arr = onnx.numpy_helper.to_array(w).copy()
+    arr.flat[0] += 1
+    w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
+    onnx.save(m, str(tmp_path / "weights.onnx"))
+    assert graph_digest(tmp_path / "weights.onnx") != graph_digest(model)
+
+
+def test_write_then_read(model: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "m.calib"
+    assert load_cache(cache, _key(model)) is None  # none yet: calibrate
+    save_cache(cache, b"TRT-100300-EntropyCalibration2\nimages: 3c010a14\n", _key(model), images=16)
+    assert load_cache(cache, _key(model)) == b"TRT-100300-EntropyCalibration2\nimages: 3c010a14\n"
+    side = json.loads((tmp_path / "m.calib.json").read_text())
+    assert side["key"]["method"] == "entropy" and side["images"] == 16
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m, tmp: _key(m, method="minmax"), "calibration method entropy, not minmax"),
+    (lambda m, tmp: _key(m, prep=Preprocessing((96, 96))), r"other preprocessing \(imgsz \[64, 64\] vs"),
+    (lambda m, tmp: cache_key("0" * 64, PREP.as_dict(), "entropy"), "another model"),
+])
+def test_mismatch_is_refused_with_the_reason(model: Path, tmp_path: Path, change, message: str) -> None:
+    cache = tmp_path / "m.calib"
+    save_cache(cache, b"table", _key(model))
+    with pytest.raises(S2Error, match=message):
+        load_cache(cache, change(model, tmp_path))
+    assert cache.read_bytes() == b"table"  # refused, not overwritten
+
+
+def test_cache_without_key_is_refused(model: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "foreign.calib"
+    cache.write_bytes(b"TRT-8601-EntropyCalibration2\n")
+    with pytest.raises(S2Error, match=r"no key file foreign\.calib\.json"):
+        load_cache(cache, _key(model))
+
+
+# ------------------------------------------------------------------- the calibrator, TensorRT-free
+
+class FakeCuda:
+    """CudaMemory stand-in: 'device memory' is a dict of arrays keyed by pointer."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[int, np.ndarray] = {}
+        self.closed = False
+
+    def malloc(self, nbytes: int) -> int:
+        ptr = 4096 * (len(self.buffers) + 1)
+        self.buffers[ptr] = np.zeros(nbytes // 4, np.float32)
+        return ptr
+
+    def h2d(self, dst: int, src: np.ndarray) -> None:
+        self.buffers[dst][:src.size] = src.ravel()
+
+    def synchronize(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fake_trt() -> types.SimpleNamespace:
+    class Base:
+        def __init__(self) -> None:
+            self.base_initialised = True
+
+    return types.SimpleNamespace(IInt8EntropyCalibrator2=Base, IInt8MinMaxCalibrator=type("MM", (Base,), {}),
+                                 __version__="10.3.0")
+
+
+def test_calibrator_feeds_batches_and_writes_the_cache(model: Path, tmp_path: Path, monkeypatch) -> None:
+    write_images(tmp_path / "imgs", 5)
+    reader = open_reader(tmp_path / "imgs", PREP, size=5, batch=2, progress=False)
+    reader.drop_last = True
+    expected = list(reader.batches())
+    cuda = FakeCuda()
+    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", lambda: cuda)
+    fake = _fake_trt()
+    cls = trt_calibrator._calibrator_class(fake, "minmax")
+    assert issubclass(cls, fake.IInt8MinMaxCalibrator)
+    cal = cls(reader, None, tmp_path / "m.calib", _key(model, "minmax"))
+    assert cal.base_initialised and cal.get_batch_size() == 2
+    assert cal.read_calibration_cache() is None  # no cache: TensorRT calibrates
+    seen = []
+    while (ptrs := cal.get_batch(["images"])) is not None:
+        assert len(ptrs) == 1
+        seen.append(cuda.buffers[ptrs[0]].reshape(2, 3, 64, 64).copy())
+    assert len(seen) == 2 and all(np.array_equal(a, b) for a, b in zip(seen, expected, strict=True))
+    assert cuda.closed
+    cal.write_calibration_cache(memoryview(b"TRT-100300-MinMaxCalibration\n"))
+    assert load_cache(tmp_path / "m.calib", _key(model, "minmax")) == b"TRT-100300-MinMaxCalibration\n"
+
+
+def test_make_calibrator_checks_before_tensorrt(model: Path, tmp_path: Path, monkeypatch) -> None:
+    write_images(tmp_path / "imgs", 2)
+    reader = open_reader(tmp_path / "imgs", PREP, size=2, batch=1, progress=False)
+    with pytest.raises(S2Error, match="no 'percentile' method"):
+        trt_calibrator.make_calibrator(model, reader, "percentile")
+    monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: types.SimpleNamespace(
+        __version__="11.0.0"))
+    with pytest.raises(S2Error, match="no INT8 calibrator"):
+        trt_calibrator.make_calibrator(model, reader, "entropy")
+    fake = _fake_trt()
+    monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: fake)
+    save_cache(tmp_path / "m.calib", b"table", _key(model, "minmax"))
+    with pytest.raises(S2Error, match="not entropy"):  # a mismatching cache stops before any image is read
+        trt_calibrator.make_calibrator(model, reader, "entropy", tmp_path / "m.calib")
+    cal = trt_calibrator.make_calibrator(model, reader, "minmax", tmp_path / "m.calib")
+    assert cal.read_calibration_cache() == b"table"

@@ -1,0 +1,169 @@
+"""Q/DQ quantization: TensorRT's conventions, the default float islands, and the shifts left intact."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from calib_helpers import export_random_model, write_images
+
+from s2trt.calib.data import Preprocessing, open_reader
+from s2trt.calib.qdq import (
+    CalibMethod,
+    find_attention_nodes,
+    find_detect_nodes,
+    quantize_qdq,
+    resolve_exclusions,
+)
+from s2trt.errors import S2Error
+
+IMGSZ = 160
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+numpy_helper = onnx.numpy_helper
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("qdq")
+    export_random_model(d / "fp32.onnx", IMGSZ)
+    write_images(d / "calib", 8)
+    return d
+
+
+def _reader(work: Path):
+    return open_reader(work / "calib", Preprocessing((IMGSZ, IMGSZ)), size=8, batch=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def quantized(work: Path) -> tuple[dict, onnx.ModelProto, onnx.ModelProto]:
+    summary = quantize_qdq(work / "fp32.onnx", work / "int8.onnx", _reader(work), "minmax")
+    return summary, onnx.load(str(work / "fp32.onnx")), onnx.load(str(work / "int8.onnx"))
+
+
+def _producers(model: onnx.ModelProto) -> dict:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _inits(model: onnx.ModelProto) -> dict:
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def test_qdq_is_symmetric_int8(quantized) -> None:
+    _, _, q = quantized
+    inits = _inits(q)
+    qdq = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert Counter(n.op_type for n in qdq)["QuantizeLinear"] > 50
+    for n in qdq:
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name  # TensorRT: zero point 0
+    # No INT32 bias: TensorRT has no bias Q/DQ, the biases stay float.
+    assert not any(a.dtype == np.int32 for a in inits.values())
+
+
+def test_conv_weights_per_output_channel(quantized) -> None:
+    summary, _, q = quantized
+    inits, prod = _inits(q), _producers(q)
+    int8_convs = 0
+    for conv in (n for n in q.graph.node if n.op_type == "Conv"):
+        dq = prod.get(conv.input[1])
+        if dq is None:
+            continue
+        int8_convs += 1
+        w, scale = inits[dq.input[0]], inits[dq.input[1]]
+        axis = {a.name: a.i for a in dq.attribute}.get("axis", 1)
+        assert w.dtype == np.int8 and axis == 0 and scale.shape == (w.shape[0],)
+        # Symmetric per channel: each channel's largest weight maps to ±127.
+        np.testing.assert_array_equal(np.abs(w.reshape(len(w), -1)).max(1), 127)
+    assert int8_convs == summary["int8_convs"] == 59  # 62 convs minus the three Detect convs
+
+
+def test_excluded_nodes_read_float_tensors(quantized) -> None:
+    summary, fp32, q = quantized
+    excluded = set(find_detect_nodes(fp32)) | set(find_attention_nodes(fp32))
+    prod = _producers(q)
+    for node in q.graph.node:
+        if node.name in excluded:
+            sources = [prod[i].op_type for i in node.input if i in prod]
+            assert "DequantizeLinear" not in sources, node.name
+    ops = Counter(n.op_type for n in q.graph.node if n.name in excluded)
+    assert ops["Conv"] == 3 and ops["Softmax"] == 1 and ops["ReduceSum"] == 1 and ops["MatMul"] == 2
+    # Counted on the pre-processed graph, where ORT has folded the constants of the decode.
+    assert set(summary["excluded"]) == {"detect", "attention"}
+    assert 0 < summary["excluded"]["detect"] <= len(find_detect_nodes(fp32))
+
+
+def test_shifts_stay_slice_concat_with_qdq_around(quantized) -> None:
+    _, fp32, q = quantized
+    ops = [n.op_type for n in q.graph.node]
+    assert "ScatterND" not in ops
+    prefix = "/model.24/"
+    block = lambda m, op: [n for n in m.graph.node if n.name.startswith(prefix) and n.op_type == op]  # noqa: E731
+    assert len(block(q, "Slice")) == len(block(fp32, "Slice")) > 0
+    assert len(block(q, "Concat")) == len(block(fp32, "Concat")) > 0
+    prod = _producers(q)
+    # The shifts read the dequantized mlp1 output and their concatenations are quantized again.
+    first = [s for s in block(q, "Slice") if prod[s.input[0]].op_type == "DequantizeLinear"]
+    assert first
+    consumers = {i: n for n in q.graph.node for i in n.input}
+    outer = [c for c in block(q, "Concat") if consumers.get(c.output[0]) is not None
+             and consumers[c.output[0]].op_type == "QuantizeLinear"]
+    assert len(outer) >= 2
+
+
+def test_int8_output_tracks_fp32(work: Path, quantized) -> None:
+    import onnxruntime as ort
+
+    x = _reader(work).load_batch(0)
+    a = ort.InferenceSession(str(work / "fp32.onnx")).run(None, {"images": x})[0]
+    b = ort.InferenceSession(str(work / "int8.onnx")).run(None, {"images": x})[0]
+    # Boxes in pixels: INT8 moves them by a small fraction of a pixel-scale quantity on average.
+    assert np.abs(a[..., :4] - b[..., :4]).mean() < 0.01 * np.abs(a[..., :4]).mean()
+    assert np.abs(a[..., 4:] - b[..., 4:]).max() < 0.05
+
+
+def test_metadata_is_carried_with_int8_precision(quantized) -> None:
+    _, _, q = quantized
+    props = {p.key: p.value for p in q.metadata_props}
+    assert props["producer"] == "s2trt" and props["precision"] == "int8"
+
+
+def test_detect_found_by_structure_not_names(work: Path) -> None:
+    m = onnx.load(str(work / "fp32.onnx"))
+    for k, n in enumerate(m.graph.node):
+        n.name = f"n{k}"
+    convs = [n for n in m.graph.node if n.name in set(find_detect_nodes(m)) and n.op_type == "Conv"]
+    # The three convs whose outputs reach output0 without passing another conv.
+    assert len(convs) == 3 and all(c.input[1].startswith("model.25.m.") for c in convs)
+    attention = {n.op_type for n in m.graph.node if n.name in set(find_attention_nodes(m))}
+    assert {"ReduceSum", "MatMul", "Erf", "Softmax", "Mul"} <= attention
+
+
+def test_exclusion_specs(work: Path) -> None:
+    m = onnx.load(str(work / "fp32.onnx"))
+    assert resolve_exclusions(m, ["none"]).nodes == []
+    both = resolve_exclusions(m, None)
+    assert set(both.groups) == {"detect", "attention"}
+    assert set(resolve_exclusions(m, ["default"]).nodes) == set(both.nodes)
+    pat = resolve_exclusions(m, ["detect,/model.0/*", "Sigmoid"])
+    assert "/model.0/conv/Conv" in pat.patterns["/model.0/*"]
+    assert all(n.op_type == "Sigmoid" for n in m.graph.node if n.name in pat.patterns["Sigmoid"])
+    with pytest.raises(S2Error, match="matches no node"):
+        resolve_exclusions(m, ["/model.99/*"])
+    with pytest.raises(S2Error, match="cannot be combined"):
+        resolve_exclusions(m, ["none", "detect"])
+
+
+def test_exclude_none_quantizes_the_detect_convs(work: Path) -> None:
+    summary = quantize_qdq(work / "fp32.onnx", work / "all.onnx", _reader(work), "percentile", ["none"])
+    assert summary["float_convs"] == 0 and summary["excluded_nodes"] == 0
+
+
+def test_method_factory() -> None:
+    assert CalibMethod.from_name("MinMax") is CalibMethod.MINMAX
+    assert CalibMethod.from_name(" entropy ") is CalibMethod.ENTROPY
+    with pytest.raises(S2Error, match="choose from entropy, minmax, percentile"):
+        CalibMethod.from_name("kl")
