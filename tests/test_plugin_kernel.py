@@ -151,7 +151,7 @@ def test_invalid_arguments_are_refused_before_any_launch(lib):
                                 a["dtype"], a["ws"], a["ws_bytes"], None)
 
     for change in ({"C": 6}, {"C": 0}, {"B": -1}, {"H": -1}, {"dtype": 2}, {"ws_bytes": 16}, {"ws": p + 8},
-                   {"x1": None}, {"w1": p + 4}, {"ws": None}):
+                   {"x1": None}, {"w1": p + 4}, {"ws": None}, {"H": 1 << 15, "W": 1 << 15}):
         assert call(**change) == CUDA_ERROR_INVALID_VALUE, change
     assert call(B=0) == CUDA_SUCCESS  # nothing to compute
     assert call(H=0) == CUDA_SUCCESS

@@ -405,8 +405,9 @@ extern "C" int s2sa_forward(void const* x1, void const* x2, void const* x3, void
     {
         return cudaSuccess;
     }
-    if (hw64 > INT32_MAX || x1 == nullptr || x2 == nullptr || x3 == nullptr || out == nullptr || w1_dev == nullptr
-        || w2_dev == nullptr || workspace == nullptr || !aligned16(w1_dev) || !aligned16(w2_dev)
+    // attendKernel indexes the rows of one image tile with 32-bit integers.
+    if (hw64 > INT32_MAX / kAttendBatch || x1 == nullptr || x2 == nullptr || x3 == nullptr || out == nullptr
+        || w1_dev == nullptr || w2_dev == nullptr || workspace == nullptr || !aligned16(w1_dev) || !aligned16(w2_dev)
         || !aligned16(workspace) || workspace_bytes < s2sa_workspace_size(B, C))
     {
         return cudaErrorInvalidValue;

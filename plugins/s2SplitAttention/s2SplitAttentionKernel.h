@@ -46,6 +46,7 @@ S2SA_API size_t s2sa_workspace_size(int B, int C);
  * Runs the op on `stream`. x1, x2, x3 and out are device pointers to B*C*H*W elements of `dtype`;
  * w1_dev (C*C) and w2_dev (3C*C) are FP32 device pointers; workspace holds at least
  * s2sa_workspace_size(B, C) bytes and is 16-byte aligned. `out` must not alias an input.
+ * C must be a multiple of S2SA_CHANNEL_MULTIPLE and H*W below 2^29.
  * Returns 0 (cudaSuccess) or a cudaError_t value: cudaErrorInvalidValue (1) for bad arguments,
  * otherwise the error of the launches. Asynchronous: errors of the kernels' execution surface later.
  */
