@@ -137,8 +137,10 @@ def plan_outputs(a: argparse.Namespace, single_file: bool) -> tuple[Path | None,
         save_dir = increment_dir(a.project, a.name, a.exist_ok)
     jsonl = None
     if a.save_json is not None:
-        default = out_file.with_suffix(".jsonl") if out_file else save_dir / "predictions.jsonl"
-        jsonl = json_explicit or default
+        if json_explicit is not None:
+            jsonl = json_explicit
+        else:
+            jsonl = out_file.with_suffix(".jsonl") if out_file else save_dir / "predictions.jsonl"
         jsonl.parent.mkdir(parents=True, exist_ok=True)
     return save_dir, out_file, jsonl
 

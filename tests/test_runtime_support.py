@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from s2trt.runtime.preprocess import preprocess
 
 NAMES = ["ball", "cube", "cone", "ring", "star"]
 IMGSZ = (128, 160)  # small and non-square: catches h/w mix-ups
@@ -28,22 +31,33 @@ def tiny_models(batch: int | str = "dynamic") -> dict[str, Path]:
 
     torch.manual_seed(0)
     out = Path(tempfile.mkdtemp(prefix="s2trt-runtime-"))
-    m = DetectionModel("yolov5n-s2", nc=len(NAMES)).eval()
+    m = DetectionModel("yolov5n-s2", nc=len(NAMES))
     m.names = list(NAMES)
-    with torch.no_grad():  # random weights score ~0.003; raise the priors so NMS has work to do
+    # Random init makes activations vanish layer by layer, so the output would not depend on the
+    # image. Set the BatchNorm statistics from real frames (as training would) and widen the head so
+    # scores spread over 0..1 and differ from frame to frame: NMS then has real decisions to make.
+    x, _ = preprocess([scene(i * 7) for i in range(16)], IMGSZ)
+    for bn in m.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.momentum = None
+            bn.reset_running_stats()
+    with torch.no_grad():
+        m.train()
+        m(torch.from_numpy(x))
+        m.eval()
         for conv in m.detect.m:
-            bias = conv.bias.view(m.detect.na, -1)
-            bias[:, 4] += 6.0
-            bias[:, 5:] += 2.0
+            conv.weight *= 3.0
+            conv.bias.zero_()
     torch.save({"model": m.half(), "names": list(NAMES)}, out / "tiny.pt")
     m.float()
     n = 1 if batch == "dynamic" else int(batch)
-    x = torch.zeros(n, 3, *IMGSZ)
     onnx_path = out / f"tiny_b{batch}.onnx"
-    torch.onnx.export(m, x, str(onnx_path), opset_version=17, input_names=["images"],
-                      output_names=["output0"], dynamo=False,
-                      dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}
-                      if batch == "dynamic" else None)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(m, torch.zeros(n, 3, *IMGSZ), str(onnx_path), opset_version=17,
+                          input_names=["images"], output_names=["output0"], dynamo=False,
+                          dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}
+                          if batch == "dynamic" else None)
     model = onnx.load(str(onnx_path))
     meta = ModelMeta(names=list(NAMES), imgsz=list(IMGSZ), stride=32, batch=batch)
     for k, v in meta.to_props().items():

@@ -1,0 +1,225 @@
+"""s2infer end to end on generated videos and images: outputs, JSONL schema, bad input, Ctrl-C, memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_runtime_support import IMGSZ, NAMES, count_frames, scene, tiny_models, write_video
+
+from s2trt.runtime.backend import decode
+from s2trt.runtime.backend_ort import OrtBackend
+from s2trt.runtime.cli import main
+from s2trt.runtime.postprocess import scale_boxes
+from s2trt.runtime.preprocess import preprocess
+
+CONF = "0.7"  # the tiny model's scores spread over 0..1: keep a readable number of boxes
+
+
+@pytest.fixture(scope="module")
+def onnx_path():
+    return tiny_models()["onnx"]
+
+
+def run(tmp_path, *argv):
+    return main(["--onnx", str(tiny_models()["onnx"]), "--conf-thres", CONF, "--project",
+                 str(tmp_path / "runs"), "-q", *map(str, argv)])
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_video_gives_playable_mp4_and_one_json_line_per_frame(tmp_path, onnx_path):
+    video = write_video(tmp_path / "clip.mp4", 24)
+    assert run(tmp_path, video, "--save-json", "--batch", "3") == 0
+    out = tmp_path / "runs" / "exp"
+    assert count_frames(out / "clip.mp4") == 24
+    recs = read_jsonl(out / "predictions.jsonl")
+    assert [r["frame"] for r in recs] == list(range(24))
+    assert not list(out.glob(".*partial*"))
+    # Every record equals the detections computed directly, frame by frame (order and content).
+    backend = OrtBackend(onnx_path, device="cpu")
+    cap = cv2.VideoCapture(str(video))
+    for rec in recs:
+        ok, img = cap.read()
+        assert ok
+        x, (info,) = preprocess([img], IMGSZ)
+        want = scale_boxes(decode(backend.infer(x), float(CONF))[0], info)
+        assert set(rec) == {"source", "frame", "width", "height", "boxes", "scores", "class_ids", "names"}
+        assert (rec["width"], rec["height"], rec["source"]) == (320, 240, str(video))
+        np.testing.assert_allclose(np.array(rec["boxes"]).reshape(-1, 4), want[:, :4], atol=0.02)
+        np.testing.assert_allclose(rec["scores"], want[:, 4], atol=2e-4)
+        assert rec["class_ids"] == want[:, 5].astype(int).tolist()
+        assert rec["names"] == [NAMES[c] for c in rec["class_ids"]]
+    assert sum(len(r["boxes"]) for r in recs) > 24
+
+
+def test_pipelined_and_sequential_give_the_same_results(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 12)
+    assert run(tmp_path, video, "--no-save", "--save-json", tmp_path / "a.jsonl") == 0
+    assert run(tmp_path, video, "--no-save", "--save-json", tmp_path / "b.jsonl", "--sequential") == 0
+    assert read_jsonl(tmp_path / "a.jsonl") == read_jsonl(tmp_path / "b.jsonl")
+    assert not (tmp_path / "runs").exists()  # --no-save with an explicit JSONL path creates no folder
+
+
+def test_image_folder_with_an_unreadable_image(tmp_path, capsys):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"im{i}.jpg"), scene(i * 5, 200 + 40 * i, 300))
+    (src / "im1.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    (src / "notes.txt").write_text("ignored")
+    assert main(["--onnx", str(tiny_models()["onnx"]), str(src), "--project", str(tmp_path / "runs"),
+                 "--save-json"]) == 0
+    err = capsys.readouterr().err
+    assert "im1.jpg: not a readable image, skipped" in err
+    out = tmp_path / "runs" / "exp"
+    assert sorted(p.name for p in out.iterdir()) == ["im0.jpg", "im2.jpg", "predictions.jsonl"]
+    assert cv2.imread(str(out / "im2.jpg")).shape == (280, 300, 3)
+    assert [r["source"][-7:] for r in read_jsonl(out / "predictions.jsonl")] == ["im0.jpg", "im2.jpg"]
+
+
+def mjpg_video(path, frames=40):
+    return write_video(path, frames, fourcc="MJPG")
+
+
+def test_truncated_video_is_processed_up_to_the_cut(tmp_path, capsys):
+    video = mjpg_video(tmp_path / "full.avi")
+    data = video.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    assert run(tmp_path, cut, "--save-json") == 0
+    err = capsys.readouterr().err
+    assert "cut.avi: the video ends at frame" in err and "of 40 (truncated?)" in err
+    out = tmp_path / "runs" / "exp"
+    n = len(read_jsonl(out / "predictions.jsonl"))
+    assert 10 < n < 40 and count_frames(out / "cut.mp4") == n
+
+
+def test_unreadable_frame_in_the_middle_is_skipped_and_reported(tmp_path, capsys):
+    video = mjpg_video(tmp_path / "full.avi")
+    data = bytearray(video.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    assert len(starts) == 40
+    data[starts[20]:starts[20] + 3000] = bytes(3000)  # wipe frame 20's JPEG header and first scans
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(bytes(data))
+    assert run(tmp_path, bad, "--no-save", "--save-json", tmp_path / "p.jsonl") == 0
+    assert "bad.avi: frame 20 could not be decoded, skipped" in capsys.readouterr().err
+    frames = [r["frame"] for r in read_jsonl(tmp_path / "p.jsonl")]
+    assert frames == [i for i in range(40) if i != 20]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "source not found"),
+    ("garbage_video", "cannot open video"),
+    ("camera", "camera 97 could not be opened"),
+    ("empty_folder", "holds no images or videos"),
+])
+def test_bad_sources_fail_with_one_line(tmp_path, capsys, case, message):
+    src = {"missing": tmp_path / "nope.mp4", "garbage_video": tmp_path / "g.mp4", "camera": "97",
+           "empty_folder": tmp_path / "empty"}[case]
+    (tmp_path / "g.mp4").write_bytes(os.urandom(5000))
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path, src) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("s2infer: error: ") and message in err[-1]
+    assert "Traceback" not in "".join(err)
+
+
+def test_model_problems_fail_with_one_line(tmp_path, capsys):
+    import onnx
+
+    video = write_video(tmp_path / "v.mp4", 2)
+    m = onnx.load(str(tiny_models()["onnx"]))
+    del m.metadata_props[:]
+    onnx.save(m, str(tmp_path / "foreign.onnx"))
+    assert main(["--onnx", str(tmp_path / "foreign.onnx"), str(video)]) == 1
+    assert "was not exported by s2trt" in capsys.readouterr().err
+    assert run(tmp_path, video, "--imgsz", "640") == 1
+    assert "--imgsz 640 640 does not match the model, whose input is 128x160" in capsys.readouterr().err
+    assert run(tmp_path, video, "--classes", "7") == 1
+    assert "the model has 5 classes" in capsys.readouterr().err
+    assert main(["--engine", str(tmp_path / "none.engine"), str(video)]) == 1
+
+
+def test_output_file_filters_and_max_det(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 6)
+    out = tmp_path / "out" / "annotated.mp4"
+    assert run(tmp_path, video, "-o", out, "--save-json", "--classes", "1", "3", "--max-det", "2") == 0
+    assert count_frames(out) == 6
+    recs = read_jsonl(out.with_suffix(".jsonl"))
+    assert len(recs) == 6 and all(len(r["boxes"]) <= 2 for r in recs)
+    assert {c for r in recs for c in r["class_ids"]} <= {1, 3}
+    assert any(r["boxes"] for r in recs)
+
+
+def test_runs_folder_increments_like_yolov5(tmp_path):
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), scene(0))
+    for _ in range(3):
+        assert run(tmp_path, img) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp", "exp2", "exp3"]
+
+
+def test_ctrl_c_leaves_playable_video_and_valid_jsonl(tmp_path):
+    video = write_video(tmp_path / "long.mp4", 400)
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-c", "import sys; from s2trt.runtime.cli import main; sys.exit(main())",
+           "--onnx", str(tiny_models()["onnx"]), str(video), "-o", str(out), "--save-json",
+           "--conf-thres", CONF]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = out / ".predictions.partial.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and partial.stat().st_size > 2000:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "s2infer: interrupted" in err and "Traceback" not in err
+    recs = read_jsonl(out / "predictions.jsonl")  # every line parses
+    assert 0 < len(recs) < 400
+    assert [r["frame"] for r in recs] == list(range(len(recs)))
+    assert count_frames(out / "long.mp4") == len(recs)
+    assert not list(out.glob(".*partial*"))
+
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_memory_stays_flat_on_a_long_video(tmp_path):
+    from s2trt.runtime.pipeline import DetectOptions, Runner
+    from s2trt.runtime.sinks import Sinks
+    from s2trt.runtime.sources import open_source
+
+    video = write_video(tmp_path / "long.mp4", 900, 360, 640)
+    backend = OrtBackend(tiny_models()["onnx"], device="cpu")
+    sinks = Sinks(NAMES, tmp_path, None, True, tmp_path / "p.jsonl", False)
+    samples = []
+
+    def sample(n):
+        samples.append(rss_mb())
+
+    Runner(backend, open_source(str(video)), sinks, DetectOptions(0.7), batch=2,
+           on_frames=sample).run()
+    sinks.close()
+    assert len(samples) == 450
+    warm, end = np.median(samples[50:100]), np.median(samples[-50:])
+    # Queues hold at most 4 + 4 batches; growth would be a leak of frames or results (~0.7 MB each).
+    print(f"RSS {warm:.1f} MB after 100 frames, {end:.1f} MB after 900")
+    assert end - warm < 15, f"RSS grew from {warm:.0f} MB to {end:.0f} MB over 800 frames"
+    assert count_frames(tmp_path / "long.mp4") == 900
