@@ -1,0 +1,23 @@
+"""A PyTorch model as an evaluation backend: float32 NumPy batch in, (B, N, 5 + nc) NumPy out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def torch_predictor(model: Any, device: str = "cpu", half: bool = False) -> Any:
+    """Wrap a DetectionModel (put in eval mode) so runtime.evaluate can call it like any backend."""
+    import torch
+
+    model = model.to(device).eval()
+    dtype = torch.float16 if half else torch.float32
+    model = model.to(dtype)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            y = model(torch.from_numpy(x).to(device, dtype))
+        return y.float().cpu().numpy()
+
+    return predict
