@@ -41,7 +41,7 @@ def add_int8_options(parser: argparse.ArgumentParser, with_flag: bool = True) ->
     g.add_argument("--calib-size", type=_positive, default=DEFAULT_SIZE,
                    help=f"number of calibration images, sampled with a fixed seed (default {DEFAULT_SIZE})")
     g.add_argument("--calib-batch", type=_positive,
-                   help="calibration batch (default: the graph's fixed batch, else 8)")
+                   help="calibration batch (default: the graph's fixed batch, else 4)")
     g.add_argument("--calib-seed", type=int, default=0, help="seed of the image sample (default 0)")
     g.add_argument("--calib-video-step", type=_positive, metavar="N",
                    help="use every Nth video frame (default: spread --calib-size frames over the video)")

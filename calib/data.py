@@ -30,7 +30,7 @@ from s2trt.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 256
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = 4
 YAML_SUFFIXES = (".yaml", ".yml")
 # Splits tried, in order, when a data yaml is given without --calib-split: a dedicated calibration
 # split, else the training images (calibrating on the validation split would flatter the report).

@@ -124,7 +124,8 @@ def find_detect_nodes(model: Any) -> list[str]:
         if node.op_type == "Conv":
             convs += 1
             continue
-        stack.extend(node.input)
+        if node.op_type != "Shape":  # a Shape reads only the dimensions of its input
+            stack.extend(node.input)
     if not convs:
         raise S2Error("cannot find the Detect head's convolutions behind the model outputs: is this "
                       "a YOLOv5 detection graph? Exclude nodes with --int8-exclude instead")
@@ -147,7 +148,8 @@ def find_attention_nodes(model: Any) -> list[str]:
             if node.op_type in ("ReduceSum", "ReduceMean"):
                 reached_sum = True
                 continue
-            stack.extend(node.input)
+            if node.op_type != "Shape":  # dynamic reshapes read the branches' shape, not their values
+                stack.extend(node.input)
         if not reached_sum:  # a softmax of something else: leave it alone
             continue
         found.update(dict.fromkeys(back))

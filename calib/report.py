@@ -101,7 +101,8 @@ def format_table(report: dict[str, Any]) -> str:
              f"({report['runtime']}, {size} px)",
              f"{'graph':<18}{'mAP50':>8}{'mAP50-95':>10}{'ΔmAP50':>9}{'ΔmAP50-95':>11}{'ms/img':>9}"]
     for name, r in report["rows"].items():
-        mark = "  <- best INT8" if name == f"int8-{report['best']}" and len(report["rows"]) > 2 else ""
+        several = sum(k.startswith("int8-") for k in report["rows"]) > 1
+        mark = "  <- best INT8" if several and name == f"int8-{report['best']}" else ""
         lines.append(f"{name:<18}{100 * r['mAP50']:>8.2f}{100 * r['mAP50-95']:>10.2f}"
                      f"{0.0 - r['drop_mAP50']:>+9.2f}{0.0 - r['drop_mAP50-95']:>+11.2f}"
                      f"{r['ms_per_image']:>9.1f}{mark}")

@@ -167,3 +167,13 @@ def test_method_factory() -> None:
     assert CalibMethod.from_name(" entropy ") is CalibMethod.ENTROPY
     with pytest.raises(S2Error, match="choose from entropy, minmax, percentile"):
         CalibMethod.from_name("kl")
+
+
+def test_finders_stop_at_shape_reads_on_a_dynamic_graph(tmp_path: Path) -> None:
+    """With a dynamic batch the reshapes read Shape(branch): the walk must not follow into the shifts."""
+    m = onnx.load(str(export_random_model(tmp_path / "dyn.onnx", IMGSZ, dynamic=True)))
+    ops = {n.name: n.op_type for n in m.graph.node}
+    attention = find_attention_nodes(m)
+    assert "Softmax" in {ops[n] for n in attention}
+    assert not [n for n in attention if ops[n] in ("Slice", "Conv")]
+    assert sum(ops[n] == "Conv" for n in find_detect_nodes(m)) == 3
