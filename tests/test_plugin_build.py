@@ -104,7 +104,7 @@ def header_dirs() -> list[str]:
 @functools.cache
 def _plugin_build(include_dir: str) -> Path:
     index = header_dirs().index(include_dir)
-    return cmake_build(f"plugin-{index}", f"-DTENSORRT_INCLUDE_DIR={include_dir}")
+    return cmake_build(f"plugin-{index}", f"-DTENSORRT_INCLUDE_DIR={include_dir}", "-DS2TRT_WERROR=ON")
 
 
 def plugin_build(include_dir: str | None) -> Path:
