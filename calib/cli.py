@@ -49,9 +49,10 @@ def add_int8_options(parser: argparse.ArgumentParser, with_flag: bool = True) ->
                    help="activation range method (default minmax); 'all' tries the three and keeps the "
                         "best mAP50 (needs labelled validation data)")
     g.add_argument("--int8-exclude", action="append", metavar="SPEC",
-                   help=f"keep nodes in float: groups ({', '.join(EXCLUDE_GROUPS)}), 'default' (both), "
-                        "'none', or shell patterns of node names or op types ('/model.0/*', 'Sigmoid'); "
-                        "repeat or comma-separate. Replaces the default (detect,attention)")
+                   help=f"keep nodes in float: groups ({', '.join(EXCLUDE_GROUPS)}), 'default' "
+                        "(detect,attention), 'none', or shell patterns of node names or op types "
+                        "('/model.0/*', 'Sigmoid'); repeat or comma-separate. Replaces the default "
+                        "(detect,attention), e.g. --int8-exclude default,stem")
     g.add_argument("--calib-cache", type=Path, metavar="FILE",
                    help="TensorRT ≤ 10 calibration cache: reused when it matches the model, written "
                         "otherwise")

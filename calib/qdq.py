@@ -10,6 +10,7 @@ them, so TensorRT moves INT8 data through them.
 Kept in higher precision by default, found by graph structure (not by node names, which depend on
 the exporter): `detect`, the Detect head's last 1x1 convs and the box decode after them, and
 `attention`, the split attention's ReduceSum → MLP → Softmax path and the weighting it drives.
+`stem` (the convolution that reads the image) is available but not a default.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 QUANTIZED_OP_TYPES = ("Conv", "Add", "Concat", "MaxPool", "Resize", "Slice")
 # Ops whose outputs stay unquantized: the consumer's input Q/DQ covers them where it matters.
 NO_OUTPUT_QUANT_OP_TYPES = ("Conv", "Add")
-EXCLUDE_GROUPS = ("detect", "attention")
+EXCLUDE_GROUPS = ("detect", "attention", "stem")
 DEFAULT_EXCLUDE = ("detect", "attention")
 _SHAPE_OPS = {"Unsqueeze", "Squeeze", "Gather", "Reshape", "Slice", "Split", "Transpose", "Flatten",
               "Identity", "Expand"}
@@ -173,6 +174,12 @@ def find_attention_nodes(model: Any) -> list[str]:
     return list(found)
 
 
+def find_stem_nodes(model: Any) -> list[str]:
+    """The convolutions that read the image itself (YOLOv5's 6x6 stride-2 stem)."""
+    inputs = {i.name for i in model.graph.input}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+
+
 def _fed_only_by(node: Any, group: dict[str, Any], producer: dict[str, Any]) -> bool:
     srcs = [producer.get(i) for i in node.input]
     return all(s is not None and (s.name in group or s.op_type == "Constant") for s in srcs)
@@ -181,8 +188,9 @@ def _fed_only_by(node: Any, group: dict[str, Any], producer: dict[str, Any]) -> 
 def resolve_exclusions(model: Any, specs: Sequence[str] | None) -> Exclusions:
     """Turn --int8-exclude values into node names.
 
-    A value is a group (`detect`, `attention`), `default` (both groups), `none`, or a shell pattern
-    matched against node names and op types (`/model.0/*`, `Sigmoid`). Values may be comma-separated.
+    A value is a group (`detect`, `attention`, `stem`: the first conv), `default` (detect and
+    attention), `none`, or a shell pattern matched against node names and op types (`/model.0/*`,
+    `Sigmoid`). Values may be comma-separated.
     A pattern that matches no node is an error: a typo must not silently quantize a layer.
     """
     tokens = [t.strip() for s in (DEFAULT_EXCLUDE if specs is None else specs) for t in str(s).split(",")]
@@ -202,6 +210,8 @@ def resolve_exclusions(model: Any, specs: Sequence[str] | None) -> Exclusions:
             ex.groups[t] = find_attention_nodes(model)
             if not ex.groups[t]:
                 log.info("no split attention softmax path in this graph: nothing to keep in float")
+        elif t == "stem":
+            ex.groups[t] = find_stem_nodes(model)
         else:
             hits = [n.name for n in model.graph.node
                     if fnmatch.fnmatchcase(n.name, t) or fnmatch.fnmatchcase(n.op_type, t)]

@@ -151,6 +151,7 @@ def test_exclusion_specs(work: Path) -> None:
     pat = resolve_exclusions(m, ["detect,/model.0/*", "Sigmoid"])
     assert "/model.0/conv/Conv" in pat.patterns["/model.0/*"]
     assert all(n.op_type == "Sigmoid" for n in m.graph.node if n.name in pat.patterns["Sigmoid"])
+    assert resolve_exclusions(m, ["stem"]).nodes == ["/model.0/conv/Conv"]
     with pytest.raises(S2Error, match="matches no node"):
         resolve_exclusions(m, ["/model.99/*"])
     with pytest.raises(S2Error, match="cannot be combined"):
