@@ -112,13 +112,16 @@ def _gelu_chain(out: Any, start: Any) -> list[Any]:
         if t is start or _const(t) is not None or id(t) in seen:
             continue
         seen.add(id(t))
-        node = _producer(t, _GELU_OPS)
+        node = _producer(t)
         nodes.append(node)
+        if len(nodes) > 12:
+            raise _Miss("more than a GELU between the two MatMuls")
         stack.extend(node.inputs)
     ops = {n.op for n in nodes}
-    if not ({"Erf", "Gelu"} & ops) or any(n.op == "Gelu" and n.attrs.get("approximate", "none") != "none"
-                                          for n in nodes):
-        raise _Miss("the activation between the MatMuls is not the exact (erf) GELU")
+    if ops - _GELU_OPS or not ({"Erf", "Gelu"} & ops) or any(
+            n.op == "Gelu" and n.attrs.get("approximate", "none") != "none" for n in nodes):
+        raise _Miss(f"the activation between the MatMuls ({', '.join(sorted(ops))}) is not the exact "
+                    "(erf) GELU that the plugin implements")
     return nodes
 
 
