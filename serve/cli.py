@@ -1,0 +1,133 @@
+"""s2serve: serve an s2trt model on Triton Inference Server.
+
+    s2serve export model.onnx REPO [--instances 2 --max-batch 8 ...]   write a model repository
+    s2serve REPO [--http-port 8000 --grpc-port 8001 --metrics-port 8002]  run tritonserver on it
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from s2trt.cli import add_verbosity, run_main
+from s2trt.errors import EXIT_OK, S2Error
+
+log = logging.getLogger("s2trt.serve")
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s2serve export", description="Write a Triton model repository for an s2trt model.")
+    p.add_argument("model", help="portable .onnx or TensorRT .engine written by s2export")
+    p.add_argument("repo", help="model repository folder to write (created if missing)")
+    p.add_argument("--max-batch", type=int, default=8, help="max_batch_size of the models (default 8)")
+    p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
+    p.add_argument("--kind", choices=("cpu", "gpu"), default=None,
+                   help="instance kind (default: gpu for an engine, cpu for an ONNX model)")
+    p.add_argument("--gpus", type=int, nargs="+", default=[], help="GPU ids for --kind gpu (default all)")
+    p.add_argument("--queue-delay-us", type=int, default=2000,
+                   help="how long the dynamic batcher waits to fill a batch (default 2000)")
+    p.add_argument("--conf-thres", type=float, default=0.25)
+    p.add_argument("--iou-thres", type=float, default=0.45)
+    p.add_argument("--max-det", type=int, default=300, help="detections per image; outputs are padded to it")
+    p.add_argument("--agnostic-nms", action="store_true")
+    p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime threads per instance")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also write preprocess -> engine -> postprocess as an ensemble (tensorrt_plan "
+                        "for an engine)")
+    p.add_argument("--plugin-lib", help="libs2trt_plugins.so for an engine that uses the plugin")
+    p.add_argument("--python-path", nargs="+", default=None,
+                   help="site-packages folders Triton's Python backend adds (default: this environment's)")
+    add_verbosity(p)
+    return p
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="s2serve",
+        description="Serve an s2trt model repository on Triton Inference Server (`s2serve export MODEL REPO` "
+                    "writes one). Options after -- go to tritonserver as they are, e.g. "
+                    "-- --backend-config=tensorrt,plugins=/path/libs2trt_plugins.so")
+    p.add_argument("repo", help="model repository folder")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all interfaces)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--tritonserver", help="tritonserver binary (default: $S2TRT_TRITONSERVER, PATH, "
+                                          "then the one in the nvidia-pytriton wheel)")
+    p.add_argument("--log-file", help="write the server's log here (default: a temporary file)")
+    p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    add_verbosity(p)
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        args = _export_parser().parse_args(argv[1:])
+        args.command = "export"
+    else:
+        cut = argv.index("--") if "--" in argv else len(argv)
+        args = _serve_parser().parse_args(argv[:cut])
+        args.command = "serve"
+        args.server_args = argv[cut + 1:]
+    return args
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from s2trt.serve.repository import RepoOptions, export_repository
+
+    kind = args.kind or ("cpu" if Path(args.model).suffix == ".onnx" else "gpu")
+    opts = RepoOptions(max_batch_size=args.max_batch, instances=args.instances, kind=kind, gpus=args.gpus,
+                       queue_delay_us=args.queue_delay_us, conf_thres=args.conf_thres,
+                       iou_thres=args.iou_thres, max_det=args.max_det, agnostic=args.agnostic_nms,
+                       cpu_threads=args.cpu_threads, python_path=args.python_path,
+                       plugin_lib=args.plugin_lib, ensemble=args.ensemble)
+    models = export_repository(args.model, args.repo, opts)
+    print(f"wrote {args.repo}: {', '.join(models)}; serve it with: s2serve {args.repo}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from s2trt.serve.server import TritonServer
+
+    server = TritonServer(args.repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                          metrics_port=args.metrics_port, binary=args.tritonserver, log_path=args.log_file,
+                          extra_args=args.server_args, verbose=1 if args.verbose else 0)
+    log.info("starting %s on %s", server.install.binary, server.repository)
+    started = time.monotonic()
+    try:
+        server.start(timeout=args.startup_timeout)
+        e = server.endpoints
+        print(f"Triton is ready ({time.monotonic() - started:.1f} s), serving {server.repository}\n"
+              f"  gRPC     {e.host}:{e.grpc}    (s2infer --triton {e.host}:{e.grpc} SOURCE)\n"
+              f"  HTTP     {e.http_url}\n  metrics  {e.metrics_url}\n"
+              f"  log      {server.log_file}\nPress Ctrl-C to stop.", flush=True)
+        while server.running():
+            time.sleep(0.5)
+        raise S2Error(f"tritonserver exited with code {server.proc.returncode if server.proc else '?'}; "
+                      f"its log ends with:\n{server.log_tail()}")
+    except KeyboardInterrupt:  # the normal way to stop a server: not an error
+        print("stopping Triton ...", flush=True)
+        return EXIT_OK
+    finally:
+        code = server.stop()
+        if code is not None:
+            log.info("tritonserver stopped (exit code %s)", code)
+
+
+def _main(args: argparse.Namespace) -> int:
+    return _export(args) if args.command == "export" else _serve(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main("s2serve", parse, _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

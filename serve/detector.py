@@ -1,0 +1,172 @@
+"""What the Triton model `s2trt_detector` does per batch of requests, free of Triton's own API.
+
+Requests carry encoded images (`IMAGE`: the file's bytes as a uint8 vector, one image per row) or
+uint8 BGR frames (`FRAME`, (h, w, 3)); the answer
+is DESIGN §3's NMS layout, padded to `max_det`. Requests of one scheduler batch are run through the
+network together, and a bad request (undecodable bytes, both inputs or none) fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from s2trt.errors import S2Error
+from s2trt.runtime.backend import Backend, decode
+from s2trt.runtime.postprocess import scale_boxes
+from s2trt.runtime.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
+
+
+@dataclass
+class NmsSettings:
+    """Server defaults, which a request may override through its parameters (see `from_request`)."""
+
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    max_det: int = 300
+    agnostic: bool = False
+
+    def override(self, params: Mapping[str, Any]) -> NmsSettings:
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in params.items():
+            if key not in kw:
+                continue
+            if key == "agnostic":
+                kw[key] = value in (True, "true", "1", 1)
+            elif key == "max_det":
+                kw[key] = min(int(value), self.max_det)  # the output is padded to the server's max_det
+            else:
+                kw[key] = float(value)
+        if not (0 <= kw["conf_thres"] <= 1 and 0 <= kw["iou_thres"] <= 1 and kw["max_det"] >= 1):
+            raise S2Error(f"bad NMS parameters {params}: thresholds must be within 0..1, max_det >= 1")
+        return NmsSettings(**kw)
+
+
+def decode_image(data: np.ndarray, index: int) -> np.ndarray:
+    """An encoded image (JPEG, PNG, ...: a uint8 vector; trailing zero padding is ignored) -> BGR."""
+    buf = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if img is None:
+        raise S2Error(f"image {index} of the request is not a decodable image ({buf.size} bytes)")
+    return img
+
+
+def frames_from_inputs(image: np.ndarray | None, frame: np.ndarray | None) -> list[np.ndarray]:
+    """The BGR frames of one request, from exactly one of its two inputs."""
+    if (image is None) == (frame is None):
+        raise S2Error(f"send exactly one of the inputs {INPUT_IMAGE} (encoded images) and "
+                      f"{INPUT_FRAME} (uint8 BGR frames)")
+    if frame is not None:
+        if frame.ndim != 4 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+            raise S2Error(f"{INPUT_FRAME} must be uint8 of shape (batch, h, w, 3), got {frame.dtype} "
+                          f"{tuple(frame.shape)}")
+        if 0 in frame.shape:
+            raise S2Error(f"{INPUT_FRAME} is empty (shape {tuple(frame.shape)})")
+        return list(frame)
+    assert image is not None
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise S2Error(f"{INPUT_IMAGE} must be uint8 of shape (batch, bytes), got {image.dtype} "
+                      f"{tuple(image.shape)}")
+    if image.shape[0] == 0:
+        raise S2Error(f"{INPUT_IMAGE} holds no image")
+    return [decode_image(row, i) for i, row in enumerate(image)]
+
+
+def to_layout(dets: Sequence[np.ndarray], max_det: int) -> dict[str, np.ndarray]:
+    """Per-image (n, 6) detections -> num_dets (B, 1), det_boxes (B, K, 4), det_scores, det_classes."""
+    b = len(dets)
+    num = np.zeros((b, 1), dtype=np.int32)
+    boxes = np.zeros((b, max_det, 4), dtype=np.float32)
+    scores = np.zeros((b, max_det), dtype=np.float32)
+    classes = np.zeros((b, max_det), dtype=np.int32)
+    for i, d in enumerate(dets):
+        n = min(len(d), max_det)
+        num[i, 0] = n
+        boxes[i, :n], scores[i, :n], classes[i, :n] = d[:n, :4], d[:n, 4], d[:n, 5]
+    return {"num_dets": num, "det_boxes": boxes, "det_scores": scores, "det_classes": classes}
+
+
+def open_backend(model_file: Path, device: str = "CPU", device_id: int = 0, threads: int = 0,
+                 plugin_lib: str | None = None) -> Backend:
+    """s2trt's own runtime backend for the file: a TensorRT engine, or ONNX Runtime for .onnx."""
+    if not model_file.is_file():
+        raise S2Error(f"model file {model_file} not found in the model repository")
+    if model_file.suffix == ".onnx":
+        from s2trt.runtime.backend_ort import OrtBackend
+
+        return OrtBackend(model_file, device="cpu" if device == "CPU" else f"cuda:{device_id}",
+                          threads=threads)
+    from s2trt.runtime.backend_trt import TrtBackend
+
+    return TrtBackend(model_file, plugin_lib)
+
+
+class Detector:
+    """A runtime backend plus the shared pre/post-processing: frames in, detections in frame pixels out."""
+
+    def __init__(self, backend: Backend, nms: NmsSettings):
+        self.backend = backend
+        self.meta = backend.meta
+        self.nms = nms
+
+    @classmethod
+    def from_params(cls, model_dir: str | Path, params: Mapping[str, str], device: str = "CPU",
+                    device_id: int = 0) -> Detector:
+        """Build from the `parameters` of config.pbtxt (string values, as Triton hands them over)."""
+        backend = open_backend(Path(model_dir) / params.get("model_file", "model.onnx"), device, device_id,
+                               int(params.get("cpu_threads", "0")), params.get("plugin_lib") or None)
+        nms = NmsSettings(max_det=int(params.get("max_det", "300")))
+        return cls(backend, nms.override({k: v for k, v in params.items()
+                                          if k in ("conf_thres", "iou_thres", "agnostic")}))
+
+    def detect(self, frames: Sequence[np.ndarray], settings: Sequence[NmsSettings] | None = None
+               ) -> list[np.ndarray]:
+        """(n, 6) [x1, y1, x2, y2, score, class] per frame, in the frame's pixels."""
+        settings = list(settings) if settings is not None else [self.nms] * len(frames)
+        lb = self.meta.letterbox or {}
+        batch, infos = preprocess(frames, self.backend.imgsz, stride=self.meta.stride,
+                                  pad_value=int(lb.get("pad_value", 114)),
+                                  scaleup=bool(lb.get("scaleup", True)))
+        outputs = self.backend.infer(batch)
+        dets = []
+        for i, s in enumerate(settings):  # thresholds may differ per request, so decode per image
+            dets.extend(decode({k: v[i:i + 1] for k, v in outputs.items()}, s.conf_thres, s.iou_thres,
+                               agnostic=s.agnostic, max_det=s.max_det))
+        return [scale_boxes(d, info) for d, info in zip(dets, infos, strict=True)]
+
+    def run_requests(self, requests: Sequence[tuple[np.ndarray | None, np.ndarray | None, Mapping[str, Any]]]
+                     ) -> list[dict[str, np.ndarray] | S2Error]:
+        """(IMAGE, FRAME, parameters) per request -> its outputs, or the error that fails it alone."""
+        results: list[dict[str, np.ndarray] | S2Error] = []
+        frames: list[np.ndarray] = []
+        settings: list[NmsSettings] = []
+        spans: list[tuple[int, int, int]] = []  # (result index, first frame, frame count)
+        for image, frame, params in requests:
+            try:
+                got = frames_from_inputs(image, frame)
+                s = self.nms.override(params)
+            except (S2Error, ValueError, TypeError) as e:
+                results.append(e if isinstance(e, S2Error) else S2Error(f"bad request parameters: {e}"))
+                continue
+            spans.append((len(results), len(frames), len(got)))
+            results.append(S2Error("not run"))
+            frames.extend(got)
+            settings.extend([s] * len(got))
+        if frames:
+            dets = self.detect(frames, settings)
+            for slot, first, n in spans:
+                results[slot] = to_layout(dets[first:first + n], self.nms.max_det)
+        return results
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,248 @@
+"""Write a Triton model repository for an s2trt model (DESIGN §7).
+
+Always: `s2trt_detector`, a Python-backend model running s2trt's own runtime (ONNX Runtime for a
+.onnx, TensorRT for an .engine) with the shared letterbox and NMS. Inputs: `IMAGE` (an encoded image
+file as a uint8 vector) or `FRAME` (uint8 BGR frames, (h, w, 3)); outputs: DESIGN §3's NMS layout in
+frame pixels.
+
+With `ensemble=True` also: `s2trt_preprocess` -> `s2trt_engine` -> `s2trt_postprocess` wrapped in the
+`s2trt_ensemble` model. For an engine the middle step is Triton's own TensorRT backend
+(`tensorrt_plan`), which needs the plugin library loaded into the server (see `plugin_hint`); for a
+.onnx it is a Python-backend step on ONNX Runtime, so the ensemble runs on any Triton.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import site
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s2trt.errors import S2Error
+from s2trt.meta import ModelMeta, read_onnx_meta, read_sidecar, sidecar_path, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+DETECTOR = "s2trt_detector"
+PREPROCESS, ENGINE, POSTPROCESS, ENSEMBLE = ("s2trt_preprocess", "s2trt_engine", "s2trt_postprocess",
+                                             "s2trt_ensemble")
+PLUGIN_LIB_NAME = "libs2trt_plugins.so"
+_HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class RepoOptions:
+    max_batch_size: int = 8  # per scheduler batch; clients may send fewer images per request
+    instances: int = 1  # model instances per device
+    kind: str = "cpu"  # "cpu" or "gpu"
+    gpus: list[int] = field(default_factory=list)  # GPU ids for kind "gpu"; empty: all of them
+    queue_delay_us: int = 2000  # how long the dynamic batcher waits to fill a batch
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    max_det: int = 300
+    agnostic: bool = False
+    cpu_threads: int = 0  # ONNX Runtime threads per instance; 0: its default
+    python_path: list[str] | None = None  # site folders the Python stub adds; None: this environment's
+    plugin_lib: str | None = None  # libs2trt_plugins.so for an engine that needs it
+    ensemble: bool = False
+
+    def check(self) -> None:
+        if self.kind not in ("cpu", "gpu"):
+            raise S2Error(f"instance kind must be 'cpu' or 'gpu', not {self.kind!r}")
+        if self.max_batch_size < 1 or self.instances < 1 or self.max_det < 1 or self.queue_delay_us < 0:
+            raise S2Error("max batch size, instances and max_det must be >= 1, the queue delay >= 0")
+        if not (0 <= self.conf_thres <= 1 and 0 <= self.iou_thres <= 1):
+            raise S2Error("conf and iou thresholds must be within 0..1")
+
+
+def model_meta(model: Path) -> ModelMeta:
+    if not model.is_file():
+        raise S2Error(f"model not found: {model}")
+    if model.suffix == ".onnx":
+        return read_onnx_meta(model)
+    if model.suffix in (".engine", ".plan"):
+        sidecar = read_sidecar(model)
+        if sidecar is None:
+            raise S2Error(f"{model} has no sidecar {sidecar_path(model).name}, which holds its class names "
+                          "and image size: keep the files s2export wrote together")
+        return ModelMeta.from_dict(sidecar, str(model))
+    raise S2Error(f"{model}: serve a .onnx or a TensorRT .engine written by s2export")
+
+
+def _q(s: str) -> str:
+    # A protobuf text-format string literal: JSON's escapes of quotes and backslashes are the same.
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _params(values: dict[str, str]) -> str:
+    return "".join(f'parameters {{ key: {_q(k)} value: {{ string_value: {_q(v)} }} }}\n'
+                   for k, v in values.items())
+
+
+def _tensor(name: str, dtype: str, dims: list[int], optional: bool = False, ragged: bool = False) -> str:
+    opt = (" optional: true" if optional else "") + (" allow_ragged_batch: true" if ragged else "")
+    return f'  {{ name: {_q(name)} data_type: {dtype} dims: [ {", ".join(map(str, dims))} ]{opt} }}'
+
+
+def image_input(optional: bool) -> str:
+    """Encoded images as uint8 vectors (not BYTES: see pb_io); ragged, so files of different sizes
+    still share a scheduler batch."""
+    return _tensor("IMAGE", "TYPE_UINT8", [-1], optional=optional, ragged=True)
+
+
+def _io(kind: str, tensors: list[str]) -> str:
+    return f"{kind} [\n" + ",\n".join(tensors) + "\n]\n"
+
+
+def _instances(o: RepoOptions) -> str:
+    if o.kind == "gpu":
+        gpus = f" gpus: [ {', '.join(map(str, o.gpus))} ]" if o.gpus else ""
+        return f"instance_group [ {{ count: {o.instances} kind: KIND_GPU{gpus} }} ]\n"
+    return f"instance_group [ {{ count: {o.instances} kind: KIND_CPU }} ]\n"
+
+
+def _batching(o: RepoOptions) -> str:
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {o.queue_delay_us} }}\n"
+
+
+def nms_outputs(k: int) -> list[str]:
+    return [_tensor("num_dets", "TYPE_INT32", [1]), _tensor("det_boxes", "TYPE_FP32", [k, 4]),
+            _tensor("det_scores", "TYPE_FP32", [k]), _tensor("det_classes", "TYPE_INT32", [k])]
+
+
+def raw_rows(meta: ModelMeta) -> int:
+    """Rows of output0: YOLOv5's three anchors on each of the stride 8, 16 and 32 grids."""
+    h, w = (int(v) for v in meta.imgsz)
+    return sum(3 * (h // s) * (w // s) for s in (8, 16, 32))
+
+
+def engine_outputs(meta: ModelMeta) -> list[str]:
+    if meta.nms:
+        return nms_outputs(int(meta.nms.get("max_det", 300)))
+    return [_tensor("output0", "TYPE_FP32", [raw_rows(meta), 5 + len(meta.names)])]
+
+
+def python_model_params(o: RepoOptions, meta: ModelMeta, model_file: str | None) -> dict[str, str]:
+    paths = o.python_path if o.python_path is not None else site.getsitepackages()
+    params = {"python_path": ":".join(paths), "s2trt_meta": json.dumps(meta.to_props()),
+              "conf_thres": str(o.conf_thres), "iou_thres": str(o.iou_thres), "max_det": str(o.max_det),
+              "agnostic": "true" if o.agnostic else "false", "cpu_threads": str(o.cpu_threads)}
+    if model_file is not None:
+        params["model_file"] = model_file
+    if o.plugin_lib:
+        params["plugin_lib"] = o.plugin_lib
+    return params
+
+
+def detector_config(o: RepoOptions, meta: ModelMeta, model_file: str) -> str:
+    return (f'name: "{DETECTOR}"\nbackend: "python"\nmax_batch_size: {o.max_batch_size}\n'
+            + _io("input", [image_input(optional=True),
+                            _tensor("FRAME", "TYPE_UINT8", [-1, -1, 3], optional=True)])
+            + _io("output", nms_outputs(o.max_det)) + _batching(o) + _instances(o)
+            + _params(python_model_params(o, meta, model_file)))
+
+
+def _stage_config(name: str, o: RepoOptions, meta: ModelMeta, stage: str, inputs: list[str],
+                  outputs: list[str], model_file: str | None = None) -> str:
+    params = python_model_params(o, meta, model_file)
+    params["stage"] = stage
+    return (f'name: "{name}"\nbackend: "python"\nmax_batch_size: {o.max_batch_size}\n'
+            + _io("input", inputs) + _io("output", outputs) + _batching(o) + _instances(o)
+            + _params(params))
+
+
+def _images_tensor(meta: ModelMeta) -> str:
+    h, w = (int(v) for v in meta.imgsz)
+    return _tensor("images", "TYPE_FP32", [3, h, w])
+
+
+LETTERBOX = "letterbox"  # (ratio, dw, dh, h0, w0) per image, from preprocess to postprocess
+
+
+def ensemble_configs(o: RepoOptions, meta: ModelMeta, engine_file: str, tensorrt: bool) -> dict[str, str]:
+    """config.pbtxt text per model name for preprocess -> engine -> postprocess and the ensemble."""
+    lb = _tensor(LETTERBOX, "TYPE_FP32", [5])
+    net_out = engine_outputs(meta)
+    net_names = ["num_dets", "det_boxes", "det_scores", "det_classes"] if meta.nms else ["output0"]
+    configs = {
+        PREPROCESS: _stage_config(PREPROCESS, o, meta, "preprocess", [image_input(optional=False)],
+                                  [_images_tensor(meta), lb]),
+        POSTPROCESS: _stage_config(POSTPROCESS, o, meta, "postprocess", [*net_out, lb],
+                                   nms_outputs(o.max_det)),
+    }
+    if tensorrt:
+        configs[ENGINE] = (f'name: "{ENGINE}"\nplatform: "tensorrt_plan"\n'
+                           f"max_batch_size: {o.max_batch_size}\n" + _io("input", [_images_tensor(meta)])
+                           + _io("output", net_out) + _batching(o) + _instances(o))
+    else:
+        configs[ENGINE] = _stage_config(ENGINE, o, meta, "network", [_images_tensor(meta)], net_out,
+                                        engine_file)
+
+    def step(model: str, maps_in: dict[str, str], maps_out: dict[str, str]) -> str:
+        ins = "".join(f"    input_map {{ key: {_q(k)} value: {_q(v)} }}\n" for k, v in maps_in.items())
+        outs = "".join(f"    output_map {{ key: {_q(k)} value: {_q(v)} }}\n" for k, v in maps_out.items())
+        return f"  step [ {{\n    model_name: {_q(model)}\n    model_version: -1\n{ins}{outs}  }} ]\n"
+
+    final = ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    configs[ENSEMBLE] = (
+        f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {o.max_batch_size}\n'
+        + _io("input", [image_input(optional=False)]) + _io("output", nms_outputs(o.max_det))
+        + "ensemble_scheduling {\n"
+        + step(PREPROCESS, {"IMAGE": "IMAGE"}, {"images": "_images", LETTERBOX: "_letterbox"})
+        + step(ENGINE, {"images": "_images"}, {n: f"_{n}" for n in net_names})
+        + step(POSTPROCESS, {**{n: f"_{n}" for n in net_names}, LETTERBOX: "_letterbox"},
+               {n: n for n in final})
+        + "}\n" + _params({"s2trt_meta": json.dumps(meta.to_props()), "max_det": str(o.max_det)}))
+    return configs
+
+
+def plugin_hint(plugin_lib: str | None) -> str:
+    lib = plugin_lib or f"/path/to/{PLUGIN_LIB_NAME}"
+    return (f"The engine uses the S2SplitAttention plugin: start Triton with the plugin library loaded,\n"
+            f"  tritonserver --model-repository=REPO --backend-config=tensorrt,plugins=\"{lib}\"\n"
+            f"or LD_PRELOAD={lib} tritonserver --model-repository=REPO\n"
+            "The library must be built against the TensorRT of that Triton release (same as the engine).\n")
+
+
+def _write_model(repo: Path, name: str, config: str, files: dict[str, Path]) -> None:
+    version = repo / name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    for dst, src in files.items():
+        write_bytes_atomic(version / dst, src.read_bytes())
+    write_bytes_atomic(repo / name / "config.pbtxt", config.encode())
+
+
+def export_repository(model: str | Path, repo: str | Path, options: RepoOptions | None = None) -> list[str]:
+    """Write the model repository; returns the names of the models written."""
+    o = options or RepoOptions()
+    o.check()
+    model, repo = Path(model), Path(repo)
+    meta = model_meta(model)
+    if meta.flavour == "tensorrt" and model.suffix == ".onnx":
+        raise S2Error(f"{model} is the TensorRT flavour (it has the plugin node, which ONNX Runtime cannot "
+                      "run): serve the portable .onnx, or the .engine built from this one")
+    is_engine = model.suffix != ".onnx"
+    model_file = "model.plan" if is_engine else "model.onnx"
+    files = {model_file: model}
+    if is_engine:
+        files[model_file + ".json"] = sidecar_path(model)  # TrtBackend reads names from it
+    repo.mkdir(parents=True, exist_ok=True)
+    stage_py = {"model.py": _HERE / "triton_stage.py"}
+    written = [DETECTOR]
+    _write_model(repo, DETECTOR, detector_config(o, meta, model_file),
+                 {"model.py": _HERE / "triton_model.py", **files})
+    if o.ensemble:
+        configs = ensemble_configs(o, meta, model_file, tensorrt=is_engine)
+        _write_model(repo, PREPROCESS, configs[PREPROCESS], stage_py)
+        _write_model(repo, POSTPROCESS, configs[POSTPROCESS], stage_py)
+        _write_model(repo, ENGINE, configs[ENGINE], files if is_engine else {**stage_py, **files})
+        _write_model(repo, ENSEMBLE, configs[ENSEMBLE], {})
+        written += [PREPROCESS, ENGINE, POSTPROCESS, ENSEMBLE]
+    notes = ("# s2trt model repository\n\nServe with `s2serve " + str(repo) + "` or any tritonserver "
+             "that has the Python backend.\n")
+    if is_engine and o.ensemble and meta.plugin:
+        notes += "\n" + plugin_hint(o.plugin_lib)
+    write_bytes_atomic(repo / "README.md", notes.encode())
+    log.info("wrote Triton model repository %s: %s", repo, ", ".join(written))
+    return written

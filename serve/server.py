@@ -1,0 +1,257 @@
+"""Find, start, watch and stop a `tritonserver` process on a model repository.
+
+Two installations are supported: NVIDIA's Triton (a `tritonserver` on PATH, e.g. inside the
+`nvcr.io/nvidia/tritonserver` container, whose backends sit in its default folder), and the
+binary bundled in the PyPI wheel `nvidia-pytriton`. The wheel ships the Python backend without its
+stub and keeps one stub per Python version aside, so for it we assemble a private backend folder
+with the stub of the running interpreter, and put the wheel's libraries on LD_LIBRARY_PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s2trt.errors import S2Error
+
+log = logging.getLogger(__name__)
+
+ENV_BINARY = "S2TRT_TRITONSERVER"  # an explicit tritonserver binary, checked before PATH and the wheel
+
+
+@dataclass
+class TritonInstall:
+    """A tritonserver binary and what it needs around it."""
+
+    binary: Path
+    backends: Path | None = None  # the wheel's backend folder; None: the server's own default
+    stubs: Path | None = None  # the wheel's per-Python-version stubs of the Python backend
+    libs: list[Path] = field(default_factory=list)  # for LD_LIBRARY_PATH
+
+    @property
+    def bundled(self) -> bool:
+        return self.backends is not None
+
+
+def _wheel_install() -> TritonInstall | None:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    binary = root / "tritonserver" / "bin" / "tritonserver"
+    if not binary.is_file():
+        return None
+    libs = [p for p in (root.parent / "nvidia_pytriton.libs",) if p.is_dir()]
+    return TritonInstall(binary, root / "tritonserver" / "backends",
+                         root / "tritonserver" / "python_backend_stubs", libs)
+
+
+def find_tritonserver(explicit: str | os.PathLike[str] | None = None) -> TritonInstall:
+    """The binary to run: `explicit`, $S2TRT_TRITONSERVER, `tritonserver` on PATH, then the wheel's."""
+    chosen = explicit or os.environ.get(ENV_BINARY)
+    if chosen:
+        path = Path(chosen)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise S2Error(f"tritonserver binary {path} does not exist or is not executable")
+        wheel = _wheel_install()
+        if wheel is not None and path.resolve() == wheel.binary.resolve():
+            return wheel
+        return TritonInstall(path)
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonInstall(Path(on_path))
+    wheel = _wheel_install()
+    if wheel is not None:
+        return wheel
+    raise S2Error("no Triton Inference Server found: run inside NVIDIA's tritonserver container, put "
+                  "`tritonserver` on PATH, or pip install 's2trt[triton]' (x86_64) for the bundled one")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _python_backend_dir(install: TritonInstall, dest: Path) -> Path:
+    """A backend folder whose Python backend has the stub of this interpreter's version."""
+    assert install.backends is not None and install.stubs is not None
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = install.stubs / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        have = sorted(p.name for p in install.stubs.iterdir()) if install.stubs.is_dir() else []
+        raise S2Error(f"the bundled Triton has no Python backend stub for Python {version} "
+                      f"(it has {', '.join(have) or 'none'}): use one of those Python versions")
+    shutil.copytree(install.backends, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(stub, dest / "python" / "triton_python_backend_stub")
+    return dest
+
+
+@dataclass
+class Endpoints:
+    host: str
+    http: int
+    grpc: int
+    metrics: int
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics}/metrics"
+
+
+class TritonServer:
+    """One tritonserver process; a context manager that stops it (and its Python stubs) on exit.
+
+    Ports of 0 are replaced by free ones. `log_path` receives the server's output (a temporary file
+    when None), whose tail is quoted when the server fails to start.
+    """
+
+    def __init__(self, repository: str | os.PathLike[str], *, host: str = "127.0.0.1", http_port: int = 0,
+                 grpc_port: int = 0, metrics_port: int = 0, binary: str | os.PathLike[str] | None = None,
+                 log_path: str | os.PathLike[str] | None = None, extra_args: list[str] | None = None,
+                 verbose: int = 0):
+        self.repository = Path(repository).resolve()
+        if not (self.repository.is_dir() and any(p.joinpath("config.pbtxt").is_file()
+                                                 for p in self.repository.iterdir())):
+            raise S2Error(f"{repository} is not a Triton model repository (no <model>/config.pbtxt "
+                          "in it): write one with `s2serve export MODEL REPO`")
+        self.install = find_tritonserver(binary)
+        probe = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        self.endpoints = Endpoints(probe, http_port or free_port(probe), grpc_port or free_port(probe),
+                                   metrics_port or free_port(probe))
+        self.bind_host = host
+        self.extra_args = list(extra_args or [])
+        self.verbose = verbose
+        self._log_path = Path(log_path) if log_path else None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_file(self) -> Path:
+        assert self._log_path is not None, "the server has not been started"
+        return self._log_path
+
+    def command(self, backend_dir: Path | None) -> list[str]:
+        e = self.endpoints
+        cmd = [str(self.install.binary), f"--model-repository={self.repository}",
+               f"--http-address={self.bind_host}", f"--http-port={e.http}",
+               f"--grpc-address={self.bind_host}", f"--grpc-port={e.grpc}",
+               f"--metrics-address={self.bind_host}", f"--metrics-port={e.metrics}",
+               "--allow-metrics=true", "--exit-timeout-secs=10", f"--log-verbose={self.verbose}"]
+        if backend_dir is not None:
+            cmd.append(f"--backend-directory={backend_dir}")
+        return cmd + self.extra_args
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.install.bundled:
+            # The stub embeds libpython: prefer this interpreter's own, so the model runs on the same
+            # Python build the packages were installed for, then the wheel's libraries.
+            libdir = sysconfig.get_config_var("LIBDIR")
+            paths = [p for p in [libdir, *map(str, self.install.libs)] if p and Path(p).is_dir()]
+            if env.get("LD_LIBRARY_PATH"):
+                paths.append(env["LD_LIBRARY_PATH"])
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
+        return env
+
+    def start(self, timeout: float = 120.0) -> TritonServer:
+        self._tmp = tempfile.TemporaryDirectory(prefix="s2trt-triton-")
+        tmp = Path(self._tmp.name)
+        backend_dir = _python_backend_dir(self.install, tmp / "backends") if self.install.bundled else None
+        if self._log_path is None:
+            self._log_path = tmp / "tritonserver.log"
+        cmd = self.command(backend_dir)
+        log.debug("starting %s", " ".join(cmd))
+        with open(self._log_path, "ab") as out:
+            # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the server in order.
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoints.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise S2Error(f"tritonserver exited with code {self.proc.returncode} while starting; "
+                              f"its log ({self.log_file}) ends with:\n{self.log_tail()}")
+            if self._ready():
+                return
+            time.sleep(0.25)
+        raise S2Error(f"tritonserver was not ready after {timeout:.0f} s; its log ({self.log_file}) "
+                      f"ends with:\n{self.log_tail()}")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGINT (Triton unloads models and exits), then SIGKILL to the whole group if it hangs."""
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("tritonserver did not stop within %.0f s: killing it", timeout)
+            self.kill()
+            code = self.proc.returncode
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the server and the Python stubs it started (they share its process group)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

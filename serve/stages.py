@@ -1,0 +1,91 @@
+"""The three steps of the `s2trt_ensemble` model, as plain callables on the requests of a batch.
+
+Each takes one dict of arrays per request (keyed by tensor name) and returns, per request, its
+outputs or the error that fails it alone, so triton_stage.py only moves tensors in and out of Triton.
+The arithmetic is the runtime's: the same letterbox, decode and box scaling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from s2trt.errors import S2Error
+from s2trt.meta import ModelMeta
+from s2trt.runtime.backend import decode
+from s2trt.runtime.postprocess import scale_boxes
+from s2trt.runtime.preprocess import LetterboxInfo, preprocess
+from s2trt.serve.detector import NmsSettings, decode_image, open_backend, to_layout
+from s2trt.serve.repository import LETTERBOX
+
+Arrays = Mapping[str, np.ndarray]
+Result = dict[str, np.ndarray] | S2Error
+
+
+def merged(run: Callable[[Arrays], dict[str, np.ndarray]], feeds: Sequence[Arrays]) -> list[Result]:
+    """Run the requests as one batch and split the outputs back (their shapes agree past the batch)."""
+    sizes = [len(next(iter(f.values()))) for f in feeds]
+    out = run({k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
+    parts: list[Result] = []
+    start = 0
+    for n in sizes:
+        parts.append({k: v[start:start + n] for k, v in out.items()})
+        start += n
+    return parts
+
+
+class Preprocess:
+    def __init__(self, meta: ModelMeta):
+        self.meta = meta
+
+    def __call__(self, feeds: Sequence[Arrays]) -> list[Result]:
+        out: list[Result] = []
+        for f in feeds:  # one by one: encoded files differ in length, and a bad one fails alone
+            try:
+                out.append(self.one(f))
+            except S2Error as e:
+                out.append(e)
+        return out
+
+    def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        frames = [decode_image(row, i) for i, row in enumerate(inputs["IMAGE"])]
+        lb = self.meta.letterbox or {}
+        batch, infos = preprocess(frames, self.meta.imgsz, stride=self.meta.stride,
+                                  pad_value=int(lb.get("pad_value", 114)),
+                                  scaleup=bool(lb.get("scaleup", True)))
+        geometry = np.array([[i.ratio, *i.pad, *i.orig_shape] for i in infos], dtype=np.float32)
+        return {"images": batch, LETTERBOX: geometry}
+
+
+class Network:
+    def __init__(self, model_dir: str | Path, params: Mapping[str, str], device: str = "CPU",
+                 device_id: int = 0):
+        self.backend = open_backend(Path(model_dir) / params["model_file"], device, device_id,
+                                    int(params.get("cpu_threads", "0")), params.get("plugin_lib") or None)
+
+    def __call__(self, feeds: Sequence[Arrays]) -> list[Result]:
+        return merged(lambda f: self.backend.infer(np.ascontiguousarray(f["images"], dtype=np.float32)),
+                      feeds)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class Postprocess:
+    def __init__(self, meta: ModelMeta, params: Mapping[str, str]):
+        self.meta = meta
+        self.nms = NmsSettings(max_det=int(params.get("max_det", "300"))).override(
+            {k: v for k, v in params.items() if k in ("conf_thres", "iou_thres", "agnostic")})
+
+    def __call__(self, feeds: Sequence[Arrays]) -> list[Result]:
+        return merged(self.one, feeds)
+
+    def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
+        s = self.nms
+        net = {k: v for k, v in inputs.items() if k != LETTERBOX}
+        dets = decode(net, s.conf_thres, s.iou_thres, agnostic=s.agnostic, max_det=s.max_det)
+        infos = [LetterboxInfo(float(r), (float(dw), float(dh)), (round(h), round(w)))
+                 for r, dw, dh, h, w in inputs[LETTERBOX]]
+        return to_layout([scale_boxes(d, i) for d, i in zip(dets, infos, strict=True)], s.max_det)
