@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from s2trt.calib.data import DEFAULT_BATCH, DEFAULT_SIZE, YAML_SUFFIXES, Preprocessing, open_reader
+from s2trt.calib.data import (
+    DEFAULT_BATCH,
+    DEFAULT_SIZE,
+    YAML_SUFFIXES,
+    Preprocessing,
+    list_items,
+    open_reader,
+)
 from s2trt.calib.qdq import CalibMethod, quantize_qdq
 from s2trt.calib.report import DEFAULT_MAX_DROP, accuracy_report, format_table
 from s2trt.errors import S2Error
@@ -70,6 +77,17 @@ class Int8Options:
         if self.val:
             return self.val
         return self.calib if Path(self.calib).suffix.lower() in YAML_SUFFIXES else None
+
+
+def check_int8_args(args: argparse.Namespace) -> Int8Options:
+    """Validate the INT8 options before a long export: fail on a bad source now, not at the end."""
+    o = Int8Options.from_args(args)
+    o.methods()
+    list_items(o.calib, o.size, o.split, o.video_step)
+    if len(o.methods()) > 1 and o.val_data() is None:
+        raise S2Error("--calib-method all picks the method by mAP, so it needs labelled validation "
+                      "data: --calib DATA.yaml or --int8-val DATA.yaml")
+    return o
 
 
 def int8_path(portable: Path) -> Path:
@@ -166,7 +184,10 @@ def _write_sidecar(onnx_fp32: Path, out: Path, meta: ModelMeta, result: dict[str
 
 
 def trt_calibrator(onnx_path: Path, args: argparse.Namespace | Int8Options) -> Any:
-    """A TensorRT ≤ 10 calibrator (entropy or minmax) over the same images, for EngineOptions."""
+    """A TensorRT ≤ 10 calibrator (entropy or minmax) over the same images, for EngineOptions.
+
+    After the build, its `error` holds what stopped calibration, if anything did.
+    """
     from s2trt.calib.trt_calibrator import make_calibrator
 
     o = args if isinstance(args, Int8Options) else Int8Options.from_args(args)

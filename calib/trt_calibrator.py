@@ -56,24 +56,33 @@ def _calibrator_class(trt: Any, method: str) -> type:
             base.__init__(self)
             self.reader, self.cached, self.cache, self.key = reader, cached, cache, key
             self.method = method
+            self.error: Exception | None = None
             self._batches: Any = None
             self._mem: Any = None
             self._dev = 0
+            if cached is None:  # fail now, not inside TensorRT's build, when CUDA memory is unavailable
+                self._start()
 
         def get_batch_size(self) -> int:
             return self.reader.batch
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            if self._batches is None:
-                self._start()
+            # An exception must not cross into TensorRT: keep it for the caller and end calibration.
             try:
-                x = next(self._batches)
-            except StopIteration:
+                if self._batches is None:
+                    self._start()
+                x = next(self._batches, None)
+                if x is None:
+                    self.close()
+                    return None
+                self._mem.h2d(self._dev, x)
+                self._mem.synchronize()
+                return [self._dev] * len(names)
+            except Exception as e:
+                self.error = e
+                log.error("calibration stopped: %s", e)
                 self.close()
                 return None
-            self._mem.h2d(self._dev, x)
-            self._mem.synchronize()
-            return [self._dev] * len(names)
 
         def read_calibration_cache(self) -> bytes | None:
             return self.cached

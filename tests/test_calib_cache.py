@@ -115,7 +115,7 @@ def test_calibrator_feeds_batches_and_writes_the_cache(model: Path, tmp_path: Pa
     cls = trt_calibrator._calibrator_class(fake, "minmax")
     assert issubclass(cls, fake.IInt8MinMaxCalibrator)
     cal = cls(reader, None, tmp_path / "m.calib", _key(model, "minmax"))
-    assert cal.base_initialised and cal.get_batch_size() == 2
+    assert cal.base_initialised and cal.get_batch_size() == 2 and cuda.buffers  # memory up front
     assert cal.read_calibration_cache() is None  # no cache: TensorRT calibrates
     seen = []
     while (ptrs := cal.get_batch(["images"])) is not None:
@@ -142,4 +142,15 @@ def test_make_calibrator_checks_before_tensorrt(model: Path, tmp_path: Path, mon
     with pytest.raises(S2Error, match="not entropy"):  # a mismatching cache stops before any image is read
         trt_calibrator.make_calibrator(model, reader, "entropy", tmp_path / "m.calib")
     cal = trt_calibrator.make_calibrator(model, reader, "minmax", tmp_path / "m.calib")
-    assert cal.read_calibration_cache() == b"table"
+    assert cal.read_calibration_cache() == b"table" and cal._mem is None  # a cache needs no GPU
+
+
+def test_calibrator_errors_end_calibration_without_raising(model: Path, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"no jpeg")
+    reader = open_reader(tmp_path / "imgs", PREP, size=1, batch=1, progress=False)
+    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", FakeCuda)
+    cal = trt_calibrator._calibrator_class(_fake_trt(), "entropy")(reader, None, None, _key(model))
+    assert cal.get_batch(["images"]) is None  # TensorRT sees the end of the data, not an exception
+    assert isinstance(cal.error, S2Error) and "bad.jpg" in str(cal.error)

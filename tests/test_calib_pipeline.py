@@ -71,6 +71,22 @@ def test_folder_calibration_without_labels_skips_the_report(work: Path) -> None:
     assert json.loads(out.with_suffix(".json").read_text())["int8"]["accuracy"] is None
 
 
+def test_options_are_checked_before_any_work(work: Path) -> None:
+    import argparse
+
+    from s2trt.calib.cli import add_int8_options
+    from s2trt.calib.pipeline import check_int8_args
+
+    p = argparse.ArgumentParser()
+    add_int8_options(p)
+    assert check_int8_args(p.parse_args(["--int8", "--calib", str(work / "ds" / "data.yaml")])).size == 256
+    with pytest.raises(S2Error, match="calibration source not found"):
+        check_int8_args(p.parse_args(["--int8", "--calib", str(work / "missing")]))
+    with pytest.raises(S2Error, match="needs labelled validation data"):
+        check_int8_args(p.parse_args(["--calib", str(work / "ds" / "images" / "val"),
+                                      "--calib-method", "all"]))
+
+
 def test_tensorrt_flavour_is_refused(work: Path, tmp_path: Path) -> None:
     import onnx
 
