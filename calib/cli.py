@@ -82,6 +82,10 @@ def _main(args: argparse.Namespace) -> int:
     out = args.output or int8_path(args.onnx)
     result = quantize_export(args.onnx, out, args)
     print(f"INT8 Q/DQ ({result['method']}): {out} (sidecar {out.with_suffix('.json').name})")
+    if result["accuracy"] is not None:
+        from s2trt.calib.report import format_table
+
+        print(format_table(result["accuracy"]))
     return 0
 
 

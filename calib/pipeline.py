@@ -24,7 +24,7 @@ from s2trt.calib.data import (
     open_reader,
 )
 from s2trt.calib.qdq import CalibMethod, quantize_qdq
-from s2trt.calib.report import DEFAULT_MAX_DROP, accuracy_report, format_table
+from s2trt.calib.report import DEFAULT_MAX_DROP, accuracy_report, verdict
 from s2trt.errors import S2Error
 from s2trt.meta import (
     ModelMeta,
@@ -125,7 +125,9 @@ def _check_graph(meta: ModelMeta, path: Path) -> None:
 def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8Options) -> dict[str, Any]:
     """Write the INT8 Q/DQ graph of `onnx_fp32` to `out` and its sidecar; return the INT8 report.
 
-    With --calib-method all, every method is tried and the one with the best mAP50 is kept.
+    With --calib-method all, every method is tried and the one with the best mAP50 is kept. The
+    caller prints the report (s2trt.calib.report.format_table); a drop beyond --max-map-drop is
+    logged as a warning here.
     """
     o = args if isinstance(args, Int8Options) else Int8Options.from_args(args)
     onnx_fp32, out = Path(onnx_fp32), Path(out)
@@ -161,12 +163,10 @@ def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8O
             write_bytes_atomic(out, paths[best].read_bytes())
     result.update(method=best, accuracy=report)
     _write_sidecar(onnx_fp32, out, meta, result, o)
-    if report is not None:
-        for line in format_table(report).splitlines():
-            log.info("%s", line)
-        if not report["within_tolerance"]:
-            log.warning("INT8 mAP50 drop %.2f points exceeds --max-map-drop %g", report["drop_mAP50"],
-                        o.max_map_drop)
+    if report is not None and not report["within_tolerance"]:
+        log.warning("%s", verdict(report))
+    elif report is not None:
+        log.info("%s", verdict(report))
     else:
         log.warning("%s", result["accuracy_note"])
     return result
