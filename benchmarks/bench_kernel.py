@@ -168,8 +168,11 @@ def main() -> None:
         raise SystemExit("no CUDA device visible to torch")
     lib = load_kernels(args.lib)
     peak = args.peak_gbs or peak_bandwidth_gbs()
-    rows = [bench_case(torch, lib, b, args.channels, args.size, getattr(torch, d), not args.no_compile, peak)
-            for d in args.dtypes for b in args.batches]
+    # A real stream, as TensorRT gives: the kernel skips programmatic launch on the default stream.
+    with torch.cuda.stream(torch.cuda.Stream()):
+        rows = [bench_case(torch, lib, b, args.channels, args.size, getattr(torch, d),
+                           not args.no_compile, peak)
+                for d in args.dtypes for b in args.batches]
 
     props = torch.cuda.get_device_properties(0)
     print(f"\n{props.name}, peak {peak or float('nan'):.0f} GB/s; torch {torch.__version__}, CUDA "

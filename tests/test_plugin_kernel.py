@@ -61,6 +61,8 @@ class Device:
 
             if torch.cuda.is_available():
                 self.torch = torch
+                # A real stream, as TensorRT gives: the kernel uses programmatic launch only on one.
+                self._stream = torch.cuda.Stream()
                 return
         except ImportError:
             pass
@@ -70,6 +72,7 @@ class Device:
         except ImportError:
             pytest.skip("needs torch with CUDA or cupy for device memory")
         self.cp = cupy
+        self._stream = cupy.cuda.Stream(non_blocking=True)
 
     def put(self, a: np.ndarray):
         a = np.ascontiguousarray(a)
@@ -82,9 +85,7 @@ class Device:
         return a.data_ptr() if self.torch else a.data.ptr
 
     def stream(self) -> int:
-        if self.torch:
-            return self.torch.cuda.current_stream().cuda_stream
-        return self.cp.cuda.get_current_stream().ptr
+        return self._stream.cuda_stream if self.torch else self._stream.ptr
 
     def sync(self) -> None:
         if self.torch:
@@ -115,6 +116,7 @@ def run_kernel(lib, dev: Device, xs, w1, w2, misalign: bool = False) -> np.ndarr
     ws = lib.s2sa_workspace_size(b, c)
     d_ws = dev.put(np.zeros(max(ws, 1), np.uint8))
     off = shift * xs[0].dtype.itemsize
+    dev.sync()  # the copies above ran on the default stream; the kernel runs on another
     status = lib.s2sa_forward(*(dev.ptr(t) + off for t in d_x), dev.ptr(d_out) + off, dev.ptr(d_w1),
                               dev.ptr(d_w2), b, c, h, w, DTYPE_CODE[xs[0].dtype], dev.ptr(d_ws), ws,
                               dev.stream())
@@ -232,9 +234,11 @@ def test_forward_replays_from_a_cuda_graph(lib, dev):
     ws = lib.s2sa_workspace_size(4, 256)
     d_ws = dev.put(np.zeros(ws, np.uint8))
     graph = torch.cuda.CUDAGraph()
+    dev.sync()
     with torch.cuda.graph(graph):
+        capture = torch.cuda.current_stream().cuda_stream
         status = lib.s2sa_forward(*(dev.ptr(t) for t in d_x), dev.ptr(d_out), dev.ptr(d_w1), dev.ptr(d_w2),
-                                  4, 256, 20, 20, 1, dev.ptr(d_ws), ws, dev.stream())
+                                  4, 256, 20, 20, 1, dev.ptr(d_ws), ws, capture)
     assert status == CUDA_SUCCESS, lib.s2sa_error_string(status).decode()
     d_out.fill_(float("nan"))
     graph.replay()

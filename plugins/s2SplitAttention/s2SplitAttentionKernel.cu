@@ -309,9 +309,14 @@ bool aligned16(void const* p)
     return (reinterpret_cast<std::uintptr_t>(p) & 15U) == 0;
 }
 
-// Programmatic dependent launch needs sm_90; the environment switch exists to measure its effect.
-bool useProgrammaticLaunch()
+// Programmatic dependent launch needs sm_90 and a real stream (the implicitly synchronizing default
+// streams are left alone); the environment switch exists to measure its effect.
+bool useProgrammaticLaunch(cudaStream_t stream)
 {
+    if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread)
+    {
+        return false;
+    }
     static bool const disabled = [] {
         char const* v = std::getenv("S2SA_NO_PDL");
         return v != nullptr && v[0] != '\0' && v[0] != '0';
@@ -345,7 +350,14 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_
     config.stream = stream;
     config.attrs = attr;
     config.numAttrs = programmatic ? 1 : 0;
-    cudaError_t const status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+    cudaError_t status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+    if (programmatic && (status == cudaErrorNotSupported || status == cudaErrorInvalidValue))
+    {
+        // A driver or stream that refuses the attribute gets an ordinary, fully ordered launch.
+        cudaGetLastError();
+        config.numAttrs = 0;
+        status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+    }
     cudaError_t const last = cudaGetLastError();
     return status != cudaSuccess ? status : last;
 }
@@ -358,7 +370,7 @@ cudaError_t forward(void const* x1, void const* x2, void const* x3, void* out, f
     auto const* t2 = static_cast<T const*>(x2);
     auto const* t3 = static_cast<T const*>(x3);
     int64_t const rows = int64_t(B) * C;
-    bool const pdl = useProgrammaticLaunch();
+    bool const pdl = useProgrammaticLaunch(stream);
 
     dim3 const grid1(static_cast<unsigned>((rows + kReduceWarps - 1) / kReduceWarps));
     // Launch 1 is an ordinary launch: it must see everything earlier on the stream (the inputs).
