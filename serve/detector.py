@@ -101,14 +101,15 @@ def open_backend(model_file: Path, device: str = "CPU", device_id: int = 0, thre
     """s2trt's own runtime backend for the file: a TensorRT engine, or ONNX Runtime for .onnx."""
     if not model_file.is_file():
         raise S2Error(f"model file {model_file} not found in the model repository")
+    # Triton names the instance's device; the runtime takes "cpu" or "cuda:N".
+    where = "cpu" if device == "CPU" else f"cuda:{device_id}"
     if model_file.suffix == ".onnx":
         from s2trt.runtime.backend_ort import OrtBackend
 
-        return OrtBackend(model_file, device="cpu" if device == "CPU" else f"cuda:{device_id}",
-                          threads=threads)
+        return OrtBackend(model_file, device=where, threads=threads)
     from s2trt.runtime.backend_trt import TrtBackend
 
-    return TrtBackend(model_file, plugin_lib)
+    return TrtBackend(model_file, plugin_lib, where)
 
 
 class Detector:

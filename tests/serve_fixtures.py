@@ -7,6 +7,7 @@ a few dozen boxes per image with distinct scores for the server-vs-local compari
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -42,8 +43,10 @@ def export_test_model(path: Path, imgsz: tuple[int, int] = IMGSZ, dynamic: bool 
             b[:, 5:] += 1.0
     x = torch.zeros(1, 3, *imgsz)
     axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
-    torch.onnx.export(model, x, str(path), opset_version=17, input_names=["images"],
-                      output_names=["output0"], dynamic_axes=axes, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, x, str(path), opset_version=17, input_names=["images"],
+                          output_names=["output0"], dynamic_axes=axes, dynamo=False)
     proto = onnx.load(str(path))
     meta = ModelMeta(names=NAMES, imgsz=list(imgsz), stride=32, batch="dynamic" if dynamic else 1)
     for k, v in meta.to_props().items():

@@ -1,0 +1,257 @@
+"""Model repository export (every config.pbtxt parsed by Triton's own protobuf) and the serving logic
+that needs no server: request handling, output layout, finding the server binary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s2trt.errors import S2Error
+from s2trt.meta import ModelMeta, write_json_atomic
+from s2trt.runtime.postprocess import from_nms_outputs
+from s2trt.serve import repository as R
+from s2trt.serve.detector import Detector, NmsSettings, frames_from_inputs, to_layout
+
+mc = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient (s2trt[triton])")
+from google.protobuf import text_format  # noqa: E402  (after the importorskip that provides it)
+
+NAMES = ["a", "b", "c"]
+
+
+def parse_config(path: Path):
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def write_onnx(path: Path, meta: ModelMeta) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, *meta.imgsz])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 3, *meta.imgsz])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])],
+                                                "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    for k, v in meta.to_props().items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def onnx_model(tmp_path):
+    return write_onnx(tmp_path / "m.onnx", ModelMeta(names=NAMES, imgsz=[160, 192]))
+
+
+def tensors(cfg, kind):
+    return {t.name: (t.data_type, list(t.dims)) for t in getattr(cfg, kind)}
+
+
+def test_detector_config_parses_with_triton_protobuf(onnx_model, tmp_path):
+    opts = R.RepoOptions(max_batch_size=4, instances=3, queue_delay_us=500, max_det=50, conf_thres=0.3,
+                         python_path=["/opt/site-packages", "/x/y"])
+    assert R.export_repository(onnx_model, tmp_path / "repo", opts) == [R.DETECTOR]
+    model_dir = tmp_path / "repo" / R.DETECTOR
+    cfg = parse_config(model_dir / "config.pbtxt")
+    assert (cfg.name, cfg.backend, cfg.max_batch_size) == (R.DETECTOR, "python", 4)
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(g.count, g.kind) for g in cfg.instance_group] == [(3, mc.ModelInstanceGroup.KIND_CPU)]
+    inputs = {t.name: t for t in cfg.input}
+    assert inputs["IMAGE"].data_type == mc.TYPE_UINT8 and list(inputs["IMAGE"].dims) == [-1]
+    assert inputs["IMAGE"].optional and inputs["IMAGE"].allow_ragged_batch
+    assert inputs["FRAME"].data_type == mc.TYPE_UINT8 and list(inputs["FRAME"].dims) == [-1, -1, 3]
+    assert tensors(cfg, "output") == {"num_dets": (mc.TYPE_INT32, [1]), "det_boxes": (mc.TYPE_FP32, [50, 4]),
+                                      "det_scores": (mc.TYPE_FP32, [50]),
+                                      "det_classes": (mc.TYPE_INT32, [50])}
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params["python_path"] == "/opt/site-packages:/x/y"
+    assert params["conf_thres"] == "0.3" and params["max_det"] == "50"
+    assert params["model_file"] == "model.onnx"
+    assert ModelMeta.from_props(json.loads(params["s2trt_meta"])).names == NAMES
+    assert (model_dir / "1" / "model.onnx").read_bytes() == onnx_model.read_bytes()
+    assert "class TritonPythonModel" in (model_dir / "1" / "model.py").read_text()
+
+
+def test_gpu_instances_and_ensemble_chain(onnx_model, tmp_path):
+    opts = R.RepoOptions(kind="gpu", gpus=[0, 2], instances=2, ensemble=True)
+    names = R.export_repository(onnx_model, tmp_path / "repo", opts)
+    assert names == [R.DETECTOR, R.PREPROCESS, R.ENGINE, R.POSTPROCESS, R.ENSEMBLE]
+    cfgs = {n: parse_config(tmp_path / "repo" / n / "config.pbtxt") for n in names}
+    g = cfgs[R.DETECTOR].instance_group[0]
+    assert (g.count, g.kind, list(g.gpus)) == (2, mc.ModelInstanceGroup.KIND_GPU, [0, 2])
+    # An ONNX model: the engine step is a Python step on ONNX Runtime, so the ensemble runs anywhere.
+    assert cfgs[R.ENGINE].backend == "python" and cfgs[R.ENGINE].parameters["stage"].string_value == "network"
+    ens = cfgs[R.ENSEMBLE]
+    assert ens.platform == "ensemble" and (tmp_path / "repo" / R.ENSEMBLE / "1").is_dir()
+    # Every step maps only tensors its model has, and reads only what the ensemble input or an
+    # earlier step produced; the ensemble's outputs all come from some step.
+    available = {t.name for t in ens.input}
+    for step in ens.ensemble_scheduling.step:
+        model = cfgs[step.model_name]
+        assert set(step.input_map) == {t.name for t in model.input}
+        assert set(step.output_map) <= {t.name for t in model.output}
+        assert set(step.input_map.values()) <= available
+        available |= set(step.output_map.values())
+    assert {t.name for t in ens.output} <= available
+    pre, post = cfgs[R.PREPROCESS], cfgs[R.POSTPROCESS]
+    assert tensors(pre, "output")["images"] == (mc.TYPE_FP32, [3, 160, 192])
+    assert tensors(post, "input")["output0"] == (mc.TYPE_FP32, [R.raw_rows(ModelMeta(NAMES, [160, 192])), 8])
+
+
+def test_engine_gives_tensorrt_plan_step_and_plugin_hint(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not really an engine")
+    meta = ModelMeta(names=NAMES, imgsz=[320, 320], flavour="tensorrt", plugin="S2SplitAttention",
+                     nms={"max_det": 100, "topk": 1000})
+    write_json_atomic(tmp_path / "m.engine.json", meta.to_props())
+    opts = R.RepoOptions(kind="gpu", ensemble=True, plugin_lib="/opt/s2trt/libs2trt_plugins.so")
+    R.export_repository(engine, tmp_path / "repo", opts)
+    plan = parse_config(tmp_path / "repo" / R.ENGINE / "config.pbtxt")
+    assert plan.platform == "tensorrt_plan" and not plan.backend
+    assert tensors(plan, "input") == {"images": (mc.TYPE_FP32, [3, 320, 320])}
+    assert tensors(plan, "output")["det_boxes"] == (mc.TYPE_FP32, [100, 4])
+    assert (tmp_path / "repo" / R.ENGINE / "1" / "model.plan").read_bytes() == b"not really an engine"
+    det = parse_config(tmp_path / "repo" / R.DETECTOR / "config.pbtxt")
+    assert det.parameters["model_file"].string_value == "model.plan"
+    assert det.parameters["plugin_lib"].string_value == "/opt/s2trt/libs2trt_plugins.so"
+    assert (tmp_path / "repo" / R.DETECTOR / "1" / "model.plan.json").is_file()
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert "--backend-config=tensorrt,plugins=\"/opt/s2trt/libs2trt_plugins.so\"" in readme
+    assert "LD_PRELOAD=/opt/s2trt/libs2trt_plugins.so" in readme
+
+
+def test_names_with_quotes_survive_the_text_format(tmp_path):
+    odd = ['say "hi"', "back\\slash", "café"]
+    model = write_onnx(tmp_path / "m.onnx", ModelMeta(names=odd, imgsz=[64, 64]))
+    R.export_repository(model, tmp_path / "repo")
+    cfg = parse_config(tmp_path / "repo" / R.DETECTOR / "config.pbtxt")
+    assert ModelMeta.from_props(json.loads(cfg.parameters["s2trt_meta"].string_value)).names == odd
+
+
+@pytest.mark.parametrize("bad, message", [
+    (R.RepoOptions(kind="tpu"), "instance kind"),
+    (R.RepoOptions(max_batch_size=0), ">= 1"),
+    (R.RepoOptions(conf_thres=1.5), "within 0..1"),
+])
+def test_bad_options_are_user_errors(onnx_model, tmp_path, bad, message):
+    with pytest.raises(S2Error, match=message):
+        R.export_repository(onnx_model, tmp_path / "repo", bad)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_unservable_models_are_refused(tmp_path):
+    with pytest.raises(S2Error, match="not found"):
+        R.export_repository(tmp_path / "missing.onnx", tmp_path / "repo")
+    trt_graph = write_onnx(tmp_path / "t.onnx", ModelMeta(names=NAMES, imgsz=[64, 64], flavour="tensorrt"))
+    with pytest.raises(S2Error, match="TensorRT flavour"):
+        R.export_repository(trt_graph, tmp_path / "repo")
+    engine = tmp_path / "e.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(S2Error, match="no sidecar"):
+        R.export_repository(engine, tmp_path / "repo")
+
+
+class FakeBackend:
+    """Outputs one box per image at a position taken from the image's mean, so results are traceable."""
+
+    def __init__(self, imgsz=(64, 64)):
+        self.meta = ModelMeta(names=NAMES, imgsz=list(imgsz))
+        self.imgsz, self.max_batch, self.name, self.calls = imgsz, 8, "fake", []
+
+    def infer(self, batch):
+        self.calls.append(len(batch))
+        out = np.zeros((len(batch), 2, 5 + len(NAMES)), np.float32)
+        for i, x in enumerate(batch):
+            c = float(x.mean()) * 40 + 10
+            out[i, 0, :8] = [c, c, 8, 8, 0.9, 0.1, 0.9, 0.1]  # class 1, score 0.81
+        return {"output0": out}
+
+    def close(self):
+        pass
+
+
+def frame(value, h=64, w=64):
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def test_run_requests_batches_good_requests_and_fails_bad_ones_alone():
+    import cv2
+
+    backend = FakeBackend()
+    det = Detector(backend, NmsSettings(max_det=5))
+    png = np.frombuffer(cv2.imencode(".png", frame(200))[1].tobytes(), np.uint8)[None]
+    garbage = np.frombuffer(b"not an image", np.uint8)[None]
+    results = det.run_requests([
+        (None, np.stack([frame(0), frame(255)]), {}),
+        (garbage, None, {}),
+        (png, None, {"conf_thres": 0.9}),  # the box scores 0.81: filtered for this request only
+        (None, None, {}),
+        (None, frame(0)[None], {"conf_thres": 2}),
+        (png, None, {}),
+    ])
+    assert backend.calls == [4]  # one network call for the four good images
+    assert [r["num_dets"].ravel().tolist() if isinstance(r, dict) else None for r in results] == \
+        [[1, 1], None, [0], None, None, [1]]
+    assert "not a decodable image" in str(results[1]) and "exactly one" in str(results[3])
+    assert "within 0..1" in str(results[4])
+    boxes = from_nms_outputs(*(results[0][k] for k in ("num_dets", "det_boxes", "det_scores", "det_classes")))
+    # Frame 0: mean 0 -> box centre 10; frame 1: mean 1 -> centre 50 (same letterbox: 64x64, ratio 1).
+    np.testing.assert_allclose(boxes[0][0], [6, 6, 14, 14, 0.81, 1], atol=1e-5)
+    np.testing.assert_allclose(boxes[1][0], [46, 46, 54, 54, 0.81, 1], atol=1e-5)
+    assert results[0]["det_boxes"].shape == (2, 5, 4)
+
+
+def test_frames_from_inputs_shapes():
+    with pytest.raises(S2Error, match="uint8 of shape"):
+        frames_from_inputs(None, np.zeros((1, 4, 4, 3), np.float32))
+    with pytest.raises(S2Error, match="empty"):
+        frames_from_inputs(None, np.zeros((0, 4, 4, 3), np.uint8))
+    with pytest.raises(S2Error, match="holds no image"):
+        frames_from_inputs(np.zeros((0, 10), np.uint8), None)
+    assert len(frames_from_inputs(None, np.zeros((3, 4, 5, 3), np.uint8))) == 3
+
+
+def test_to_layout_pads_and_truncates():
+    dets = [np.array([[1, 2, 3, 4, 0.9, 2], [5, 6, 7, 8, 0.8, 0]], np.float32), np.zeros((0, 6), np.float32)]
+    out = to_layout(dets, 1)
+    assert out["num_dets"].tolist() == [[1], [0]] and out["num_dets"].dtype == np.int32
+    assert out["det_boxes"].tolist() == [[[1, 2, 3, 4]], [[0, 0, 0, 0]]]
+    assert out["det_classes"].dtype == np.int32 and out["det_classes"].tolist() == [[2], [0]]
+
+
+def test_nms_override_caps_max_det_and_parses_strings():
+    s = NmsSettings(max_det=10).override({"max_det": "50", "agnostic": "true", "iou_thres": "0.6",
+                                          "unrelated": 1})
+    assert (s.max_det, s.agnostic, s.iou_thres, s.conf_thres) == (10, True, 0.6, 0.25)
+
+
+def test_finding_the_server_binary(tmp_path, monkeypatch):
+    from s2trt.serve import server
+
+    fake = tmp_path / "tritonserver"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(server.ENV_BINARY, str(fake))
+    found = server.find_tritonserver()
+    assert found.binary == fake and not found.bundled  # a plain binary: its own backends folder
+    monkeypatch.setenv(server.ENV_BINARY, str(tmp_path / "nope"))
+    with pytest.raises(S2Error, match="does not exist"):
+        server.find_tritonserver()
+    monkeypatch.delenv(server.ENV_BINARY)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert server.find_tritonserver().binary == fake
+    with pytest.raises(S2Error, match="not a Triton model repository"):
+        server.TritonServer(tmp_path)
+
+
+def test_s2serve_export_command(onnx_model, tmp_path, capsys):
+    from s2trt.serve.cli import main
+
+    assert main(["export", str(onnx_model), str(tmp_path / "repo"), "--instances", "2", "--ensemble",
+                 "--python-path", "/p"]) == 0
+    assert "s2serve " in capsys.readouterr().out
+    cfg = parse_config(tmp_path / "repo" / R.DETECTOR / "config.pbtxt")
+    assert cfg.instance_group[0].count == 2 and cfg.parameters["python_path"].string_value == "/p"
+    assert main(["export", str(tmp_path / "none.onnx"), str(tmp_path / "r2")]) == 1
+    assert "model not found" in capsys.readouterr().err

@@ -1,0 +1,277 @@
+"""Against a real Triton Inference Server on 127.0.0.1 (the binary of the nvidia-pytriton wheel, or a
+`tritonserver` on PATH): same detections as the local runtime, a bounded load test, malformed
+requests, a server killed mid-run, and s2serve's start/stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from s2trt.errors import S2Error
+from s2trt.serve import repository as R
+
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient (s2trt[triton])")
+
+from s2trt.serve import server as S  # noqa: E402
+
+try:
+    S.find_tritonserver()
+    HAVE_SERVER = True
+except S2Error:
+    HAVE_SERVER = False
+pytestmark = pytest.mark.skipif(not HAVE_SERVER,
+                                reason="no tritonserver: pip install nvidia-pytriton (x86_64)")
+
+sys.path.insert(0, str(Path(__file__).parent))
+import serve_fixtures as F  # noqa: E402
+
+MAX_DET = 100
+DEMO_IMAGES = sorted((Path(__file__).parents[1] / "demo" / "assets" / "images").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return F.export_test_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def repo(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("repo")
+    # Two instances of one thread each: parallel instances on the 2-core CI machine, not oversubscribed.
+    R.export_repository(model, path, R.RepoOptions(max_batch_size=8, instances=2, cpu_threads=1,
+                                                   max_det=MAX_DET, queue_delay_us=1000, ensemble=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(repo, tmp_path_factory):
+    with S.TritonServer(repo, log_path=tmp_path_factory.mktemp("log") / "triton.log") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def images():
+    """(encoded file bytes, decoded BGR frame) for synthetic images and the bundled demo images."""
+    files = [F.encode_jpeg(img) for img in F.sample_images(5)] + [p.read_bytes() for p in DEMO_IMAGES]
+    return [(b, cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)) for b in files]
+
+
+@pytest.fixture(scope="module")
+def local(model, images):
+    """The local runtime's detections: ONNX Runtime backend, shared letterbox and NMS."""
+    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.serve.detector import Detector, NmsSettings
+
+    def run(conf_thres=0.25):
+        with OrtBackend(model, "cpu") as backend:
+            det = Detector(backend, NmsSettings(conf_thres=conf_thres, max_det=MAX_DET))
+            return [det.detect([frame])[0] for _, frame in images]
+    return run
+
+
+def assert_same(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape, (g.shape, w.shape)
+        np.testing.assert_array_equal(g[:, 5], w[:, 5])
+        np.testing.assert_allclose(g[:, :4], w[:, :4], atol=1e-2)  # pixels; batching may reorder FP sums
+        np.testing.assert_allclose(g[:, 4], w[:, 4], atol=1e-4)
+
+
+@pytest.mark.parametrize("model_name, as_frames",
+                         [(R.DETECTOR, False), (R.DETECTOR, True), (R.ENSEMBLE, False)])
+def test_server_detections_equal_local_runtime(server, images, local, model_name, as_frames):
+    from s2trt.serve.client import TritonClient
+
+    want = local()
+    assert sum(len(w) for w in want) > 10  # the comparison is not between empty lists
+    with TritonClient(server.endpoints.grpc_url, model_name) as client:
+        got = client.detect([frame if as_frames else data for data, frame in images])
+    assert_same(got, want)
+
+
+def test_request_parameters_override_server_thresholds(server, images, local):
+    from s2trt.serve.client import TritonClient
+
+    want = local(conf_thres=0.6)
+    assert sum(len(w) for w in want) < sum(len(w) for w in local())
+    with TritonClient(server.endpoints.grpc_url, params={"conf_thres": 0.6}) as client:
+        assert_same(client.detect([data for data, _ in images]), want)
+
+
+def test_s2infer_backend_matches_onnx_backend(server, model, images):
+    """The runtime's own path (letterbox -> backend.infer -> decode -> scale) with both backends."""
+    from s2trt.runtime.backend import decode
+    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.postprocess import scale_boxes
+    from s2trt.runtime.preprocess import preprocess
+    from s2trt.serve.client import TritonBackend
+
+    frames = [frame for _, frame in images]
+    results = []
+    for backend in (OrtBackend(model, "cpu"), TritonBackend(server.endpoints.grpc_url)):
+        with_meta = backend.meta
+        x, infos = preprocess(frames, backend.imgsz, stride=with_meta.stride)
+        dets = decode(backend.infer(x), 0.25, 0.45, max_det=MAX_DET)
+        results.append([scale_boxes(d, i) for d, i in zip(dets, infos, strict=True)])
+        backend.close()
+    assert_same(results[1], results[0])
+
+
+def test_load_8_clients_50_requests_each(server, images, local):
+    from s2trt.serve.client import TritonClient
+
+    want = local()
+    n_clients, n_requests = 8, 50
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    mismatches = []
+
+    def worker(k: int) -> None:
+        try:
+            with TritonClient(server.endpoints.grpc_url) as client:
+                for j in range(n_requests):
+                    i = (k + j) % len(images)
+                    t0 = time.perf_counter()
+                    got = client.submit(images[i][0]).result()
+                    latencies.append(time.perf_counter() - t0)
+                    if got.shape != want[i].shape or not np.allclose(got[:, :4], want[i][:, :4], atol=1e-2):
+                        mismatches.append(i)
+        except BaseException as e:
+            errors.append(e)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    wall = time.perf_counter() - t0
+    assert not errors and not mismatches
+    assert len(latencies) == n_clients * n_requests
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+    print(f"\nTriton load test: {n_clients} clients x {n_requests} requests, "
+          f"{len(latencies) / wall:.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+
+def infer_raw(server, inputs, model_name=R.DETECTOR):
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc_url)
+    tensors = []
+    for name, array in inputs:
+        t = grpcclient.InferInput(name, list(array.shape), "FP32" if array.dtype == np.float32 else "UINT8")
+        t.set_data_from_numpy(array)
+        tensors.append(t)
+    try:
+        return client.infer(model_name, tensors)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ([("FRAME", np.zeros((1, 32, 32), np.uint8))], "unexpected shape"),
+    ([("FRAME", np.zeros((1, 32, 32, 3), np.float32))], "expects 'UINT8'"),
+    ([("IMAGE", np.frombuffer(b"\xff\xd8 not a jpeg at all", np.uint8)[None])], "not a decodable image"),
+    ([("IMAGE", np.zeros((0, 16), np.uint8))], "byte size mismatch"),  # an empty batch
+    ([("FRAME", np.zeros((0, 32, 32, 3), np.uint8))], "byte size mismatch"),
+    ([], "0 inputs"),  # no input at all
+    ([("IMAGE", np.ones((1, 8), np.uint8)), ("FRAME", np.zeros((1, 8, 8, 3), np.uint8))], "exactly one"),
+    ([("SOMETHING", np.zeros((1, 3), np.uint8))], "unexpected inference input"),
+])
+def test_malformed_requests_get_an_error_and_the_server_keeps_serving(server, images, inputs, message):
+    with pytest.raises(grpcclient.InferenceServerException, match=message):
+        infer_raw(server, inputs)
+    assert server.running()
+    good = infer_raw(server, [("IMAGE", np.frombuffer(images[0][0], np.uint8)[None])])
+    assert good.as_numpy("num_dets").shape == (1, 1)
+
+
+def test_bad_image_fails_only_its_own_request(server, images):
+    from s2trt.serve.client import TritonClient
+
+    with TritonClient(server.endpoints.grpc_url) as client:
+        bad = client.submit(b"garbage")
+        good = [client.submit(data) for data, _ in images]
+        with pytest.raises(S2Error, match=r"rejected the request: .*not a decodable image"):
+            bad.result()
+        assert all(f.result().shape[1] == 6 for f in good)
+
+
+def test_metrics_endpoint_counts_inferences(server, images):
+    from s2trt.serve.client import TritonClient
+
+    with TritonClient(server.endpoints.grpc_url) as client:
+        client.detect([data for data, _ in images])
+    text = urllib.request.urlopen(server.endpoints.metrics_url, timeout=10).read().decode()
+    line = next(x for x in text.splitlines()
+                if x.startswith("nv_inference_request_success") and f'model="{R.DETECTOR}"' in x)
+    assert float(line.split()[-1]) >= len(images)
+
+
+def test_killed_server_gives_the_client_one_clear_error(model, images, tmp_path):
+    from s2trt.serve.client import TritonClient
+
+    R.export_repository(model, tmp_path / "repo", R.RepoOptions(max_det=MAX_DET, cpu_threads=1))
+    srv = S.TritonServer(tmp_path / "repo").start()
+    try:
+        client = TritonClient(srv.endpoints.grpc_url, timeout=20)
+        errors: list[S2Error] = []
+
+        def run() -> None:
+            try:
+                for _ in range(1000):
+                    client.detect([data for data, _ in images])
+            except S2Error as e:
+                errors.append(e)
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.5)
+        srv.kill()
+        t.join(timeout=60)
+        assert not t.is_alive() and len(errors) == 1
+        assert srv.endpoints.grpc_url in str(errors[0]) and "unreachable" in str(errors[0])
+        with pytest.raises(S2Error, match="unreachable"):
+            TritonClient(srv.endpoints.grpc_url, timeout=5)
+    finally:
+        srv.stop()
+
+
+def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(repo):
+    ports = [S.free_port() for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "s2trt.serve.cli", str(repo), "--host", "127.0.0.1",
+         "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        out = "".join(lines)
+        assert "Triton is ready" in out, out
+        assert f"127.0.0.1:{ports[1]}" in out and f"http://127.0.0.1:{ports[2]}/metrics" in out
+        health = f"http://127.0.0.1:{ports[0]}/v2/health/ready"
+        assert urllib.request.urlopen(health, timeout=5).status == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        with pytest.raises(OSError):
+            urllib.request.urlopen(health, timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
