@@ -115,6 +115,10 @@ def load(state: ExportState) -> None:
     req = state.req
     check_writable(req.portable_path().parent)
     loaded = load_checkpoint(req.weights, req.cfg)
+    if req.plugin and not loaded.has_s2attention:
+        raise S2Error(f"{req.weights.name} has no S2Attention block, so there is nothing for the "
+                      f"{OP_TYPE} plugin to replace: rerun with --no-plugin (the TensorRT engine is then "
+                      "built from the portable graph)")
     state.loaded = loaded
     state.stride = max(loaded.stride)
     state.imgsz = onnx_export.check_imgsz(req.imgsz, state.stride)
@@ -170,10 +174,6 @@ def tensorrt_graph(state: ExportState) -> None:
     from s2trt.export.surgery import insert_plugin
 
     assert state.portable_fp32 is not None and state.loaded is not None
-    if not state.loaded.has_s2attention:
-        raise S2Error(f"{state.req.weights.name} has no S2Attention block, so there is nothing for the "
-                      f"{OP_TYPE} plugin to replace: rerun with --no-plugin (the TensorRT engine is then "
-                      "built from the portable graph)")
     trt_model, state.blocks = insert_plugin(state.portable_fp32)
     onnx_export.check_op_set(trt_model, allowed_custom=frozenset({OP_TYPE}))
     # onnx.reference is pure NumPy: one image is enough to check the wiring of the plugin node.

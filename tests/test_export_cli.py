@@ -1,0 +1,207 @@
+"""s2export end to end on YOLOv5-format checkpoints: files, metadata, exit codes, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from yolov5_fake import build_model, make_yolov5_checkpoint
+
+from s2trt.errors import EXIT_NO_ENGINE
+from s2trt.export import parity
+from s2trt.export.cli import main
+from s2trt.export.outputs import StagedFiles
+from s2trt.meta import read_onnx_meta
+
+IMGSZ = "160"
+SMALL = "64"  # where the size does not matter: keeps the file fast
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    path = make_yolov5_checkpoint(tmp_path_factory.mktemp("ckpt"), cfg="yolov5n-s2", nc=3, half=True)
+    # The checkpoint stores FP16 weights: the reference is the pickled model with those weights.
+    return path, make_yolov5_checkpoint.last_model.half().float().eval()
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    """TensorRT absent even where a test elsewhere made its Python module importable."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+@pytest.fixture(scope="module")
+def exported(ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    rc = main([str(ckpt[0]), "--imgsz", IMGSZ, "--dynamic", "--onnx-only", "-o", str(out), "-q"])
+    assert rc == 0
+    return out
+
+
+def test_onnx_only_writes_both_flavours_with_metadata(ckpt, exported):
+    stem = ckpt[0].stem
+    assert sorted(p.name for p in exported.iterdir()) == sorted(
+        [f"{stem}.onnx", f"{stem}.json", f"{stem}.trt.onnx", f"{stem}.trt.json"])
+    portable, trt = read_onnx_meta(exported / f"{stem}.onnx"), read_onnx_meta(exported / f"{stem}.trt.onnx")
+    assert portable.flavour == "portable" and portable.plugin is None
+    assert trt.flavour == "tensorrt" and trt.plugin == "S2SplitAttention"
+    assert portable.names == ["class0", "class1", "class2"] and portable.imgsz == [160, 160]
+    assert portable.batch == "dynamic" and portable.stride == 32 and portable.precision == "fp32"
+    side = json.loads((exported / f"{stem}.json").read_text())
+    assert side["flavour"] == "portable" and side["names"] == portable.names
+    checks = {p["name"].split(" (")[0]: p for p in side["parity"]}
+    assert checks["portable fp32"]["pass"] and checks["portable fp32"]["rel"] <= 1e-4
+    assert checks["tensorrt fp32"]["pass"]
+    assert json.loads((exported / f"{stem}.trt.json").read_text())["plugin_blocks"] == 1
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_written_file_runs_at_any_batch_like_pytorch(ckpt, exported, batch):
+    x, _ = parity.sample_input([160, 160], batch)
+    out = parity.run_ort(_load(exported / f"{ckpt[0].stem}.onnx"), x)[0]
+    with torch.no_grad():
+        ref = ckpt[1](torch.from_numpy(x)).numpy()
+    assert parity.compare("file", out, ref, parity.FP32_TOL, "t").ok
+
+
+def _load(path: Path):
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def test_without_tensorrt_exit_3_and_print_the_build_command(ckpt, tmp_path, capsys, no_tensorrt):
+    rc = main([str(ckpt[0]), "--imgsz", SMALL, "--fp16", "-o", str(tmp_path / "m.onnx"), "-q"])
+    assert rc == EXIT_NO_ENGINE == 3
+    err = capsys.readouterr().err
+    assert "TensorRT is not installed" in err
+    assert "s2export " in err and "m.trt.onnx" in err and "trtexec --onnx=" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx", "m.trt.json", "m.trt.onnx"]
+    assert read_onnx_meta(tmp_path / "m.onnx").precision == "fp16"
+
+    # The Jetson workflow: build from the ONNX alone (again no TensorRT here: exit 3, same advice).
+    assert main([str(tmp_path / "m.trt.onnx"), "--fp16", "-q"]) == 3
+    assert "trtexec" in capsys.readouterr().err
+
+
+def test_onnx_input_with_dynamic_shapes_in_the_hint(ckpt, exported, capsys, no_tensorrt):
+    onnx_path = exported / f"{ckpt[0].stem}.trt.onnx"
+    assert main([str(onnx_path), "--min", "1", "--opt", "2", "--max", "8", "-q"]) == 3
+    assert "maxShapes=images:8x3x160x160" in capsys.readouterr().err
+
+
+def test_nms_and_no_plugin(ckpt, tmp_path):
+    rc = main([str(ckpt[0]), "--imgsz", SMALL, "--nms", "--max-det", "20", "--no-plugin", "--onnx-only",
+               "-o", str(tmp_path), "-q"])
+    assert rc == 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [f"{ckpt[0].stem}.json", f"{ckpt[0].stem}.onnx"]  # no TensorRT flavour
+    model = _load(tmp_path / f"{ckpt[0].stem}.onnx")
+    assert [o.name for o in model.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    meta = read_onnx_meta(tmp_path / f"{ckpt[0].stem}.onnx")
+    assert meta.nms["max_det"] == 20 and meta.nms["iou_thres"] == 0.45
+    outs = parity.run_ort(model, parity.sample_input([64, 64], 1)[0])
+    assert outs[1].shape == (1, 20, 4)
+
+
+def test_plain_yolov5s_needs_no_plugin(tmp_path, capsys):
+    ck = make_yolov5_checkpoint(tmp_path, cfg="yolov5s", nc=2, width_multiple=0.25)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main([str(ck), "--imgsz", "64", "--onnx-only", "-o", str(out), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no S2Attention block" in err[0] and "--no-plugin" in err[0]
+    assert not list(out.iterdir())
+    assert main([str(ck), "--imgsz", "64", "--onnx-only", "--no-plugin", "-o", str(out), "-q"]) == 0
+    assert sorted(p.suffix for p in out.iterdir()) == [".json", ".onnx"]
+
+
+def _evil(path: Path, marker: Path) -> Path:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path.write_bytes(pickle.dumps({"model": Evil()}))
+    return path
+
+
+def _bad_inputs(tmp: Path, ckpt: Path) -> dict[str, tuple[list[str], str]]:
+    corrupt = tmp / "corrupt.pt"
+    corrupt.write_bytes(os.urandom(4096))
+    truncated = tmp / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:200_000])
+    state = tmp / "state.pt"
+    torch.save(build_model("yolov5n-s2", nc=3).state_dict(), state)
+    a_file = tmp / "a_file"
+    a_file.write_text("x")
+    return {
+        "missing": ([str(tmp / "nope.pt")], "not found"),
+        "corrupt": ([str(corrupt)], "not a readable PyTorch checkpoint"),
+        "truncated": ([str(truncated)], "not a readable PyTorch checkpoint"),
+        "malicious": ([str(_evil(tmp / "evil.pt", tmp / "pwned"))], "allow-list"),
+        "wrong architecture": ([str(state), "--cfg", "yolov5s-s2"], "do not fit the model config"),
+        "imgsz": ([str(ckpt), "--imgsz", "100"], "not a multiple of the model stride 32"),
+        "output folder missing": ([str(ckpt), "-o", str(tmp / "no" / "m.onnx")], "does not exist"),
+        "output folder is a file": ([str(ckpt), "-o", str(a_file / "m.onnx")], "not a folder"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "malicious", "wrong architecture",
+                                  "imgsz", "output folder missing", "output folder is a file"])
+def test_bad_input_one_line_nonzero_no_files(ckpt, tmp_path, capsys, case):
+    src = tmp_path / "src"
+    src.mkdir()
+    args, message = _bad_inputs(src, ckpt[0])[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    before = sorted(src.iterdir())
+    if "-o" not in args:
+        args += ["-o", str(out)]
+    if "--imgsz" not in args:
+        args += ["--imgsz", SMALL]
+    rc = main([*args, "--onnx-only", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1, err
+    assert len(err) == 1 and err[0].startswith("s2export: error:") and message in err[0], err
+    assert not list(out.iterdir()) and sorted(src.iterdir()) == before
+    assert not (src / "pwned").exists()
+
+
+def test_failed_parity_writes_nothing(ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(parity, "FP32_TOL", 0.0)  # no float graph is bit-exact: the check must fail
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--onnx-only", "-o", str(tmp_path), "-q"]) == 1
+    assert "parity check failed" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_staged_files_all_or_nothing(tmp_path):
+    staged = StagedFiles()
+    staged.add(tmp_path / "a.onnx", b"a")
+    staged.add(tmp_path / "missing" / "a.json", b"b")
+    with pytest.raises(Exception, match="cannot write"):
+        staged.commit()
+    assert not list(tmp_path.iterdir())
+
+
+def test_help_documents_exit_codes(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for line in ("exit codes:", "3   ONNX written", "--onnx-only", "--min-shape", "--plugin-lib",
+                 "--timing-cache", "--workspace", "--device"):
+        assert line in text
+
+
+def test_fp16_sidecar_states_the_tolerance(ckpt, tmp_path):
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--fp16", "--onnx-only", "-o", str(tmp_path), "-q"]) == 0
+    side = json.loads((tmp_path / f"{ckpt[0].stem}-fp16.json").read_text())
+    fp16 = [p for p in side["parity"] if "fp16" in p["name"]]
+    assert len(fp16) == 2 and all(p["pass"] and p["tol"] == 1e-2 for p in fp16)
+    assert np.isfinite([p["rel"] for p in side["parity"]]).all()
