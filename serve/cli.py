@@ -105,7 +105,8 @@ def _serve(args: argparse.Namespace) -> int:
         server.start(timeout=args.startup_timeout)
         e = server.endpoints
         where = "all interfaces" if args.host in ("0.0.0.0", "") else args.host
-        print(f"Triton is ready ({time.monotonic() - started:.1f} s), serving {server.repository} on {where}\n"
+        print(f"Triton is ready ({time.monotonic() - started:.1f} s), serving {server.repository} "
+              f"on {where}\n"
               f"  gRPC     {e.host}:{e.grpc}    (s2infer --triton {e.host}:{e.grpc} SOURCE)\n"
               f"  HTTP     {e.http_url}\n  metrics  {e.metrics_url}\n"
               f"  log      {server.log_file}\nPress Ctrl-C to stop.", flush=True)
