@@ -1,0 +1,98 @@
+"""runtime.evaluate: oracle backends with known IoU give known mAP; the bundled demo model's floor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from s2trt.demo.synth import generate
+from s2trt.errors import S2Error
+from s2trt.runtime.evaluate import coco_map, evaluate
+
+pytest.importorskip("faster_coco_eval")
+
+NC = 5
+IMGSZ = 256
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Width 256 and heights 256 or 192 (the generator mixes both), so letterbox padding is exercised.
+    return generate(tmp_path_factory.mktemp("shapes"), seed=0, counts={"val": 6}, imgsz=256)
+
+
+def _truth(data: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per image in sorted order: (h, w) and label rows [cls, cx, cy, w, h] in pixels."""
+    for p in sorted((data.parent / "images" / "val").glob("*.jpg")):
+        h, w = cv2.imread(str(p)).shape[:2]
+        rows = np.loadtxt(data.parent / "labels" / "val" / f"{p.stem}.txt", ndmin=2)
+        yield np.array([h, w]), rows * np.array([1, w, h, w, h])
+
+
+def oracle(data: Path, shift: float = 0.0, class_offset: int = 0, n_out: int = 50):
+    """A backend that 'predicts' the ground truth, moved right by `shift` box widths, in network pixels.
+
+    The letterbox arithmetic is written out here (scale to fit, centred padding), not imported.
+    """
+    rows = []
+    for (h, w), lab in _truth(data):
+        r = min(IMGSZ / h, IMGSZ / w)
+        dw, dh = (IMGSZ - round(w * r)) / 2, (IMGSZ - round(h * r)) / 2
+        out = np.zeros((n_out, 5 + NC), np.float32)
+        for k, (c, cx, cy, bw, bh) in enumerate(lab):
+            out[k, :4] = ((cx + shift * bw) * r + dw, cy * r + dh, bw * r, bh * r)
+            out[k, 4] = 0.9
+            out[k, 5 + (int(c) + class_offset) % NC] = 1.0
+        rows.append(out)
+    queue = iter(rows)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        assert x.dtype == np.float32 and x.shape[1:] == (3, IMGSZ, IMGSZ)
+        return np.stack([next(queue) for _ in range(len(x))])
+
+    return predict
+
+
+def test_perfect_predictions_score_one(data: Path) -> None:
+    r = evaluate(oracle(data), data, imgsz=IMGSZ, batch=4)
+    assert r["images"] == 6
+    assert r["mAP50"] == pytest.approx(1.0, abs=1e-6)
+    assert r["mAP50-95"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_shifted_boxes_lose_exactly_the_strict_thresholds(data: Path) -> None:
+    # Moving every box by 10% of its width gives IoU 0.9 / 1.1 = 0.818: it passes the thresholds
+    # 0.50 .. 0.80 (7 of the 10) and fails 0.85 .. 0.95.
+    r = evaluate(oracle(data, shift=0.1), data, imgsz=IMGSZ, batch=4)
+    assert r["mAP50"] == pytest.approx(1.0, abs=1e-6)
+    assert r["mAP50-95"] == pytest.approx(0.7, abs=1e-6)
+    # Half a width: IoU 1/3, nothing counts.
+    r = evaluate(oracle(data, shift=0.5), data, imgsz=IMGSZ, batch=3)
+    assert r["mAP50"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_wrong_classes_score_zero(data: Path) -> None:
+    r = evaluate(oracle(data, class_offset=1), data, imgsz=IMGSZ, batch=6)
+    assert r["mAP50"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_false_positive_ranked_first_halves_ap() -> None:
+    gt = [((100, 100), np.array([[10.0, 10, 50, 50]]), np.array([0]))]
+    dets = [np.array([[60, 60, 90, 90, 0.9, 0], [10, 10, 50, 50, 0.8, 0]], np.float32)]
+    # Precision 1/2 at recall 1, and the precision envelope is 1/2 at every recall level.
+    r = coco_map(gt, dets, nc=1)
+    assert r["mAP50"] == pytest.approx(0.5, abs=1e-6)
+    assert coco_map(gt, [np.zeros((0, 6), np.float32)], nc=1)["mAP50"] == 0.0
+
+
+def test_user_errors(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(S2Error, match="no 'train' split"):
+        evaluate(oracle(data), data, split="train", imgsz=IMGSZ)
+    with pytest.raises(S2Error, match="backend returned shape"):
+        evaluate(lambda x: np.zeros((1, 10, 10), np.float32), data, imgsz=IMGSZ, batch=2)
+    with pytest.raises(S2Error, match="not found"):
+        evaluate(oracle(data), tmp_path / "nothing.yaml", imgsz=IMGSZ)
