@@ -212,3 +212,7 @@ def _main_onnx(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_main("s2export", parse, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
