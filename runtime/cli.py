@@ -22,6 +22,7 @@ EPILOG = """examples:
   s2infer --onnx demo.onnx images/ --no-save --save-json out.jsonl
   s2infer --weights best.pt 0 --show                      camera 0, PyTorch reference backend
   s2infer --engine m.engine rtsp://cam/stream --batch 4 -o cam.mp4
+  s2infer --triton localhost:8001 video.mp4                the detector served by s2serve
 
 exit codes: 0 done (unreadable frames are skipped and reported), 1 nothing could be done (the message
 says why), 2 bad command line, 70 internal error, 130 interrupted (outputs so far are complete)"""
@@ -33,11 +34,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video, camera index (0) or "
                    "rtsp:// / http:// URL")
-    m = p.add_argument_group("model (one of --engine, --onnx, --weights)")
+    m = p.add_argument_group("model (one of --engine, --onnx, --weights, --triton)")
     which = m.add_mutually_exclusive_group(required=True)
     which.add_argument("--engine", metavar="PATH", help="TensorRT engine (with its .engine.json sidecar)")
     which.add_argument("--onnx", metavar="PATH", help="ONNX model exported by s2export (ONNX Runtime)")
     which.add_argument("--weights", metavar="PATH", help="YOLOv5 .pt checkpoint (PyTorch, reference path)")
+    which.add_argument("--triton", metavar="HOST:PORT", help="a Triton server running s2trt's model "
+                       "repository (gRPC; see s2serve)")
+    m.add_argument("--triton-model", default="s2trt_detector", help="model name on the Triton server "
+                   "(default s2trt_detector)")
     m.add_argument("--cfg", help="model config for a plain state_dict checkpoint (e.g. yolov5s-s2)")
     m.add_argument("--plugin-lib", metavar="PATH", help="S2SplitAttention plugin library for --engine "
                    "(default: the one named in the engine's sidecar)")
@@ -94,6 +99,11 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 
 def open_backend(a: argparse.Namespace):
+    if a.triton:
+        from s2trt.serve.client import TritonBackend
+
+        return TritonBackend(a.triton, a.triton_model, conf_thres=a.conf_thres, iou_thres=a.iou_thres,
+                             agnostic=a.agnostic_nms, max_det=a.max_det)
     if a.engine:
         from s2trt.runtime.backend_trt import TrtBackend
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +234,48 @@ def test_ort_cuda_and_torch_cuda_agree_with_cpu(models, ort_backend):
 
         tb = TorchBackend(models["pt"], IMGSZ, device="cuda")
         np.testing.assert_allclose(tb.infer(x)["output0"], cpu, rtol=1e-2, atol=1e-2)
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "demo" / "assets" / "sample.mp4"
+DEMO_PT = SAMPLE.with_name("demo.pt")
+
+
+def cli_detections(tmp_path, name, *argv):
+    from s2trt.runtime.cli import main
+
+    out = tmp_path / f"{name}.jsonl"
+    assert main([*map(str, argv), str(SAMPLE), "--vid-stride", "5", "--no-save", "--save-json", str(out),
+                 "-q"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    return {r["frame"]: np.column_stack([np.array(r["boxes"]).reshape(-1, 4), r["scores"], r["class_ids"]])
+            for r in recs}
+
+
+@pytest.mark.parametrize("which", ["tiny", "demo"])
+def test_ort_and_pytorch_give_the_same_detections_on_the_sample_video(tmp_path, which):
+    """s2infer --onnx and s2infer --weights, end to end on every 5th frame of the bundled sample video."""
+    if not SAMPLE.is_file():
+        pytest.skip("demo/assets/sample.mp4 is not in this checkout")
+    if which == "tiny":
+        # random weights put some boxes on NMS/threshold decisions: allow 2% unpaired (see match_detections)
+        pt, onnx_path, conf, slack = tiny_models()["pt"], tiny_models()["onnx"], "0.7", 0.02
+    else:
+        if not DEMO_PT.is_file():
+            pytest.skip("demo/assets/demo.pt is not in this checkout yet")
+        from s2trt.export.cli import main as s2export
+
+        onnx_path, pt, conf, slack = tmp_path / "demo.onnx", DEMO_PT, "0.25", 0.01
+        assert s2export([str(pt), "--onnx-only", "-o", str(onnx_path), "-q"]) == 0
+    h, w = OrtBackend(onnx_path, device="cpu").imgsz
+    ort_dets = cli_detections(tmp_path, "ort", "--onnx", onnx_path, "--conf-thres", conf)
+    pt_dets = cli_detections(tmp_path, "pt", "--weights", pt, "--imgsz", h, w, "--device", "cpu",
+                             "--conf-thres", conf)
+    assert sorted(ort_dets) == sorted(pt_dets) == list(range(0, 250, 5))
+    # boxes are rounded to 0.01 px in the JSONL; 1 px in a 640x480 frame is a tight tolerance
+    a = np.concatenate([np.column_stack([d, np.full(len(d), f)]) for f, d in ort_dets.items()])
+    b = np.concatenate([np.column_stack([d, np.full(len(d), f)]) for f, d in pt_dets.items()])
+    # the frame number goes into the class column so boxes pair only within their own frame
+    a[:, 5] += 1000 * a[:, 6]
+    b[:, 5] += 1000 * b[:, 6]
+    total = match_detections(a[:, :6], b[:, :6], atol=1.0, unmatched=slack)
+    assert total >= len(ort_dets)  # at least one box per frame on average: the comparison has content

@@ -1,0 +1,208 @@
+"""s2infer runtime benchmark: our ORT path vs a bare onnxruntime loop, and pipelined vs sequential.
+
+    python benchmarks/bench_runtime.py [--onnx demo.onnx] [--video sample.mp4] [--repeats 3]
+
+Model: --onnx, else demo/assets/demo.onnx, else demo/assets/demo.pt exported with s2export, else a
+random-weight yolov5n-s2 at 416 (the demo's architecture) exported with s2export: speed does not depend
+on the weights. Videos: --video, else demo/assets/sample.mp4, else a generated 640x480 clip; and a
+generated 1920x1080 clip. Every figure is the best of --repeats runs, A and B interleaved, because the
+machine may be shared: the load average is printed with the results.
+
+1. Overhead, frames already decoded in memory, one frame per batch, no output files:
+   bare   = a hand-written loop: cv2 letterbox + cv2.dnn.blobFromImage + session.run + confidence
+            filter + cv2.dnn.NMSBoxesBatched, what a user writes without s2trt;
+   s2trt  = Runner(sequential) with OrtBackend, preprocess, NMS, scale_boxes and stats.
+   Also session.run alone vs OrtBackend.infer on the same tensors.
+2. End to end from the video file to an annotated mp4 + JSONL: sequential vs pipelined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "demo" / "assets"
+
+
+def resolve_model(arg: str | None, work: Path) -> tuple[Path, str]:
+    if arg:
+        return Path(arg), "given"
+    if (ASSETS / "demo.onnx").is_file():
+        return ASSETS / "demo.onnx", "demo.onnx"
+    pt, what = ASSETS / "demo.pt", "demo.pt exported with s2export"
+    if not pt.is_file():
+        import torch
+
+        from s2trt.models import DetectionModel
+
+        torch.manual_seed(0)
+        pt, what = work / "random.pt", "random-weight yolov5n-s2 (nc=3) exported with s2export"
+        torch.save({"model": DetectionModel("yolov5n-s2", nc=3).eval().half()}, pt)
+    out = work / "model.onnx"
+    from s2trt.export.cli import main as s2export
+
+    if s2export([str(pt), "--imgsz", "416", "--onnx-only", "-o", str(out), "-q"]) != 0:
+        sys.exit("s2export failed")
+    return out, what
+
+
+def synth_video(path: Path, frames: int, w: int, h: int) -> Path:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (w, h))
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(60, 200, (h // 8, w // 8, 3), dtype=np.uint8), (w, h))
+    for i in range(frames):
+        img = base.copy()
+        for k in range(6):
+            cx = int((0.1 + 0.13 * k) * w + 6 * i) % w
+            cy = int((0.2 + 0.1 * k) * h + 3 * i * (k % 2 * 2 - 1)) % h
+            cv2.circle(img, (cx, cy), h // 12, (40 * k, 200, 255 - 30 * k), -1)
+        vw.write(img)
+    vw.release()
+    return path
+
+
+def read_frames(video: Path, n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < n:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return frames
+
+
+def bare_loop(sess, frames: list[np.ndarray], imgsz: tuple[int, int], conf: float, iou: float) -> int:
+    """What a user writes with onnxruntime and OpenCV alone (same letterbox and NMS semantics)."""
+    h, w = imgsz
+    name = sess.get_inputs()[0].name
+    kept = 0
+    for img in frames:
+        r = min(h / img.shape[0], w / img.shape[1])
+        nw, nh = round(img.shape[1] * r), round(img.shape[0] * r)
+        dw, dh = (w - nw) / 2, (h - nh) / 2
+        lb = cv2.copyMakeBorder(cv2.resize(img, (nw, nh)), round(dh - 0.1), round(dh + 0.1),
+                                round(dw - 0.1), round(dw + 0.1), cv2.BORDER_CONSTANT, value=(114,) * 3)
+        blob = cv2.dnn.blobFromImage(lb, 1 / 255, swapRB=True)
+        p = sess.run(None, {name: blob})[0][0]
+        p = p[p[:, 4] > conf]
+        scores = p[:, 5:] * p[:, 4:5]
+        cls = scores.argmax(1)
+        score = scores.max(1)
+        m = score > conf
+        p, cls, score = p[m], cls[m], score[m]
+        boxes = np.stack([p[:, 0] - p[:, 2] / 2, p[:, 1] - p[:, 3] / 2, p[:, 2], p[:, 3]], 1)
+        keep = cv2.dnn.NMSBoxesBatched(boxes.astype(np.float64), score, cls, conf, iou) if len(p) else []
+        det = np.asarray(boxes[np.asarray(keep, int).reshape(-1)])
+        det[:, :2] = (det[:, :2] - (dw, dh)) / r
+        kept += len(det)
+    return kept
+
+
+def best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def machine() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--onnx")
+    ap.add_argument("--video")
+    ap.add_argument("--frames", type=int, default=100, help="frames for the overhead test")
+    ap.add_argument("--video-frames", type=int, default=150, help="frames of the generated videos")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--conf-thres", type=float, default=0.25)
+    a = ap.parse_args()
+
+    import onnxruntime as ort
+
+    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.pipeline import DetectOptions, Runner
+    from s2trt.runtime.preprocess import preprocess
+    from s2trt.runtime.sinks import Sinks
+    from s2trt.runtime.sources import Frame, open_source
+
+    work = Path(tempfile.mkdtemp(prefix="s2bench-"))
+    model, model_what = resolve_model(a.onnx, work)
+    sample = Path(a.video) if a.video else ASSETS / "sample.mp4"
+    sample_what = str(sample.relative_to(ROOT)) if sample.is_file() and not a.video else str(sample)
+    if not sample.is_file():
+        sample = synth_video(work / "sample640.mp4", a.video_frames, 640, 480)
+        sample_what = f"generated 640x480, {a.video_frames} frames"
+    hd = synth_video(work / "hd1080.mp4", a.video_frames, 1920, 1080)
+
+    backend = OrtBackend(model, device="cpu")
+    imgsz = backend.imgsz
+    print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"model: {model_what} ({model.name}, input {imgsz[0]}x{imgsz[1]}, {backend.name})")
+    print(f"onnxruntime {ort.__version__}, opencv {cv2.__version__}, numpy {np.__version__}\n")
+
+    sess = backend.session  # the same session: only the code around it differs
+    opts = DetectOptions(a.conf_thres)
+    frames = read_frames(sample, a.frames)
+    n = len(frames)
+    x, _ = preprocess(frames[:1], imgsz)
+
+    def ours_e2e():
+        items = [Frame(f, "mem", i, "video") for i, f in enumerate(frames)]
+        Runner(backend, items, _NullSinks(), opts, pipelined=False).run()
+
+    runs = {"bare_infer": [], "ours_infer": [], "bare_e2e": [], "ours_e2e": []}
+    for _ in range(a.repeats):  # interleaved so a load spike hits both sides alike
+        runs["bare_infer"].append(best(lambda: [sess.run(None, {"images": x}) for _ in range(n)], 1))
+        runs["ours_infer"].append(best(lambda: [backend.infer(x) for _ in range(n)], 1))
+        runs["bare_e2e"].append(best(lambda: bare_loop(sess, frames, imgsz, a.conf_thres, 0.45), 1))
+        runs["ours_e2e"].append(best(ours_e2e, 1))
+    ms = {k: min(v) * 1000 / n for k, v in runs.items()}
+    print(f"1. overhead on {n} decoded frames of {sample_what} (ms per frame, best of {a.repeats})")
+    print(f"   session.run alone {ms['bare_infer']:.2f} | OrtBackend.infer {ms['ours_infer']:.2f} "
+          f"({ms['ours_infer'] / ms['bare_infer']:.3f}x)")
+    print(f"   bare ORT+OpenCV loop {ms['bare_e2e']:.2f} | s2trt Runner {ms['ours_e2e']:.2f} "
+          f"({ms['ours_e2e'] / ms['bare_e2e']:.3f}x)\n")
+
+    print("2. end to end, video file -> annotated mp4 + JSONL (FPS, best of "
+          f"{a.repeats}; threads = ONNX Runtime intra-op threads)")
+    for label, video in ((sample_what, sample), (f"generated 1920x1080, {a.video_frames} frames", hd)):
+        res = {}
+        for _ in range(a.repeats):
+            for mode in ("sequential", "pipelined", "pipelined, 1 ORT thread"):
+                b = backend if "1 ORT" not in mode else OrtBackend(model, device="cpu", threads=1)
+                out = work / "out"
+                out.mkdir(exist_ok=True)
+                sinks = Sinks(b.meta.names, out, None, True, out / "p.jsonl", False)
+                stats = Runner(b, open_source(str(video)), sinks, opts, pipelined=mode != "sequential").run()
+                sinks.close()
+                res[mode] = max(res.get(mode, 0.0), stats.fps)
+        seq = res["sequential"]
+        print(f"   {label}: " + ", ".join(f"{m} {f:.1f} FPS ({f / seq:.2f}x)" for m, f in res.items()))
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+class _NullSinks:
+    def write(self, frame, dets) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    main()
