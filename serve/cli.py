@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -93,6 +94,10 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(args: argparse.Namespace) -> int:
     from s2trt.serve.server import TritonServer
 
@@ -101,6 +106,9 @@ def _serve(args: argparse.Namespace) -> int:
                           extra_args=args.server_args, verbose=1 if args.verbose else 0)
     log.info("starting %s on %s", server.install.binary, server.repository)
     started = time.monotonic()
+    # The server runs in a session of its own, so a SIGTERM to us (docker stop, systemd) would orphan
+    # it: treat SIGTERM like Ctrl-C and stop it in order.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.start(timeout=args.startup_timeout)
         e = server.endpoints

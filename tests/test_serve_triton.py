@@ -246,7 +246,8 @@ def test_killed_server_gives_the_client_one_clear_error(model, images, tmp_path)
         srv.stop()
 
 
-def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(repo):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(repo, stop_signal):
     ports = [S.free_port() for _ in range(3)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "s2trt.serve.cli", str(repo), "--host", "127.0.0.1",
@@ -267,7 +268,7 @@ def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(repo):
         assert f"127.0.0.1:{ports[1]}" in out and f"http://127.0.0.1:{ports[2]}/metrics" in out
         health = f"http://127.0.0.1:{ports[0]}/v2/health/ready"
         assert urllib.request.urlopen(health, timeout=5).status == 200
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=60) == 0
         with pytest.raises(OSError):
             urllib.request.urlopen(health, timeout=2)
