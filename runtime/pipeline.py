@@ -67,12 +67,17 @@ class Runner:
     # The stages, each timed.
     def _batches(self) -> Iterator[Batch]:
         group: list[Frame] = []
-        for f in self.frames:
-            self.stats.add("decode", f.decode_s)
-            group.append(f)
-            if len(group) == self.batch:
+        try:
+            for f in self.frames:
+                self.stats.add("decode", f.decode_s)
+                group.append(f)
+                if len(group) == self.batch:
+                    yield self._prep(group)
+                    group = []
+        except Exception:  # frames read before a source error still get their results
+            if group:
                 yield self._prep(group)
-                group = []
+            raise
         if group:
             yield self._prep(group)
 
@@ -126,10 +131,9 @@ class Runner:
                 for b in self._batches():
                     if not _put(q_in, b, stop):
                         return
-            except BaseException as e:  # handed to the calling thread, which raises it
-                errors.append(e)
-            finally:
                 _put(q_in, _END, stop)
+            except BaseException as e:  # queued after the frames read before it, raised by the caller
+                _put(q_in, e, stop)
 
         def writer() -> None:
             try:
@@ -146,6 +150,7 @@ class Runner:
                    threading.Thread(target=writer, name="s2infer-write", daemon=True)]
         for t in threads:
             t.start()
+        source_error = None
         try:
             while not errors:
                 try:
@@ -153,6 +158,9 @@ class Runner:
                 except queue.Empty:
                     continue
                 if b is _END:
+                    break
+                if isinstance(b, BaseException):
+                    source_error = b
                     break
                 q_out.put(self._infer(b))
         finally:
@@ -162,6 +170,8 @@ class Runner:
             threads[0].join(timeout=5)
         if errors:
             raise errors[0]
+        if source_error is not None:
+            raise source_error
 
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:

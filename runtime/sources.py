@@ -73,7 +73,7 @@ class Source:
             log.warning("%s, skipped", e)
             return
         try:
-            fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+            fps = (cap.get(cv2.CAP_PROP_FPS) or 0.0) / self.vid_stride  # the rate of the frames we keep
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
             index, read, failed = 0, 0, []
             while True:
