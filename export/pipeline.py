@@ -92,7 +92,6 @@ class ExportState:
     artifacts: list[Artifact] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 class Timer:
@@ -106,7 +105,7 @@ class Timer:
         yield
         dt = time.perf_counter() - t0
         self.timings[name] = dt
-        log.debug("%s: %.2f s", name, dt)
+        log.info("  %.1f s", dt)
 
 
 def load(state: ExportState) -> None:
@@ -186,8 +185,8 @@ def tensorrt_graph(state: ExportState) -> None:
     if state.req.fp16:
         from s2trt.export.fp16 import FP16_TOL, to_fp16
 
-        # onnx.reference's FP16 convolutions take minutes at 640: ONNX Runtime runs the standard
-        # ops here, the same NumPy reference the plugin node.
+        # onnx.reference's FP16 convolutions take minutes at 640: here ONNX Runtime runs the
+        # standard ops and the same NumPy reference runs the plugin node.
         trt_model = to_fp16(trt_model)
         state.parity.append(parity.compare(
             f"tensorrt fp16 (ONNX Runtime + {OP_TYPE} reference) vs PyTorch",
