@@ -74,7 +74,7 @@ def cmake_build(name: str, *definitions: str) -> Path:
 
 @functools.cache
 def _kernels_build() -> Path:
-    return cmake_build("kernels")
+    return cmake_build("kernels", "-DS2TRT_EMULATION=ON")
 
 
 def prebuilt() -> Path | None:
@@ -83,16 +83,21 @@ def prebuilt() -> Path | None:
     return Path(folder).resolve() if folder else None
 
 
-def kernels_library() -> Path:
-    """libs2trt_kernels.so, built once per session; skips only when the toolchain is missing."""
+def kernels_build_dir() -> Path:
+    """The build folder of the kernels (and of their CPU emulation), built once per session; skips only
+    when the toolchain is missing."""
     if prebuilt():
-        lib = prebuilt() / "libs2trt_kernels.so"
-        assert lib.is_file(), f"S2TRT_PLUGIN_BUILD has no {lib.name}"
-        return lib
+        return prebuilt()
     reason = toolchain_missing()
     if reason:
         pytest.skip(reason)
-    return _kernels_build() / "libs2trt_kernels.so"
+    return _kernels_build()
+
+
+def kernels_library() -> Path:
+    lib = kernels_build_dir() / "libs2trt_kernels.so"
+    assert lib.is_file(), f"{lib.parent} has no {lib.name}"
+    return lib
 
 
 def header_dirs() -> list[str]:

@@ -96,12 +96,15 @@ __device__ __forceinline__ void allowNextKernel()
 }
 
 // Warms L2 with one weight row (128-byte lines) before the data it multiplies exists.
-__device__ __forceinline__ void prefetchRow(float const* row, int n, int lane)
+__device__ __forceinline__ void prefetchRow([[maybe_unused]] float const* row, [[maybe_unused]] int n,
+    [[maybe_unused]] int lane)
 {
+#if defined(__CUDA_ARCH__)
     for (int i = lane * 32; i < n; i += kWarp * 32)
     {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(row + i));
     }
+#endif
 }
 
 template <typename T, int V>
@@ -336,35 +339,40 @@ bool useProgrammaticLaunch(cudaStream_t stream)
     return major >= 9;
 }
 
-template <typename... Params, typename... Args>
-cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, bool programmatic,
-    Args... args)
+// Launches on the GPU. forward() takes the launcher as a parameter so that the CPU emulation in
+// plugins/emulation/ runs this file's host logic and kernels unchanged.
+struct DeviceLauncher
 {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = 0;
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = programmatic ? 1 : 0;
-    cudaError_t status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
-    if (programmatic && (status == cudaErrorNotSupported || status == cudaErrorInvalidValue))
+    template <typename... Params, typename... Args>
+    cudaError_t operator()(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, bool programmatic,
+        Args... args) const
     {
-        // A driver or stream that refuses the attribute gets an ordinary, fully ordered launch.
-        cudaGetLastError();
-        config.numAttrs = 0;
-        status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t config{};
+        config.gridDim = grid;
+        config.blockDim = block;
+        config.dynamicSmemBytes = 0;
+        config.stream = stream;
+        config.attrs = attr;
+        config.numAttrs = programmatic ? 1 : 0;
+        cudaError_t status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+        if (programmatic && (status == cudaErrorNotSupported || status == cudaErrorInvalidValue))
+        {
+            // A driver or stream that refuses the attribute gets an ordinary, fully ordered launch.
+            cudaGetLastError();
+            config.numAttrs = 0;
+            status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+        }
+        cudaError_t const last = cudaGetLastError();
+        return status != cudaSuccess ? status : last;
     }
-    cudaError_t const last = cudaGetLastError();
-    return status != cudaSuccess ? status : last;
-}
+};
 
-template <typename T, int V>
+template <typename T, int V, typename Launcher>
 cudaError_t forward(void const* x1, void const* x2, void const* x3, void* out, float const* w1, float const* w2,
-    int B, int C, int hw, float* a, float* hid, cudaStream_t stream)
+    int B, int C, int hw, float* a, float* hid, cudaStream_t stream, Launcher const& launch)
 {
     auto const* t1 = static_cast<T const*>(x1);
     auto const* t2 = static_cast<T const*>(x2);
@@ -403,9 +411,13 @@ extern "C" size_t s2sa_workspace_size(int B, int C)
     return 2 * alignUp(size_t(B) * size_t(C) * sizeof(float));
 }
 
-extern "C" int s2sa_forward(void const* x1, void const* x2, void const* x3, void* out, float const* w1_dev,
+namespace
+{
+
+template <typename Launcher>
+int checkedForward(void const* x1, void const* x2, void const* x3, void* out, float const* w1_dev,
     float const* w2_dev, int B, int C, int H, int W, int dtype, void* workspace, size_t workspace_bytes,
-    cudaStream_t stream)
+    cudaStream_t stream, Launcher const& launch)
 {
     if (B < 0 || C <= 0 || H < 0 || W < 0 || C % S2SA_CHANNEL_MULTIPLE != 0
         || (dtype != S2SA_DTYPE_FLOAT32 && dtype != S2SA_DTYPE_FLOAT16))
@@ -434,15 +446,25 @@ extern "C" int s2sa_forward(void const* x1, void const* x2, void const* x3, void
     {
         if (pointersAligned && hw % 4 == 0)
         {
-            return forward<float, 4>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream);
+            return forward<float, 4>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream, launch);
         }
-        return forward<float, 1>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream);
+        return forward<float, 1>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream, launch);
     }
     if (pointersAligned && hw % 8 == 0)
     {
-        return forward<__half, 8>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream);
+        return forward<__half, 8>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream, launch);
     }
-    return forward<__half, 1>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream);
+    return forward<__half, 1>(x1, x2, x3, out, w1_dev, w2_dev, B, C, hw, a, hid, stream, launch);
+}
+
+} // namespace
+
+extern "C" int s2sa_forward(void const* x1, void const* x2, void const* x3, void* out, float const* w1_dev,
+    float const* w2_dev, int B, int C, int H, int W, int dtype, void* workspace, size_t workspace_bytes,
+    cudaStream_t stream)
+{
+    return checkedForward(
+        x1, x2, x3, out, w1_dev, w2_dev, B, C, H, W, dtype, workspace, workspace_bytes, stream, DeviceLauncher{});
 }
 
 extern "C" char const* s2sa_error_string(int status)

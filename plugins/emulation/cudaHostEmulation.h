@@ -1,0 +1,111 @@
+/*
+ * Just enough of CUDA's device side, on the host, to run the S2SplitAttention kernels' own source on
+ * the CPU: every CUDA thread is a std::thread, the 32 threads of a warp meet at a barrier for each
+ * shuffle and __syncwarp, and blocks run one after another so that __shared__ can be a static.
+ * A test tool for machines without a GPU (it checks indexing, tiling and the host dispatch, not
+ * timing or the memory model); include it before the .cu file.
+ */
+#ifndef S2TRT_CUDA_HOST_EMULATION_H
+#define S2TRT_CUDA_HOST_EMULATION_H
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+
+#include <algorithm>
+#include <barrier>
+#include <memory>
+#include <thread>
+#include <vector>
+
+// The CUDA headers are already in, so these replace their host-side meanings for the .cu that follows.
+#undef __shared__
+#define __shared__ static
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+namespace s2trt
+{
+namespace emulation
+{
+
+struct Warp
+{
+    std::barrier<> barrier{32};
+    float lanes[32]{};
+};
+
+inline thread_local Warp* tWarp = nullptr;
+inline thread_local uint3 tThreadIdx{};
+inline thread_local uint3 tBlockIdx{};
+
+// Runs kernel(args...) over the grid: one pool of block.x threads, blocks in sequence.
+struct HostLauncher
+{
+    template <typename... Params, typename... Args>
+    cudaError_t operator()(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t /* stream */,
+        bool /* programmatic */, Args... args) const
+    {
+        unsigned const threads = block.x;
+        std::vector<std::unique_ptr<Warp>> warps;
+        for (unsigned w = 0; w < (threads + 31) / 32; ++w)
+        {
+            warps.push_back(std::make_unique<Warp>());
+        }
+        std::barrier<> blockDone(static_cast<std::ptrdiff_t>(threads));
+        std::vector<std::thread> pool;
+        for (unsigned t = 0; t < threads; ++t)
+        {
+            pool.emplace_back([&, t] {
+                tThreadIdx = uint3{t, 0, 0};
+                tWarp = warps[t / 32].get();
+                for (unsigned by = 0; by < grid.y; ++by)
+                {
+                    for (unsigned bx = 0; bx < grid.x; ++bx)
+                    {
+                        tBlockIdx = uint3{bx, by, 0};
+                        kernel(static_cast<Params>(args)...);
+                        blockDone.arrive_and_wait();
+                    }
+                }
+            });
+        }
+        for (auto& t : pool)
+        {
+            t.join();
+        }
+        return cudaSuccess;
+    }
+};
+
+} // namespace emulation
+} // namespace s2trt
+
+#define threadIdx (s2trt::emulation::tThreadIdx)
+#define blockIdx (s2trt::emulation::tBlockIdx)
+
+inline float __shfl_xor_sync(unsigned /* mask */, float v, int laneMask)
+{
+    auto* warp = s2trt::emulation::tWarp;
+    unsigned const lane = s2trt::emulation::tThreadIdx.x % 32;
+    warp->lanes[lane] = v;
+    warp->barrier.arrive_and_wait();
+    float const other = warp->lanes[lane ^ static_cast<unsigned>(laneMask)];
+    warp->barrier.arrive_and_wait();
+    return other;
+}
+
+inline void __syncwarp(unsigned /* mask */ = 0xffffffffu)
+{
+    s2trt::emulation::tWarp->barrier.arrive_and_wait();
+}
+
+inline float4 __ldg(float4 const* p)
+{
+    return *p;
+}
+
+using std::min;
+
+#endif // S2TRT_CUDA_HOST_EMULATION_H

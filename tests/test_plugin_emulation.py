@@ -1,0 +1,91 @@
+"""The CUDA kernels' own source run on the CPU (plugins/emulation/), so that CI without a GPU checks the
+kernels' indexing, batch tiling, packed and element-wise paths and the host dispatch against the same
+references as the GPU tests. Timing and the memory model are left to the GPU tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from test_plugin_build import kernels_build_dir, prebuilt
+from test_plugin_kernel import check_against_references, make_problem, run_kernel
+
+
+class HostMemory:
+    """The Device interface of test_plugin_kernel over NumPy arrays: the emulation takes host pointers."""
+
+    torch = None
+
+    def put(self, a: np.ndarray) -> np.ndarray:
+        return np.array(a, order="C", copy=True)
+
+    def get(self, a: np.ndarray) -> np.ndarray:
+        return a.copy()
+
+    def ptr(self, a: np.ndarray) -> int:
+        return a.ctypes.data
+
+    def stream(self) -> None:
+        return None
+
+    def sync(self) -> None:
+        pass
+
+
+class Emulation:
+    """s2sa_forward's signature over s2sa_emulate_forward (which has no stream)."""
+
+    def __init__(self) -> None:
+        path = kernels_build_dir() / "libs2sa_emulation.so"
+        if not path.is_file() and prebuilt():
+            pytest.skip("S2TRT_PLUGIN_BUILD was configured without -DS2TRT_EMULATION=ON")
+        lib = ctypes.CDLL(str(path))
+        lib.s2sa_emulate_forward.restype = ctypes.c_int
+        lib.s2sa_emulate_forward.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int] * 5
+                                             + [ctypes.c_void_p, ctypes.c_size_t])
+        lib.s2sa_workspace_size.restype = ctypes.c_size_t
+        lib.s2sa_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.s2sa_error_string.restype = ctypes.c_char_p
+        lib.s2sa_error_string.argtypes = [ctypes.c_int]
+        self.lib = lib
+
+    def s2sa_workspace_size(self, b: int, c: int) -> int:
+        return self.lib.s2sa_workspace_size(b, c)
+
+    def s2sa_error_string(self, status: int) -> bytes:
+        return self.lib.s2sa_error_string(status)
+
+    def s2sa_forward(self, *args) -> int:
+        return self.lib.s2sa_emulate_forward(*args[:-1])
+
+
+@pytest.fixture(scope="module")
+def emu() -> Emulation:
+    return Emulation()
+
+
+# One CPU thread per CUDA thread and a barrier per shuffle: a few small cases, each for a reason.
+CASES = [
+    ((1, 16, 5, 7), np.float32),   # odd H*W: element-wise path
+    ((1, 16, 5, 7), np.float16),
+    ((9, 8, 1, 1), np.float16),    # 1x1; B = 9 leaves partial tiles of 8 (hidden) and 4 (attend)
+    ((5, 36, 3, 8), np.float32),   # C not a multiple of 8; H*W = 24: 4-float packs
+    ((5, 36, 3, 8), np.float16),   # 8-half packs
+    ((1, 160, 2, 4), np.float32),  # C/4 = 40 > 32: lanes loop twice over a weight row
+    ((3, 16, 4, 4), np.float16),
+]
+
+
+@pytest.mark.parametrize(("shape", "dtype"), CASES,
+                         ids=[f"{'x'.join(map(str, s))}-{np.dtype(d).name}" for s, d in CASES])
+def test_emulated_kernels_match_references(emu, shape, dtype):
+    xs, w1, w2 = make_problem(*shape, dtype, seed=sum(shape))
+    check_against_references(run_kernel(emu, HostMemory(), xs, w1, w2), xs, w1, w2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+def test_emulated_unaligned_tensors_take_the_elementwise_path(emu, dtype):
+    xs, w1, w2 = make_problem(2, 16, 4, 4, dtype, seed=21)
+    check_against_references(run_kernel(emu, HostMemory(), xs, w1, w2, misalign=True), xs, w1, w2)
