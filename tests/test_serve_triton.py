@@ -54,6 +54,14 @@ def repo(model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def small_repo(model, tmp_path_factory):
+    """The detector alone, one instance: quick to start for the tests that run servers of their own."""
+    path = tmp_path_factory.mktemp("small_repo")
+    R.export_repository(model, path, R.RepoOptions(max_det=MAX_DET, cpu_threads=1))
+    return path
+
+
+@pytest.fixture(scope="module")
 def server(repo, tmp_path_factory):
     with S.TritonServer(repo, log_path=tmp_path_factory.mktemp("log") / "triton.log") as s:
         yield s
@@ -217,11 +225,10 @@ def test_metrics_endpoint_counts_inferences(server, images):
     assert float(line.split()[-1]) >= len(images)
 
 
-def test_killed_server_gives_the_client_one_clear_error(model, images, tmp_path):
+def test_killed_server_gives_the_client_one_clear_error(small_repo, images):
     from s2trt.serve.client import TritonClient
 
-    R.export_repository(model, tmp_path / "repo", R.RepoOptions(max_det=MAX_DET, cpu_threads=1))
-    srv = S.TritonServer(tmp_path / "repo").start()
+    srv = S.TritonServer(small_repo).start()
     try:
         client = TritonClient(srv.endpoints.grpc_url, timeout=20)
         errors: list[S2Error] = []
@@ -247,10 +254,10 @@ def test_killed_server_gives_the_client_one_clear_error(model, images, tmp_path)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(repo, stop_signal):
+def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(small_repo, stop_signal):
     ports = [S.free_port() for _ in range(3)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "s2trt.serve.cli", str(repo), "--host", "127.0.0.1",
+        [sys.executable, "-m", "s2trt.serve.cli", str(small_repo), "--host", "127.0.0.1",
          "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -276,3 +283,66 @@ def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(repo, stop_signal):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+SAMPLE_VIDEO = Path(__file__).parents[1] / "demo" / "assets" / "sample.mp4"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.skipif(not SAMPLE_VIDEO.is_file(), reason="the bundled sample video is not there yet")
+def test_s2infer_triton_matches_s2infer_onnx_on_the_sample_video(server, model, tmp_path):
+    from s2trt.runtime.cli import main as s2infer
+
+    common = [str(SAMPLE_VIDEO), "--no-save", "--vid-stride", "10", "--batch", "4", "--max-det", str(MAX_DET),
+              "-q"]
+    url = server.endpoints.grpc_url
+    assert s2infer([*common, "--triton", url, "--save-json", str(tmp_path / "t.jsonl")]) == 0
+    assert s2infer([*common, "--onnx", str(model), "--save-json", str(tmp_path / "o.jsonl")]) == 0
+    remote, local = read_jsonl(tmp_path / "t.jsonl"), read_jsonl(tmp_path / "o.jsonl")
+    assert len(remote) == len(local) == 25 and sum(len(r["boxes"]) for r in local) > 0
+    for r, o in zip(remote, local, strict=True):
+        assert (r["frame"], r["class_ids"], r["names"]) == (o["frame"], o["class_ids"], o["names"])
+        np.testing.assert_allclose(np.array(r["boxes"]).reshape(-1, 4), np.array(o["boxes"]).reshape(-1, 4),
+                                   atol=0.02)
+        np.testing.assert_allclose(r["scores"], o["scores"], atol=2e-4)
+
+
+def long_video(path: Path, frames: int = 3000) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (96, 80))
+    for img in F.sample_images(frames, seed=3):
+        writer.write(cv2.resize(img, (96, 80)))
+    writer.release()
+    return path
+
+
+def successes(srv) -> float:
+    text = urllib.request.urlopen(srv.endpoints.metrics_url, timeout=10).read().decode()
+    return sum(float(x.split()[-1]) for x in text.splitlines()
+               if x.startswith("nv_inference_request_success"))
+
+
+def test_s2infer_against_a_server_killed_mid_run_prints_one_error_line(small_repo, tmp_path):
+    video = long_video(tmp_path / "long.mp4")
+    srv = S.TritonServer(small_repo).start()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from s2trt.runtime.cli import main; raise SystemExit(main())",
+             str(video), "--triton", srv.endpoints.grpc_url, "--no-save", "--save-json",
+             str(tmp_path / "p.jsonl"), "--batch", "2", "-q"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while successes(srv) < 20 and time.monotonic() < deadline:  # mid-run: frames are flowing
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        srv.kill()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        srv.stop()
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, err
+    assert lines[0].startswith("s2infer: error: Triton server at") and "unreachable" in lines[0]
