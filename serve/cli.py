@@ -19,9 +19,17 @@ from s2trt.errors import EXIT_OK, S2Error
 log = logging.getLogger("s2trt.serve")
 
 
+EPILOG = """examples:
+  s2serve export demo.onnx models/ --instances 2        CPU instances on ONNX Runtime
+  s2serve export yolov5s-s2.engine models/ --kind gpu --gpus 0 1 --ensemble --plugin-lib libs2trt_plugins.so
+  s2serve models/                                        then: s2infer --triton localhost:8001 video.mp4
+  s2serve models/ -- --backend-config=tensorrt,plugins=/opt/s2trt/libs2trt_plugins.so"""
+
+
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="s2serve export", description="Write a Triton model repository for an s2trt model.")
+        prog="s2serve export", description="Write a Triton model repository for an s2trt model.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="portable .onnx or TensorRT .engine written by s2export")
     p.add_argument("repo", help="model repository folder to write (created if missing)")
     p.add_argument("--max-batch", type=int, default=8, help="max_batch_size of the models (default 8)")
@@ -51,12 +59,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="s2serve",
         description="Serve an s2trt model repository on Triton Inference Server (`s2serve export MODEL REPO` "
                     "writes one). Options after -- go to tritonserver as they are, e.g. "
-                    "-- --backend-config=tensorrt,plugins=/path/libs2trt_plugins.so")
+                    "-- --backend-config=tensorrt,plugins=/path/libs2trt_plugins.so",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("repo", help="model repository folder")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all interfaces)")
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--http-port", type=int, default=8000, help="0: any free port (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="(default 8001)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (default 8002)")
     p.add_argument("--tritonserver", help="tritonserver binary (default: $S2TRT_TRITONSERVER, PATH, "
                                           "then the one in the nvidia-pytriton wheel)")
     p.add_argument("--log-file", help="write the server's log here (default: a temporary file)")
