@@ -205,3 +205,15 @@ def test_fp16_sidecar_states_the_tolerance(ckpt, tmp_path):
     fp16 = [p for p in side["parity"] if "fp16" in p["name"]]
     assert len(fp16) == 2 and all(p["pass"] and p["tol"] == 1e-2 for p in fp16)
     assert np.isfinite([p["rel"] for p in side["parity"]]).all()
+
+
+DEMO_CKPT = parity.demo_assets() / "demo.pt"
+
+
+@pytest.mark.skipif(not DEMO_CKPT.is_file(), reason=f"{DEMO_CKPT} is not bundled yet (s2trt.demo.train "
+                    "writes it); the same path runs above on a YOLOv5-format checkpoint")
+def test_bundled_demo_checkpoint_with_nms_agrees_with_host_nms(tmp_path):
+    assert main([str(DEMO_CKPT), "--imgsz", "320", "--nms", "--onnx-only", "-o", str(tmp_path), "-q"]) == 0
+    side = json.loads((tmp_path / "demo.trt.json").read_text())
+    assert all(p["pass"] for p in side["parity"]) and side["parity"][0]["input"].startswith("shapes_")
+    assert side["nms_check"]["agree"] and sum(side["nms_check"]["detections"]) > 0
