@@ -227,6 +227,11 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
     files = {model_file: model}
     if is_engine:
         files[model_file + ".json"] = sidecar_path(model)  # TrtBackend reads names from it
+    if o.ensemble and is_engine and meta.batch != "dynamic":
+        # Triton's TensorRT backend batches on the first dimension, which must be dynamic in the plan.
+        raise S2Error(f"{model} has a fixed batch of {meta.batch}: the tensorrt_plan ensemble needs an "
+                      f"engine built with --dynamic (its profile's max batch >= --max-batch "
+                      f"{o.max_batch_size})")
     repo.mkdir(parents=True, exist_ok=True)
     stage_py = {"model.py": _HERE / "triton_stage.py"}
     written = [DETECTOR]

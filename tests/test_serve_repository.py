@@ -103,7 +103,7 @@ def test_engine_gives_tensorrt_plan_step_and_plugin_hint(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not really an engine")
     meta = ModelMeta(names=NAMES, imgsz=[320, 320], flavour="tensorrt", plugin="S2SplitAttention",
-                     nms={"max_det": 100, "topk": 1000})
+                     nms={"max_det": 100, "topk": 1000}, batch="dynamic")
     write_json_atomic(tmp_path / "m.engine.json", meta.to_props())
     opts = R.RepoOptions(kind="gpu", ensemble=True, plugin_lib="/opt/s2trt/libs2trt_plugins.so")
     R.export_repository(engine, tmp_path / "repo", opts)
@@ -119,6 +119,15 @@ def test_engine_gives_tensorrt_plan_step_and_plugin_hint(tmp_path):
     readme = (tmp_path / "repo" / "README.md").read_text()
     assert "--backend-config=tensorrt,plugins=\"/opt/s2trt/libs2trt_plugins.so\"" in readme
     assert "LD_PRELOAD=/opt/s2trt/libs2trt_plugins.so" in readme
+
+
+def test_fixed_batch_engine_cannot_feed_the_ensemble(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    write_json_atomic(tmp_path / "m.engine.json", ModelMeta(names=NAMES, imgsz=[64, 64], batch=1).to_props())
+    with pytest.raises(S2Error, match=r"fixed batch of 1.*--dynamic"):
+        R.export_repository(engine, tmp_path / "repo", R.RepoOptions(ensemble=True))
+    assert R.export_repository(engine, tmp_path / "repo") == [R.DETECTOR]  # the runtime pads fixed batches
 
 
 def test_names_with_quotes_survive_the_text_format(tmp_path):
