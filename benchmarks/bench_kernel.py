@@ -1,10 +1,10 @@
 """S2SplitAttention CUDA kernel vs PyTorch at the model's shapes (C=512, 20x20 at 640 input).
 
-    python benchmarks/bench_kernel.py                       # after building build/plugins (see below)
+    python benchmarks/bench_kernel.py                       # after building plugins/build (see below)
     python benchmarks/bench_kernel.py --lib path/to/libs2trt_kernels.so --batches 1 8 32 --no-compile
 
 Build the library first (on any machine with nvcc; copy it to the GPU machine if needed):
-    cmake -S plugins -B build/plugins -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build build/plugins -j2
+    cmake -S plugins -B plugins/build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build plugins/build -j2
 
 Columns, all in microseconds per forward:
   kernel graph   s2sa_forward launched 20x inside one CUDA graph, replayed: GPU time per forward
@@ -27,7 +27,7 @@ import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_LIB = ROOT / "build" / "plugins" / "libs2trt_kernels.so"
+DEFAULT_LIB = ROOT / "plugins" / "build" / "libs2trt_kernels.so"
 GRAPH_REPS = 20
 
 
