@@ -183,11 +183,12 @@ def main() -> None:
 
     print("2. end to end, video file -> annotated mp4 + JSONL (FPS, best of "
           f"{a.repeats}; threads = ONNX Runtime intra-op threads)")
+    one_thread = OrtBackend(model, device="cpu", threads=1)
     for label, video in ((sample_what, sample), (f"generated 1920x1080, {a.video_frames} frames", hd)):
         res = {}
         for _ in range(a.repeats):
             for mode in ("sequential", "pipelined", "pipelined, 1 ORT thread"):
-                b = backend if "1 ORT" not in mode else OrtBackend(model, device="cpu", threads=1)
+                b = one_thread if "1 ORT" in mode else backend
                 out = work / "out"
                 out.mkdir(exist_ok=True)
                 sinks = Sinks(b.meta.names, out, None, True, out / "p.jsonl", False)
@@ -196,6 +197,14 @@ def main() -> None:
                 res[mode] = max(res.get(mode, 0.0), stats.fps)
         seq = res["sequential"]
         print(f"   {label}: " + ", ".join(f"{m} {f:.1f} FPS ({f / seq:.2f}x)" for m, f in res.items()))
+
+    spinning = OrtBackend(model, device="cpu", spin=True)
+    t_spin, t_nospin = [], []
+    for _ in range(a.repeats):
+        t_spin.append(best(lambda: [spinning.session.run(None, {"images": x}) for _ in range(n)], 1))
+        t_nospin.append(best(lambda: [sess.run(None, {"images": x}) for _ in range(n)], 1))
+    print(f"\n3. session.run per frame: ORT default (idle threads spin) {min(t_spin) * 1000 / n:.2f} ms, "
+          f"spinning off (s2trt's default) {min(t_nospin) * 1000 / n:.2f} ms")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
