@@ -1,14 +1,13 @@
 """What the Triton model `s2trt_detector` does per batch of requests, free of Triton's own API.
 
 Requests carry encoded images (`IMAGE`: the file's bytes as a uint8 vector, one image per row) or
-uint8 BGR frames (`FRAME`, (h, w, 3)); the answer
-is DESIGN §3's NMS layout, padded to `max_det`. Requests of one scheduler batch are run through the
-network together, and a bad request (undecodable bytes, both inputs or none) fails alone.
+uint8 BGR frames (`FRAME`, (h, w, 3)); the answer is DESIGN §3's NMS layout, padded to `max_det`.
+Requests of one scheduler batch run through the network together, and a bad request (undecodable
+bytes, both inputs or none) fails alone.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,14 +21,12 @@ from s2trt.runtime.backend import Backend, decode
 from s2trt.runtime.postprocess import scale_boxes
 from s2trt.runtime.preprocess import preprocess
 
-log = logging.getLogger(__name__)
-
 INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
 
 
 @dataclass
 class NmsSettings:
-    """Server defaults, which a request may override through its parameters (see `from_request`)."""
+    """Server defaults, which a request may override through its parameters (see `override`)."""
 
     conf_thres: float = 0.25
     iou_thres: float = 0.45
