@@ -78,7 +78,8 @@ def find_tritonserver(explicit: str | os.PathLike[str] | None = None) -> TritonI
     if wheel is not None:
         return wheel
     raise S2Error("no Triton Inference Server found: run inside NVIDIA's tritonserver container, put "
-                  "`tritonserver` on PATH, or pip install 's2trt[triton]' (x86_64) for the bundled one")
+                  "`tritonserver` on PATH, or (x86_64) `pip install --no-deps nvidia-pytriton` for the one "
+                  "bundled in that wheel")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

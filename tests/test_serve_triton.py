@@ -30,7 +30,7 @@ try:
 except S2Error:
     HAVE_SERVER = False
 pytestmark = pytest.mark.skipif(not HAVE_SERVER,
-                                reason="no tritonserver: pip install nvidia-pytriton (x86_64)")
+                                reason="no tritonserver: pip install --no-deps nvidia-pytriton (x86_64)")
 
 sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F  # noqa: E402
