@@ -68,10 +68,10 @@ def main() -> None:
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(Path(tmp), args.cfg)
-        for name, extra in CONFIGS.items():
+        for k, (name, extra) in enumerate(CONFIGS.items()):
             results = []
             for i in range(args.runs):
-                out = Path(tmp) / f"{len(results)}-{i}"
+                out = Path(tmp) / f"{k}-{i}"
                 out.mkdir()
                 results.append(run_once(ckpt, out, extra, args.imgsz))
             wall = statistics.median(r[0] for r in results)
