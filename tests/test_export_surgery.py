@@ -120,3 +120,16 @@ def test_weight_path_nodes_are_listed_for_fp16(n_case):
     assert {"ReduceSum", "MatMul", "Erf", "Softmax"} <= ops and "Conv" not in ops
     matches, _ = find_split_attention(gs.import_onnx(portable))
     assert len(matches) == 1 and len(matches[0].inputs) == 3
+
+
+@pytest.mark.parametrize(("opset", "activation"), [(18, "Erf"), (20, "Gelu")])
+def test_matcher_follows_the_opset(opset, activation):
+    """Opset 20 writes GELU as one Gelu op instead of the Erf expansion; both are found."""
+    lm = loaded_model("yolov5n-s2", nc=2)
+    portable = onnx_export.export_portable(lm, [64, 64], batch=1, opset=opset)
+    assert activation in onnx_export.op_counts(portable)
+    trt, blocks = insert_plugin(portable)
+    x, _ = parity.sample_input([64, 64], 1)
+    p = parity.compare("o", parity.run_reference(trt, x)[0], parity.run_ort(portable, x)[0],
+                       parity.FP32_TOL, "t")
+    assert blocks == 1 and p.ok, p.line()
