@@ -217,3 +217,27 @@ def test_bundled_demo_checkpoint_with_nms_agrees_with_host_nms(tmp_path):
     side = json.loads((tmp_path / "demo.trt.json").read_text())
     assert all(p["pass"] for p in side["parity"]) and side["parity"][0]["input"].startswith("shapes_")
     assert side["nms_check"]["agree"] and sum(side["nms_check"]["detections"]) > 0
+
+
+def test_engine_stage_gets_the_tensorrt_flavour_and_options(ckpt, exported, monkeypatch, capsys):
+    """Where TensorRT exists: the CLI hands the builder the right file and options (builder stubbed)."""
+    import s2trt.export.engine as engine
+
+    calls = []
+
+    def fake_build(onnx_path, engine_path, opts):
+        calls.append((Path(onnx_path), Path(engine_path), opts))
+        Path(engine_path).write_bytes(b"plan")
+        return {}
+
+    monkeypatch.setattr(engine, "build_engine", fake_build)
+    onnx_path = exported / f"{ckpt[0].stem}.trt.onnx"
+    assert main([str(onnx_path), "--fp16", "--min", "1", "--max", "4x3x160x160", "--workspace", "2",
+                 "--device", "1", "--timing-cache", str(exported / "t.cache"), "-q"]) == 0
+    (src, dst, opts), = calls
+    assert src == onnx_path and dst == onnx_path.with_suffix(".engine")
+    assert opts.precision == "fp16" and opts.min_shape == (1, 3, 160, 160)
+    assert opts.max_shape == (4, 3, 160, 160) and opts.opt_shape is None
+    assert opts.workspace_gib == 2 and opts.device == 1 and opts.use_plugin
+    assert "engine:" in capsys.readouterr().out
+    dst.unlink()
