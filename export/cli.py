@@ -22,7 +22,8 @@ log = logging.getLogger("s2trt.export")
 EPILOG = """\
 exit codes:
   0   done: ONNX written and checked (and the engine built, unless --onnx-only)
-  1   bad input or a failed check (parity, graph surgery): the message says which; no files written
+  1   bad input, a failed check (parity, graph surgery) or a failed engine build: the message
+      says which (an export that fails writes no files)
   2   bad command line
   3   ONNX written, but no TensorRT here to build the engine: the command that builds it on the
       target is printed (use --onnx-only to make this exit 0)
@@ -34,6 +35,11 @@ examples:
   s2export best.pt --dynamic --fp16 --nms       FP16, dynamic batch, in-graph NMS, engine if possible
   s2export best.trt.onnx --fp16                 build the engine on the target (e.g. a Jetson)
 """
+
+
+# Options that shape the exported graph; an .onnx input was exported already.
+EXPORT_ONLY = ("cfg", "imgsz", "batch", "dynamic", "opset", "nms", "conf_thres", "iou_thres", "max_det",
+               "topk", "simplify", "output")
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -206,6 +212,11 @@ def _main_onnx(args: argparse.Namespace) -> int:
         raise S2Error(f"ONNX file not found: {args.weights}")
     if args.onnx_only:
         raise S2Error("--onnx-only with an .onnx input leaves nothing to do")
+    defaults = build_parser().parse_args([str(args.weights)])
+    ignored = [f"--{k.replace('_', '-')}" for k in EXPORT_ONLY if getattr(args, k) != getattr(defaults, k)]
+    if ignored:
+        log.warning("%s: the graph is already exported, so %s %s no effect", args.weights.name,
+                    ", ".join(ignored), "has" if len(ignored) == 1 else "have")
     imgsz = read_onnx_meta(args.weights).imgsz
     return build(args.weights, engine_options(args, imgsz))
 

@@ -241,3 +241,9 @@ def test_engine_stage_gets_the_tensorrt_flavour_and_options(ckpt, exported, monk
     assert opts.workspace_gib == 2 and opts.device == 1 and opts.use_plugin
     assert "engine:" in capsys.readouterr().out
     dst.unlink()
+
+
+def test_export_options_with_an_onnx_input_are_reported_as_ignored(ckpt, exported, capsys, no_tensorrt):
+    assert main([str(exported / f"{ckpt[0].stem}.onnx"), "--nms", "--imgsz", "320", "--no-plugin"]) == 3
+    err = capsys.readouterr().err
+    assert "--imgsz, --nms have no effect" in err and "--no-plugin" not in err.split("no effect")[0]
