@@ -116,8 +116,10 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("starting %s on %s", server.install.binary, server.repository)
     started = time.monotonic()
     # The server runs in a session of its own, so a SIGTERM to us (docker stop, systemd) would orphan
-    # it: treat SIGTERM like Ctrl-C and stop it in order.
+    # it: treat SIGTERM like Ctrl-C and stop it in order. SIGINT too, even where a non-interactive
+    # shell started us in the background with SIGINT ignored, so `kill -INT` always stops the server.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         server.start(timeout=args.startup_timeout)
         e = server.endpoints
