@@ -1,58 +1,11 @@
-"""A small random-weight YOLOv5n-S2 ONNX export and sample images for the serving tests.
-
-Random weights give near-constant outputs (every box the same score, which makes NMS order a
-coin toss); BatchNorm statistics taken on a few images and a sharper, biased Detect head instead give
-a few dozen boxes per image with distinct scores for the server-vs-local comparison.
-"""
+"""The bundled demo checkpoint exported small, and synthetic images, for the serving tests."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-IMGSZ = (160, 192)  # (h, w): not square, so letterbox and box scaling are exercised on both axes
-NAMES = ["circle", "square", "triangle", "star", "ring"]
-
-
-def export_test_model(path: Path, imgsz: tuple[int, int] = IMGSZ, dynamic: bool = True) -> Path:
-    import onnx
-    import torch
-
-    from s2trt.meta import ModelMeta
-    from s2trt.models.yolo import DetectionModel
-    from s2trt.runtime.preprocess import preprocess
-
-    torch.manual_seed(0)
-    model = DetectionModel("yolov5n-s2", nc=len(NAMES))
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.reset_running_stats()
-            mod.momentum = None  # a plain average over the calibration batch
-    calib, _ = preprocess(sample_images(6, seed=1), imgsz)
-    model.train()
-    with torch.no_grad():
-        model(torch.from_numpy(calib))
-        model.eval()
-        for conv in model.detect.m:
-            conv.weight.mul_(10.0)
-            b = conv.bias.view(model.detect.na, -1)
-            b[:, 4] += 2.0
-            b[:, 5:] += 1.0
-    x = torch.zeros(1, 3, *imgsz)
-    axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, x, str(path), opset_version=17, input_names=["images"],
-                          output_names=["output0"], dynamic_axes=axes, dynamo=False)
-    proto = onnx.load(str(path))
-    meta = ModelMeta(names=NAMES, imgsz=list(imgsz), stride=32, batch="dynamic" if dynamic else 1)
-    for k, v in meta.to_props().items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.save(proto, str(path))
-    return path
 
 
 def sample_images(n: int = 4, seed: int = 0) -> list[np.ndarray]:
@@ -79,3 +32,24 @@ def encode_jpeg(img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return buf.tobytes()
+
+
+DEMO_CHECKPOINT = Path(__file__).parents[1] / "demo" / "assets" / "demo.pt"
+
+
+def export_demo_model(path: Path, imgsz: tuple[int, int] = (224, 256)) -> Path:
+    """The bundled trained checkpoint, exported small (dynamic batch) so the server tests stay quick."""
+    import onnx
+
+    from s2trt.export.onnx_export import torch_to_onnx
+    from s2trt.meta import ModelMeta
+    from s2trt.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(DEMO_CHECKPOINT)
+    proto = torch_to_onnx(loaded, imgsz, None)
+    meta = ModelMeta(names=list(loaded.names), imgsz=list(imgsz), stride=int(max(loaded.stride)),
+                     batch="dynamic")
+    for k, v in meta.to_props().items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(path))
+    return path

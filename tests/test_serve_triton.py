@@ -41,7 +41,8 @@ DEMO_IMAGES = sorted((Path(__file__).parents[1] / "demo" / "assets" / "images").
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return F.export_test_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+    """The bundled demo checkpoint (trained on the shapes the images show), at 224x256: not square."""
+    return F.export_demo_model(tmp_path_factory.mktemp("model") / "demo.onnx")
 
 
 @pytest.fixture(scope="module")
