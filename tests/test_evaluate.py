@@ -96,3 +96,54 @@ def test_user_errors(data: Path, tmp_path: Path) -> None:
         evaluate(lambda x: np.zeros((1, 10, 10), np.float32), data, imgsz=IMGSZ, batch=2)
     with pytest.raises(S2Error, match="not found"):
         evaluate(oracle(data), tmp_path / "nothing.yaml", imgsz=IMGSZ)
+
+
+# The bundled model's mAP50 on the first 20 val images (seed 0) is MEASURED_20 (see demo/README.md);
+# the floor leaves room for other CPUs' rounding, not for a broken model or pipeline.
+DEMO_MAP50_FLOOR = 0.85
+
+
+def test_bundled_demo_model_on_val_subset(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from s2trt.demo.assets import ASSETS
+    from s2trt.demo.torch_backend import torch_predictor
+    from s2trt.models import load_checkpoint
+
+    # The first 20 images of the val split that demo/README.md's command generates.
+    data = generate(tmp_path, seed=0, counts={"val": 20}, imgsz=416)
+    predict = torch_predictor(load_checkpoint(ASSETS / "demo.pt").model)
+    r = evaluate(predict, data, imgsz=320, batch=10)
+    assert r["images"] == 20
+    assert r["mAP50"] >= DEMO_MAP50_FLOOR
+    assert r["mAP50-95"] < r["mAP50"]
+
+
+def test_onnx_cli_pads_the_last_fixed_batch(data: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from s2trt.runtime.evaluate import main, onnx_predictor
+
+    # A fixed-batch-4 graph whose output is one box per image, scaled by each image's mean pixel
+    # so every row of the batch is distinct: (4, 1, 10).
+    box = np.array([[[100, 100, 40, 40, 0.9, 1, 0, 0, 0, 0]]], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["m"], keepdims=1, axes=[1, 2, 3]),
+         helper.make_node("Reshape", ["m", "shape"], ["m3"]),
+         helper.make_node("Mul", ["m3", "box"], ["output0"])],
+        "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [4, 3, IMGSZ, IMGSZ])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [4, 1, 10])],
+        [numpy_helper.from_array(box, "box"), numpy_helper.from_array(np.array([4, 1, 1]), "shape")])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    predict, batch, size = onnx_predictor(path)
+    assert (batch, size) == (4, IMGSZ)
+    x = np.random.default_rng(0).random((3, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    y = predict(x)
+    assert y.shape == (3, 1, 10)
+    np.testing.assert_allclose(y[:, 0, 0], 100 * x.mean((1, 2, 3)), rtol=1e-4)
+    assert main(["--onnx", str(path), "--data", str(data), "-q"]) == 0  # 6 images: batches of 4 + 2
+    assert "6 images at 256" in capsys.readouterr().out
+    assert main(["--onnx", str(tmp_path / "missing.onnx"), "--data", str(data)]) == 1
