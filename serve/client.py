@@ -49,7 +49,6 @@ class TritonClient:
         grpcclient = _grpc()
         from tritonclient.utils import InferenceServerException
 
-        self._exc_type = InferenceServerException
         self._grpc = grpcclient
         self.url, self.model, self.timeout = url, model, timeout
         self.params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -66,11 +65,12 @@ class TritonClient:
         except InferenceServerException as e:
             raise self._error(e) from None
         params_cfg = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        if "s2trt_meta" not in params_cfg:
-            raise S2Error(f"model {model!r} at {url} was not exported by s2trt (no s2trt_meta parameter in "
-                          "its config): export the repository with `s2serve export`")
+        outputs = {o["name"] for o in config.get("output", [])}
+        if "s2trt_meta" not in params_cfg or not outputs >= set(OUTPUTS):
+            raise S2Error(f"model {model!r} at {url} is not an s2trt detector (it needs the s2trt_meta "
+                          f"parameter and the outputs {', '.join(OUTPUTS)}): serve s2trt_detector or "
+                          "s2trt_ensemble from `s2serve export`")
         self.meta = ModelMeta.from_props(json.loads(params_cfg["s2trt_meta"]), f"{url}/{model}")
-        self.max_det = int(params_cfg.get("max_det", "300"))
         log.info("Triton %s model %s: %d classes, imgsz %s", url, model, len(self.meta.names),
                  self.meta.imgsz)
 

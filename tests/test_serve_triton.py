@@ -215,6 +215,15 @@ def test_bad_image_fails_only_its_own_request(server, images):
         assert all(f.result().shape[1] == 6 for f in good)
 
 
+def test_client_names_what_is_wrong_with_the_model(server):
+    from s2trt.serve.client import TritonClient
+
+    with pytest.raises(S2Error, match="no ready model 'nope'"):
+        TritonClient(server.endpoints.grpc_url, "nope")
+    with pytest.raises(S2Error, match="not an s2trt detector"):
+        TritonClient(server.endpoints.grpc_url, R.ENGINE)  # one of ours, but not a detector
+
+
 def test_metrics_endpoint_counts_inferences(server, images):
     from s2trt.serve.client import TritonClient
 
