@@ -15,14 +15,21 @@ from s2trt.runtime.postprocess import from_nms_outputs
 from s2trt.serve import repository as R
 from s2trt.serve.detector import Detector, NmsSettings, frames_from_inputs, to_layout
 
-mc = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient (s2trt[triton])")
-from google.protobuf import text_format  # noqa: E402  (after the importorskip that provides it)
-
 NAMES = ["a", "b", "c"]
 
 
+@pytest.fixture
+def mc():
+    """Triton's model_config protobuf: only the config tests need tritonclient."""
+    return pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                               reason="needs tritonclient (s2trt[triton])")
+
+
 def parse_config(path: Path):
-    return text_format.Parse(path.read_text(), mc.ModelConfig())
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
 def write_onnx(path: Path, meta: ModelMeta) -> Path:
@@ -48,7 +55,7 @@ def tensors(cfg, kind):
     return {t.name: (t.data_type, list(t.dims)) for t in getattr(cfg, kind)}
 
 
-def test_detector_config_parses_with_triton_protobuf(onnx_model, tmp_path):
+def test_detector_config_parses_with_triton_protobuf(mc, onnx_model, tmp_path):
     opts = R.RepoOptions(max_batch_size=4, instances=3, queue_delay_us=500, max_det=50, conf_thres=0.3,
                          python_path=["/opt/site-packages", "/x/y"])
     assert R.export_repository(onnx_model, tmp_path / "repo", opts) == [R.DETECTOR]
@@ -73,7 +80,7 @@ def test_detector_config_parses_with_triton_protobuf(onnx_model, tmp_path):
     assert "class TritonPythonModel" in (model_dir / "1" / "model.py").read_text()
 
 
-def test_gpu_instances_and_ensemble_chain(onnx_model, tmp_path):
+def test_gpu_instances_and_ensemble_chain(mc, onnx_model, tmp_path):
     opts = R.RepoOptions(kind="gpu", gpus=[0, 2], instances=2, ensemble=True)
     names = R.export_repository(onnx_model, tmp_path / "repo", opts)
     assert names == [R.DETECTOR, R.PREPROCESS, R.ENGINE, R.POSTPROCESS, R.ENSEMBLE]
@@ -99,7 +106,7 @@ def test_gpu_instances_and_ensemble_chain(onnx_model, tmp_path):
     assert tensors(post, "input")["output0"] == (mc.TYPE_FP32, [R.raw_rows(ModelMeta(NAMES, [160, 192])), 8])
 
 
-def test_engine_gives_tensorrt_plan_step_and_plugin_hint(tmp_path):
+def test_engine_gives_tensorrt_plan_step_and_plugin_hint(mc, tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not really an engine")
     meta = ModelMeta(names=NAMES, imgsz=[320, 320], flavour="tensorrt", plugin="S2SplitAttention",
@@ -130,7 +137,7 @@ def test_fixed_batch_engine_cannot_feed_the_ensemble(tmp_path):
     assert R.export_repository(engine, tmp_path / "repo") == [R.DETECTOR]  # the runtime pads fixed batches
 
 
-def test_names_with_quotes_survive_the_text_format(tmp_path):
+def test_names_with_quotes_survive_the_text_format(mc, tmp_path):
     odd = ['say "hi"', "back\\slash", "café"]
     model = write_onnx(tmp_path / "m.onnx", ModelMeta(names=odd, imgsz=[64, 64]))
     R.export_repository(model, tmp_path / "repo")
@@ -254,7 +261,7 @@ def test_finding_the_server_binary(tmp_path, monkeypatch):
         server.TritonServer(tmp_path)
 
 
-def test_s2serve_export_command(onnx_model, tmp_path, capsys):
+def test_s2serve_export_command(mc, onnx_model, tmp_path, capsys):
     from s2trt.serve.cli import main
 
     assert main(["export", str(onnx_model), str(tmp_path / "repo"), "--instances", "2", "--ensemble",
