@@ -88,13 +88,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from s2trt.serve.repository import RepoOptions, export_repository
 
-    kind = args.kind or ("cpu" if Path(args.model).suffix == ".onnx" else "gpu")
-    opts = RepoOptions(max_batch_size=args.max_batch, instances=args.instances, kind=kind, gpus=args.gpus,
-                       queue_delay_us=args.queue_delay_us, conf_thres=args.conf_thres,
+    opts = RepoOptions(max_batch_size=args.max_batch, instances=args.instances, kind=args.kind,
+                       gpus=args.gpus, queue_delay_us=args.queue_delay_us, conf_thres=args.conf_thres,
                        iou_thres=args.iou_thres, max_det=args.max_det, agnostic=args.agnostic_nms,
                        cpu_threads=args.cpu_threads, python_path=args.python_path,
                        plugin_lib=args.plugin_lib, ensemble=args.ensemble)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import site
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s2trt.errors import S2Error
@@ -35,7 +35,7 @@ _HERE = Path(__file__).resolve().parent
 class RepoOptions:
     max_batch_size: int = 8  # per scheduler batch; clients may send fewer images per request
     instances: int = 1  # model instances per device
-    kind: str = "cpu"  # "cpu" or "gpu"
+    kind: str | None = None  # "cpu" or "gpu"; None: gpu for an engine, cpu for an ONNX model
     gpus: list[int] = field(default_factory=list)  # GPU ids for kind "gpu"; empty: all of them
     queue_delay_us: int = 2000  # how long the dynamic batcher waits to fill a batch
     conf_thres: float = 0.25
@@ -48,7 +48,7 @@ class RepoOptions:
     ensemble: bool = False
 
     def check(self) -> None:
-        if self.kind not in ("cpu", "gpu"):
+        if self.kind not in (None, "cpu", "gpu"):
             raise S2Error(f"instance kind must be 'cpu' or 'gpu', not {self.kind!r}")
         if self.max_batch_size < 1 or self.instances < 1 or self.max_det < 1 or self.queue_delay_us < 0:
             raise S2Error("max batch size, instances and max_det must be >= 1, the queue delay >= 0")
@@ -223,6 +223,8 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
         raise S2Error(f"{model} is the TensorRT flavour (it has the plugin node, which ONNX Runtime cannot "
                       "run): serve the portable .onnx, or the .engine built from this one")
     is_engine = model.suffix != ".onnx"
+    if o.kind is None:
+        o = replace(o, kind="gpu" if is_engine else "cpu")
     model_file = "model.plan" if is_engine else "model.onnx"
     files = {model_file: model}
     if is_engine:

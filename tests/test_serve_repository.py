@@ -112,7 +112,7 @@ def test_engine_gives_tensorrt_plan_step_and_plugin_hint(mc, tmp_path):
     meta = ModelMeta(names=NAMES, imgsz=[320, 320], flavour="tensorrt", plugin="S2SplitAttention",
                      nms={"max_det": 100, "topk": 1000}, batch="dynamic")
     write_json_atomic(tmp_path / "m.engine.json", meta.to_props())
-    opts = R.RepoOptions(kind="gpu", ensemble=True, plugin_lib="/opt/s2trt/libs2trt_plugins.so")
+    opts = R.RepoOptions(ensemble=True, plugin_lib="/opt/s2trt/libs2trt_plugins.so")  # kind: gpu for engines
     R.export_repository(engine, tmp_path / "repo", opts)
     plan = parse_config(tmp_path / "repo" / R.ENGINE / "config.pbtxt")
     assert plan.platform == "tensorrt_plan" and not plan.backend
@@ -121,6 +121,7 @@ def test_engine_gives_tensorrt_plan_step_and_plugin_hint(mc, tmp_path):
     assert (tmp_path / "repo" / R.ENGINE / "1" / "model.plan").read_bytes() == b"not really an engine"
     det = parse_config(tmp_path / "repo" / R.DETECTOR / "config.pbtxt")
     assert det.parameters["model_file"].string_value == "model.plan"
+    assert [g.kind for g in det.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
     assert det.parameters["plugin_lib"].string_value == "/opt/s2trt/libs2trt_plugins.so"
     assert (tmp_path / "repo" / R.DETECTOR / "1" / "model.plan.json").is_file()
     readme = (tmp_path / "repo" / "README.md").read_text()
