@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +183,23 @@ def _write_sidecar(onnx_fp32: Path, out: Path, meta: ModelMeta, result: dict[str
     write_json_atomic(sidecar_path(out), base)
 
 
-def trt_calibrator(onnx_path: Path, args: argparse.Namespace | Int8Options) -> Any:
+def trt_calibrator(onnx_path: Path, args: argparse.Namespace | Int8Options,
+                   engine_options: Any = None) -> Any:
     """A TensorRT ≤ 10 calibrator (entropy or minmax) over the same images, for EngineOptions.
 
-    After the build, its `error` holds what stopped calibration, if anything did.
+    TensorRT calibrates a dynamic-batch network at the opt shape of its calibration profile, so
+    with the builder's `engine_options` the batches are made that size. After the build, the
+    calibrator's `error` holds what stopped calibration, if anything did.
     """
     from s2trt.calib.trt_calibrator import make_calibrator
 
     o = args if isinstance(args, Int8Options) else Int8Options.from_args(args)
     meta = read_onnx_meta(onnx_path)
+    if engine_options is not None and _input_batch(Path(onnx_path)) is None:
+        from s2trt.export.engine import resolve_profile
+
+        profile = resolve_profile("images", (-1, 3, *meta.imgsz), engine_options)
+        if profile is not None:
+            o = replace(o, batch=profile[1][0])
     method = CalibMethod.ENTROPY.value if o.method == ALL_METHODS else o.method
     return make_calibrator(onnx_path, _reader(Path(onnx_path), meta, o), method, o.cache)

@@ -154,3 +154,18 @@ def test_calibrator_errors_end_calibration_without_raising(model: Path, tmp_path
     cal = trt_calibrator._calibrator_class(_fake_trt(), "entropy")(reader, None, None, _key(model))
     assert cal.get_batch(["images"]) is None  # TensorRT sees the end of the data, not an exception
     assert isinstance(cal.error, S2Error) and "bad.jpg" in str(cal.error)
+
+
+def test_calibration_batch_follows_the_engine_profile(tmp_path: Path, monkeypatch) -> None:
+    """TensorRT calibrates a dynamic-batch network at its profile's opt shape: batches must match."""
+    from s2trt.calib.pipeline import Int8Options, trt_calibrator
+    from s2trt.export.engine import EngineOptions
+
+    write_images(tmp_path / "imgs", 8)
+    monkeypatch.setattr("s2trt.calib.trt_calibrator.import_tensorrt", lambda purpose: _fake_trt())
+    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", FakeCuda)
+    dyn = export_random_model(tmp_path / "dyn.onnx", imgsz=64, dynamic=True)
+    opts = Int8Options(calib=str(tmp_path / "imgs"), method="minmax", size=8)
+    cal = trt_calibrator(dyn, opts, EngineOptions(precision="int8", opt_shape=(3, 3, 64, 64)))
+    assert cal.get_batch_size() == 3 and opts.batch is None
+    assert trt_calibrator(dyn, opts, EngineOptions(precision="int8")).get_batch_size() == 8  # default opt
