@@ -102,31 +102,37 @@ class TrtBackend(BatchedBackend):
         if lib or needs_plugin:
             trt_compat.load_plugin_library(lib, needs_plugin)
 
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            version = trt_compat.version_str(trt_compat.trt_version(trt))
-            fix = trt_compat.rebuild_command(sidecar) if sidecar else "s2export <model.pt>"
-            raise S2Error(f"TensorRT {version} could not load {path} (see its message above): an engine "
-                          "runs only on the TensorRT version and GPU that built it, with its plugin "
-                          f"library loaded; rebuild it here with: {fix}")
-        self.tensors = describe_engine(self.engine, trt)
-        inputs = [t for t in self.tensors if t.is_input]
-        if len(inputs) != 1:
-            raise S2Error(f"{path} has {len(inputs)} inputs; an s2trt engine has one ('images')")
-        self.input = inputs[0]
-        self.outputs = [t for t in self.tensors if not t.is_input]
-        self.layout = output_layout([t.name for t in self.outputs], str(path))
-        self.meta = self._meta(sidecar, path)
-        self.spec = plan_input(self.input, self.imgsz, str(path))
-        self.name = f"tensorrt {trt_compat.version_str(trt_compat.trt_version(trt))}"
-        log.info("%s: %s, input %s %s, outputs %s", path.name, self.name, self.input.name,
-                 self.input.profile_text(), self.layout)
-
-        self.context = self.engine.create_execution_context()
+        # CUDA before TensorRT: pycuda's autoinit makes its own context, and the engine must be
+        # deserialized into the context its buffers and stream belong to.
         self.cuda = cuda if cuda is not None else _open_cuda()
-        self._allocate()
+        try:
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            if self.engine is None:
+                version = trt_compat.version_str(trt_compat.trt_version(trt))
+                fix = trt_compat.rebuild_command(sidecar) if sidecar else "s2export <model.pt>"
+                raise S2Error(f"TensorRT {version} could not load {path} (see its message above): an engine "
+                              "runs only on the TensorRT version and GPU that built it, with its plugin "
+                              f"library loaded; rebuild it here with: {fix}")
+            self.tensors = describe_engine(self.engine, trt)
+            inputs = [t for t in self.tensors if t.is_input]
+            if len(inputs) != 1:
+                raise S2Error(f"{path} has {len(inputs)} inputs; an s2trt engine has one ('images')")
+            self.input = inputs[0]
+            self.outputs = [t for t in self.tensors if not t.is_input]
+            self.layout = output_layout([t.name for t in self.outputs], str(path))
+            self.meta = self._meta(sidecar, path)
+            self.spec = plan_input(self.input, self.imgsz, str(path))
+            self.name = f"tensorrt {trt_compat.version_str(trt_compat.trt_version(trt))}"
+            log.info("%s: %s, input %s %s, outputs %s", path.name, self.name, self.input.name,
+                     self.input.profile_text(), self.layout)
+
+            self.context = self.engine.create_execution_context()
+            self._allocate()
+        except BaseException:
+            self.close()
+            raise
 
     def _meta(self, sidecar: dict | None, path: Path) -> ModelMeta:
         if sidecar is not None:

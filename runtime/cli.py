@@ -51,7 +51,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     m.add_argument("--imgsz", type=int, nargs="+", metavar="N", help="network input h [w]; --onnx and "
                    "--engine take it from the model, --weights defaults to 640")
     m.add_argument("--half", action="store_true", help="FP16 inference for --weights on a GPU")
-    m.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (default: all cores)")
+    m.add_argument("--threads", type=int, default=0, help="CPU threads of ONNX Runtime or PyTorch "
+                   "(default: all cores)")
 
     d = p.add_argument_group("detection")
     d.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold (default 0.25)")
@@ -115,7 +116,7 @@ def open_backend(a: argparse.Namespace):
     from s2trt.runtime.backend_torch import TorchBackend
 
     size = a.imgsz or [640]
-    return TorchBackend(a.weights, (size[0], size[-1]), a.device, a.cfg, a.half)
+    return TorchBackend(a.weights, (size[0], size[-1]), a.device, a.cfg, a.half, a.threads)
 
 
 def _check_imgsz(a: argparse.Namespace, backend) -> None:

@@ -3,8 +3,9 @@
 Three workers joined by bounded queues: a reader thread decodes and letterboxes, the calling thread
 runs the backend, a writer thread does NMS, drawing and encoding. One worker per stage and FIFO
 queues keep frames in order; the bounds keep memory flat however long the video. The backend runs
-in the calling thread, so Ctrl-C lands there: the reader is stopped, the writer finishes the
-batches already inferred, and the caller closes the sinks.
+in the calling thread (pycuda binds its CUDA context to the thread that made it), so Ctrl-C lands
+there: the reader is stopped, the writer finishes the batches already inferred, and the caller
+closes the sinks.
 """
 
 from __future__ import annotations

@@ -23,10 +23,15 @@ IMGSZ = (128, 160)  # small and non-square: catches h/w mix-ups
 @functools.cache
 def tiny_models(batch: int | str = "dynamic") -> dict[str, Path]:
     """{'pt': checkpoint, 'onnx': ONNX with s2trt metadata} in a temp folder shared by the session."""
-    import onnx
+    m, out = _tiny_model()
+    return {"pt": out / "tiny.pt",
+            "onnx": export_onnx(m, list(NAMES), IMGSZ, out / f"tiny_b{batch}.onnx", batch)}
+
+
+@functools.cache
+def _tiny_model():
     import torch
 
-    from s2trt.meta import ModelMeta
     from s2trt.models import DetectionModel
 
     torch.manual_seed(0)
@@ -49,21 +54,30 @@ def tiny_models(batch: int | str = "dynamic") -> dict[str, Path]:
             conv.weight *= 3.0
             conv.bias.zero_()
     torch.save({"model": m.half(), "names": list(NAMES)}, out / "tiny.pt")
-    m.float()
+    return m.float(), out  # FP16-rounded weights, as the checkpoint holds them
+
+
+def export_onnx(model, names: list[str], imgsz: tuple[int, int], path: Path,
+                batch: int | str = "dynamic") -> Path:
+    """torch.onnx export with the DESIGN §3 names and the s2trt metadata (not the real exporter)."""
+    import onnx
+    import torch
+
+    from s2trt.meta import ModelMeta
+
     n = 1 if batch == "dynamic" else int(batch)
-    onnx_path = out / f"tiny_b{batch}.onnx"
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(m, torch.zeros(n, 3, *IMGSZ), str(onnx_path), opset_version=17,
+        torch.onnx.export(model, torch.zeros(n, 3, *imgsz), str(path), opset_version=17,
                           input_names=["images"], output_names=["output0"], dynamo=False,
                           dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}
                           if batch == "dynamic" else None)
-    model = onnx.load(str(onnx_path))
-    meta = ModelMeta(names=list(NAMES), imgsz=list(IMGSZ), stride=32, batch=batch)
+    proto = onnx.load(str(path))
+    meta = ModelMeta(names=names, imgsz=list(imgsz), stride=32, batch=batch)
     for k, v in meta.to_props().items():
-        model.metadata_props.add(key=k, value=v)
-    onnx.save(model, str(onnx_path))
-    return {"pt": out / "tiny.pt", "onnx": onnx_path}
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(path))
+    return path
 
 
 def scene(i: int, h: int = 240, w: int = 320) -> np.ndarray:

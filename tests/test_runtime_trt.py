@@ -265,8 +265,10 @@ def test_refused_input_shape_reports_the_profile(tmp_path):
 
 
 def test_engine_that_does_not_deserialize(tmp_path):
+    cuda = FakeCuda()
     with pytest.raises(S2Error, match=r"could not load .*rebuild it here with: s2export"):
-        open_fake(tmp_path, FakeEngine(), blob=b"garbage")
+        TrtBackend(make_engine(tmp_path, blob=b"garbage"), trt=fake_trt(FakeEngine()), cuda=cuda)
+    assert cuda.closed  # the stream and buffers made before the failure are released
 
 
 def test_engine_from_another_tensorrt_version_is_refused(tmp_path):
