@@ -12,6 +12,16 @@ from s2trt.demo.loss import YoloLoss, bbox_ciou  # noqa: E402
 from s2trt.models.yolo import DetectionModel  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Two OpenMP threads on a shared 2-core machine spin against each other (measured 30x slower
+    # under load); these models are tiny, one thread is plenty.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_ciou_hand_values() -> None:
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
     assert bbox_ciou(a, a).item() == pytest.approx(1.0, abs=1e-5)
@@ -68,8 +78,8 @@ def test_loss_parts_and_empty_targets(model: DetectionModel) -> None:
 def test_a_few_steps_fit_one_batch() -> None:
     torch.manual_seed(0)
     m = DetectionModel("yolov5n-s2", nc=5).train()
-    loss = YoloLoss(m, imgsz=128)
-    x = torch.rand(2, 3, 128, 128)
+    loss = YoloLoss(m, imgsz=96)
+    x = torch.rand(2, 3, 96, 96)
     t = torch.tensor([[0, 1, 0.3, 0.4, 0.2, 0.25], [1, 3, 0.6, 0.5, 0.4, 0.3], [1, 0, 0.2, 0.8, 0.1, 0.1]])
     opt = torch.optim.Adam(m.parameters(), 2e-3)
     first = None

@@ -16,6 +16,16 @@ from s2trt.models import load_checkpoint  # noqa: E402
 from s2trt.models.yolo import DetectionModel  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Two OpenMP threads on a shared 2-core machine spin against each other (measured 30x slower
+    # under load); these models are tiny, one thread is plenty.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _image_with_box(h: int, w: int, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     img = np.zeros((h, w, 3), np.uint8)
     x1, y1, x2, y2 = box
@@ -97,7 +107,7 @@ def test_train_cli_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     data = generate(tmp_path / "d", seed=0, counts={"train": 8, "val": 2}, imgsz=96)
     out = tmp_path / "tiny.pt"
     rc = main(["--data", str(data), "--imgsz", "64", "--epochs", "1", "--batch", "4", "--out", str(out),
-               "-q"])
+               "--threads", "1", "-q"])
     assert rc == 0
     loaded = load_checkpoint(out)
     assert loaded.names == ["circle", "square", "triangle", "star", "ring"]
