@@ -70,14 +70,6 @@ def _producer(t: Any, op: str | set[str] | None = None) -> Any:
     return node
 
 
-def _variable_input(node: Any) -> Any:
-    """The one non-constant input of a node with a constant operand."""
-    var = [t for t in node.inputs if _const(t) is None]
-    if len(var) != 1:
-        raise _Miss(f"{node.name} ({node.op}) has {len(var)} variable inputs, expected 1")
-    return var[0]
-
-
 def _add_leaves(t: Any, nodes: list[Any], stop: set[int] | None = None) -> list[Any]:
     """The tensors summed by a tree of Add nodes ending in t, left to right."""
     if t.inputs and t.inputs[0].op == "Add" and all(_const(i) is None for i in t.inputs[0].inputs):
@@ -161,6 +153,7 @@ def _match_softmax(sm: Any) -> Match:
     c = w1.shape[0]
     if w1.shape != (c, c) or w2.shape != (3 * c, c):
         raise _Miss(f"weights {w1.shape} and {w2.shape} are not (C, C) and (3C, C)")
+    _check_branch_reshape(reshape, c)
     red = _producer(mm1.inputs[0], "ReduceSum")
     axes = _const(red.inputs[1]) if len(red.inputs) > 1 else np.asarray(red.attrs.get("axes", []))
     if axes is None or sorted(int(a) % 4 for a in axes.reshape(-1)) != [2, 3] \
@@ -209,6 +202,16 @@ def _match_softmax(sm: Any) -> Match:
     match = Match(xs, out, w1.astype(np.float32), w2.astype(np.float32), nodes, weight_nodes)
     _check_closed(match)
     return match
+
+
+def _check_branch_reshape(reshape: Any, c: int) -> None:
+    """The softmax input must be (B, 3, C): branch-major, as the plugin's mlp2 rows are."""
+    shape = reshape.outputs[0].shape
+    target = _const(reshape.inputs[1])
+    dims = list(shape)[1:] if shape is not None and len(shape) == 3 else \
+        (target.reshape(-1).tolist()[1:] if target is not None and target.size == 3 else None)
+    if dims != [3, c]:
+        raise _Miss(f"the attention logits are reshaped to {dims}, expected (B, 3, {c})")
 
 
 def _ancestors(t: Any, depth: int) -> list[Any]:

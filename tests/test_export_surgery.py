@@ -133,3 +133,22 @@ def test_matcher_follows_the_opset(opset, activation):
     p = parity.compare("o", parity.run_reference(trt, x)[0], parity.run_ort(portable, x)[0],
                        parity.FP32_TOL, "t")
     assert blocks == 1 and p.ok, p.line()
+
+
+def test_channel_major_logits_are_refused():
+    """Softmax over axis 1 of (B, C, 3) is another computation: the plugin's layout is (B, 3, C)."""
+    from onnx import numpy_helper
+
+    lm = loaded_model("yolov5n-s2", nc=2)
+    portable = onnx_export.export_portable(lm, [64, 64], batch=1)
+    sm = next(n for n in portable.graph.node if n.op_type == "Softmax")
+    reshape = next(n for n in portable.graph.node if sm.input[0] in n.output)
+    init = next(i for i in portable.graph.initializer if i.name == reshape.input[1])
+    b, three, c = numpy_helper.to_array(init).tolist()
+    assert three == 3
+    init.CopyFrom(numpy_helper.from_array(np.array([b, c, 3], np.int64), init.name))
+    kept = [v for v in portable.graph.value_info if v.name != reshape.output[0]]
+    del portable.graph.value_info[:]
+    portable.graph.value_info.extend(kept)
+    with pytest.raises(NoMatchError, match="reshaped to"):
+        insert_plugin(portable)
