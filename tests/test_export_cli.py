@@ -199,8 +199,9 @@ def test_help_documents_exit_codes(capsys):
         assert line in text
 
 
-def test_fp16_sidecar_states_the_tolerance(ckpt, tmp_path):
-    assert main([str(ckpt[0]), "--imgsz", SMALL, "--fp16", "--onnx-only", "-o", str(tmp_path), "-q"]) == 0
+def test_fp16_and_simplify_sidecar_states_the_tolerance(ckpt, tmp_path):
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--fp16", "--simplify", "--onnx-only", "-o", str(tmp_path),
+                 "-q"]) == 0
     side = json.loads((tmp_path / f"{ckpt[0].stem}-fp16.json").read_text())
     fp16 = [p for p in side["parity"] if "fp16" in p["name"]]
     assert len(fp16) == 2 and all(p["pass"] and p["tol"] == 1e-2 for p in fp16)
