@@ -44,9 +44,9 @@ def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Pat
 
 
 def annotate(img: np.ndarray, dets: np.ndarray, names: Sequence[str], line_width: int | None = None,
-             labels: bool = True, conf: bool = True) -> np.ndarray:
-    """Draw boxes (and 'name 0.87' labels) on a copy of img."""
-    out = img.copy()
+             labels: bool = True, conf: bool = True, inplace: bool = False) -> np.ndarray:
+    """Draw boxes (and 'name 0.87' labels) on img, or on a copy of it."""
+    out = img if inplace else img.copy()
     lw = line_width or max(round(sum(img.shape[:2]) / 2 * 0.003), 2)
     for x1, y1, x2, y2, score, cls in dets:
         c = int(cls)
@@ -174,7 +174,8 @@ class Sinks:
             self.jsonl.write(frame, dets, self.names)
         if not (self.save or self.show):
             return
-        img = annotate(frame.image, dets, self.names, **self.draw_kw)
+        # In place: the frame has no other reader after this sink (saves a copy of every frame).
+        img = annotate(frame.image, dets, self.names, inplace=True, **self.draw_kw)
         if self.save:
             if frame.kind == "image":
                 self._write_image(self._target(frame), img)

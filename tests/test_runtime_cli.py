@@ -223,3 +223,16 @@ def test_memory_stays_flat_on_a_long_video(tmp_path):
     print(f"RSS {warm:.1f} MB after 100 frames, {end:.1f} MB after 900")
     assert end - warm < 15, f"RSS grew from {warm:.0f} MB to {end:.0f} MB over 800 frames"
     assert count_frames(tmp_path / "long.mp4") == 900
+
+
+def test_annotate_draws_boxes_and_labels_where_the_detections_are():
+    from s2trt.runtime.sinks import PALETTE, annotate
+
+    img = np.zeros((200, 300, 3), np.uint8)
+    det = np.array([[50, 80, 150, 180, 0.9, 2]], np.float32)
+    out = annotate(img, det, NAMES, line_width=2)
+    assert img.max() == 0  # a copy unless inplace
+    assert tuple(out[130, 50]) == PALETTE[2] and tuple(out[180, 100]) == PALETTE[2]  # box edges
+    assert out[100:160, 60:140].max() == 0  # inside the box untouched
+    assert out[60:78, 50:120].any()  # the label sits above the box
+    assert annotate(img, det, NAMES, inplace=True) is img and img.any()
