@@ -4,6 +4,8 @@ Used to check the TensorRT-flavour ONNX graph under `onnx.reference` (the plugin
 ONNX Runtime kernel) and as the reference the CUDA kernel is compared with.
 
 Attributes, as the ONNX node and the plugin fields carry them:
+  plugin_namespace, plugin_version  how TensorRT's ONNX parser finds the creator (it looks up
+               op type + these two attributes, never the ONNX domain); not plugin fields
   channels     int C
   mlp1_weight  C*C floats, row-major (out, in), like torch.nn.Linear.weight
   mlp2_weight  3C*C floats, row-major (out, in); output row k*C + c is branch k, channel c
@@ -19,10 +21,14 @@ import numpy as np
 OP_TYPE = "S2SplitAttention"
 OP_DOMAIN = "s2trt"
 OP_VERSION = 1
+PLUGIN_NAMESPACE = "s2trt"
+PLUGIN_VERSION = "1"
 
 
 def split_attention(x1: np.ndarray, x2: np.ndarray, x3: np.ndarray, channels: int,
-                    mlp1_weight: np.ndarray, mlp2_weight: np.ndarray) -> np.ndarray:
+                    mlp1_weight: np.ndarray, mlp2_weight: np.ndarray,
+                    plugin_namespace: str = PLUGIN_NAMESPACE,
+                    plugin_version: str = PLUGIN_VERSION) -> np.ndarray:
     dtype = x1.dtype
     xs = [np.asarray(x, np.float32) for x in (x1, x2, x3)]
     b, c = xs[0].shape[:2]
@@ -47,7 +53,8 @@ def reference_op():
     class S2SplitAttention(OpRun):
         op_domain = OP_DOMAIN
 
-        def _run(self, x1, x2, x3, channels=None, mlp1_weight=None, mlp2_weight=None):
+        def _run(self, x1, x2, x3, channels=None, mlp1_weight=None, mlp2_weight=None,
+                 plugin_namespace=None, plugin_version=None):
             return (split_attention(x1, x2, x3, channels, mlp1_weight, mlp2_weight),)
 
     return S2SplitAttention

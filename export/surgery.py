@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.export.plugin_reference import OP_DOMAIN, OP_TYPE, OP_VERSION
+from s2trt.export.plugin_reference import (
+    OP_DOMAIN,
+    OP_TYPE,
+    OP_VERSION,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -295,7 +301,9 @@ def insert_plugin(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     for i, m in enumerate(matches):
         for node in m.nodes:
             node.outputs.clear()
-        attrs = {"channels": m.channels,
+        # TensorRT's parser finds the creator by op type + these two attributes, not the domain.
+        attrs = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION,
+                 "channels": m.channels,
                  "mlp1_weight": m.mlp1_weight.reshape(-1).tolist(),
                  "mlp2_weight": m.mlp2_weight.reshape(-1).tolist()}
         graph.nodes.append(gs.Node(OP_TYPE, name=f"{OP_TYPE}_{i}", domain=OP_DOMAIN, attrs=attrs,

@@ -51,6 +51,8 @@ def test_attributes_are_the_module_weights_in_plugin_layout(n_case):
     sa = lm.model.model[24].split_attention
     c = sa.mlp1.weight.shape[0]
     assert attrs["channels"] == c == 256  # 1024 x width 0.25
+    # What TensorRT's ONNX parser looks the creator up by (the domain is not used for that).
+    assert attrs["plugin_namespace"] == b"s2trt" and attrs["plugin_version"] == b"1"
     np.testing.assert_array_equal(np.float32(attrs["mlp1_weight"]), sa.mlp1.weight.detach().numpy().ravel())
     np.testing.assert_array_equal(np.float32(attrs["mlp2_weight"]), sa.mlp2.weight.detach().numpy().ravel())
 
