@@ -59,10 +59,11 @@ def annotate(img: np.ndarray, dets: np.ndarray, names: Sequence[str], line_width
         fs = lw / 3
         tw, th = cv2.getTextSize(text, 0, fs, max(lw - 1, 1))[0]
         above = p1[1] - th - 3 >= 0
-        q1 = (p1[0], p1[1] - th - 3 if above else p1[1])
-        q2 = (p1[0] + tw, p1[1] if above else p1[1] + th + 3)
+        x0 = max(min(p1[0], out.shape[1] - tw), 0)  # keep the label inside the frame
+        q1 = (x0, p1[1] - th - 3 if above else p1[1])
+        q2 = (x0 + tw, p1[1] if above else p1[1] + th + 3)
         cv2.rectangle(out, q1, q2, color, -1, cv2.LINE_AA)
-        cv2.putText(out, text, (p1[0], q2[1] - 2), 0, fs, (255, 255, 255), max(lw - 1, 1), cv2.LINE_AA)
+        cv2.putText(out, text, (x0, q2[1] - 2), 0, fs, (255, 255, 255), max(lw - 1, 1), cv2.LINE_AA)
     return out
 
 
