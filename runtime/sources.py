@@ -25,6 +25,7 @@ IMAGE_EXTS = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", 
 VIDEO_EXTS = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv",
               ".webm"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+STREAM_TIMEOUT_MS = 10000
 MAX_READ_FAILURES = 30  # consecutive undecodable frames before a video is given up as truncated
 
 
@@ -128,7 +129,11 @@ def open_capture(kind: str, item: str) -> cv2.VideoCapture:
             raise S2Error(f"camera {item} could not be opened (is it connected, not used by another "
                           "program, and is the index right?)")
         return cap
-    cap = cv2.VideoCapture(item)
+    if kind == "stream":  # an unreachable host must not hang the run: FFmpeg waits 30 s+ otherwise
+        cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
+    else:
+        cap = cv2.VideoCapture(item)
     if not cap.isOpened():
         what = "stream" if kind == "stream" else "video"
         raise S2Error(f"cannot open {what} {item} (unreachable, unsupported codec or not a video)")

@@ -124,10 +124,11 @@ def test_unreadable_frame_in_the_middle_is_skipped_and_reported(tmp_path, capsys
     ("garbage_video", "cannot open video"),
     ("camera", "camera 97 could not be opened"),
     ("empty_folder", "holds no images or videos"),
+    ("stream", "cannot open stream rtsp://127.0.0.1:9/cam"),
 ])
 def test_bad_sources_fail_with_one_line(tmp_path, capsys, case, message):
     src = {"missing": tmp_path / "nope.mp4", "garbage_video": tmp_path / "g.mp4", "camera": "97",
-           "empty_folder": tmp_path / "empty"}[case]
+           "empty_folder": tmp_path / "empty", "stream": "rtsp://127.0.0.1:9/cam"}[case]
     (tmp_path / "g.mp4").write_bytes(os.urandom(5000))
     (tmp_path / "empty").mkdir()
     assert run(tmp_path, src) == 1
