@@ -380,3 +380,27 @@ def test_cuda_python_memory_calls_and_errors():
     assert [c[0] for c in rt.calls[2:]] == ["free", "freehost", "destroy"]
     with pytest.raises(S2Error, match=r"CUDA error in cudaMalloc\(64 bytes\): out of memory"):
         CudaPythonMemory(FakeCudart(fail_malloc=True)).malloc(64)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+def test_real_engine_matches_onnxruntime(tmp_path):
+    """On a GPU machine with TensorRT: a dynamic-batch engine of the tiny model vs ONNX Runtime."""
+    pytest.importorskip("tensorrt", reason="TensorRT's Python module is not installed")
+    from test_runtime_support import IMGSZ, scene, tiny_models
+
+    from s2trt.export.engine import EngineOptions, build_engine
+    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.preprocess import preprocess
+
+    onnx_path = tiny_models()["onnx"]
+    engine = tmp_path / "tiny.engine"
+    build_engine(onnx_path, engine, EngineOptions(min_shape=(1, 3, *IMGSZ), opt_shape=(2, 3, *IMGSZ),
+                                                  max_shape=(4, 3, *IMGSZ), use_plugin=False))
+    trt_backend = TrtBackend(engine)
+    assert (trt_backend.spec.min, trt_backend.spec.max) == (1, 4)
+    x, _ = preprocess([scene(i * 11) for i in range(5)], IMGSZ)  # 4 + 1: both profile ends
+    got = trt_backend.infer(x)["output0"]
+    want = OrtBackend(onnx_path, device="cpu").infer(x)["output0"]
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)  # TF32 convolutions on Ampere+
+    trt_backend.close()
