@@ -100,7 +100,9 @@ class TrtBackend(BatchedBackend):
         lib = plugin_lib or (sidecar or {}).get("plugin_library")
         needs_plugin = bool((sidecar or {}).get("plugin"))
         if lib or needs_plugin:
-            trt_compat.load_plugin_library(lib, needs_plugin)
+            # load_library registers the creators the library lists in getCreators(); a plain
+            # dlopen registers nothing, and deserializing would fail with "plugin not found".
+            trt_compat.ensure_plugin(trt, lib, needs_plugin)
 
         # CUDA before TensorRT: pycuda's autoinit makes its own context, and the engine must be
         # deserialized into the context its buffers and stream belong to.
@@ -108,6 +110,7 @@ class TrtBackend(BatchedBackend):
         try:
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
+            trt_compat.allow_embedded_plugins(self._runtime, sidecar)
             self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
                 version = trt_compat.version_str(trt_compat.trt_version(trt))
