@@ -14,13 +14,18 @@ from s2trt.errors import S2Error
 
 
 def check_writable(folder: Path) -> None:
-    """Fail early, before minutes of work, when the output folder cannot take files."""
-    if not folder.exists():
-        raise S2Error(f"output folder {folder} does not exist")
-    if not folder.is_dir():
-        raise S2Error(f"output folder {folder} is not a folder")
+    """Fail early, before minutes of work, when the output folder cannot take files.
+
+    A missing folder is made at commit time (like `runs/` in YOLOv5), so a failed export leaves no
+    empty folder behind; here its nearest existing parent must be a writable folder.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise S2Error(f"output folder {folder} is not a folder ({existing} is a file)")
     try:
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise S2Error(f"cannot write to output folder {folder}: {e.strerror or e}") from None
@@ -44,6 +49,7 @@ class StagedFiles:
         try:
             for path, data in self._files:
                 try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
                 except OSError as e:
                     raise S2Error(f"cannot write to {path.parent}: {e.strerror or e}") from None
