@@ -77,6 +77,16 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes 0600 files; published outputs get the permissions a plain open() would give.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: no half-written outputs."""
     path = Path(path)
@@ -87,6 +97,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from s2trt.errors import S2Error
+from s2trt.meta import FILE_MODE
 
 
 def check_writable(folder: Path) -> None:
@@ -57,6 +58,7 @@ class StagedFiles:
                 try:
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
+                    os.chmod(tmp, FILE_MODE)
                 except OSError as e:
                     raise S2Error(f"cannot write {path}: {e.strerror or e}") from None
             for tmp, path in temps:

@@ -251,3 +251,16 @@ def test_export_options_with_an_onnx_input_are_reported_as_ignored(ckpt, exporte
     assert main([str(exported / f"{ckpt[0].stem}.onnx"), "--nms", "--imgsz", "320", "--no-plugin"]) == 3
     err = capsys.readouterr().err
     assert "--imgsz, --nms have no effect" in err and "--no-plugin" not in err.split("no effect")[0]
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    """Atomic writes go through mkstemp (0600); published files must be readable like open()'s."""
+    from s2trt.meta import FILE_MODE, write_json_atomic
+
+    staged = StagedFiles()
+    staged.add(tmp_path / "a.onnx", b"a")
+    staged.commit()
+    write_json_atomic(tmp_path / "a.json", {"k": 1})
+    for name in ("a.onnx", "a.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == FILE_MODE
+    assert FILE_MODE & 0o044, "group/other can read under a usual umask"
