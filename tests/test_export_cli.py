@@ -263,4 +263,3 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     write_json_atomic(tmp_path / "a.json", {"k": 1})
     for name in ("a.onnx", "a.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == FILE_MODE
-    assert FILE_MODE & 0o044, "group/other can read under a usual umask"
