@@ -27,7 +27,8 @@ def test_yolov5s_s2_at_640_both_flavours(tmp_path):
         assert not set(onnx_export.op_counts(model)) & onnx_export.FORBIDDEN_OPS
     assert onnx_export.op_counts(trt)[OP_TYPE] == 1
     node = next(n for n in trt.graph.node if n.op_type == OP_TYPE)
-    assert onnx.helper.get_attribute_value(node.attribute[0]) == 512  # channels at width 0.50
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["channels"] == 512  # at width 0.50
 
     report = json.loads((out / f"{stem}.trt.json").read_text())
     checks = {p["name"].split(" (")[0]: p for p in report["parity"]}
