@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from s2trt.calib.data import DEFAULT_SIZE
-from s2trt.calib.qdq import EXCLUDE_GROUPS, CalibMethod
+from s2trt.calib.qdq import DEFAULT_METHOD, DEFAULT_TRT_METHOD, EXCLUDE_GROUPS, CalibMethod
 from s2trt.calib.report import DEFAULT_MAX_DROP
 from s2trt.cli import add_verbosity, run_main
 
@@ -45,9 +45,10 @@ def add_int8_options(parser: argparse.ArgumentParser, with_flag: bool = True) ->
     g.add_argument("--calib-seed", type=int, default=0, help="seed of the image sample (default 0)")
     g.add_argument("--calib-video-step", type=_positive, metavar="N",
                    help="use every Nth video frame (default: spread --calib-size frames over the video)")
-    g.add_argument("--calib-method", choices=METHOD_CHOICES, default=CalibMethod.MINMAX.value,
-                   help="activation range method (default minmax); 'all' tries the three and keeps the "
-                        "best mAP50 (needs labelled validation data)")
+    g.add_argument("--calib-method", choices=METHOD_CHOICES,
+                   help=f"activation range method (default {DEFAULT_METHOD.value} for the Q/DQ graph, "
+                        f"{DEFAULT_TRT_METHOD.value} for the TensorRT ≤ 10 calibrator); 'all' tries the "
+                        "three and keeps the best (needs labelled validation data)")
     g.add_argument("--int8-exclude", action="append", metavar="SPEC",
                    help=f"keep nodes in float: groups ({', '.join(EXCLUDE_GROUPS)}), 'default' "
                         "(detect,attention), 'none', or shell patterns of node names or op types "

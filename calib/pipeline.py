@@ -23,7 +23,7 @@ from s2trt.calib.data import (
     list_items,
     open_reader,
 )
-from s2trt.calib.qdq import CalibMethod, quantize_qdq
+from s2trt.calib.qdq import DEFAULT_METHOD, DEFAULT_TRT_METHOD, CalibMethod, quantize_qdq
 from s2trt.calib.report import DEFAULT_MAX_DROP, accuracy_report, verdict
 from s2trt.errors import S2Error
 from s2trt.meta import (
@@ -43,7 +43,7 @@ ALL_METHODS = "all"
 @dataclass
 class Int8Options:
     calib: str
-    method: str = CalibMethod.MINMAX.value  # a CalibMethod value, or "all"
+    method: str | None = None  # a CalibMethod value, "all", or None: the default of each path
     size: int = DEFAULT_SIZE
     batch: int | None = None  # None: the graph's fixed batch, else DEFAULT_BATCH
     seed: int = 0
@@ -62,7 +62,7 @@ class Int8Options:
         if not getattr(args, "calib", None):
             raise S2Error("--int8 needs calibration images: --calib FOLDER|GLOB|VIDEO|DATA.yaml")
         g = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-        return cls(calib=str(args.calib), method=g("calib_method") or CalibMethod.MINMAX.value,
+        return cls(calib=str(args.calib), method=g("calib_method"),
                    size=g("calib_size") or DEFAULT_SIZE, batch=g("calib_batch"), seed=g("calib_seed") or 0,
                    split=g("calib_split"), video_step=g("calib_video_step"), exclude=g("int8_exclude"),
                    cache=g("calib_cache"), val=g("int8_val"), val_split=g("int8_val_split") or "val",
@@ -71,6 +71,8 @@ class Int8Options:
                    report=not g("no_int8_report", False))
 
     def methods(self) -> list[CalibMethod]:
+        if self.method is None:
+            return [DEFAULT_METHOD]
         return list(CalibMethod) if self.method == ALL_METHODS else [CalibMethod.from_name(self.method)]
 
     def val_data(self) -> str | None:
@@ -125,7 +127,7 @@ def _check_graph(meta: ModelMeta, path: Path) -> None:
 def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8Options) -> dict[str, Any]:
     """Write the INT8 Q/DQ graph of `onnx_fp32` to `out` and its sidecar; return the INT8 report.
 
-    With --calib-method all, every method is tried and the one with the best mAP50 is kept. The
+    With --calib-method all, every method is tried and the best one is kept (see accuracy_report). The
     caller prints the report (s2trt.calib.report.format_table); a drop beyond --max-map-drop is
     logged as a warning here.
     """
@@ -201,5 +203,5 @@ def trt_calibrator(onnx_path: Path, args: argparse.Namespace | Int8Options,
         profile = resolve_profile("images", (-1, 3, *meta.imgsz), engine_options)
         if profile is not None:
             o = replace(o, batch=profile[1][0])
-    method = CalibMethod.ENTROPY.value if o.method == ALL_METHODS else o.method
+    method = DEFAULT_TRT_METHOD.value if o.method in (None, ALL_METHODS) else o.method
     return make_calibrator(onnx_path, _reader(Path(onnx_path), meta, o), method, o.cache)

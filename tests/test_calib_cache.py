@@ -168,4 +168,7 @@ def test_calibration_batch_follows_the_engine_profile(tmp_path: Path, monkeypatc
     opts = Int8Options(calib=str(tmp_path / "imgs"), method="minmax", size=8)
     cal = trt_calibrator(dyn, opts, EngineOptions(precision="int8", opt_shape=(3, 3, 64, 64)))
     assert cal.get_batch_size() == 3 and opts.batch is None
-    assert trt_calibrator(dyn, opts, EngineOptions(precision="int8")).get_batch_size() == 8  # default opt
+    default = trt_calibrator(dyn, Int8Options(calib=str(tmp_path / "imgs"), size=8),
+                             EngineOptions(precision="int8"))
+    assert default.get_batch_size() == 8  # the builder's default opt batch
+    assert default.method == "entropy"  # TensorRT's calibrator default, not the Q/DQ one

@@ -11,7 +11,8 @@ from calib_helpers import export_random_model, write_dataset
 
 from s2trt.calib.cli import main
 from s2trt.calib.pipeline import Int8Options, int8_path, quantize_export
-from s2trt.calib.report import format_table
+from s2trt.calib.qdq import CalibMethod
+from s2trt.calib.report import format_table, pick_best
 from s2trt.errors import S2Error
 
 pytest.importorskip("onnxruntime")
@@ -52,9 +53,18 @@ def test_all_methods_keep_the_best(work: Path) -> None:
     rows = result["accuracy"]["rows"]
     assert {f"int8-{m}" for m in ("entropy", "minmax", "percentile")} <= set(rows)
     best = result["method"]
-    assert rows[f"int8-{best}"]["mAP50"] == max(rows[f"int8-{m}"]["mAP50"]
-                                                for m in ("entropy", "minmax", "percentile"))
+    assert best == pick_best({m: rows[f"int8-{m}"] for m in ("entropy", "minmax", "percentile")}, 1.0)
     assert out.is_file() and not list(work.glob("s2trt-int8-*"))  # temporary files are gone
+
+
+def test_best_method_meets_the_budget_then_maximises_map50_95() -> None:
+    rows = {"entropy": {"mAP50": 0.90, "mAP50-95": 0.70, "drop_mAP50": 0.5},
+            "minmax": {"mAP50": 0.91, "mAP50-95": 0.60, "drop_mAP50": -0.5},
+            "percentile": {"mAP50": 0.80, "mAP50-95": 0.75, "drop_mAP50": 10.5}}
+    assert pick_best(rows, 1.0) == "entropy"  # percentile has the best boxes but blows the budget
+    assert pick_best(rows, 20.0) == "percentile"
+    assert pick_best(rows, -1.0) == "minmax"  # none within: the best mAP50
+    assert Int8Options(calib="x").methods() == [CalibMethod.PERCENTILE]
 
 
 def test_all_methods_need_labelled_data(work: Path) -> None:
