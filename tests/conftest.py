@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,6 +26,10 @@ def gpu_reason() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if importlib.util.find_spec("tensorrt") is None:
+        for item in items:
+            if "tensorrt" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason="TensorRT's Python module is not installed"))
     reason = gpu_reason()
     if reason is None:
         return
