@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_args(p)
     add_output_args(p)
     add_engine_args(p)
+    from s2trt.calib.cli import add_int8_options
+
+    add_int8_options(p)
     add_verbosity(p)
     return p
 
@@ -124,6 +127,13 @@ def request(args: argparse.Namespace) -> Any:
 
     if args.batch < 1:
         raise S2Error(f"--batch {args.batch} must be 1 or more")
+    if args.int8:
+        from s2trt.calib.pipeline import check_int8_args
+
+        if args.fp16:
+            raise S2Error("--int8 and --fp16 exclude each other: an INT8 engine already runs the layers "
+                          "kept in float in FP16 where TensorRT allows it")
+        check_int8_args(args)  # a bad --calib fails now, not after the export
     nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
     return ExportRequest(weights=args.weights, cfg=args.cfg, imgsz=args.imgsz,
                          batch=None if args.dynamic else args.batch, opset=args.opset, fp16=args.fp16,
@@ -136,7 +146,8 @@ def engine_options(args: argparse.Namespace, imgsz: Sequence[int]) -> Any:
     def full(shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
         return (shape[0], 3, *imgsz) if shape is not None and len(shape) == 1 else shape
 
-    return EngineOptions(precision="fp16" if args.fp16 else "fp32", workspace_gib=args.workspace,
+    precision = "int8" if getattr(args, "int8", False) else "fp16" if args.fp16 else "fp32"
+    return EngineOptions(precision=precision, workspace_gib=args.workspace,
                          min_shape=full(args.min_shape), opt_shape=full(args.opt_shape),
                          max_shape=full(args.max_shape), timing_cache=args.timing_cache,
                          device=args.device, verbose=args.verbose, plugin_lib=args.plugin_lib,
@@ -197,11 +208,31 @@ def _main(args: argparse.Namespace) -> int:
 
     state = run(ExportState(request(args)))
     print(summary(state))
+    qdq = int8_stage(args, state) if args.int8 else None
     if args.onnx_only:
         return EXIT_OK
+    if qdq is not None:  # the graph whose accuracy was measured; TensorRT 10 and 11 build it as is
+        return build(qdq, engine_options(args, state.imgsz))
     target = next(a.path for a in state.artifacts if a.flavour == ("portable" if args.no_plugin
                                                                      else "tensorrt"))
     return build(target, engine_options(args, state.imgsz))
+
+
+def int8_stage(args: argparse.Namespace, state: Any) -> Path:
+    """The INT8 Q/DQ graph of the portable FP32 export (s2trt.calib), with its accuracy report."""
+    from s2trt.calib.pipeline import int8_path, quantize_export
+    from s2trt.calib.report import format_table
+
+    portable = next(a.path for a in state.artifacts if a.flavour == "portable")
+    out = int8_path(portable)
+    print(f"quantizing to INT8 with calibration images from {args.calib} ...", file=sys.stderr)
+    result = quantize_export(portable, out, args)
+    print(f"  {out}  {_size(out)}  (portable int8 Q/DQ, {result['method']} calibration)")
+    print(f"  {out.with_suffix('.json')}")
+    report = result["accuracy"]
+    lines = format_table(report).splitlines() if report is not None else [result["accuracy_note"]]
+    print("\n".join(f"  {line}" for line in lines))
+    return out
 
 
 def _main_onnx(args: argparse.Namespace) -> int:
@@ -217,8 +248,17 @@ def _main_onnx(args: argparse.Namespace) -> int:
     if ignored:
         log.warning("%s: the graph is already exported, so %s %s no effect", args.weights.name,
                     ", ".join(ignored), "has" if len(ignored) == 1 else "have")
-    imgsz = read_onnx_meta(args.weights).imgsz
-    return build(args.weights, engine_options(args, imgsz))
+    meta = read_onnx_meta(args.weights)
+    opts = engine_options(args, meta.imgsz)
+    if args.int8 and meta.precision != "int8":  # TensorRT ≤ 10: implicit INT8 with a calibrator
+        from s2trt.calib.pipeline import check_int8_args, trt_calibrator
+
+        check_int8_args(args)
+        try:
+            opts.calibrator = trt_calibrator(args.weights, args, opts)
+        except MissingDependencyError as e:  # no TensorRT or CUDA here: build() prints the command
+            log.debug("%s", e)
+    return build(args.weights, opts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
