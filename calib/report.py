@@ -122,7 +122,7 @@ def format_table(report: dict[str, Any]) -> str:
 def verdict(report: dict[str, Any]) -> str:
     best, drop, limit = report["best"], report["drop_mAP50"], report["max_map_drop"]
     if report["within_tolerance"]:
-        return (f"INT8 ({best}) is within {limit:g} mAP50 point of FP32 (drop {drop:.2f} points)")
+        return f"INT8 ({best}) is within {limit:g} mAP50 point of FP32 (mAP50 {0.0 - drop:+.2f} points)"
     return (f"INT8 ({best}) loses {drop:.2f} mAP50 points, more than --max-map-drop {limit:g}: try "
             "another --calib-method (or all), more or more representative --calib images, or keep "
             "more layers in float with --int8-exclude")
