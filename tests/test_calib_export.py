@@ -43,7 +43,8 @@ def test_demo_int8_within_one_map50_point(data: Path, tmp_path: Path, capsys) ->
     (["--calib", "/nonexistent/images"], "calibration source not found"),
     (["--calib", "x", "--fp16"], "--int8 and --fp16 exclude each other"),
 ])
-def test_bad_int8_options_fail_before_exporting(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+def test_bad_int8_options_fail_before_exporting(tmp_path: Path, capsys, extra: list[str],
+                                                message: str) -> None:
     rc = main([str(DEMO), "--onnx-only", "-o", str(tmp_path), "--int8", *extra])
     assert rc == 1 and message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing exported
