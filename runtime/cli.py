@@ -28,6 +28,9 @@ exit codes: 0 done (unreadable frames are skipped and reported), 1 nothing could
 says why), 2 bad command line, 70 internal error, 130 interrupted (outputs so far are complete)"""
 
 
+# Each frame of a batch is its own gRPC request, all sent before waiting on any.
+TRITON_BATCH = 8
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="s2infer", description="Run YOLOv5-S2 detection on images, videos, cameras and streams.",
@@ -62,7 +65,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     d.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
 
     i = p.add_argument_group("input")
-    i.add_argument("--batch", type=int, default=1, help="frames per inference batch (default 1)")
+    i.add_argument("--batch", type=int, default=None,
+                   help=f"frames per inference batch (default 1; {TRITON_BATCH} with --triton, so that "
+                        "many requests are in flight for the server's dynamic batcher)")
     i.add_argument("--vid-stride", type=int, default=1, help="use every Nth video frame (default 1)")
 
     o = p.add_argument_group("output")
@@ -91,6 +96,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if a.batch is None:
+        a.batch = TRITON_BATCH if a.triton else 1
     if not 0 <= a.conf_thres <= 1 or not 0 <= a.iou_thres <= 1:
         p.error("--conf-thres and --iou-thres must be within 0..1")
     if a.batch < 1 or a.max_det < 1 or a.vid_stride < 1 or a.queue_size < 1:

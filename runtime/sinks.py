@@ -18,9 +18,12 @@ import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.runtime.sources import IMAGE_EXTS, Frame
+from s2trt.runtime.sources import Frame
 
 log = logging.getLogger(__name__)
+
+# Formats cv2.imwrite can write everywhere; others that it reads (.mpo, .dng, .pfm) are saved as .jpg.
+WRITABLE_IMAGE_EXTS = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 
 # 20 saturated colours, hues 7/20 of a turn apart so neighbouring class ids contrast (BGR).
 PALETTE = [tuple(int(v) for v in cv2.cvtColor(np.uint8([[[(i * 63) % 180, 220, 230]]]),
@@ -202,10 +205,14 @@ class Sinks:
             self.saved.append(sink.path)
 
     def _write_image(self, path: Path, img: np.ndarray) -> None:
-        if path.suffix.lower() not in IMAGE_EXTS:
+        if path.suffix.lower() not in WRITABLE_IMAGE_EXTS:
             path = path.with_suffix(".jpg")
         tmp = _tmp_name(path)
-        if not cv2.imwrite(str(tmp), img):
+        try:
+            written = cv2.imwrite(str(tmp), img)
+        except cv2.error as e:
+            raise S2Error(f"cannot write image {path}: {str(e).strip().splitlines()[-1]}") from None
+        if not written:
             raise S2Error(f"cannot write image {path}")
         os.replace(tmp, path)
         self.saved.append(path)

@@ -134,6 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
         print("stopping Triton ...", flush=True)
         return EXIT_OK
     finally:
+        # A second Ctrl-C while the server drains must not skip stop() and orphan tritonserver.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         code = server.stop()
         if code is not None:
             log.info("tritonserver stopped (exit code %s)", code)

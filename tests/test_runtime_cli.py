@@ -88,6 +88,19 @@ def test_image_folder_with_an_unreadable_image(tmp_path, capsys):
     assert [r["source"][-7:] for r in read_jsonl(out / "predictions.jsonl")] == ["im0.jpg", "im2.jpg"]
 
 
+def test_images_opencv_reads_but_cannot_write_are_saved_as_jpg(tmp_path):
+    """A camera's .mpo (JPEG-based) reads fine, but imwrite has no .mpo writer: save it as .jpg."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    _, jpeg = cv2.imencode(".jpg", scene(3, 240, 320))
+    (src / "photo.mpo").write_bytes(jpeg.tobytes())
+    cv2.imwrite(str(src / "plain.png"), scene(4, 240, 320))
+    assert main(["--onnx", str(tiny_models()["onnx"]), str(src), "--project", str(tmp_path / "runs")]) == 0
+    out = tmp_path / "runs" / "exp"
+    assert sorted(p.name for p in out.iterdir()) == ["photo.jpg", "plain.png"]
+    assert cv2.imread(str(out / "photo.jpg")).shape == (240, 320, 3)
+
+
 def mjpg_video(path, frames=40):
     return write_video(path, frames, fourcc="MJPG")
 
@@ -237,3 +250,11 @@ def test_annotate_draws_boxes_and_labels_where_the_detections_are():
     assert out[100:160, 60:140].max() == 0  # inside the box untouched
     assert out[60:78, 50:120].any()  # the label sits above the box
     assert annotate(img, det, NAMES, inplace=True) is img and img.any()
+
+
+def test_triton_keeps_several_requests_in_flight_by_default():
+    from s2trt.runtime.cli import TRITON_BATCH, parse
+
+    assert parse(["--triton", "localhost:8001", "v.mp4"]).batch == TRITON_BATCH > 1
+    assert parse(["--onnx", "m.onnx", "v.mp4"]).batch == 1
+    assert parse(["--triton", "localhost:8001", "v.mp4", "--batch", "2"]).batch == 2
