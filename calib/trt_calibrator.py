@@ -88,7 +88,7 @@ def _calibrator_class(trt: Any, method: str) -> type:
             return self.cached
 
         def write_calibration_cache(self, cache: Any) -> None:
-            if self.cache is not None:
+            if self.cache is not None and self.error is None:  # never cache a partial calibration
                 save_cache(self.cache, bytes(cache), self.key, images=len(self.reader) * self.reader.batch,
                            frames=self.reader.fingerprint(), tensorrt=str(trt.__version__))
 

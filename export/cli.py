@@ -42,6 +42,8 @@ EXPORT_ONLY = ("cfg", "imgsz", "batch", "dynamic", "opset", "nms", "conf_thres",
                "topk", "simplify", "output")
 
 
+INMS_MAX_CANDIDATES = 5000
+
 def _shape(text: str) -> tuple[int, ...]:
     """'4' (a batch size) or '4x3x640x640' (N x C x H x W)."""
     if not re.fullmatch(r"\d+(x\d+){3}|\d+", text.strip()):
@@ -134,6 +136,11 @@ def request(args: argparse.Namespace) -> Any:
             raise S2Error("--int8 and --fp16 exclude each other: an INT8 engine already runs the layers "
                           "kept in float in FP16 where TensorRT allows it")
         check_int8_args(args)  # a bad --calib fails now, not after the export
+    if args.nms and not 0 < args.topk <= INMS_MAX_CANDIDATES:
+        # TensorRT's INMSLayer silently looks at no more than 5,000 boxes per image: a larger TopK
+        # would make TensorRT and ONNX Runtime select different boxes again.
+        raise S2Error(f"--topk {args.topk}: TensorRT's NMS layer considers at most "
+                      f"{INMS_MAX_CANDIDATES} boxes per image; use 1..{INMS_MAX_CANDIDATES}")
     nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
     return ExportRequest(weights=args.weights, cfg=args.cfg, imgsz=args.imgsz,
                          batch=None if args.dynamic else args.batch, opset=args.opset, fp16=args.fp16,

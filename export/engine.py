@@ -235,6 +235,11 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
     log.info("building the %s engine with %s (minutes on a Jetson)", precision, path)
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
+    # TensorRT reads a calibrator's None batch as "done": a failure inside get_batch would otherwise
+    # give an engine calibrated on part of the data, without a word.
+    calib_error = getattr(opts.calibrator, "error", None)
+    if calib_error is not None:
+        raise S2Error(f"INT8 calibration failed, no engine written: {calib_error}")
     if plan is None:
         raise S2Error(f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name}: "
                       "see its messages above (rerun with --verbose for all of them)")

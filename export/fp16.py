@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 # (NonMaxSuppression, TopK, Range, ...). Sigmoid is not: the SiLU activations are most of the graph.
 SENSITIVE_OPS = ("Softmax", "ReduceSum", "ReduceMean")
 # FP16 tolerance of the parity check, relative to each output group's scale (see parity.py).
-# Measured with random weights: 9e-4 (yolov5s-s2, 640) and 1.6e-3 (yolov5n-s2, 160). ONNX Runtime's
-# CPU runs many FP16 ops through FP32 kernels, so the check mostly sees the FP16 rounding of weights
-# and activations between ops; 1e-2 leaves room for trained weights and still catches a broken graph.
-FP16_TOL = 1e-2
+# Measured with random weights: 9e-4 (yolov5s-s2, 640) and 1.6e-3 (yolov5n-s2, 160); with the trained
+# demo model 6.4e-3 at 320 and 1.2e-2 at 640 — one class score of 25,200 x 5, 0.894 vs 0.906, while
+# the 99.9th percentile is 1.2e-3 and the detections are the same. Trained weights have larger
+# activations, so FP16's 11-bit mantissa costs more; 3e-2 leaves room for that and still fails a broken
+# graph (a wrong op or a lost FP32 island gives errors of order 1).
+FP16_TOL = 3e-2
 
 
 def decode_nodes(model: onnx.ModelProto) -> list[str]:

@@ -303,5 +303,6 @@ def check_engine_compatible(engine_path: str | Path, sidecar: dict[str, Any] | N
 
 def _version_ok(built: str, here: tuple[int, int, int], version_compatible: bool) -> bool:
     b = parse_version(built)
-    # Version-compatible engines run on the same or a later TensorRT; others only on their own.
-    return here >= b if version_compatible else here == b
+    # Version-compatible engines run on the same or a later TensorRT of the same major version;
+    # others only on their own.
+    return (here[0] == b[0] and here >= b) if version_compatible else here == b

@@ -285,6 +285,14 @@ def test_trt10_int8(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
     assert trt.config.flags == {"FP16", "INT8"}
 
 
+def test_failed_calibration_writes_no_engine(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
+    calibrator = SimpleNamespace(error=OSError("frame 17 of calib.mp4 could not be decoded"))
+    with pytest.raises(S2Error, match=r"INT8 calibration failed.*frame 17"):
+        _build(monkeypatch, FakeTRT("10.3.0"), onnx_file, EngineOptions(precision="int8",
+                                                                         calibrator=calibrator))
+    assert not onnx_file.with_suffix(".engine").exists()
+
+
 @pytest.mark.parametrize(("graph", "requested", "expected"), [
     ("fp16", "fp16", "fp16"), ("fp16", "fp32", "fp16"), ("int8", "int8", "int8"), ("fp32", "fp32", "fp32"),
     ("fp32", "fp16", None), ("fp16", "int8", None)])
@@ -435,6 +443,8 @@ def test_version_compatible_engine_runs_on_later_versions(monkeypatch: pytest.Mo
     with pytest.raises(S2Error):
         tc.check_engine_compatible("m.engine", _sidecar("10.16.1", version_compatible=True),
                                    SimpleNamespace(__version__="10.3.0"))
+    with pytest.raises(S2Error):  # version compatibility holds within one major version only
+        tc.check_engine_compatible("m.engine", side, SimpleNamespace(__version__="11.4.0"))
     monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Jetson AGX Orin", "8.7"))
     with caplog.at_level(logging.WARNING):
         tc.check_engine_compatible("m.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))

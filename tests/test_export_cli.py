@@ -16,6 +16,7 @@ from yolov5_fake import build_model, make_yolov5_checkpoint
 from s2trt.errors import EXIT_NO_ENGINE
 from s2trt.export import parity
 from s2trt.export.cli import main
+from s2trt.export.fp16 import FP16_TOL
 from s2trt.export.outputs import StagedFiles
 from s2trt.meta import read_onnx_meta
 
@@ -149,11 +150,12 @@ def _bad_inputs(tmp: Path, ckpt: Path) -> dict[str, tuple[list[str], str]]:
         "wrong architecture": ([str(state), "--cfg", "yolov5s-s2"], "do not fit the model config"),
         "imgsz": ([str(ckpt), "--imgsz", "100"], "not a multiple of the model stride 32"),
         "output folder is a file": ([str(ckpt), "-o", str(a_file / "m.onnx")], "not a folder"),
+        "topk over INMSLayer's limit": ([str(ckpt), "--nms", "--topk", "25200"], "at most 5000 boxes"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "malicious", "wrong architecture",
-                                  "imgsz", "output folder is a file"])
+                                  "imgsz", "output folder is a file", "topk over INMSLayer's limit"])
 def test_bad_input_one_line_nonzero_no_files(ckpt, tmp_path, capsys, case):
     src = tmp_path / "src"
     src.mkdir()
@@ -207,7 +209,7 @@ def test_fp16_and_simplify_sidecar_states_the_tolerance(ckpt, tmp_path):
                  "-q"]) == 0
     side = json.loads((tmp_path / f"{ckpt[0].stem}-fp16.json").read_text())
     fp16 = [p for p in side["parity"] if "fp16" in p["name"]]
-    assert len(fp16) == 2 and all(p["pass"] and p["tol"] == 1e-2 for p in fp16)
+    assert len(fp16) == 2 and all(p["pass"] and p["tol"] == FP16_TOL for p in fp16)
     assert np.isfinite([p["rel"] for p in side["parity"]]).all()
 
 

@@ -77,3 +77,24 @@ def test_fp16_tensorrt_flavour_matches_pytorch(case):
     fast = parity.run_ort_with_plugin(trt16, x)[0]
     assert parity.compare("fast", fast, ref, FP16_TOL, "t").ok
     np.testing.assert_allclose(fast[:1, :, 4:], out[:, :, 4:], rtol=0, atol=5e-3)
+
+
+def test_fp16_parity_of_the_trained_demo_model_at_640():
+    """Trained weights have larger activations than random ones: the tolerance must hold for them,
+    and an FP16 export must not change what is detected."""
+    from pathlib import Path
+
+    from s2trt.models import load_checkpoint
+    from s2trt.runtime.postprocess import non_max_suppression
+
+    demo = Path(__file__).resolve().parents[1] / "demo" / "assets" / "demo.pt"
+    lm = load_checkpoint(demo)
+    fp16 = to_fp16(onnx_export.export_portable(lm, [640, 640], batch=1))
+    x, _ = parity.sample_input([640, 640], 1)
+    ref = parity.run_torch(lm.model, x)
+    out = parity.run_ort(fp16, x)[0]
+    p = parity.compare("fp16", out, ref, FP16_TOL, "demo")
+    assert p.ok, p.line()
+    a, b = non_max_suppression(out)[0], non_max_suppression(ref)[0]
+    assert len(a) == len(b) > 0 and (a[:, 5] == b[:, 5]).all()
+    np.testing.assert_allclose(a[:, :4], b[:, :4], atol=1.0)  # boxes within a pixel at 640
