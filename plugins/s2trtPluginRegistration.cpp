@@ -74,12 +74,6 @@ S2TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCr
     }
 }
 
-// The name older loaders look for; same list.
-S2TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getPluginCreators(int32_t& nbCreators)
-{
-    return getCreators(nbCreators);
-}
-
 S2TRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
     nvinfer1::ILoggerFinder* expected = nullptr;

@@ -24,7 +24,7 @@ PLUGINS = ROOT / "plugins"
 # One architecture keeps the CI build short; the CMake default (87;90) is checked separately.
 TEST_ARCH = "90"
 C_ABI = {"s2sa_forward", "s2sa_workspace_size", "s2sa_error_string"}
-LOADER_ENTRY_POINTS = {"getCreators", "getPluginCreators", "setLoggerFinder"}
+LOADER_ENTRY_POINTS = {"getCreators", "setLoggerFinder"}
 
 
 def nvcc_path() -> str | None:
