@@ -85,7 +85,9 @@ def _resolve(module: str, name: str) -> Any:
     if module.startswith("torch.nn.modules.") and _NAME.match(name):
         obj = getattr(importlib.import_module(module), name, None)
         if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
-            return obj
+            # A stand-in, not the class: a REDUCE could otherwise call e.g. Linear(2**17, 2**17)
+            # and allocate tens of GB; protocol-2 pickles of real modules never call constructors.
+            return _standin_class(module, name)
     if _STANDIN_MODULE.match(module) and _NAME.match(name):
         return _standin_class(module, name)
     raise UnsafeCheckpointError(
@@ -202,10 +204,16 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None) -> L
     if not isinstance(model_yaml, dict):
         raise S2Error(f"{path} carries no model config (yaml): pass it with --cfg")
 
-    nc = _nc_from_state(state, model_yaml)
-    model_yaml = {**model_yaml, "nc": nc}
-    model = DetectionModel(model_yaml)
-    _load_state(model, state, path)
+    try:
+        nc = _nc_from_state(state, model_yaml)
+        model_yaml = {**model_yaml, "nc": nc}
+        model = DetectionModel(model_yaml)
+        _load_state(model, state, path)
+    except S2Error:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as e:
+        raise S2Error(f"{path}: malformed YOLOv5 checkpoint, its model cannot be rebuilt "
+                      f"({type(e).__name__}: {e})") from None
     half = any(v.dtype.is_floating_point and v.dtype.itemsize == 2 for v in state.values())
     model.float().eval()
     names = _names(names_raw if names_raw is not None else model_yaml.get("names"), nc)

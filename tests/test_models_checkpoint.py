@@ -150,3 +150,19 @@ def test_checkpoint_without_model(tmp_path):
     torch.save({"epoch": 3, "optimizer": None}, path)
     with pytest.raises(S2Error, match="holds no model"):
         load_checkpoint(path)
+
+
+def test_torch_module_constructors_are_never_called(tmp_path):
+    """A REDUCE of nn.Linear(2**20, 2**20) would try to allocate 4 TB; the allow-listed torch.nn
+    classes resolve to inert stand-ins, so the call builds nothing."""
+    path = tmp_path / "huge.pt"
+    torch.save({"model": _Evil(torch.nn.Linear, 1 << 20, 1 << 20)}, path)
+    with pytest.raises(S2Error, match="no model config"):
+        load_checkpoint(path)
+
+
+def test_malformed_model_config_is_one_clear_error(tmp_path):
+    broken = {"nc": 2, "anchors": [[1, 2]], "backbone": [[-1, 1, "Conv"]], "head": []}
+    path = make_yolov5_checkpoint(tmp_path, "yolov5n-s2", nc=2, yaml=broken)
+    with pytest.raises(S2Error, match="malformed YOLOv5 checkpoint"):
+        load_checkpoint(path)

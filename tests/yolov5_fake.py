@@ -9,6 +9,7 @@ are removed from sys.modules afterwards, so loading cannot fall back on them.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import sys
 import textwrap
@@ -98,11 +99,12 @@ def build_model(cfg: str | dict = "yolov5s-s2", nc: int = 80, seed: int = 0,
 
 def make_yolov5_checkpoint(tmp_path: Path, cfg: str | dict = "yolov5s-s2", nc: int = 80,
                            half: bool = True, release: str = "v7.0", stripped: bool = False,
-                           width_multiple: float | None = None, seed: int = 0) -> Path:
+                           width_multiple: float | None = None, seed: int = 0,
+                           yaml: dict | None = None) -> Path:
     """Write `<tmp_path>/<cfg>-<release>.pt` as YOLOv5's train.py (or strip_optimizer) would.
 
     Returns the path; the model that was pickled is kept in `make_yolov5_checkpoint.last_model`
-    (FP32, eval) for output comparisons.
+    (FP32, eval) for output comparisons. `yaml` replaces the config stored in the pickle.
     """
     model = build_model(cfg, nc, seed, width_multiple)
     reference = build_model(cfg, nc, seed, width_multiple)
@@ -119,6 +121,8 @@ def make_yolov5_checkpoint(tmp_path: Path, cfg: str | dict = "yolov5s-s2", nc: i
         _reclass(model, common, yolo)
         model.names = names
         model.nc = nc
+        if yaml is not None:  # what the pickle claims the architecture is
+            model.yaml = yaml
         model.hyp = general.Hyp(lr0=0.01, box=0.05)
         model.class_weights = torch.ones(nc)
         det = model.model[-1]
@@ -128,7 +132,15 @@ def make_yolov5_checkpoint(tmp_path: Path, cfg: str | dict = "yolov5s-s2", nc: i
         det.inplace = True
         if half:
             model.half()
-        ema = None if stripped else model
+        ema = None
+        if not stripped:
+            # train.py saves the EMA weights (what users deploy) beside the raw training weights,
+            # which differ: the loader must take `ema`, and the reference model holds its weights.
+            ema = model.eval()
+            model = copy.deepcopy(model)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.25)
         model.train()
         opt_state = None if stripped else {
             "state": {0: {"momentum_buffer": torch.zeros(3)}},
