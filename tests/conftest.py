@@ -25,6 +25,21 @@ def gpu_reason() -> str | None:
     return None
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module: two OpenMP threads on a shared 2-core machine spin against
+    each other (measured 10x slower under load), and the demo-sized models need no more."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if importlib.util.find_spec("tensorrt") is None:
         for item in items:

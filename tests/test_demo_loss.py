@@ -11,15 +11,7 @@ torch = pytest.importorskip("torch")
 from s2trt.demo.loss import YoloLoss, bbox_ciou  # noqa: E402
 from s2trt.models.yolo import DetectionModel  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (measured 30x slower
-    # under load); these models are tiny, one thread is plenty.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_ciou_hand_values() -> None:

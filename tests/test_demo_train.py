@@ -15,15 +15,7 @@ from s2trt.demo.train import ModelEMA, lr_at, main, save_checkpoint  # noqa: E40
 from s2trt.models import load_checkpoint  # noqa: E402
 from s2trt.models.yolo import DetectionModel  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (measured 30x slower
-    # under load); these models are tiny, one thread is plenty.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _image_with_box(h: int, w: int, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
