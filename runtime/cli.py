@@ -174,6 +174,7 @@ def _main(a: argparse.Namespace) -> int:
     backend = open_backend(a)
     try:
         _check_imgsz(a, backend)
+        _warn_ignored_nms_options(a, backend.meta.nms)
         names = backend.meta.names
         if a.classes and max(a.classes) >= len(names) > 0:
             raise S2Error(f"--classes {max(a.classes)}: the model has {len(names)} classes "
@@ -200,6 +201,22 @@ def _main(a: argparse.Namespace) -> int:
     if stats.frames == 0:
         raise S2Error(f"no frame could be read from {a.source}")
     return 0
+
+
+def _warn_ignored_nms_options(a: argparse.Namespace, nms: dict | None) -> None:
+    """A graph that ends in NMS applied its own thresholds at export; say which options cannot apply."""
+    if not nms:
+        return
+    ignored = []
+    if a.iou_thres != nms.get("iou_thres", a.iou_thres):
+        ignored.append(f"--iou-thres {a.iou_thres} (exported with {nms['iou_thres']})")
+    if a.agnostic_nms:
+        ignored.append("--agnostic-nms (the exported NMS is class-aware)")
+    if a.conf_thres < nms.get("conf_thres", a.conf_thres):
+        ignored.append(f"--conf-thres {a.conf_thres} below the exported {nms['conf_thres']}")
+    if ignored:
+        log.warning("the model ends in its own NMS, so these options cannot apply: %s; re-export with "
+                    "s2export --nms and the settings you want", "; ".join(ignored))
 
 
 def _report(stats, problems: list[str], saved: list[Path]) -> None:

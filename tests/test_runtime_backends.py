@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from test_runtime_support import IMGSZ, NAMES, export_onnx, scene, tiny_models
@@ -281,3 +282,16 @@ def test_ort_and_pytorch_give_the_same_detections_on_the_sample_video(tmp_path, 
     b[:, 5] += 1000 * b[:, 6]
     total = match_detections(a[:, :6], b[:, :6], atol=1.0, unmatched=slack)
     assert total >= len(ort_dets)  # at least one box per frame on average: the comparison has content
+
+
+def test_options_an_in_graph_nms_cannot_apply_are_named(tmp_path, capsys):
+    from s2trt.runtime.cli import main
+
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), np.full((128, 160, 3), 255, np.uint8))
+    model = str(nms_graph_model(tmp_path))
+    assert main(["--onnx", model, str(img), "--no-save", "--iou-thres", "0.7", "--agnostic-nms"]) == 0
+    err = capsys.readouterr().err
+    assert "--iou-thres 0.7 (exported with 0.45)" in err and "--agnostic-nms" in err
+    assert main(["--onnx", model, str(img), "--no-save", "--conf-thres", "0.5"]) == 0
+    assert "cannot apply" not in capsys.readouterr().err  # a stricter threshold still filters here
