@@ -128,17 +128,20 @@ def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> 
                                           b.const([cfg.conf_thres], f32, "score_thres")],
                     center_point_box=0)
 
-    # Selected (batch, class, index) rows -> a 0/1 mask over the (B, k1) candidates, by comparing
-    # flat positions (no scatter: ScatterND is what this project keeps out of its graphs).
-    sel_b = b.op("Gather", [selected, b.const(0, i64)], axis=1)
-    sel_i = b.op("Gather", [selected, b.const(2, i64)], axis=1)
-    flat = b.op("Add", [b.op("Mul", [sel_b, b.const(k1, i64)]), sel_i])
+    # Selected (batch, class, index) rows -> a 0/1 mask over the (B, k1) candidates without a
+    # scatter (ScatterND is what this project keeps out of its graphs): keep = onehot(batch)^T @
+    # onehot(index), O(S * (B + k1)) memory for S selections, where comparing flat positions
+    # would take S * B * k1 (1.6 GB at batch 16).
+    def one_hot(column: int, size: str) -> str:
+        sel = b.op("Gather", [selected, b.const(column, i64)], axis=1)
+        ids = b.op("Range", [b.const(0, i64), size, b.const(1, i64)])
+        return b.op("Cast", [b.op("Equal", [b.op("Unsqueeze", [sel, b.const([1], i64)]),
+                                            b.op("Unsqueeze", [ids, b.const([0], i64)])])],
+                    to=TensorProto.FLOAT)
+
     batch = b.op("Gather", [b.op("Shape", [raw]), b.const(0, i64)], axis=0)
-    positions = b.op("Range", [b.const(0, i64), b.op("Mul", [batch, b.const(k1, i64)]), b.const(1, i64)])
-    hits = b.op("Cast", [b.op("Equal", [b.op("Unsqueeze", [flat, b.const([1], i64)]),
-                                        b.op("Unsqueeze", [positions, b.const([0], i64)])])],
-                to=TensorProto.FLOAT)
-    keep = b.op("Reshape", [b.reduce("ReduceSum", hits, 0, 0), b.const([-1, k1], i64)])
+    keep = b.op("MatMul", [b.op("Transpose", [one_hot(0, batch)], perm=[1, 0]),
+                           one_hot(2, b.const(k1, i64, "k1"))])
 
     # Kept candidates keep their score, the others drop to -2; a second TopK orders the kept ones.
     ranked = b.op("Add", [b.op("Mul", [top_s, keep]),
