@@ -7,6 +7,7 @@ when TensorRT is importable, so the class is made by a factory marked for those 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ def make_calibrator(onnx_path: str | Path, reader: CalibrationReader, method: st
                       "engine from the Q/DQ ONNX that `s2export --int8` writes")
     key = cache_key(graph_digest(onnx_path), reader.prep.as_dict(), m.value)
     cached = load_cache(cache, key) if cache is not None else None
-    reader.drop_last = True  # TensorRT expects every batch at the size get_batch_size() announces
+    # TensorRT expects every batch at the size get_batch_size() announces; replace() re-runs the
+    # reader's checks, so too few images for one whole batch is an error here, not a silent no-op.
+    reader = dataclasses.replace(reader, drop_last=True)
     return _calibrator_class(trt, m.value)(reader, cached, Path(cache) if cache else None, key)
 
 

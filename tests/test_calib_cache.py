@@ -143,6 +143,21 @@ def test_make_calibrator_checks_before_tensorrt(model: Path, tmp_path: Path, mon
         trt_calibrator.make_calibrator(model, reader, "entropy", tmp_path / "m.calib")
     cal = trt_calibrator.make_calibrator(model, reader, "minmax", tmp_path / "m.calib")
     assert cal.read_calibration_cache() == b"table" and cal._mem is None  # a cache needs no GPU
+    # TensorRT takes whole batches only: 2 images cannot fill one batch of 4, said before any build.
+    big = open_reader(tmp_path / "imgs", PREP, size=2, batch=4, progress=False)
+    with pytest.raises(S2Error, match="do not fill one batch of 4"):
+        trt_calibrator.make_calibrator(model, big, "minmax")
+
+
+def test_a_failed_calibration_is_never_cached(model: Path, tmp_path: Path, monkeypatch) -> None:
+    write_images(tmp_path / "imgs", 1)
+    reader = open_reader(tmp_path / "imgs", PREP, size=1, batch=1, progress=False)
+    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", FakeCuda)
+    cal = trt_calibrator._calibrator_class(_fake_trt(), "entropy")(reader, None, tmp_path / "m.calib",
+                                                                   _key(model))
+    cal.error = S2Error("frame 3 could not be decoded")
+    cal.write_calibration_cache(memoryview(b"partial table"))
+    assert not (tmp_path / "m.calib").exists()
 
 
 def test_calibrator_errors_end_calibration_without_raising(model: Path, tmp_path: Path,
