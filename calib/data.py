@@ -66,9 +66,9 @@ class Preprocessing:
     @classmethod
     def from_meta(cls, meta: Any) -> Preprocessing:
         """From an s2trt.meta.ModelMeta (the ONNX file's own metadata)."""
-        lb = meta.letterbox or {}
         h, w = (int(v) for v in meta.imgsz)
-        return cls((h, w), int(meta.stride), int(lb.get("pad_value", 114)), bool(lb.get("scaleup", True)))
+        kw = meta.preprocess_kwargs()
+        return cls((h, w), kw["stride"], kw["pad_value"], kw["scaleup"])
 
 
 # ------------------------------------------------------------------------------------- sources

@@ -34,6 +34,12 @@ class ModelMeta:
     producer: str = PRODUCER
     versions: dict[str, str] = field(default_factory=dict)
 
+    def preprocess_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of s2trt.runtime.preprocess.preprocess that this export implies."""
+        lb = self.letterbox or {}
+        return {"stride": int(self.stride), "pad_value": int(lb.get("pad_value", 114)),
+                "scaleup": bool(lb.get("scaleup", True))}
+
     def to_props(self) -> dict[str, str]:
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
 

@@ -18,11 +18,12 @@ import math
 
 import numpy as np
 
-OP_TYPE = "S2SplitAttention"
+# The op is the plugin: one definition of its name, namespace and version (the creator's).
+from s2trt.runtime.trt_compat import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+OP_TYPE = PLUGIN_NAME
 OP_DOMAIN = "s2trt"
 OP_VERSION = 1
-PLUGIN_NAMESPACE = "s2trt"
-PLUGIN_VERSION = "1"
 
 
 def split_attention(x1: np.ndarray, x2: np.ndarray, x3: np.ndarray, channels: int,

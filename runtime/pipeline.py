@@ -60,10 +60,7 @@ class Runner:
         self.batch, self.pipelined, self.queue_size = max(batch, 1), pipelined, max(queue_size, 1)
         self.on_frames = on_frames
         self.stats = Stats()
-        meta = backend.meta
-        self._letterbox = {"stride": int(meta.stride),
-                           "pad_value": int(meta.letterbox.get("pad_value", 114)),
-                           "scaleup": bool(meta.letterbox.get("scaleup", True))}
+        self._letterbox = backend.meta.preprocess_kwargs()
 
     # The stages, each timed.
     def _batches(self) -> Iterator[Batch]:

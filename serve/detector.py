@@ -131,10 +131,7 @@ class Detector:
                ) -> list[np.ndarray]:
         """(n, 6) [x1, y1, x2, y2, score, class] per frame, in the frame's pixels."""
         settings = list(settings) if settings is not None else [self.nms] * len(frames)
-        lb = self.meta.letterbox or {}
-        batch, infos = preprocess(frames, self.backend.imgsz, stride=self.meta.stride,
-                                  pad_value=int(lb.get("pad_value", 114)),
-                                  scaleup=bool(lb.get("scaleup", True)))
+        batch, infos = preprocess(frames, self.backend.imgsz, **self.meta.preprocess_kwargs())
         outputs = self.backend.infer(batch)
         dets = []
         for i, s in enumerate(settings):  # thresholds may differ per request, so decode per image

@@ -51,10 +51,7 @@ class Preprocess:
 
     def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
         frames = [decode_image(row, i) for i, row in enumerate(inputs["IMAGE"])]
-        lb = self.meta.letterbox or {}
-        batch, infos = preprocess(frames, self.meta.imgsz, stride=self.meta.stride,
-                                  pad_value=int(lb.get("pad_value", 114)),
-                                  scaleup=bool(lb.get("scaleup", True)))
+        batch, infos = preprocess(frames, self.meta.imgsz, **self.meta.preprocess_kwargs())
         geometry = np.array([[i.ratio, *i.pad, *i.orig_shape] for i in infos], dtype=np.float32)
         return {"images": batch, LETTERBOX: geometry}
 
