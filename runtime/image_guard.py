@@ -1,0 +1,247 @@
+"""Image bombs: read an encoded image's size from its header and refuse it before anything decodes it.
+
+A 1.2 MB PNG can declare 20000x20000 pixels; decoding it costs 1.2 GB as BGR before any check can
+run. The header states the size, so the limit is applied to the bytes. Only the header fields are
+parsed (no decompression), for the formats OpenCV decodes: PNG, JPEG (and MPO), BMP, WebP, TIFF
+(and DNG, BigTIFF), GIF, PNM/PAM/PFM, Sun raster, Radiance HDR, JPEG 2000 and AVIF/HEIF.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from s2trt.errors import S2Error
+
+# 120 megapixels: above the largest still cameras in common use (102 MP medium format, 108 MP phone
+# sensors), decoded as 8-bit BGR that is 360 MB; a 20000x20000 bomb (400 MP, 1.2 GB) is refused.
+DEFAULT_MAX_PIXELS = 120_000_000
+
+FORMATS = "PNG, JPEG, BMP, WebP, TIFF, GIF, PNM/PFM, Sun raster, Radiance HDR, JPEG 2000, AVIF"
+
+# JPEG start-of-frame markers (SOF0..SOF15 except DHT C4, JPG C8, DAC CC): they carry the size.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _png(d: bytes) -> tuple[int, int] | None:
+    if len(d) >= 24 and d[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", d[16:24])
+        return w, h
+    return None
+
+
+def _jpeg(d: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 4 <= len(d):
+        if d[i] != 0xFF:
+            return None
+        marker = d[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", d[i + 2:i + 4])
+        if marker in _SOF:
+            if i + 9 > len(d):
+                return None
+            h, w = struct.unpack(">HH", d[i + 5:i + 9])
+            return w, h
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan data before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def _bmp(d: bytes) -> tuple[int, int] | None:
+    if len(d) < 26:
+        return None
+    (dib,) = struct.unpack("<I", d[14:18])
+    if dib == 12:  # BITMAPCOREHEADER: 16-bit unsigned sizes
+        w, h = struct.unpack("<HH", d[18:22])
+        return w, h
+    w, h = struct.unpack("<ii", d[18:26])
+    return abs(w), abs(h)  # a negative height is a top-down bitmap
+
+
+def _webp(d: bytes) -> tuple[int, int] | None:
+    chunk = d[12:16]
+    if chunk == b"VP8 " and len(d) >= 30 and d[23:26] == b"\x9d\x01\x2a":
+        w, h = struct.unpack("<HH", d[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L" and len(d) >= 25 and d[20] == 0x2F:
+        (bits,) = struct.unpack("<I", d[21:25])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(d) >= 30:
+        return (int.from_bytes(d[24:27], "little") + 1, int.from_bytes(d[27:30], "little") + 1)
+    return None
+
+
+def _tiff(d: bytes) -> tuple[int, int] | None:
+    """The first image (IFD), the one OpenCV decodes."""
+    e = "<" if d[:2] == b"II" else ">"
+    (version,) = struct.unpack(e + "H", d[2:4])
+    if version == 42:
+        count_fmt, entry, head, off_fmt = "H", 12, 2, "I"
+        (ifd,) = struct.unpack(e + "I", d[4:8])
+    elif version == 43 and len(d) >= 16:  # BigTIFF
+        count_fmt, entry, head, off_fmt = "Q", 20, 8, "Q"
+        (ifd,) = struct.unpack(e + "Q", d[8:16])
+    else:
+        return None
+    if ifd + head > len(d):
+        return None
+    (n,) = struct.unpack(e + count_fmt, d[ifd:ifd + head])
+    size: dict[int, int] = {}
+    for k in range(n):
+        p = ifd + head + k * entry
+        if p + entry > len(d):
+            break
+        tag, typ = struct.unpack(e + "HH", d[p:p + 4])
+        if tag not in (256, 257):
+            continue
+        value = d[p + 4 + struct.calcsize(off_fmt):p + entry]
+        if typ == 3:  # SHORT
+            (size[tag],) = struct.unpack(e + "H", value[:2])
+        elif typ == 4:  # LONG
+            (size[tag],) = struct.unpack(e + "I", value[:4])
+        elif typ == 16:  # LONG8 (BigTIFF)
+            (size[tag],) = struct.unpack(e + "Q", value[:8])
+    if 256 in size and 257 in size:
+        return size[256], size[257]
+    return None
+
+
+def _gif(d: bytes) -> tuple[int, int] | None:
+    """The logical screen, grown to every frame's extent: a frame may reach past the screen."""
+    if len(d) < 13:
+        return None
+    w, h, flags = struct.unpack("<HHB", d[6:11])
+    i = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while i < len(d):
+        block = d[i]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then data sub-blocks
+            i += 2
+        elif block == 0x2C and i + 10 <= len(d):  # image descriptor
+            left, top, fw, fh, fflags = struct.unpack("<HHHHB", d[i + 1:i + 10])
+            w, h = max(w, left + fw), max(h, top + fh)
+            i += 10 + (3 << ((fflags & 7) + 1) if fflags & 0x80 else 0) + 1  # + LZW code size
+        else:
+            break
+        while i < len(d) and d[i]:  # skip sub-blocks up to the terminator
+            i += d[i] + 1
+        i += 1
+    return w, h
+
+
+def _pnm(d: bytes) -> tuple[int, int] | None:
+    head = re.sub(rb"#[^\n]*", b"", d[:4096])
+    if d[:2] == b"P7":  # PAM: WIDTH / HEIGHT lines
+        w = re.search(rb"\bWIDTH\s+(\d+)", head)
+        h = re.search(rb"\bHEIGHT\s+(\d+)", head)
+        return (int(w.group(1)), int(h.group(1))) if w and h else None
+    fields = head[2:].split(maxsplit=2)
+    if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+        return int(fields[0]), int(fields[1])
+    return None
+
+
+def _sun(d: bytes) -> tuple[int, int] | None:
+    if len(d) < 12:
+        return None
+    w, h = struct.unpack(">II", d[4:12])
+    return w, h
+
+
+def _hdr(d: bytes) -> tuple[int, int] | None:
+    # The resolution line follows the blank line that ends the header: "-Y 480 +X 640" and variants.
+    m = re.search(rb"\n\n([-+][XY]) (\d+) ([-+][XY]) (\d+)", d[:65536])
+    if not m:
+        return None
+    a, b = int(m.group(2)), int(m.group(4))
+    return (b, a) if m.group(1).endswith(b"Y") else (a, b)
+
+
+def _jp2(d: bytes) -> tuple[int, int] | None:
+    i = d.find(b"ihdr", 0, 65536)
+    if i < 0 or i + 12 > len(d):
+        return None
+    h, w = struct.unpack(">II", d[i + 4:i + 12])
+    return w, h
+
+
+def _j2k(d: bytes) -> tuple[int, int] | None:
+    if len(d) < 24:
+        return None
+    xsiz, ysiz, xo, yo = struct.unpack(">IIII", d[8:24])
+    return max(xsiz - xo, 0), max(ysiz - yo, 0)
+
+
+def _isobmff(d: bytes) -> tuple[int, int] | None:
+    """AVIF / HEIF: the largest 'ispe' (image spatial extents) property among the items."""
+    best = None
+    i = d.find(b"ispe", 0, 65536)
+    while i >= 0 and i + 16 <= len(d):
+        w, h = struct.unpack(">II", d[i + 8:i + 16])  # after version and flags
+        if best is None or w * h > best[0] * best[1]:
+            best = (w, h)
+        i = d.find(b"ispe", i + 4, 65536)
+    return best
+
+
+def image_size_from_header(data: bytes) -> tuple[int, int] | None:
+    """(width, height) declared by an encoded image's header, without decoding; None if the format is
+    not one of FORMATS or the header is cut short."""
+    d = data if isinstance(data, bytes) else bytes(data)
+    try:
+        if d[:8] == b"\x89PNG\r\n\x1a\n":
+            return _png(d)
+        if d[:3] == b"\xff\xd8\xff":
+            return _jpeg(d)
+        if d[:2] == b"BM":
+            return _bmp(d)
+        if d[:4] == b"RIFF" and d[8:12] == b"WEBP":
+            return _webp(d)
+        if d[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _tiff(d)
+        if d[:6] in (b"GIF87a", b"GIF89a"):
+            return _gif(d)
+        if len(d) > 2 and d[0:1] == b"P" and d[1:2] in b"1234567fF" and d[2:3].isspace():
+            return _pnm(d)
+        if d[:4] == b"\x59\xa6\x6a\x95":
+            return _sun(d)
+        if d[:10] == b"#?RADIANCE" or d[:6] == b"#?RGBE":
+            return _hdr(d)
+        if d[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n":
+            return _jp2(d)
+        if d[:4] == b"\xff\x4f\xff\x51":
+            return _j2k(d)
+        if d[4:8] == b"ftyp":
+            return _isobmff(d)
+    except struct.error:  # a header cut short
+        return None
+    return None
+
+
+def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image",
+                      hint: str = "") -> None:
+    """Raise S2Error (one line) unless data's header declares between 1 and max_pixels pixels.
+
+    A format whose size cannot be read from its header is refused too: its decoder would allocate
+    whatever the file declares, which is what this check exists to prevent. `what` names the input
+    in the message (a path, "request 3"); `hint` is appended to the over-limit message (how the
+    caller raises the limit, e.g. "raise it with --max-pixels").
+    """
+    size = image_size_from_header(data)
+    if size is None:
+        raise S2Error(f"{what}: not an image format whose size can be checked before decoding "
+                      f"({FORMATS})")
+    w, h = size
+    if w * h == 0:
+        raise S2Error(f"{what}: the header declares a {w}x{h} image (no pixels)")
+    if w * h > max_pixels:
+        raise S2Error(f"{what}: {w}x{h} is {w * h / 1e6:.1f} megapixels, above the limit of "
+                      f"{max_pixels / 1e6:g} megapixels" + (f" ({hint})" if hint else ""))
