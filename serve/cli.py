@@ -2,12 +2,16 @@
 
     s2serve export model.onnx REPO [--instances 2 --max-batch 8 ...]   write a model repository
     s2serve REPO [--http-port 8000 --grpc-port 8001 --metrics-port 8002]  run tritonserver on it
+
+The server listens on 127.0.0.1 unless --host says otherwise, and the protocols beyond inference
+(shared memory, model loading, trace, logging) need the key in $S2TRT_ADMIN_KEY.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,11 +23,22 @@ from s2trt.errors import EXIT_OK, S2Error
 log = logging.getLogger("s2trt.serve")
 
 
+USAGE = """s2serve export MODEL REPO [options]   write a Triton model repository (s2serve export -h)
+       s2serve REPO [options] [-- TRITONSERVER_OPTIONS]   serve it (s2serve -h)"""
+
 EPILOG = """examples:
   s2serve export demo.onnx models/ --instances 2        CPU instances on ONNX Runtime
   s2serve export yolov5s-s2.engine models/ --kind gpu --gpus 0 1 --ensemble --plugin-lib libs2trt_plugins.so
   s2serve models/                                        then: s2infer --triton localhost:8001 video.mp4
-  s2serve models/ -- --backend-config=tensorrt,plugins=/opt/s2trt/libs2trt_plugins.so"""
+  s2serve models/ -- --backend-config=tensorrt,plugins=/opt/s2trt/libs2trt_plugins.so
+  s2serve models/ --host 0.0.0.0                         reachable from other machines (see below)
+
+security: the default --host 127.0.0.1 serves this machine only. --host 0.0.0.0 lets anyone who can
+reach the ports run inference and read the model's metadata and statistics, without authentication
+or TLS: put it behind a firewall or an authenticating proxy. Shared memory, model loading, trace and
+logging stay refused unless a request carries the header s2trt-admin-key (gRPC metadata
+triton-grpc-protocol-s2trt-admin-key) equal to $S2TRT_ADMIN_KEY; with that variable unset, nobody
+can use them."""
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -56,13 +71,15 @@ def _export_parser() -> argparse.ArgumentParser:
 
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="s2serve",
+        prog="s2serve", usage=USAGE,
         description="Serve an s2trt model repository on Triton Inference Server (`s2serve export MODEL REPO` "
                     "writes one). Options after -- go to tritonserver as they are, e.g. "
                     "-- --backend-config=tensorrt,plugins=/path/libs2trt_plugins.so",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("repo", help="model repository folder")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all interfaces)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                        "interface, see security below)")
     p.add_argument("--http-port", type=int, default=8000, help="0: any free port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="(default 8001)")
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (default 8002)")
@@ -105,11 +122,16 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from s2trt.serve.server import TritonServer
+    from s2trt.serve.server import ADMIN_HEADER, ENV_ADMIN_KEY, RESTRICTED, TritonServer
 
     server = TritonServer(args.repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, binary=args.tritonserver, log_path=args.log_file,
-                          extra_args=args.server_args, verbose=1 if args.verbose else 0)
+                          extra_args=args.server_args, verbose=1 if args.verbose else 0,
+                          admin_key=os.environ.get(ENV_ADMIN_KEY) or None)
+    where = "all interfaces" if args.host in ("0.0.0.0", "") else args.host
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach these ports can run inference (no "
+                    "authentication, no TLS)", where)
     log.info("starting %s on %s", server.install.binary, server.repository)
     started = time.monotonic()
     # The server runs in a session of its own, so a SIGTERM to us (docker stop, systemd) would orphan
@@ -120,12 +142,14 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.start(timeout=args.startup_timeout)
         e = server.endpoints
-        where = "all interfaces" if args.host in ("0.0.0.0", "") else args.host
         print(f"Triton is ready ({time.monotonic() - started:.1f} s), serving {server.repository} "
               f"on {where}\n"
               f"  gRPC     {e.host}:{e.grpc}    (s2infer --triton {e.host}:{e.grpc} SOURCE)\n"
               f"  HTTP     {e.http_url}\n  metrics  {e.metrics_url}\n"
-              f"  log      {server.log_file}\nPress Ctrl-C to stop.", flush=True)
+              f"  admin    {', '.join(RESTRICTED)}: "
+              + (f"with the header {ADMIN_HEADER}: ${ENV_ADMIN_KEY}" if os.environ.get(ENV_ADMIN_KEY)
+                 else f"off (set {ENV_ADMIN_KEY} to allow them with a key)")
+              + f"\n  log      {server.log_file}\nPress Ctrl-C to stop.", flush=True)
         while server.running():
             time.sleep(0.5)
         raise S2Error(f"tritonserver exited with code {server.proc.returncode if server.proc else '?'}; "

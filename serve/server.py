@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,6 +32,16 @@ from s2trt.errors import S2Error
 log = logging.getLogger(__name__)
 
 ENV_BINARY = "S2TRT_TRITONSERVER"  # an explicit tritonserver binary, checked before PATH and the wheel
+ENV_ADMIN_KEY = "S2TRT_ADMIN_KEY"  # the key that unlocks RESTRICTED; unset: nobody can use them
+
+# What a client could do with these beyond inference: register shared-memory regions (the server then
+# writes into them), load and unload models, turn on tracing or verbose logging to fill the disk.
+# Health, metadata, model config (s2infer reads the model's metadata from it), inference and
+# statistics stay open.
+RESTRICTED = ("shared-memory", "model-repository", "trace", "logging")
+ADMIN_HEADER = "s2trt-admin-key"  # HTTP header; gRPC clients send it as GRPC_ADMIN_HEADER
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # the prefix is Triton's, for gRPC metadata
+SHM_DIR = Path("/dev/shm")
 
 
 @dataclass
@@ -132,7 +143,7 @@ class TritonServer:
     def __init__(self, repository: str | os.PathLike[str], *, host: str = "127.0.0.1", http_port: int = 0,
                  grpc_port: int = 0, metrics_port: int = 0, binary: str | os.PathLike[str] | None = None,
                  log_path: str | os.PathLike[str] | None = None, extra_args: list[str] | None = None,
-                 verbose: int = 0):
+                 verbose: int = 0, admin_key: str | None = None):
         self.repository = Path(repository).resolve()
         if not (self.repository.is_dir() and any(p.joinpath("config.pbtxt").is_file()
                                                  for p in self.repository.iterdir())):
@@ -145,6 +156,11 @@ class TritonServer:
         self.bind_host = host
         self.extra_args = list(extra_args or [])
         self.verbose = verbose
+        # Without a key the restricted protocols need one that nobody knows: in effect turned off.
+        self.admin_key = admin_key or secrets.token_urlsafe(32)
+        # The Python backend names its /dev/shm regions with this prefix; a killed server leaves them
+        # behind, so stop() removes what carries our (per-server) prefix.
+        self.shm_prefix = f"s2trt_{secrets.token_hex(6)}_"
         self._log_path = Path(log_path) if log_path else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -160,7 +176,11 @@ class TritonServer:
                f"--http-address={self.bind_host}", f"--http-port={e.http}",
                f"--grpc-address={self.bind_host}", f"--grpc-port={e.grpc}",
                f"--metrics-address={self.bind_host}", f"--metrics-port={e.metrics}",
-               "--allow-metrics=true", "--exit-timeout-secs=10", f"--log-verbose={self.verbose}"]
+               "--allow-metrics=true", "--exit-timeout-secs=10", f"--log-verbose={self.verbose}",
+               f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
+        # Triton's syntax: <protocols>:<header>=<value> (`tritonserver --help`).
+        restricted = f"{','.join(RESTRICTED)}:{ADMIN_HEADER}={self.admin_key}"
+        cmd += [f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"]
         if backend_dir is not None:
             cmd.append(f"--backend-directory={backend_dir}")
         return cmd + self.extra_args
@@ -184,7 +204,7 @@ class TritonServer:
         if self._log_path is None:
             self._log_path = tmp / "tritonserver.log"
         cmd = self.command(backend_dir)
-        log.debug("starting %s", " ".join(cmd))
+        log.debug("starting %s", " ".join(cmd).replace(self.admin_key, "***"))
         with open(self._log_path, "ab") as out:
             # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the server in order.
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
@@ -238,10 +258,20 @@ class TritonServer:
                     log.warning("tritonserver did not stop within %.0f s: killing it", timeout)
             self.kill()
             code = self.proc.returncode
+            self.remove_shm()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
         return code
+
+    def shm_regions(self) -> list[Path]:
+        return sorted(SHM_DIR.glob(f"{self.shm_prefix}*")) if SHM_DIR.is_dir() else []
+
+    def remove_shm(self) -> None:
+        """The Python backend's regions of this server: a server that died cannot remove them itself."""
+        for region in self.shm_regions():
+            with contextlib.suppress(OSError):
+                region.unlink()
 
     def kill(self) -> None:
         """SIGKILL the server and the Python stubs it started (they share its process group)."""

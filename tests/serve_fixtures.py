@@ -53,3 +53,30 @@ def export_demo_model(path: Path, imgsz: tuple[int, int] = (224, 256)) -> Path:
         proto.metadata_props.add(key=k, value=v)
     onnx.save(proto, str(path))
     return path
+
+
+def have_tritonserver() -> bool:
+    try:
+        import tritonclient.grpc  # noqa: F401
+    except ImportError:
+        return False
+    from s2trt.errors import S2Error
+    from s2trt.serve.server import find_tritonserver
+
+    try:
+        find_tritonserver()
+    except S2Error:
+        return False
+    return True
+
+
+NO_SERVER = ("no tritonserver or tritonclient: pip install --no-deps nvidia-pytriton; "
+             "pip install 's2trt[triton]'")
+
+
+def small_repository(model: Path, path: Path, **options: object) -> Path:
+    """The detector alone, one single-threaded instance: quick to start, light on the 2-core CI machine."""
+    from s2trt.serve import repository as R
+
+    R.export_repository(model, path, R.RepoOptions(max_det=100, cpu_threads=1, **options))  # type: ignore[arg-type]
+    return path
