@@ -46,8 +46,6 @@ class EngineOptions:
     plugin_lib: Path | None = None  # default: trt_compat.default_plugin_library()
     calibrator: object | None = None  # TensorRT ≤ 10 INT8 calibrator (s2trt.calib)
     use_plugin: bool = True
-    # Engine runs on later TensorRT versions and carries the plugin library (slower kernels possible).
-    version_compatible: bool = False
 
 
 def fmt_shape(shape: Sequence[int]) -> str:
@@ -227,8 +225,6 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
     profile, profiles = _add_profile(builder, config, network, opts)
     precision, path = _configure_precision(trt, config, network, opts, profile, onnx_path.name)
-    if plugin_lib is not None:
-        tc.enable_plugin_serialization(trt, config, plugin_lib, opts.version_compatible)
     if opts.timing_cache:
         _use_timing_cache(config, Path(opts.timing_cache))
 
@@ -247,7 +243,7 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
     if opts.timing_cache:
         write_bytes_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
     extra = {"onnx_file": str(onnx_path), "precision_path": path, "profiles": profiles,
-             "version_compatible": opts.version_compatible, "workspace_gib": opts.workspace_gib}
+             "workspace_gib": opts.workspace_gib}
     sidecar = tc.engine_sidecar(trt, precision, plugin_lib, {**meta, **extra}, opts.device)
     write_json_atomic(sidecar_path(engine_path), sidecar)
     log.info("wrote %s (%.1f MB, %s, TensorRT %s, %s) in %.0f s", engine_path,

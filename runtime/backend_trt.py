@@ -110,7 +110,6 @@ class TrtBackend(BatchedBackend):
         try:
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
-            trt_compat.allow_embedded_plugins(self._runtime, sidecar)
             self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
                 version = trt_compat.version_str(trt_compat.trt_version(trt))

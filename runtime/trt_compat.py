@@ -114,24 +114,6 @@ def set_calibration_profile(config: Any, profile: Any) -> None:
     config.set_calibration_profile(profile)
 
 
-def enable_plugin_serialization(trt: Any, config: Any, plugin_lib: Path, version_compatible: bool) -> None:
-    """Ship the plugin library inside the engine (DESIGN §4).
-
-    TensorRT embeds the libraries only in version-compatible engines; the runtime then loads them
-    with Runtime.engine_host_code_allowed. Without it the library path goes to the sidecar only.
-    """
-    config.plugins_to_serialize = [str(plugin_lib)]
-    if version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
-
-
-def allow_embedded_plugins(runtime: Any, sidecar: dict[str, Any] | None) -> None:
-    """Let a version-compatible engine run the plugin library it carries (set before deserializing)."""
-    if sidecar and sidecar.get("version_compatible") and sidecar.get("plugin_library"):
-        runtime.engine_host_code_allowed = True
-
-
 # ---------------------------------------------------------------------------------------- plugin
 
 def default_plugin_library() -> Path | None:
@@ -290,7 +272,9 @@ def check_engine_compatible(engine_path: str | Path, sidecar: dict[str, Any] | N
     here_v = trt_version(trt)
     gpu, cc = gpu_info(device)
     built_gpu, built_cc = sidecar.get("gpu"), sidecar.get("compute_capability")
-    version_ok = built_v is None or _version_ok(built_v, here_v, bool(sidecar.get("version_compatible")))
+    # Only the exact version: s2trt builds no version-compatible engines, and a "version_compatible"
+    # key left by older releases described engines built without the flag.
+    version_ok = built_v is None or parse_version(built_v) == here_v
     gpu_ok = built_cc is None or cc is None or built_cc == cc
     if not (version_ok and gpu_ok):
         raise S2Error(f"{name} was built with {_where(built_v, built_gpu, built_cc)}; this is "
@@ -300,9 +284,3 @@ def check_engine_compatible(engine_path: str | Path, sidecar: dict[str, Any] | N
         log.warning("%s was built on %s and runs on %s (same compute capability): TensorRT advises "
                     "rebuilding for best speed", name, built_gpu, gpu)
 
-
-def _version_ok(built: str, here: tuple[int, int, int], version_compatible: bool) -> bool:
-    b = parse_version(built)
-    # Version-compatible engines run on the same or a later TensorRT of the same major version;
-    # others only on their own.
-    return (here[0] == b[0] and here >= b) if version_compatible else here == b

@@ -60,7 +60,6 @@ class _Config:
         self.flags: set[str] = set()
         self.pools: dict[str, int] = {}
         self.profiles: list = []
-        self.plugins_to_serialize: list[str] = []
         self.int8_calibrator = None
         self.calibration_profile = None
         self.cache = None
@@ -391,10 +390,12 @@ def test_plugin_graph_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Path, pl
     with pytest.raises(S2Error, match="--no-plugin cannot build it"):
         _build(monkeypatch, FakeTRT("10.3.0"), onnx_file, EngineOptions(use_plugin=False))
     trt = FakeTRT("10.3.0", creators=(("S2SplitAttention", "1", "s2trt"),))
-    side = _build(monkeypatch, trt, onnx_file, EngineOptions(plugin_lib=plugin_so, version_compatible=True))
-    assert trt.config.plugins_to_serialize == [str(plugin_so.resolve())]
-    assert trt.config.flags == {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"}
-    assert side["plugin_library"] == str(plugin_so.resolve()) and side["version_compatible"] is True
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions(plugin_lib=plugin_so))
+    # No library inside the plan: NvInfer.h (10.3) documents IBuilderConfig::setPluginsToSerialize as
+    # "Set the plugin libraries to be serialized with version-compatible engines", and s2trt builds
+    # none (BuilderFlag::kVERSION_COMPATIBLE = 13 is never set); the runtime loads the library itself.
+    assert "plugins_to_serialize" not in vars(trt.config) and trt.config.flags == set()
+    assert "version_compatible" not in side
 
 
 # ------------------------------------------------------------------------------ engine/machine check
@@ -436,26 +437,16 @@ def test_engine_from_other_version_or_gpu_is_refused(monkeypatch: pytest.MonkeyP
         tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.16.1.11"))
 
 
-def test_version_compatible_engine_runs_on_later_versions(monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_no_engine_is_version_compatible(monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """An engine runs on the TensorRT version that built it only. Sidecars of older s2trt releases say
+    version_compatible=true for engines built without BuilderFlag::kVERSION_COMPATIBLE: the key is
+    not believed (TensorRT would refuse the plan after a confusing deserialization error)."""
     side = _sidecar(version="10.3.0", version_compatible=True)
-    tc.check_engine_compatible("m.engine", side, SimpleNamespace(__version__="10.16.1.11"))
-    with pytest.raises(S2Error):
-        tc.check_engine_compatible("m.engine", _sidecar("10.16.1", version_compatible=True),
-                                   SimpleNamespace(__version__="10.3.0"))
-    with pytest.raises(S2Error):  # version compatibility holds within one major version only
-        tc.check_engine_compatible("m.engine", side, SimpleNamespace(__version__="11.4.0"))
+    for later in ("10.16.1.11", "11.4.0"):
+        with pytest.raises(S2Error, match=r"built with TensorRT 10\.3\.0 .* rebuild it on this machine"):
+            tc.check_engine_compatible("m.engine", side, SimpleNamespace(__version__=later))
     monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Jetson AGX Orin", "8.7"))
     with caplog.at_level(logging.WARNING):
         tc.check_engine_compatible("m.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
     assert "same compute capability" in caplog.text
-
-
-def test_embedded_plugin_code_allowed_only_for_version_compatible_engines() -> None:
-    runtime = SimpleNamespace(engine_host_code_allowed=False)
-    tc.allow_embedded_plugins(runtime, _sidecar(plugin_library="/x/lib.so"))
-    assert runtime.engine_host_code_allowed is False
-    tc.allow_embedded_plugins(runtime, None)
-    assert runtime.engine_host_code_allowed is False
-    tc.allow_embedded_plugins(runtime, _sidecar(plugin_library="/x/lib.so", version_compatible=True))
-    assert runtime.engine_host_code_allowed is True

@@ -92,11 +92,24 @@ def test_collector_reads_the_package() -> None:
                      ("IBuilderConfig.int8_calibrator", (None, 10)),
                      ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", (11, None)),
                      ("IBuilderConfig.set_memory_pool_limit", ALL),
-                     ("IBuilderConfig.plugins_to_serialize", ALL),
                      ("IPluginRegistry.get_creator", ALL), ("OnnxParser.parse_from_file", ALL),
-                     ("Builder.build_serialized_network", ALL), ("IOptimizationProfile.set_shape", ALL),
-                     ("Runtime.engine_host_code_allowed", ALL)]:
+                     ("Builder.build_serialized_network", ALL), ("IOptimizationProfile.set_shape", ALL)]:
         assert expected in uses
+
+
+# Version-compatible engines are not built (README, "Version compatibility"). In NvInfer.h (10.3)
+# plugins_to_serialize is "the plugin libraries to be serialized with version-compatible engines",
+# kEXCLUDE_LEAN_RUNTIME needs IRuntime::loadRuntime(path) of a lean runtime library (NvInferRuntime.h
+# 10.3, loadRuntime), and running a library carried by the plan needs setEngineHostCodeAllowed(true):
+# code taken from a model file. None of it may come back half-done.
+VERSION_COMPAT_API = ("BuilderFlag.VERSION_COMPATIBLE", "BuilderFlag.EXCLUDE_LEAN_RUNTIME",
+                      "IBuilderConfig.plugins_to_serialize", "Runtime.engine_host_code_allowed",
+                      "Runtime.load_runtime")
+
+
+def test_package_builds_and_loads_no_version_compatible_engines() -> None:
+    used = {u.path: u.where for u in collect_files(REPO, PACKAGE_FOLDERS)}
+    assert not {p: used[p] for p in VERSION_COMPAT_API if p in used}
 
 
 def test_parameter_names_from_pybind_signatures() -> None:
