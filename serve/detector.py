@@ -3,7 +3,7 @@
 Requests carry encoded images (`IMAGE`: the file's bytes as a uint8 vector, one image per row) or
 uint8 BGR frames (`FRAME`, (h, w, 3)); the answer is DESIGN §3's NMS layout, padded to `max_det`.
 Requests of one scheduler batch run through the network together, and a bad request (undecodable
-bytes, both inputs or none) fails alone.
+bytes, an image bomb, a frame that cannot be letterboxed, both inputs or none) fails alone.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from s2trt.errors import S2Error
 from s2trt.runtime.backend import Backend, decode
 from s2trt.runtime.postprocess import scale_boxes
-from s2trt.runtime.preprocess import preprocess
+from s2trt.runtime.preprocess import LetterboxInfo, preprocess
 
 INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
 
@@ -127,11 +127,24 @@ class Detector:
         return cls(backend, nms.override({k: v for k, v in params.items()
                                           if k in ("conf_thres", "iou_thres", "agnostic")}))
 
+    def prepare(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
+        """Letterboxed network input for the frames of one request; any failure is that request's."""
+        try:
+            return preprocess(frames, self.backend.imgsz, **self.meta.preprocess_kwargs())
+        except S2Error:
+            raise
+        except Exception as e:  # e.g. cv2 on a frame it cannot resize: this request's problem alone
+            raise S2Error(f"the request's image could not be letterboxed "
+                          f"({type(e).__name__}: {str(e).strip()[:200]})") from None
+
     def detect(self, frames: Sequence[np.ndarray], settings: Sequence[NmsSettings] | None = None
                ) -> list[np.ndarray]:
         """(n, 6) [x1, y1, x2, y2, score, class] per frame, in the frame's pixels."""
-        settings = list(settings) if settings is not None else [self.nms] * len(frames)
-        batch, infos = preprocess(frames, self.backend.imgsz, **self.meta.preprocess_kwargs())
+        batch, infos = self.prepare(frames)
+        return self._infer(batch, infos, settings or [self.nms] * len(frames))
+
+    def _infer(self, batch: np.ndarray, infos: Sequence[LetterboxInfo], settings: Sequence[NmsSettings]
+               ) -> list[np.ndarray]:
         outputs = self.backend.infer(batch)
         dets = []
         for i, s in enumerate(settings):  # thresholds may differ per request, so decode per image
@@ -141,24 +154,30 @@ class Detector:
 
     def run_requests(self, requests: Sequence[tuple[np.ndarray | None, np.ndarray | None, Mapping[str, Any]]]
                      ) -> list[dict[str, np.ndarray] | S2Error]:
-        """(IMAGE, FRAME, parameters) per request -> its outputs, or the error that fails it alone."""
+        """(IMAGE, FRAME, parameters) per request -> its outputs, or the error that fails it alone.
+
+        Everything a request's own content can break (decoding, the image guard, letterboxing, its
+        parameters) runs per request; only the requests that got through share one network call.
+        """
         results: list[dict[str, np.ndarray] | S2Error] = []
-        frames: list[np.ndarray] = []
+        inputs: list[np.ndarray] = []
+        infos: list[LetterboxInfo] = []
         settings: list[NmsSettings] = []
         spans: list[tuple[int, int, int]] = []  # (result index, first frame, frame count)
         for image, frame, params in requests:
             try:
-                got = frames_from_inputs(image, frame)
                 s = self.nms.override(params)
+                batch, got = self.prepare(frames_from_inputs(image, frame))
             except (S2Error, ValueError, TypeError) as e:
                 results.append(e if isinstance(e, S2Error) else S2Error(f"bad request parameters: {e}"))
                 continue
-            spans.append((len(results), len(frames), len(got)))
+            spans.append((len(results), len(infos), len(got)))
             results.append(S2Error("not run"))
-            frames.extend(got)
+            inputs.append(batch)
+            infos.extend(got)
             settings.extend([s] * len(got))
-        if frames:
-            dets = self.detect(frames, settings)
+        if inputs:
+            dets = self._infer(np.concatenate(inputs), infos, settings)
             for slot, first, n in spans:
                 results[slot] = to_layout(dets[first:first + n], self.nms.max_det)
         return results

@@ -47,6 +47,9 @@ class Preprocess:
                 out.append(self.one(f))
             except S2Error as e:
                 out.append(e)
+            except Exception as e:  # e.g. cv2 on an image it cannot resize: still this request's alone
+                out.append(S2Error(f"the request's image could not be letterboxed "
+                                   f"({type(e).__name__}: {str(e).strip()[:200]})"))
         return out
 
     def one(self, inputs: Arrays) -> dict[str, np.ndarray]:

@@ -215,6 +215,35 @@ def test_bad_image_fails_only_its_own_request(server, images):
         assert all(f.result().shape[1] == 6 for f in good)
 
 
+@pytest.mark.parametrize("model_name", [R.DETECTOR, R.ENSEMBLE])
+def test_degenerate_images_in_busy_batches_do_not_fail_their_batch_mates(server, images, model_name):
+    """Issue 15: one 1x5000 image failed the other requests of its scheduler batch (135 of 240)."""
+    from s2trt.serve.client import TritonClient
+
+    degenerate = [cv2.imencode(".png", np.full(shape, 90, np.uint8))[1].tobytes()
+                  for shape in ((1, 5000, 3), (5000, 1, 3))]
+    with TritonClient(server.endpoints.grpc_url, model_name, max_in_flight=64) as client:
+        good, bad = [], []
+        for k in range(48):  # all in flight together, so the dynamic batcher mixes them
+            if k % 6 == 3:
+                bad.append(client.submit(degenerate[k % 2]))
+            else:
+                good.append((k % len(images), client.submit(images[k % len(images)][0])))
+        failed = []
+        for i, f in good:
+            try:
+                f.result()
+            except S2Error as e:
+                failed.append((i, str(e)))
+        assert not failed
+        for f in bad:  # each succeeds (sides kept >= 1 pixel) or fails alone; never takes the server down
+            try:
+                assert f.result().shape[1] == 6
+            except S2Error as e:
+                assert "rejected the request" in str(e)
+    assert server.running()
+
+
 def test_client_names_what_is_wrong_with_the_model(server):
     from s2trt.serve.client import TritonClient
 

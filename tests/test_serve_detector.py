@@ -1,0 +1,90 @@
+"""The served model's batch logic without a server: requests of one scheduler batch share the network
+call, and whatever one request's content breaks fails that request alone (issue 15, item 1)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import serve_fixtures as F
+
+from s2trt.errors import S2Error
+from s2trt.serve import detector as D
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return F.export_demo_model(tmp_path_factory.mktemp("model") / "demo.onnx")
+
+
+@pytest.fixture
+def det(model):
+    from s2trt.runtime.backend_ort import OrtBackend
+
+    backend = OrtBackend(model, "cpu", threads=1)
+    yield D.Detector(backend, D.NmsSettings(max_det=100))
+    backend.close()
+
+
+def test_a_request_whose_letterbox_fails_fails_alone(det, monkeypatch):
+    """Any exception of the letterbox (cv2 threw on a 1x5000 frame before the runtime kept sides >= 1)
+    belongs to the request that caused it, not to its batch-mates."""
+    real = D.preprocess
+
+    def picky(frames, *a, **k):
+        if any(f.shape[1] == 5000 for f in frames):
+            raise cv2.error("OpenCV(4.x) resize.cpp: error: (-215:Assertion failed) !dsize.empty()")
+        return real(frames, *a, **k)
+
+    monkeypatch.setattr(D, "preprocess", picky)
+    good = F.sample_images(4)
+    alone = [det.run_requests([(None, g[None], {})])[0] for g in good]
+    bad = np.zeros((1, 1, 5000, 3), np.uint8)
+    mixed = det.run_requests([(None, good[0][None], {}), (None, bad, {}), (None, good[1][None], {}),
+                              (None, good[2][None], {}),
+                              (None, bad, {}), (None, good[3][None], {})])
+    assert isinstance(mixed[1], S2Error) and isinstance(mixed[4], S2Error)
+    assert "could not be letterboxed" in str(mixed[1]) and "error" in str(mixed[1])
+    for got, want in zip([mixed[0], mixed[2], mixed[3], mixed[5]], alone, strict=True):
+        assert not isinstance(got, Exception)
+        assert got["num_dets"][0, 0] == want["num_dets"][0, 0]
+        np.testing.assert_allclose(got["det_boxes"], want["det_boxes"], atol=1e-2)
+
+
+def test_one_network_call_for_the_good_requests_of_a_batch(det, monkeypatch):
+    calls = []
+    infer = det.backend.infer
+    monkeypatch.setattr(det.backend, "infer", lambda x: calls.append(len(x)) or infer(x))
+    good = F.sample_images(3)
+    out = det.run_requests([(None, good[0][None], {}), (np.frombuffer(b"junk", np.uint8)[None], None, {}),
+                            (None, np.stack([good[1][:100, :100], good[2][:100, :100]]), {})])
+    assert calls == [3]
+    assert isinstance(out[1], S2Error) and out[2]["num_dets"].shape == (2, 1)
+
+
+@pytest.mark.parametrize("shape", [(1, 5000, 3), (5000, 1, 3), (1, 1, 3)])
+def test_ensemble_preprocess_fails_a_bad_image_alone(model, shape, monkeypatch):
+    import onnx
+
+    from s2trt.meta import ModelMeta
+    from s2trt.serve import stages
+
+    meta = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(model)).metadata_props}, "m")
+    real = stages.preprocess
+
+    def picky(frames, *a, **k):
+        if any(min(f.shape[:2]) == 1 for f in frames):
+            raise cv2.error("resize: (-215:Assertion failed) !dsize.empty()")
+        return real(frames, *a, **k)
+
+    monkeypatch.setattr(stages, "preprocess", picky)
+    _, png = cv2.imencode(".png", np.full(shape, 200, np.uint8))
+    good = np.frombuffer(F.encode_jpeg(F.sample_images(1)[0]), np.uint8)[None]
+    out = stages.Preprocess(meta)([{"IMAGE": good}, {"IMAGE": png.reshape(1, -1)}, {"IMAGE": good}])
+    assert isinstance(out[1], S2Error) and "could not be letterboxed" in str(out[1])
+    assert out[0]["images"].shape[0] == 1 and np.array_equal(out[0]["images"], out[2]["images"])
