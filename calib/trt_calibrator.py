@@ -24,11 +24,12 @@ TRT_METHODS = (CalibMethod.ENTROPY, CalibMethod.MINMAX)
 
 
 def make_calibrator(onnx_path: str | Path, reader: CalibrationReader, method: str | CalibMethod,
-                    cache: str | Path | None = None) -> Any:
+                    cache: str | Path | None = None, device: int = 0) -> Any:
     """A calibrator object for EngineOptions(calibrator=...) on TensorRT ≤ 10.
 
     With a matching `cache`, TensorRT reads the table from it and no image is decoded; without one,
-    the reader's batches go to the GPU and the table TensorRT computes is written to `cache`.
+    the reader's batches go to CUDA device `device` (the build's --device; build_engine moves the
+    buffer there in any case) and the table TensorRT computes is written to `cache`.
     """
     m = CalibMethod.from_name(method)
     if m not in TRT_METHODS:
@@ -44,7 +45,7 @@ def make_calibrator(onnx_path: str | Path, reader: CalibrationReader, method: st
     # TensorRT expects every batch at the size get_batch_size() announces; replace() re-runs the
     # reader's checks, so too few images for one whole batch is an error here, not a silent no-op.
     reader = dataclasses.replace(reader, drop_last=True)
-    return _calibrator_class(trt, m.value)(reader, cached, Path(cache) if cache else None, key)
+    return _calibrator_class(trt, m.value)(reader, cached, Path(cache) if cache else None, key, device)
 
 
 @for_trt(max_major=10)
@@ -55,10 +56,10 @@ def _calibrator_class(trt: Any, method: str) -> type:
         """TensorRT pulls batches with get_batch() and hands back its table to cache."""
 
         def __init__(self, reader: CalibrationReader, cached: bytes | None, cache: Path | None,
-                     key: dict[str, Any]) -> None:
+                     key: dict[str, Any], device: int = 0) -> None:
             base.__init__(self)
             self.reader, self.cached, self.cache, self.key = reader, cached, cache, key
-            self.method = method
+            self.method, self.device = method, device
             self.error: Exception | None = None
             self._batches: Any = None
             self._mem: Any = None
@@ -95,9 +96,21 @@ def _calibrator_class(trt: Any, method: str) -> type:
                 save_cache(self.cache, bytes(cache), self.key, images=len(self.reader) * self.reader.batch,
                            frames=self.reader.fingerprint(), tensorrt=str(trt.__version__))
 
+        def use_device(self, device: int) -> None:
+            """Hold the batch buffer on `device`: TensorRT reads the pointers get_batch() returns
+            on the GPU that builds the engine, where another device's memory is no valid input."""
+            if device == self.device:
+                return
+            self.close()
+            self.device = device
+            if self.cached is None:
+                self._start()
+
         def _start(self) -> None:
+            from s2trt.runtime import trt_compat
             from s2trt.runtime.cuda_mem import open_cuda
 
+            trt_compat.select_device(self.device)  # cudaMalloc and the stream use the current device
             self._mem = open_cuda()
             h, w = self.reader.prep.imgsz
             self._dev = self._mem.malloc(self.reader.batch * 3 * h * w * 4)

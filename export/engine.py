@@ -212,6 +212,9 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
              "the ONNX graph (strongly typed network)" if strongly_typed else "builder flags")
     plugin_lib = _prepare_plugin(trt, meta, opts, onnx_path)
     tc.select_device(opts.device)
+    use_device = getattr(opts.calibrator, "use_device", None)
+    if use_device is not None:  # a calibrator made before --device was known holds device-0 memory
+        use_device(opts.device)
 
     logger = trt.Logger(trt.Logger.VERBOSE if opts.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)

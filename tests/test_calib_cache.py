@@ -73,16 +73,29 @@ def test_cache_without_key_is_refused(model: Path, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------- the calibrator, TensorRT-free
 
+CURRENT_DEVICE = [0]  # what cudaSetDevice made current, as the CUDA runtime keeps it per thread
+
+
+@pytest.fixture(autouse=True)
+def _cuda_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    CURRENT_DEVICE[0] = 0
+    monkeypatch.setattr("s2trt.runtime.trt_compat.select_device",
+                        lambda device: CURRENT_DEVICE.__setitem__(0, device))
+
+
 class FakeCuda:
-    """CudaMemory stand-in: 'device memory' is a dict of arrays keyed by pointer."""
+    """CudaMemory stand-in: 'device memory' is a dict of arrays keyed by pointer; cudaMalloc
+    allocates on the current device."""
 
     def __init__(self) -> None:
         self.buffers: dict[int, np.ndarray] = {}
+        self.device_of: dict[int, int] = {}
         self.closed = False
 
     def malloc(self, nbytes: int) -> int:
         ptr = 4096 * (len(self.buffers) + 1)
         self.buffers[ptr] = np.zeros(nbytes // 4, np.float32)
+        self.device_of[ptr] = CURRENT_DEVICE[0]
         return ptr
 
     def h2d(self, dst: int, src: np.ndarray) -> None:
@@ -187,3 +200,44 @@ def test_calibration_batch_follows_the_engine_profile(tmp_path: Path, monkeypatc
                              EngineOptions(precision="int8"))
     assert default.get_batch_size() == 8  # the builder's default opt batch
     assert default.method == "entropy"  # TensorRT's calibrator default, not the Q/DQ one
+
+
+def test_calibration_memory_is_on_the_build_device(model: Path, tmp_path: Path, monkeypatch) -> None:
+    """`s2export model.onnx --int8 --calib imgs --device 1`: the calibrator is made before the build
+    selects device 1, but TensorRT reads get_batch()'s pointers on the device that builds
+    (IInt8Calibrator::getBatch, NvInfer.h 10.3 line 7694: "bindings An array of pointers to device
+    memory")."""
+    from test_engine import FakeTRT, _write_onnx
+
+    from s2trt.export.engine import EngineOptions, build_engine
+    from s2trt.meta import ModelMeta
+
+    write_images(tmp_path / "imgs", 2)
+    reader = open_reader(tmp_path / "imgs", PREP, size=2, batch=1, progress=False)
+    mems: list[FakeCuda] = []
+    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", lambda: mems.append(FakeCuda()) or mems[-1])
+    monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: _fake_trt())
+    cal = trt_calibrator.make_calibrator(model, reader, "entropy")  # before --device is applied
+    onnx_file = _write_onnx(tmp_path / "m.onnx", ModelMeta(names=["a"], imgsz=[64, 64], batch=1))
+    fake = FakeTRT("10.3.0", shape=(1, 3, 64, 64))
+    pointers: list[tuple[int, int]] = []
+
+    def builder(logger: object) -> types.SimpleNamespace:
+        b = FakeTRT.Builder(fake, logger)
+
+        def build(network: object, config: object) -> bytes:  # TensorRT drives the calibrator here
+            while (ptrs := config.int8_calibrator.get_batch(["images"])) is not None:
+                pointers.append((CURRENT_DEVICE[0], mems[-1].device_of[ptrs[0]]))
+            return b"engine"
+
+        b.build_serialized_network = build
+        return b
+
+    fake.Builder = builder
+    monkeypatch.setattr("s2trt.runtime.trt_compat.import_tensorrt", lambda purpose: fake)
+    monkeypatch.setattr("s2trt.runtime.trt_compat.gpu_info", lambda device=0: ("GPU 1", "8.6"))
+    build_engine(onnx_file, tmp_path / "m.engine", EngineOptions(precision="int8", calibrator=cal, device=1))
+    assert pointers == [(1, 1), (1, 1)]  # both batches from device-1 memory, read while device 1 builds
+    assert set(mems[0].device_of.values()) == {0} and mems[0].closed  # the first buffer, given back
+    direct = trt_calibrator.make_calibrator(model, reader, "entropy", device=2)
+    assert set(mems[-1].device_of.values()) == {2} and direct.device == 2
