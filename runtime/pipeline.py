@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
+from s2trt.errors import S2Error
 from s2trt.runtime.backend import Backend, decode
 from s2trt.runtime.postprocess import scale_boxes
 from s2trt.runtime.preprocess import LetterboxInfo, preprocess
@@ -30,6 +32,8 @@ from s2trt.runtime.stats import Stats
 log = logging.getLogger(__name__)
 
 _END = object()  # end of a queue's stream
+# What a frame the letterbox cannot take raises: its own problem, reported and skipped.
+_FRAME_ERRORS = (S2Error, cv2.error, ValueError, MemoryError)
 _POLL_S = 0.1
 
 
@@ -60,6 +64,10 @@ class Runner:
         self.batch, self.pipelined, self.queue_size = max(batch, 1), pipelined, max(queue_size, 1)
         self.on_frames = on_frames
         self.stats = Stats()
+        # Frames skipped here are reported with the source's own problems, in one list.
+        self.problems: list[str] = getattr(frames, "problems", None)
+        if self.problems is None:
+            self.problems = []
         self._letterbox = backend.meta.preprocess_kwargs()
 
     # The stages, each timed.
@@ -70,20 +78,42 @@ class Runner:
                 self.stats.add("decode", f.decode_s)
                 group.append(f)
                 if len(group) == self.batch:
-                    yield self._prep(group)
+                    if b := self._prep(group):
+                        yield b
                     group = []
         except Exception:  # frames read before a source error still get their results
-            if group:
-                yield self._prep(group)
+            if group and (b := self._prep(group)):
+                yield b
             raise
-        if group:
-            yield self._prep(group)
+        if group and (b := self._prep(group)):
+            yield b
 
-    def _prep(self, frames: list[Frame]) -> Batch:
+    def _prep(self, frames: list[Frame]) -> Batch | None:
         t0 = time.perf_counter()
-        x, infos = preprocess([f.image for f in frames], self.backend.imgsz, **self._letterbox)
+        try:
+            x, infos = preprocess([f.image for f in frames], self.backend.imgsz, **self._letterbox)
+        except _FRAME_ERRORS:  # one bad frame must not take the others (and the run) with it
+            frames, x, infos = self._prep_each(frames)
+        if not frames:
+            return None
         self.stats.add("preprocess", time.perf_counter() - t0, len(frames))
         return Batch(frames, x, infos)
+
+    def _prep_each(self, frames: list[Frame]) -> tuple[list[Frame], np.ndarray, list[LetterboxInfo]]:
+        kept, xs, infos = [], [], []
+        for f in frames:
+            try:
+                x, info = preprocess([f.image], self.backend.imgsz, **self._letterbox)
+            except _FRAME_ERRORS as e:
+                what = f.source if f.kind == "image" else f"{f.source}: frame {f.index}"
+                msg = f"{what}: {_one_line(e)}, skipped"
+                self.problems.append(msg)
+                log.warning("%s", msg)
+                continue
+            kept.append(f)
+            xs.append(x)
+            infos += info
+        return kept, np.concatenate(xs) if xs else np.empty((0,)), infos
 
     def _infer(self, b: Batch) -> Batch:
         t0 = time.perf_counter()
@@ -170,6 +200,11 @@ class Runner:
             raise errors[0]
         if source_error is not None:
             raise source_error
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:

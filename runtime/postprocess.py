@@ -79,7 +79,11 @@ def non_max_suppression(pred: np.ndarray, conf_thres: float = 0.25, iou_thres: f
 
 
 def scale_boxes(dets: np.ndarray, info: LetterboxInfo) -> np.ndarray:
-    """Map (n, 6) detections from network-input pixels to the original frame, clipped to it."""
+    """Map (n, 6) detections from network-input pixels to the original frame, clipped to it.
+
+    A box that lies in the padding is clipped to a line on the frame's border: it is dropped, as is
+    any box without area, so no consumer sees a detection of nothing.
+    """
     dets = dets.copy()
     dw, dh = info.pad
     dets[:, [0, 2]] = (dets[:, [0, 2]] - dw) / info.ratio
@@ -87,7 +91,7 @@ def scale_boxes(dets: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     h, w = info.orig_shape
     dets[:, [0, 2]] = dets[:, [0, 2]].clip(0, w)
     dets[:, [1, 3]] = dets[:, [1, 3]].clip(0, h)
-    return dets
+    return dets[(dets[:, 2] > dets[:, 0]) & (dets[:, 3] > dets[:, 1])]
 
 
 def from_nms_outputs(num_dets: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,

@@ -40,7 +40,9 @@ def letterbox_geometry(orig_hw: tuple[int, int], new_shape: tuple[int, int], aut
     r = min(new_shape[0] / h0, new_shape[1] / w0)
     if not scaleup:  # only shrink: upscaling a small frame does not help the detector
         r = min(r, 1.0)
-    new_unpad = round(w0 * r), round(h0 * r)
+    # A 1x5000 frame would round its short side to 0 rows; keep at least one so every frame with a
+    # pixel is processed (its boxes are clipped to the frame afterwards).
+    new_unpad = max(round(w0 * r), 1), max(round(h0 * r), 1)
     dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
     if auto:  # minimum rectangle: pad only up to the next multiple of the stride
         dw, dh = dw % stride, dh % stride

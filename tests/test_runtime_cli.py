@@ -258,3 +258,22 @@ def test_triton_keeps_several_requests_in_flight_by_default():
     assert parse(["--triton", "localhost:8001", "v.mp4"]).batch == TRITON_BATCH > 1
     assert parse(["--onnx", "m.onnx", "v.mp4"]).batch == 1
     assert parse(["--triton", "localhost:8001", "v.mp4", "--batch", "2"]).batch == 2
+
+
+def test_one_pixel_thin_images_are_processed_and_do_not_stop_the_folder(tmp_path):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), scene(1))
+    cv2.imwrite(str(src / "b_wide.png"), np.full((1, 5000, 3), 90, np.uint8))
+    cv2.imwrite(str(src / "c_tall.png"), np.full((5000, 1, 3), 90, np.uint8))
+    cv2.imwrite(str(src / "d.png"), scene(2))
+    assert run(tmp_path, src, "--save-json") == 0
+    out = tmp_path / "runs" / "exp"
+    recs = read_jsonl(out / "predictions.jsonl")
+    assert [Path(r["source"]).name for r in recs] == ["a.png", "b_wide.png", "c_tall.png", "d.png"]
+    assert [(r["width"], r["height"]) for r in recs] == [(320, 240), (5000, 1), (1, 5000), (320, 240)]
+    for r in recs:  # boxes lie inside their frame
+        for x1, y1, x2, y2 in r["boxes"]:
+            assert 0 <= x1 < x2 <= r["width"] and 0 <= y1 < y2 <= r["height"]
+    assert cv2.imread(str(out / "b_wide.png")).shape == (1, 5000, 3)
+    assert cv2.imread(str(out / "c_tall.png")).shape == (5000, 1, 3)

@@ -99,3 +99,30 @@ def test_stats_memory_is_bounded_and_percentiles_sane():
     t = s.table()["infer"]
     assert len(s.ms["infer"].sample) == RESERVOIR
     assert t["mean"] == pytest.approx(49.5) and 40 <= t["p50"] <= 60 and 90 <= t["p95"] <= 99
+
+
+class TinyFrames(list):
+    problems: list[str]
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_frame_the_letterbox_cannot_take_is_skipped_alone(pipelined):
+    good = [Frame(np.full((48, 64, 3), 10 + i, np.uint8), f"im{i}.png", 0, "image") for i in range(4)]
+    thin = Frame(np.full((1, 5000, 3), 50, np.uint8), "thin.png", 0, "image")
+    empty = Frame(np.zeros((0, 7, 3), np.uint8), "empty.png", 0, "image")
+    src = TinyFrames([good[0], thin, empty, good[1], good[2], good[3]])
+    src.problems = []
+    got = []
+
+    class SourceSink:
+        def write(self, frame, dets):
+            got.append((frame.source, round(float(dets[0, 4]) * 255)))
+
+    runner = Runner(EchoBackend(), src, SourceSink(), DetectOptions(0.01), batch=3, pipelined=pipelined)
+    stats = runner.run()
+    assert stats.frames == 5
+    # Each frame its own result (the thin frame's one row misses the centre pixel: padding, 114).
+    assert got == [("im0.png", 10), ("thin.png", 114), ("im1.png", 11), ("im2.png", 12),
+                   ("im3.png", 13)]
+    assert src.problems == ["empty.png: frame 0 is empty (shape (0, 7, 3)), skipped"]
+    assert runner.problems is src.problems

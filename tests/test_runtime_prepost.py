@@ -168,3 +168,37 @@ def test_from_nms_outputs():
     assert a.shape == (2, 6) and b.shape == (0, 6)
     np.testing.assert_array_equal(a[:, :4], boxes[0, :2])
     np.testing.assert_array_equal(a[:, 5], [3, 1])
+
+
+@pytest.mark.parametrize("shape, pad, ratio", [((1, 5000), (0.0, 63.5), 160 / 5000),
+                                               ((5000, 1), (79.5, 0.0), 128 / 5000),
+                                               ((2, 9000), (0.0, 63.5), 160 / 9000)])
+def test_a_one_pixel_thin_frame_keeps_one_row_or_column(shape, pad, ratio):
+    """1x5000 at 128x160: 0.032 x 1 row rounds to 0; the frame is squeezed to one row, not dropped."""
+    img = np.full((*shape, 3), 200, np.uint8)
+    x, (info,) = preprocess([img], (128, 160))
+    assert info == LetterboxInfo(ratio, pad, shape)
+    content = np.argwhere(np.abs(x[0, 0] - 200 / 255) < 1e-6)
+    rows, cols = sorted(set(content[:, 0])), sorted(set(content[:, 1]))
+    if pad[1]:  # one row, 63 = round(63.5 - 0.1), across the full width
+        assert rows == [63] and cols == list(range(160))
+    else:
+        assert cols == [79] and rows == list(range(128))
+    assert len(content) == (160 if pad[1] else 128)  # everything else is padding
+    lb, r, p = letterbox(img, (128, 160))
+    assert lb.shape == (128, 160, 3) and (r, p) == (ratio, pad)
+    # Boxes map back inside the frame.
+    det = np.array([[0, 0, 160, 128, 0.9, 0]], np.float32)
+    np.testing.assert_allclose(scale_boxes(det, info)[0, :4], [0, 0, shape[1], shape[0]])
+
+
+def test_boxes_without_area_in_the_frame_are_dropped():
+    info = LetterboxInfo(ratio=1.0, pad=(0.0, 20.0), orig_shape=(100, 200))
+    net = np.array([[10, 30, 50, 60, 0.9, 1],  # inside
+                    [10, 0, 50, 15, 0.8, 2],  # wholly in the top padding: clips to y1 == y2 == 0
+                    [30, 40, 30, 80, 0.7, 3],  # zero width
+                    [210, 40, 250, 80, 0.6, 4],  # right of the frame
+                    [190, 110, 230, 150, 0.5, 0]], np.float32)  # crosses the corner: kept, clipped
+    out = scale_boxes(net, info)
+    np.testing.assert_allclose(out, [[10, 10, 50, 40, 0.9, 1], [190, 90, 200, 100, 0.5, 0]])
+    assert scale_boxes(np.zeros((0, 6), np.float32), info).shape == (0, 6)
