@@ -13,6 +13,7 @@ from pathlib import Path
 
 from s2trt.cli import add_verbosity, run_main
 from s2trt.errors import S2Error
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 
 log = logging.getLogger("s2trt.runtime")
 
@@ -69,6 +70,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"frames per inference batch (default 1; {TRITON_BATCH} with --triton, so that "
                         "many requests are in flight for the server's dynamic batcher)")
     i.add_argument("--vid-stride", type=int, default=1, help="use every Nth video frame (default 1)")
+    i.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse images and video frames larger than N pixels, checked from the file's "
+                        "header before decoding (default %(default)s)")
 
     o = p.add_argument_group("output")
     o.add_argument("--save", action=argparse.BooleanOptionalAction, default=True,
@@ -102,6 +106,8 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--conf-thres and --iou-thres must be within 0..1")
     if a.batch < 1 or a.max_det < 1 or a.vid_stride < 1 or a.queue_size < 1:
         p.error("--batch, --max-det, --vid-stride and --queue-size must be 1 or more")
+    if a.max_pixels < 1:
+        p.error("--max-pixels must be 1 or more")
     if a.imgsz is not None and len(a.imgsz) not in (1, 2):
         p.error("--imgsz takes one or two numbers (h [w])")
 
@@ -170,7 +176,7 @@ def _main(a: argparse.Namespace) -> int:
     from s2trt.runtime.sinks import Sinks
     from s2trt.runtime.sources import open_source
 
-    source = open_source(a.source, a.vid_stride)
+    source = open_source(a.source, a.vid_stride, a.max_pixels)
     backend = open_backend(a)
     try:
         _check_imgsz(a, backend)

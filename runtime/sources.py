@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_image_bytes, image_size_from_header
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ VIDEO_EXTS = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", "
               ".webm"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STREAM_TIMEOUT_MS = 10000
+MAX_PIXELS_HINT = "raise it with --max-pixels"
 MAX_READ_FAILURES = 30  # consecutive undecodable frames before a video is given up as truncated
 
 
@@ -45,6 +47,7 @@ class Source:
 
     items: list[tuple[str, str]]  # (kind, path-or-url)
     vid_stride: int = 1
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images and video frames are refused undecoded
     problems: list[str] = field(default_factory=list)
     total: int | None = None  # frames expected, when every item can tell
 
@@ -57,21 +60,44 @@ class Source:
 
     def _image(self, path: str) -> Iterator[Frame]:
         t0 = time.perf_counter()
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            self._bad(S2Error(f"{path}: cannot read: {e.strerror or e}"))
+            return
+        if image_size_from_header(data) is None:  # OpenCV would not read it either (or unchecked)
+            self._bad(S2Error(f"{path}: not a readable image"))
+            return
+        try:
+            check_image_bytes(data, self.max_pixels, path, MAX_PIXELS_HINT)
+        except S2Error as e:
+            self._bad(e)
+            return
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # EXIF rotation as imread
+        del data
         if img is None:
-            self.problems.append(f"{path}: not a readable image, skipped")
-            log.warning("%s: not a readable image, skipped", path)
+            self._bad(S2Error(f"{path}: not a readable image"))
             return
         yield Frame(img, path, 0, "image", decode_s=time.perf_counter() - t0)
 
+    def _bad(self, e: S2Error) -> None:
+        """One input that cannot be used: the run's only input fails it, else it is skipped."""
+        if len(self.items) == 1:
+            raise e
+        self.problems.append(f"{e}, skipped")  # one bad file in a folder does not stop the rest
+        log.warning("%s, skipped", e)
+
     def _video(self, kind: str, item: str) -> Iterator[Frame]:
         try:
+            if kind == "video" and Path(item).suffix.lower() == ".gif":  # decoded by an image codec
+                check_image_bytes(Path(item).read_bytes(), self.max_pixels, item, MAX_PIXELS_HINT)
             cap = open_capture(kind, item)
+            _check_frame_size(cap, item, self.max_pixels)
         except S2Error as e:
-            if len(self.items) == 1:
-                raise
-            self.problems.append(f"{e}, skipped")  # one bad file in a folder does not stop the rest
-            log.warning("%s, skipped", e)
+            self._bad(e)
+            return
+        except OSError as e:
+            self._bad(S2Error(f"{item}: cannot read: {e.strerror or e}"))
             return
         try:
             fps = (cap.get(cv2.CAP_PROP_FPS) or 0.0) / self.vid_stride  # the rate of the frames we keep
@@ -122,6 +148,14 @@ def _bgr(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None:
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if w * h > max_pixels:
+        cap.release()
+        raise S2Error(f"{item}: frames of {w}x{h} are {w * h / 1e6:.1f} megapixels, above the limit "
+                      f"of {max_pixels / 1e6:g} megapixels ({MAX_PIXELS_HINT})")
+
+
 def open_capture(kind: str, item: str) -> cv2.VideoCapture:
     if kind == "camera":
         cap = cv2.VideoCapture(int(item))
@@ -140,14 +174,14 @@ def open_capture(kind: str, item: str) -> cv2.VideoCapture:
     return cap
 
 
-def open_source(spec: str, vid_stride: int = 1) -> Source:
+def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     """Parse a source argument the way YOLOv5's detect.py does."""
     if vid_stride < 1:
         raise S2Error("--vid-stride must be 1 or more")
     if re.fullmatch(r"\d+", spec):
-        return Source([("camera", spec)], vid_stride)
+        return Source([("camera", spec)], vid_stride, max_pixels)
     if spec.lower().startswith(STREAM_SCHEMES):
-        return Source([("stream", spec)], vid_stride)
+        return Source([("stream", spec)], vid_stride, max_pixels)
     if any(c in spec for c in "*?["):
         files = sorted(glob.glob(spec, recursive=True))
         if not files:
@@ -164,7 +198,7 @@ def open_source(spec: str, vid_stride: int = 1) -> Source:
              if Path(f).is_file()]
     if not items:
         raise S2Error(f"{spec} matches no files")
-    return Source(items, vid_stride, total=_count(items, vid_stride))
+    return Source(items, vid_stride, max_pixels, total=_count(items, vid_stride))
 
 
 def _count(items: list[tuple[str, str]], vid_stride: int) -> int | None:

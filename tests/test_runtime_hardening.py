@@ -1,0 +1,111 @@
+"""s2infer against hostile and unlucky inputs: image bombs, outputs onto inputs, full disks, SIGTERM,
+sources that cannot be opened. Each case ends in one line and an exit code, with nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from test_runtime_support import scene, tiny_models, write_video
+
+from s2trt.runtime.cli import main
+
+CONF = "0.7"
+S2INFER = [sys.executable, "-c", "import sys; from s2trt.runtime.cli import main; sys.exit(main())"]
+
+
+def run(tmp_path, *argv):
+    return main(["--onnx", str(tiny_models()["onnx"]), "--conf-thres", CONF, "--project",
+                 str(tmp_path / "runs"), "-q", *map(str, argv)])
+
+
+def spawn(tmp_path, *argv, **kw):
+    """s2infer in its own process (for signals, resource limits and peak memory)."""
+    cmd = [*S2INFER, "--onnx", str(tiny_models()["onnx"]), "--conf-thres", CONF, "--project",
+           str(tmp_path / "runs"), *map(str, argv)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def last_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    return lines[-1]
+
+
+def png_bomb(w: int, h: int) -> bytes:
+    """A valid all-black w x h RGB PNG of about 1 KB per 3 megapixels: deflate compresses zeros ~1000:1.
+
+    Identical 1 MiB blocks of zeros compress to identical bytes once the 32 KiB history is all zeros,
+    so the stream is one block repeated rather than a gigabyte compressed in the test."""
+    n = h * (1 + 3 * w)  # each row: filter byte 0, then RGB
+    block = 1 << 20
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(bytes(block)) + c.flush(zlib.Z_SYNC_FLUSH)
+    repeat = c.compress(bytes(block)) + c.flush(zlib.Z_SYNC_FLUSH)
+    k, rest = divmod(n, block)
+    tail = c.compress(bytes(rest)) + c.flush()
+    adler = ((n % 65521) << 16) | 1  # Adler-32 of n zero bytes
+    idat = b"\x78\xda" + first + repeat * (k - 1) + tail + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+# --- item 2: image bombs ---------------------------------------------------------------------------
+
+def test_png_bomb_helper_decodes_to_what_it_declares():
+    img = cv2.imdecode(np.frombuffer(png_bomb(300, 200), np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (200, 300, 3) and img.max() == 0
+
+
+def test_an_image_bomb_is_refused_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(20000, 20000))  # 1.2 MB on disk, 1.2 GB as BGR
+    assert bomb.stat().st_size < 1_300_000
+    proc = spawn(tmp_path, bomb, "--save-json")
+    err = proc.stderr.read()  # to the end: the process has exited or is about to
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 1, err
+    assert last_error_line(err) == (f"s2infer: error: {bomb}: 20000x20000 is 400.0 megapixels, above "
+                                    "the limit of 120 megapixels (raise it with --max-pixels)")
+    assert usage.ru_maxrss < 900_000, f"peak RSS {usage.ru_maxrss / 1e3:.0f} MB: the image was decoded"
+
+
+def test_a_bomb_in_a_folder_is_skipped_and_the_rest_processed(tmp_path, capsys):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.jpg"), scene(1))
+    (src / "b.png").write_bytes(png_bomb(12000, 11000))
+    cv2.imwrite(str(src / "c.jpg"), scene(2))
+    assert run(tmp_path, src, "--no-save", "--save-json", tmp_path / "p.jsonl") == 0
+    assert "b.png: 12000x11000 is 132.0 megapixels, above the limit of 120 megapixels (raise it with " \
+           "--max-pixels), skipped" in capsys.readouterr().err
+    recs = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [Path(r["source"]).name for r in recs] == ["a.jpg", "c.jpg"]
+    # A raised limit lets it through.
+    assert run(tmp_path, src / "b.png", "--no-save", "--save-json", tmp_path / "q.jsonl",
+               "--max-pixels", 12000 * 11000) == 0
+    assert json.loads((tmp_path / "q.jsonl").read_text())["width"] == 12000
+
+
+def test_max_pixels_applies_to_video_frames(tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", 3)  # 320x240 = 76800 pixels
+    assert run(tmp_path, video, "--no-save", "--save-json", tmp_path / "p.jsonl",
+               "--max-pixels", 76799) == 1
+    assert last_error_line(capsys.readouterr().err) == (
+        f"s2infer: error: {video}: frames of 320x240 are 0.1 megapixels, above the limit of 0.076799 "
+        "megapixels (raise it with --max-pixels)")
+    assert run(tmp_path, video, "--no-save", "--save-json", tmp_path / "p.jsonl",
+               "--max-pixels", 76800) == 0
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3
