@@ -18,6 +18,7 @@ from typing import Any
 
 from s2trt.errors import S2Error
 from s2trt.meta import read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
+from s2trt.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +46,19 @@ def cache_key(graph_sha256: str, preprocess: dict[str, Any], method: str) -> dic
 
 
 def _difference(stored: dict[str, Any], key: dict[str, Any]) -> str | None:
+    """What differs, in words; the stored values are file text, printed without control characters."""
     if stored.get("format") != key["format"]:
-        return f"key format {stored.get('format')} (this s2trt writes {key['format']})"
+        return f"key format {printable(stored.get('format'), 20)} (this s2trt writes {key['format']})"
     if stored.get("graph_sha256") != key["graph_sha256"]:
         return "another model (its ONNX graph or weights differ)"
     if stored.get("method") != key["method"]:
-        return f"calibration method {stored.get('method')}, not {key['method']}"
+        return f"calibration method {printable(stored.get('method'), 20)}, not {key['method']}"
     if stored.get("preprocess") != key["preprocess"]:
-        old, new = stored.get("preprocess") or {}, key["preprocess"]
-        diffs = [f"{k} {old.get(k)} vs {new.get(k)}" for k in sorted(set(old) | set(new))
-                 if old.get(k) != new.get(k)]
+        old, new = stored.get("preprocess"), key["preprocess"]
+        if not isinstance(old, dict):
+            return "other preprocessing (none recorded)"
+        diffs = [f"{printable(k, 40)} {printable(old.get(k), 40)} vs {new.get(k)}"
+                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         return "other preprocessing (" + ", ".join(diffs) + ")"
     return None
 
@@ -71,19 +75,20 @@ def load_cache(path: str | Path, key: dict[str, Any]) -> bytes | None:
     if not path.is_file():
         raise S2Error(f"calibration cache {path} is not a file")
     stored = read_sidecar(path)
-    if stored is None:
-        raise S2Error(f"calibration cache {path} has no key file {sidecar_path(path).name}, so s2trt "
+    if stored is None or not isinstance(stored, dict) or not isinstance(stored.get("key"), dict):
+        what = "no key file" if stored is None else "a key file that s2trt did not write:"
+        raise S2Error(f"calibration cache {path} has {what} {sidecar_path(path).name}, so s2trt "
                       "cannot tell which model it belongs to: delete it to recalibrate, or pass "
                       "another --calib-cache")
-    why = _difference(stored.get("key") or {}, key)
+    why = _difference(stored["key"], key)
     if why is not None:
         raise S2Error(f"calibration cache {path} was made for {why}: delete it to recalibrate, or "
                       "pass another --calib-cache")
     data = path.read_bytes()
     if not data:
         raise S2Error(f"calibration cache {path} is empty: delete it to recalibrate")
-    log.info("reusing calibration cache %s (made %s from %s images)", path, stored.get("created", "?"),
-             stored.get("images", "?"))
+    log.info("reusing calibration cache %s (made %s from %s images)", path,
+             printable(stored.get("created", "?"), 40), printable(stored.get("images", "?"), 20))
     return data
 
 

@@ -24,6 +24,7 @@ from s2trt.meta import (
     write_json_atomic,
 )
 from s2trt.runtime import trt_compat as tc
+from s2trt.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ def _source_metadata(onnx_path: Path, required: bool) -> dict[str, Any]:
 
     On a Jetson without the onnx package the sidecar alone is enough.
     """
-    side = dict(read_sidecar(onnx_path) or {})
+    side = read_sidecar(onnx_path) or {}
+    if not isinstance(side, dict):
+        raise S2Error(f"{printable(sidecar_path(onnx_path).name)} is not an s2trt sidecar (a JSON object "
+                      "expected): export the model again, or delete the file")
     try:
         try:
             meta = read_onnx_meta(onnx_path)
@@ -254,13 +258,25 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
     return sidecar
 
 
+def _hint_graph(meta: dict[str, Any], onnx_path: Path) -> tuple[str, tuple[int, ...]]:
+    """(precision, input dims) from metadata that may be only a sidecar, checked like any file."""
+    graph, imgsz, batch = meta.get("precision", "fp32"), meta.get("imgsz") or [640, 640], meta.get("batch", 1)
+    def size(v: object) -> bool:
+        return type(v) is int and 0 < v <= 1 << 16
+
+    ok_imgsz = isinstance(imgsz, list) and len(imgsz) == 2 and all(map(size, imgsz))
+    if graph not in PRECISIONS or not ok_imgsz or not (batch == "dynamic" or size(batch)):
+        raise S2Error(f"the metadata of {printable(onnx_path.name)} is malformed (precision "
+                      f"{printable(graph, 20)!r}, imgsz {printable(imgsz, 40)}, batch "
+                      f"{printable(batch, 20)}): export the model again with s2export")
+    return graph, (-1 if batch == "dynamic" else batch, 3, *imgsz)
+
+
 def manual_build_hint(onnx_path: Path, opts: EngineOptions) -> str:
     """The s2export and equivalent trtexec commands that build this engine on the target."""
     onnx_path = Path(onnx_path)
     meta = _source_metadata(onnx_path, required=False)
-    graph = meta.get("precision", "fp32")
-    imgsz = list(meta.get("imgsz") or [640, 640])
-    dims = (-1 if meta.get("batch") == "dynamic" else int(meta.get("batch") or 1), 3, *imgsz)
+    graph, dims = _hint_graph(meta, onnx_path)
     profile = resolve_profile(INPUT_NAME, dims, opts)
 
     s2 = ["s2export", str(onnx_path)]

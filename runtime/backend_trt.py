@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.meta import ModelMeta, read_sidecar
+from s2trt.meta import ModelMeta
 from s2trt.runtime.backend import BatchedBackend, BatchSpec, output_layout
+from s2trt.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,18 @@ class TrtBackend(BatchedBackend):
         gpu = cuda_index(device)
         if cuda is None:
             trt_compat.select_device(gpu)
-        sidecar = read_sidecar(path)
+        sidecar = trt_compat.read_engine_sidecar(path)
         trt_compat.check_engine_compatible(path, sidecar, trt, gpu)
-        lib = plugin_lib or (sidecar or {}).get("plugin_library")
         needs_plugin = bool((sidecar or {}).get("plugin"))
-        if lib or needs_plugin:
+        if plugin_lib or needs_plugin:
+            lib = trt_compat.engine_plugin_library(path, sidecar, plugin_lib)
+            if lib is None:
+                built_with = Path((sidecar or {}).get("plugin_library") or trt_compat.PLUGIN_LIB_NAME).name
+                raise S2Error(
+                    f"{printable(path.name)} needs the {trt_compat.PLUGIN_NAME} plugin library: give "
+                    f"--plugin-lib or ${trt_compat.PLUGIN_ENV}, put the library it was built with "
+                    f"({printable(built_with)}) next to the engine, or build it with "
+                    f"`{trt_compat.PLUGIN_BUILD_CMD}`")
             # load_library registers the creators the library lists in getCreators(); a plain
             # dlopen registers nothing, and deserializing would fail with "plugin not found".
             trt_compat.ensure_plugin(trt, lib, needs_plugin)

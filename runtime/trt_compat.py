@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as _dt
+import hashlib
 import logging
 import os
 import re
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from s2trt.errors import MissingDependencyError, S2Error
+from s2trt.meta import read_sidecar, sidecar_path
+from s2trt.text import printable, shell_arg
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +120,16 @@ def set_calibration_profile(config: Any, profile: Any) -> None:
 # ---------------------------------------------------------------------------------------- plugin
 
 def default_plugin_library() -> Path | None:
-    """$S2TRT_PLUGIN_LIB (even when missing, so the error names it), else the CMake build output,
-    else a library installed next to the package."""
+    """$S2TRT_PLUGIN_LIB (even when missing, so the error names it), else the library that ships
+    with s2trt."""
     env = os.environ.get(PLUGIN_ENV)
     if env:
         return Path(env).expanduser()
+    return shipped_plugin_library()
+
+
+def shipped_plugin_library() -> Path | None:
+    """The CMake build output of this checkout, else a library installed next to the package."""
     import s2trt
 
     for candidate in (_REPO_ROOT / "plugins" / "build" / PLUGIN_LIB_NAME,
@@ -129,6 +137,41 @@ def default_plugin_library() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | None,
+                          explicit: str | Path | None) -> Path | None:
+    """The plugin library the runtime may load for an engine: --plugin-lib, else $S2TRT_PLUGIN_LIB,
+    else the library next to the engine whose SHA-256 the sidecar records, else the one that ships
+    with s2trt; None when there is none.
+
+    Never a path read from the sidecar: dlopen runs a library's constructors, so a sidecar that
+    named any file would run its code before any check. From the sidecar only a file name is taken,
+    looked up beside the engine, and loaded only when its digest is the recorded one.
+    """
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(PLUGIN_ENV)
+    if env:
+        return Path(env).expanduser()
+    side = sidecar or {}
+    name, digest = side.get("plugin_library"), side.get("plugin_sha256")
+    if name and digest:
+        beside = Path(engine_path).parent / Path(name).name
+        if beside.is_file():
+            if file_sha256(beside) == digest:
+                return beside
+            log.warning("%s is not the plugin library %s was built with (its SHA-256 differs): not "
+                        "loaded", printable(beside), Path(engine_path).name)
+    return shipped_plugin_library()
 
 
 def load_plugin_library(path: str | Path | None, required: bool) -> Path | None:
@@ -235,26 +278,71 @@ def select_device(device: int) -> None:
 
 def engine_sidecar(trt: Any, precision: str, plugin_lib: Path | None, meta: dict[str, Any],
                    device: int = 0) -> dict[str, Any]:
-    """The ONNX metadata plus what ties an engine to its TensorRT version and GPU."""
+    """The ONNX metadata plus what ties an engine to its TensorRT version, GPU and plugin library
+    (by file name and SHA-256, the only way the runtime takes a library from a sidecar)."""
     name, cc = gpu_info(device)
     return {**meta,
             "precision": precision,
             "tensorrt_version": version_str(trt_version(trt)),
             "gpu": name,
             "compute_capability": cc,
-            "plugin_library": str(plugin_lib) if plugin_lib else None,
+            "plugin_library": plugin_lib.name if plugin_lib else None,
+            "plugin_sha256": file_sha256(plugin_lib) if plugin_lib else None,
             "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+_OPT_STR = (str, type(None))
+# The engine fields of a sidecar and the JSON types they may have (None: absent or unknown). The
+# ModelMeta fields are checked where ModelMeta reads them.
+ENGINE_FIELDS: dict[str, tuple[type, ...]] = {
+    "tensorrt_version": _OPT_STR, "gpu": _OPT_STR, "compute_capability": _OPT_STR,
+    "plugin": _OPT_STR, "plugin_library": _OPT_STR, "plugin_sha256": _OPT_STR, "onnx_file": _OPT_STR,
+    "precision": _OPT_STR, "precision_path": _OPT_STR, "built_at": _OPT_STR,
+    "profiles": (dict, type(None)), "workspace_gib": (int, float, type(None)),
+}
+_FORMATS = {"tensorrt_version": re.compile(r"\d+(\.\d+){0,3}"), "compute_capability": re.compile(r"\d+\.\d+"),
+            "plugin_sha256": re.compile(r"[0-9a-f]{64}")}
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def read_engine_sidecar(engine_path: str | Path) -> dict[str, Any] | None:
+    """The sidecar of an engine, None when there is none; one-line S2Error when it is not the
+    JSON object s2trt writes (wrong types would otherwise fail deep inside the runtime)."""
+    side = read_sidecar(engine_path)
+    where = sidecar_path(engine_path).name
+    if side is None:
+        return None
+    if not isinstance(side, dict):
+        raise S2Error(f"{printable(where)} is not an s2trt engine sidecar (a JSON object expected, not "
+                      f"{_json_type(side)}): rebuild the engine, or delete the file to run without it")
+    for key, types in ENGINE_FIELDS.items():
+        value = side.get(key)
+        fmt = _FORMATS.get(key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join(dict.fromkeys(_json_type(t()) for t in types))
+            raise S2Error(f"{printable(where)}: '{key}' is {_json_type(value)}, expected {expected}: "
+                          "rebuild the engine, or delete the sidecar to run without it")
+        if fmt is not None and isinstance(value, str) and not fmt.fullmatch(value):
+            raise S2Error(f"{printable(where)}: '{key}' is {printable(value, 40)!r}, not a valid "
+                          f"{key.replace('_', ' ')}: rebuild the engine, or delete the sidecar")
+    return side
+
+
 def rebuild_command(sidecar: dict[str, Any]) -> str:
+    """The s2export command that rebuilds an engine; the sidecar's ONNX path is shown quoted and
+    without control characters (it is text from a file, pasted into a shell)."""
     onnx = sidecar.get("onnx_file") or "model.onnx"
     flag = {"fp16": " --fp16", "int8": " --int8"}.get(str(sidecar.get("precision")), "")
-    return f"s2export {onnx}{flag}"
+    return f"s2export {shell_arg(onnx)}{flag}"
 
 
 def _where(version: str | None, gpu: str | None, cc: str | None) -> str:
-    sm = f" (sm_{cc.replace('.', '')})" if cc else ""
-    return f"TensorRT {version or 'unknown'} on {gpu or 'an unknown GPU'}{sm}"
+    sm = f" (sm_{printable(cc).replace('.', '')})" if cc else ""
+    return f"TensorRT {printable(version or 'unknown')} on {printable(gpu or 'an unknown GPU')}{sm}"
 
 
 def check_engine_compatible(engine_path: str | Path, sidecar: dict[str, Any] | None, trt: Any,
@@ -264,7 +352,7 @@ def check_engine_compatible(engine_path: str | Path, sidecar: dict[str, Any] | N
     Unknowns (no sidecar, no CUDA query module) are logged, not errors: TensorRT's own
     deserialization check remains the last word.
     """
-    name = Path(engine_path).name
+    name = printable(Path(engine_path).name)
     if sidecar is None:
         log.warning("%s has no sidecar JSON: cannot check its TensorRT version and GPU", name)
         return
@@ -282,5 +370,5 @@ def check_engine_compatible(engine_path: str | Path, sidecar: dict[str, Any] | N
                       f"{rebuild_command(sidecar)}")
     if built_gpu and gpu and built_gpu != gpu:
         log.warning("%s was built on %s and runs on %s (same compute capability): TensorRT advises "
-                    "rebuilding for best speed", name, built_gpu, gpu)
+                    "rebuilding for best speed", name, printable(built_gpu), printable(gpu))
 

@@ -395,7 +395,7 @@ def test_plugin_graph_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Path, pl
     # "Set the plugin libraries to be serialized with version-compatible engines", and s2trt builds
     # none (BuilderFlag::kVERSION_COMPATIBLE = 13 is never set); the runtime loads the library itself.
     assert "plugins_to_serialize" not in vars(trt.config) and trt.config.flags == set()
-    assert "version_compatible" not in side
+    assert "version_compatible" not in side and side["plugin_library"] == "libfake.so"
 
 
 # ------------------------------------------------------------------------------ engine/machine check
@@ -405,11 +405,15 @@ def _sidecar(version: str = "10.3.0", gpu: str = "Orin", cc: str = "8.7", **kw: 
             "onnx_file": "model.onnx", **kw}
 
 
-def test_engine_sidecar_fields() -> None:
-    side = tc.engine_sidecar(SimpleNamespace(__version__="10.3.0.26"), "fp16", Path("/x/lib.so"),
+def test_engine_sidecar_fields(plugin_so: Path) -> None:
+    import hashlib
+
+    side = tc.engine_sidecar(SimpleNamespace(__version__="10.3.0.26"), "fp16", plugin_so,
                              {"names": NAMES, "precision": "fp32"})
     assert side["names"] == NAMES and side["precision"] == "fp16" and side["tensorrt_version"] == "10.3.0"
-    assert (side["gpu"], side["compute_capability"], side["plugin_library"]) == ("Orin", "8.7", "/x/lib.so")
+    # The library by file name and digest, never the build machine's path (README, "Plugin loading").
+    assert (side["gpu"], side["compute_capability"], side["plugin_library"]) == ("Orin", "8.7", "libfake.so")
+    assert side["plugin_sha256"] == hashlib.sha256(plugin_so.read_bytes()).hexdigest()
     assert side["built_at"].endswith("+00:00")
 
 

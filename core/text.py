@@ -1,0 +1,36 @@
+"""Text that came from files (sidecars, ONNX metadata, caches) made safe to print.
+
+A sidecar is data anyone can edit: an escape sequence in a GPU name can rewrite the terminal, a
+newline can forge a second log line, a bidi override can make a command read differently from what
+it runs. Such characters are shown as escapes, and a value put into a suggested shell command is
+also quoted.
+"""
+
+from __future__ import annotations
+
+import shlex
+import unicodedata
+
+MAX_CHARS = 300  # a file name or version is shorter; a longer value is someone else's text
+
+
+def printable(value: object, limit: int = MAX_CHARS) -> str:
+    """str(value) with control, format and unassigned characters (Unicode category C*: C0/C1
+    controls, DEL, bidi overrides, zero-width marks) escaped as \\xNN / \\uNNNN, cut to `limit`."""
+    text = str(value)
+    cut = len(text) > limit
+    out = []
+    for ch in text[:limit]:
+        if unicodedata.category(ch).startswith("C"):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                       else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out) + ("…" if cut else "")
+
+
+def shell_arg(value: object) -> str:
+    """One shell word for a suggested command: printable, then quoted where the shell would split
+    or expand it."""
+    return shlex.quote(printable(value))
