@@ -2,10 +2,13 @@
 
 TensorRT ≥ 11 builds INT8 only from explicit QuantizeLinear/DequantizeLinear pairs; 10.x accepts them
 too. The placement follows TensorRT's Q/DQ recommendations: symmetric INT8 (zero point 0) everywhere,
-per-output-channel weight scales on Conv, Q/DQ on the *inputs* of Conv, residual Add, Concat, MaxPool,
-Resize and Slice and never on the output of a Conv (TensorRT fuses Conv + SiLU + the next Q), FP32
-biases (TensorRT has no INT32 bias Q/DQ). The S2Attention shifts stay Slice + Concat with Q/DQ around
-them, so TensorRT moves INT8 data through them.
+per-output-channel weight scales on Conv, Q/DQ on the *inputs* of Conv, Add, Concat, MaxPool, Resize
+and Slice and never on the output of a Conv (TensorRT fuses Conv + SiLU + the next Q), FP32 biases
+(TensorRT has no INT32 bias Q/DQ). Two rules of TensorRT's placement guide and NVIDIA's YOLOv5 QAT
+recipe are applied after ONNX Runtime's quantizer: a residual Add quantizes only its skip input, so
+the conv branch fuses Conv + SiLU + Add; all inputs of a Concat share one scale, so TensorRT elides
+it. The S2Attention shifts stay Slice + Concat with Q/DQ around them, so TensorRT moves INT8 data
+through them.
 
 Kept in higher precision by default, found by graph structure (not by node names, which depend on
 the exporter): `detect`, the Detect head's last 1x1 convs and the box decode after them, and
@@ -306,11 +309,14 @@ def quantize_qdq(onnx_fp32: str | Path, out: str | Path, reader: Any, method: st
         log.debug("%s", chatter.getvalue().strip())
         qmodel = onnx.load(str(qpath))
         rewired = keep_excluded_inputs_float(qmodel, ex.nodes)
+        skips = quantize_residual_skips_only(qmodel)
+        concats = share_concat_scales(qmodel)
         _copy_metadata(onnx.load(str(onnx_fp32), load_external_data=False), qmodel)
         write_bytes_atomic(Path(out), qmodel.SerializeToString())
     stats = qdq_stats(qmodel)
     return {"method": m.value, "excluded": ex.summary(), "excluded_nodes": len(ex.nodes),
-            "excluded_inputs_restored": rewired,
+            "excluded_inputs_restored": rewired, "residual_adds_skip_only": skips,
+            "concats_one_scale": concats,
             "calib_images": reader.num_images, "quantize_s": round(time.perf_counter() - t0, 1), **stats}
 
 
@@ -339,6 +345,143 @@ def keep_excluded_inputs_float(model: Any, excluded: Iterable[str]) -> int:
             restored += 1
     _drop_unused_qdq(model)
     return restored
+
+
+# ------------------------------------------------------------------------- TensorRT's placement
+#
+# TensorRT developer guide, "Working with Quantized Types" > "Q/DQ Layer-Placement Recommendations":
+# a Conv's output may fuse with a following element-wise Add only when that Add input carries no
+# Q/DQ pair ("an extra pair of Q/DQ operators forces the separation of the convolution operator from
+# the element-wise addition"), and the Add's *other* (skip) input decides whether the fused output is
+# INT8. Concatenation: TensorRT moves a Q backwards through a Concat and elides it only when the
+# scales of the Q nodes it meets are equal. NVIDIA's YOLOv5 QAT recipe (NVIDIA-AI-IOT/yolo_deepstream,
+# yolov7_qat/quantization/rules.py, find_quantizer_pairs) makes the quantizers of every Concat input
+# the Concat output's; ModelOpt's ONNX quantizer likewise removes the Q/DQ of an Add's non-residual
+# (conv) input (modelopt.onnx.quantization.qdq_graph.build_non_residual_input_map).
+
+# Pointwise activations TensorRT fuses into the convolution before it.
+_CONV_EPILOGUE_OPS = {"Relu", "Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu"}
+
+
+def _qdq_source(name: str, producer: dict[str, Any], inits: set[str]) -> tuple[Any, Any] | None:
+    """(Q, DQ) when tensor `name` is the DequantizeLinear of a quantized activation, else None."""
+    dq = producer.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = producer.get(dq.input[0])
+    if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+        return None
+    return q, dq
+
+
+def _conv_output(name: str, producer: dict[str, Any]) -> bool:
+    """Whether a tensor is a Conv's output, directly or through its fused activation (SiLU included)."""
+    node = producer.get(name)
+    if node is None:
+        return False
+    if node.op_type == "Conv":
+        return True
+    if node.op_type in _CONV_EPILOGUE_OPS:
+        return _conv_output(node.input[0], producer)
+    if node.op_type == "Mul" and len(node.input) == 2:  # SiLU: x * Sigmoid(x)
+        for a, b in (node.input, node.input[::-1]):
+            s = producer.get(b)
+            if s is not None and s.op_type == "Sigmoid" and s.input[0] == a:
+                return _conv_output(a, producer)
+    return False
+
+
+def quantize_residual_skips_only(model: Any) -> int:
+    """Leave the conv branch of each residual Add unquantized so TensorRT fuses Conv + act + Add.
+
+    A residual Add is one with a quantized input computed by a convolution (the branch) and another
+    quantized input (the skip). The branch is the conv output that nothing else reads (a Bottleneck's
+    cv2); the skip keeps its Q/DQ pair, which it shares with the branch's first conv. Returns how many
+    Adds were changed.
+    """
+    producer, consumers = _index(model.graph)
+    inits = {i.name for i in model.graph.initializer}
+    changed = 0
+    for add in (n for n in model.graph.node if n.op_type == "Add"):
+        pairs = {k: _qdq_source(t, producer, inits) for k, t in enumerate(add.input)}
+        quantized = [k for k, p in pairs.items() if p is not None]
+        if len(quantized) < 2:
+            continue
+        branches = [k for k in quantized if _conv_output(pairs[k][0].input[0], producer)]
+        if not branches:
+            continue  # no conv feeds it: an Add of INT8 tensors, which TensorRT runs as one INT8 layer
+        # The skip fans out (to the next block's conv); the branch has only its Q as a reader.
+        sole = [k for k in branches if len(consumers.get(pairs[k][0].input[0], [])) == 1]
+        k = (sole or branches)[-1]
+        add.input[k] = pairs[k][0].input[0]
+        changed += 1
+    _drop_unused_qdq(model)
+    return changed
+
+
+def share_concat_scales(model: Any) -> int:
+    """Give every quantized input of a Concat, and its output's quantizer, one scale and zero point.
+
+    Tensors shared between Concats (a neck feature map concatenated twice) tie those Concats
+    together. A group takes the largest scale of its Concat outputs' quantizers (the recipe's choice:
+    the output range covers every input), or of its inputs' when no output is quantized. Returns how
+    many Concats read quantized inputs.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    producer, consumers = _index(model.graph)
+    init_map = {i.name: i for i in model.graph.initializer}
+    inits = set(init_map)
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    quant: dict[str, Any] = {}  # Q name -> Q node
+    outputs: set[str] = set()  # Q nodes on Concat outputs
+    count = 0
+    for cat in (n for n in model.graph.node if n.op_type == "Concat"):
+        members = [p[0] for t in cat.input if (p := _qdq_source(t, producer, inits)) is not None]
+        if not members:
+            continue
+        count += 1
+        out_q = [c for c in consumers.get(cat.output[0], []) if c.op_type == "QuantizeLinear"]
+        outputs.update(q.name for q in out_q)
+        members += out_q
+        for q in members:
+            quant[q.name] = q
+            parent[find(q.name)] = find(members[0].name)
+
+    def scale(q: Any) -> float:
+        return float(numpy_helper.to_array(init_map[q.input[1]]).reshape(-1)[0])
+
+    groups: dict[str, list[Any]] = {}
+    for name, q in quant.items():
+        groups.setdefault(find(name), []).append(q)
+    for k, members in enumerate(groups.values()):
+        pick = [q for q in members if q.name in outputs] or members
+        s = max(scale(q) for q in pick)
+        zp = init_map[members[0].input[2]]
+        s_name, zp_name = f"concat_group{k}_scale", f"concat_group{k}_zero_point"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(s, np.float32), s_name))
+        model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(zp).copy(), zp_name))
+        for q in members:
+            for node in [q, *consumers.get(q.output[0], [])]:
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                    node.input[1], node.input[2] = s_name, zp_name
+    _drop_unused_initializers(model)
+    return count
+
+
+def _drop_unused_initializers(model: Any) -> None:
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
 
 
 def _drop_unused_qdq(model: Any) -> None:

@@ -178,3 +178,78 @@ def test_finders_stop_at_shape_reads_on_a_dynamic_graph(tmp_path: Path) -> None:
     assert "Softmax" in {ops[n] for n in attention}
     assert not [n for n in attention if ops[n] in ("Slice", "Conv")]
     assert sum(ops[n] == "Conv" for n in find_detect_nodes(m)) == 3
+
+
+# TensorRT's placement rules (developer guide, "Working with Quantized Types" > "Q/DQ Layer-Placement
+# Recommendations"; NVIDIA's YOLOv5 QAT recipe: NVIDIA-AI-IOT/yolo_deepstream
+# yolov7_qat/quantization/rules.py and quantize.py).
+
+def _dq_source(model: onnx.ModelProto, tensor: str):
+    """The (Q, DQ) pair a tensor is read through, or None for a float tensor."""
+    prod, inits = _producers(model), _inits(model)
+    dq = prod.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+        return None
+    return prod[dq.input[0]], dq
+
+
+def _qparams(model: onnx.ModelProto, node) -> tuple[float, int]:
+    inits = _inits(model)
+    return float(inits[node.input[1]]), int(inits[node.input[2]])
+
+
+def _from_conv(model: onnx.ModelProto, tensor: str) -> bool:
+    """Computed by a Conv, through its SiLU (x * Sigmoid(x)), looking through a Q/DQ pair."""
+    prod = _producers(model)
+    pair = _dq_source(model, tensor)
+    node = prod.get(pair[0].input[0] if pair else tensor)
+    if node is not None and node.op_type == "Mul":
+        sig = [prod.get(i) for i in node.input]
+        node = next((prod.get(s.input[0]) for s in sig if s is not None and s.op_type == "Sigmoid"), node)
+    return node is not None and node.op_type == "Conv"
+
+
+def test_every_concat_reads_its_inputs_at_one_scale(quantized) -> None:
+    """TensorRT elides a Concat of INT8 tensors (moving the Q after it backwards) only when every
+    Q it meets has the same scale (developer guide, Q/DQ placement: "scales of Q1 and Q2 are compared
+    for equality"); the YOLOv5 recipe gives every Concat input the Concat output's quantizer."""
+    _, _, q = quantized
+    consumers: dict[str, list] = {}
+    for n in q.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    checked = 0
+    for cat in (n for n in q.graph.node if n.op_type == "Concat"):
+        pairs = [p for t in cat.input if (p := _dq_source(q, t)) is not None]
+        if not pairs:
+            continue
+        checked += 1
+        params = {_qparams(q, node) for qq, dq in pairs for node in (qq, dq)}
+        params |= {_qparams(q, c) for c in consumers.get(cat.output[0], []) if c.op_type == "QuantizeLinear"}
+        assert len(params) == 1, (cat.name, params)
+    # Every Concat of the backbone, neck and shifts reads INT8 (the Detect decode's stay float).
+    assert checked == 23
+
+
+def test_residual_adds_quantize_only_the_skip(quantized) -> None:
+    """A Q/DQ pair on the conv branch of an Add "forces the separation of the convolution operator
+    from the element-wise addition" (developer guide, Q/DQ placement, suboptimal fusion figure); the
+    skip input's Q/DQ is what lets the fused Conv+Add write INT8. The recipe quantizes the Bottleneck
+    skip with cv1's input quantizer: here the very same Q/DQ pair."""
+    _, _, q = quantized
+    readers: dict[str, list] = {}
+    for n in q.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    residual = [n for n in q.graph.node if n.op_type == "Add"
+                and any(_from_conv(q, t) for t in n.input) and len(n.input) == 2
+                and all(_from_conv(q, t) or _dq_source(q, t) for t in n.input)]
+    assert len(residual) == 7  # yolov5n's backbone Bottlenecks: 1 + 2 + 3 + 1
+    for add in residual:
+        pairs = [_dq_source(q, t) for t in add.input]
+        assert sum(p is not None for p in pairs) == 1, add.name
+        skip = next(t for t, p in zip(add.input, pairs, strict=True) if p is not None)
+        branch = next(t for t, p in zip(add.input, pairs, strict=True) if p is None)
+        assert _from_conv(q, branch) and [r.name for r in readers[branch]] == [add.name]
+        # The skip's dequantized tensor also feeds the next convolution (Bottleneck cv1).
+        assert any(r.op_type == "Conv" for r in readers[skip]), add.name
