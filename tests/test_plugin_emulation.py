@@ -1,6 +1,7 @@
 """The CUDA kernels' own source run on the CPU (plugins/emulation/), so that CI without a GPU checks the
 kernels' indexing, batch tiling, packed and element-wise paths and the host dispatch against the same
-references as the GPU tests. Timing and the memory model are left to the GPU tests.
+references as the GPU tests. Timing and the memory model are left to the GPU tests. A fake device in
+the emulation also shows how the host code uses the runtime: queries, launch attributes, last error.
 """
 
 from __future__ import annotations
@@ -27,15 +28,23 @@ class HostMemory:
     def ptr(self, a: np.ndarray) -> int:
         return a.ctypes.data
 
-    def stream(self) -> None:
+    def stream(self) -> int | None:
         return None
 
     def sync(self) -> None:
         pass
 
 
+class HostMemoryOnStream(HostMemory):
+    """As HostMemory, with a non-null stream handle: the host code then takes a real stream's path
+    (programmatic launch where the device is 9.x). The emulation never dereferences it."""
+
+    def stream(self) -> int:
+        return 0x1000
+
+
 class Emulation:
-    """s2sa_forward's signature over s2sa_emulate_forward (which has no stream)."""
+    """s2sa_forward's signature over s2sa_emulate_forward, plus the fake device's controls."""
 
     def __init__(self) -> None:
         path = kernels_build_dir() / "libs2sa_emulation.so"
@@ -44,7 +53,9 @@ class Emulation:
         lib = ctypes.CDLL(str(path))
         lib.s2sa_emulate_forward.restype = ctypes.c_int
         lib.s2sa_emulate_forward.argtypes = ([ctypes.c_void_p] * 6 + [ctypes.c_int] * 5
-                                             + [ctypes.c_void_p, ctypes.c_size_t])
+                                             + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p])
+        lib.s2sa_emulate_set_device.argtypes = [ctypes.c_int] * 4
+        lib.s2sa_emulate_set_last_error.argtypes = [ctypes.c_int]
         lib.s2sa_workspace_size.restype = ctypes.c_size_t
         lib.s2sa_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.s2sa_error_string.restype = ctypes.c_char_p
@@ -58,7 +69,12 @@ class Emulation:
         return self.lib.s2sa_error_string(status)
 
     def s2sa_forward(self, *args) -> int:
-        return self.lib.s2sa_emulate_forward(*args[:-1])
+        return self.lib.s2sa_emulate_forward(*args)
+
+    def set_device(self, ordinal: int, major: int = 9, fail_queries: bool = False,
+                   refuse_programmatic: bool = False) -> None:
+        """Each test takes its own ordinal: the library caches per device what it learnt."""
+        self.lib.s2sa_emulate_set_device(ordinal, major, int(fail_queries), int(refuse_programmatic))
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +105,41 @@ def test_emulated_kernels_match_references(emu, shape, dtype):
 def test_emulated_unaligned_tensors_take_the_elementwise_path(emu, dtype):
     xs, w1, w2 = make_problem(2, 16, 4, 4, dtype, seed=21)
     check_against_references(run_kernel(emu, HostMemory(), xs, w1, w2, misalign=True), xs, w1, w2)
+
+
+# ---- how the host code uses the runtime (issue 14, item 8) -------------------------------------------
+
+def test_compute_capability_is_queried_once_per_device_not_per_forward(emu):
+    xs, w1, w2 = make_problem(2, 8, 2, 4, np.float32, seed=1)
+    emu.set_device(ordinal=5, major=9)
+    for _ in range(4):
+        check_against_references(run_kernel(emu, HostMemoryOnStream(), xs, w1, w2), xs, w1, w2)
+    assert emu.lib.s2sa_emulate_device_queries() == 1
+    assert emu.lib.s2sa_emulate_programmatic_launches() == 4 * 2  # launches 2 and 3 of each forward
+    emu.set_device(ordinal=6, major=8)  # Ampere: no programmatic launch
+    run_kernel(emu, HostMemoryOnStream(), xs, w1, w2)
+    assert emu.lib.s2sa_emulate_device_queries() == 1
+    assert emu.lib.s2sa_emulate_programmatic_launches() == 0
+
+
+@pytest.mark.parametrize("pending", [0, 2], ids=["none-pending", "unrelated-pending"])
+def test_failed_device_query_leaves_other_errors_alone(emu, pending):
+    """An error already waiting in the thread's last-error slot belongs to someone else's launch: the
+    forward must not clear it (TensorRT would miss it), nor leave an error of its own behind when there
+    was none. (The slot holds one error and a failed call overwrites it, as in the real runtime, so
+    "an error is still pending" is what can be kept.)"""
+    xs, w1, w2 = make_problem(1, 8, 3, 3, np.float32, seed=2)
+    emu.set_device(ordinal=7 + pending, fail_queries=True)
+    emu.lib.s2sa_emulate_set_last_error(pending)
+    check_against_references(run_kernel(emu, HostMemoryOnStream(), xs, w1, w2), xs, w1, w2)
+    assert (emu.lib.s2sa_emulate_last_error() != 0) == (pending != 0)
+    assert emu.lib.s2sa_emulate_programmatic_launches() == 0  # capability unknown: ordinary launches
+
+
+@pytest.mark.parametrize("pending", [0, 2], ids=["none-pending", "unrelated-pending"])
+def test_refused_programmatic_launch_is_retried_as_an_ordinary_one(emu, pending):
+    xs, w1, w2 = make_problem(3, 8, 2, 4, np.float16, seed=3)
+    emu.set_device(ordinal=10 + pending, major=9, refuse_programmatic=True)
+    emu.lib.s2sa_emulate_set_last_error(pending)
+    check_against_references(run_kernel(emu, HostMemoryOnStream(), xs, w1, w2), xs, w1, w2)
+    assert (emu.lib.s2sa_emulate_last_error() != 0) == (pending != 0)

@@ -4,6 +4,11 @@
  * shuffle and __syncwarp, and blocks run one after another so that __shared__ can be a static.
  * A test tool for machines without a GPU (it checks indexing, tiling and the host dispatch, not
  * timing or the memory model); include it before the .cu file.
+ *
+ * The host code's use of the runtime is observable too: a fake device (ordinal, compute capability,
+ * failing queries, refused programmatic launches) answers cudaGetDevice / cudaDeviceGetAttribute,
+ * counts the queries, and keeps the per-thread last-error slot that cudaGetLastError /
+ * cudaPeekAtLastError read, so tests can see whether a forward swallows an error it does not own.
  */
 #ifndef S2TRT_CUDA_HOST_EMULATION_H
 #define S2TRT_CUDA_HOST_EMULATION_H
@@ -14,6 +19,7 @@
 #include <math.h>
 
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <memory>
 #include <thread>
@@ -40,13 +46,73 @@ inline thread_local Warp* tWarp = nullptr;
 inline thread_local uint3 tThreadIdx{};
 inline thread_local uint3 tBlockIdx{};
 
+struct FakeDevice
+{
+    std::atomic<int> ordinal{0};
+    std::atomic<int> major{9};
+    std::atomic<bool> failQueries{false};
+    std::atomic<bool> refuseProgrammatic{false};
+    std::atomic<int> queries{0};
+    std::atomic<int> programmaticLaunches{0};
+};
+
+inline FakeDevice gDevice;
+inline thread_local cudaError_t tLastError = cudaSuccess;
+
+// What the runtime does with a failed call: the error also lands in the thread's last-error slot.
+inline cudaError_t recordError(cudaError_t status)
+{
+    if (status != cudaSuccess)
+    {
+        tLastError = status;
+    }
+    return status;
+}
+
+inline cudaError_t fakeGetDevice(int* device)
+{
+    *device = gDevice.ordinal.load();
+    return cudaSuccess;
+}
+
+inline cudaError_t fakeDeviceGetAttribute(int* value, cudaDeviceAttr attr, int /* device */)
+{
+    ++gDevice.queries;
+    if (gDevice.failQueries.load())
+    {
+        return recordError(cudaErrorInvalidDevice);
+    }
+    *value = attr == cudaDevAttrComputeCapabilityMajor ? gDevice.major.load() : 0;
+    return cudaSuccess;
+}
+
+inline cudaError_t fakeGetLastError()
+{
+    cudaError_t const status = tLastError;
+    tLastError = cudaSuccess;
+    return status;
+}
+
+inline cudaError_t fakePeekAtLastError()
+{
+    return tLastError;
+}
+
 // Runs kernel(args...) over the grid: one pool of block.x threads, blocks in sequence.
 struct HostLauncher
 {
     template <typename... Params, typename... Args>
     cudaError_t operator()(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t /* stream */,
-        bool /* programmatic */, Args... args) const
+        bool programmatic, Args... args) const
     {
+        if (programmatic)
+        {
+            if (gDevice.refuseProgrammatic.load())
+            {
+                return recordError(cudaErrorNotSupported);
+            }
+            ++gDevice.programmaticLaunches;
+        }
         unsigned const threads = block.x;
         std::vector<std::unique_ptr<Warp>> warps;
         for (unsigned w = 0; w < (threads + 31) / 32; ++w)
@@ -60,13 +126,16 @@ struct HostLauncher
             pool.emplace_back([&, t] {
                 tThreadIdx = uint3{t, 0, 0};
                 tWarp = warps[t / 32].get();
-                for (unsigned by = 0; by < grid.y; ++by)
+                for (unsigned bz = 0; bz < grid.z; ++bz)
                 {
-                    for (unsigned bx = 0; bx < grid.x; ++bx)
+                    for (unsigned by = 0; by < grid.y; ++by)
                     {
-                        tBlockIdx = uint3{bx, by, 0};
-                        kernel(static_cast<Params>(args)...);
-                        blockDone.arrive_and_wait();
+                        for (unsigned bx = 0; bx < grid.x; ++bx)
+                        {
+                            tBlockIdx = uint3{bx, by, bz};
+                            kernel(static_cast<Params>(args)...);
+                            blockDone.arrive_and_wait();
+                        }
                     }
                 }
             });
@@ -84,6 +153,10 @@ struct HostLauncher
 
 #define threadIdx (s2trt::emulation::tThreadIdx)
 #define blockIdx (s2trt::emulation::tBlockIdx)
+#define cudaGetDevice s2trt::emulation::fakeGetDevice
+#define cudaDeviceGetAttribute s2trt::emulation::fakeDeviceGetAttribute
+#define cudaGetLastError s2trt::emulation::fakeGetLastError
+#define cudaPeekAtLastError s2trt::emulation::fakePeekAtLastError
 
 inline float __shfl_xor_sync(unsigned /* mask */, float v, int laneMask)
 {
@@ -102,6 +175,11 @@ inline void __syncwarp(unsigned /* mask */ = 0xffffffffu)
 }
 
 inline float4 __ldg(float4 const* p)
+{
+    return *p;
+}
+
+inline float4 __ldcg(float4 const* p)
 {
     return *p;
 }

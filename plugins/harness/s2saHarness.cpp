@@ -3,7 +3,8 @@
  * plugin-library convention of IPluginRegistry::loadLibrary), createPlugin in the build phase,
  * capability queries, format/type/shape/workspace negotiation, field serialization, re-creation in
  * the runtime phase, clone + attachToContext, then enqueue on device buffers against a float64 CPU
- * reference. The plugin needs no libnvinfer symbol, so none is supplied here.
+ * reference, also inside a CUDA graph capture (as TensorRT may run it). The plugin needs no libnvinfer
+ * symbol, so none is supplied here.
  *
  * usage: s2sa_harness <path/to/libs2trt_plugins.so> [--no-gpu]
  *   --no-gpu  everything up to (not including) device memory: the CPU-only check of the glue.
@@ -292,7 +293,10 @@ public:
     }
 
     //! Enqueues through the runtime capability and returns the largest error beyond tolerance (<= 0: pass).
-    double run(IPluginV3OneRuntime* rt)
+    //! captured: the enqueue is recorded into a CUDA graph (global capture mode, which refuses
+    //! allocations and synchronous copies) and the graph is replayed; onShapeChange runs before the
+    //! capture, as in TensorRT's first enqueueV3.
+    double run(IPluginV3OneRuntime* rt, bool captured = false)
     {
         Dims const d = dims4(mP.k);
         PluginTensorDesc desc[4];
@@ -304,8 +308,26 @@ public:
         require(rt->onShapeChange(desc, 3, desc + 3, 1) == 0, "onShapeChange refused valid shapes");
         void const* inputs[3] = {mBuf[0], mBuf[1], mBuf[2]};
         void* outputs[1] = {mBuf[3]};
-        require(rt->enqueue(desc, desc + 3, inputs, outputs, mWorkspace, mStream) == 0, "enqueue failed");
-        cudaCheck(cudaStreamSynchronize(mStream), "kernel execution");
+        if (captured)
+        {
+            cudaGraph_t graph{};
+            cudaGraphExec_t exec{};
+            cudaCheck(cudaStreamBeginCapture(mStream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+            int32_t const status = rt->enqueue(desc, desc + 3, inputs, outputs, mWorkspace, mStream);
+            cudaError_t const ended = cudaStreamEndCapture(mStream, &graph);
+            require(status == 0, "enqueue failed inside a CUDA graph capture");
+            cudaCheck(ended, "cudaStreamEndCapture");
+            cudaCheck(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+            cudaCheck(cudaGraphLaunch(exec, mStream), "cudaGraphLaunch");
+            cudaCheck(cudaStreamSynchronize(mStream), "graph execution");
+            cudaGraphExecDestroy(exec);
+            cudaGraphDestroy(graph);
+        }
+        else
+        {
+            require(rt->enqueue(desc, desc + 3, inputs, outputs, mWorkspace, mStream) == 0, "enqueue failed");
+            cudaCheck(cudaStreamSynchronize(mStream), "kernel execution");
+        }
         std::vector<char> host(mElems * mElemBytes);
         cudaCheck(cudaMemcpy(host.data(), mBuf[3], host.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
         std::vector<double> const ref = mP.reference();
@@ -540,6 +562,14 @@ void runCase(IPluginCreatorV3One* creator, Case const& k, bool gpu, Logger& logg
     auto* rtTiming = capability<IPluginV3OneRuntime>(timing.get(), PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME");
     double const e1 = dev.run(rtTiming);
     expect(e1 <= 0, "build-phase clone enqueue matches the float64 reference (excess " + std::to_string(e1) + ")");
+
+    // A plugin of its own (no clone shares its weights) that only saw onShapeChange.
+    std::unique_ptr<IPluginV3> fresh(creator->createPlugin("s2sa_node", &fc, TensorRTPhase::kBUILD));
+    require(fresh != nullptr, "createPlugin (build phase) returned nullptr");
+    double const e0 = dev.run(
+        capability<IPluginV3OneRuntime>(fresh.get(), PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME"), true);
+    expect(e0 <= 0, "captured enqueue of a never-attached plugin matches the reference (excess " + std::to_string(e0)
+            + ")");
 
     std::unique_ptr<IPluginV3> perContext(runtime->clone());
     require(perContext != nullptr, "clone (runtime phase) returned nullptr");

@@ -11,15 +11,24 @@
  *                         streams that channel's rows, so the attention weights never go to memory.
  * On sm_90+ launches 2 and 3 use programmatic dependent launch: their blocks get resident and pull
  * their weight rows into L2 while the previous kernel finishes, which hides most launch gaps
- * (S2SA_NO_PDL=1 turns it off, to compare).
+ * (S2SA_NO_PDL=1 turns it off, to compare). A buffer the previous launch writes (`a`, `hid`) is
+ * therefore written while the reading kernel already runs: it is never `const __restrict__` (which lets
+ * the compiler use the read-only cache, valid only for data constant over the kernel's lifetime) and is
+ * read with ld.global.cg (L2, coherent) after griddepcontrol.wait.
  */
 #include "s2SplitAttentionKernel.h"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
+
+// CMake passes its CUDA_ARCHITECTURES list (commas for semicolons); other builds say they do not know.
+#ifndef S2SA_CUDA_ARCHITECTURES
+#define S2SA_CUDA_ARCHITECTURES "unknown"
+#endif
 
 namespace
 {
@@ -146,8 +155,9 @@ __global__ void __launch_bounds__(kReduceWarps* kWarp) branchSumKernel(T const* 
 }
 
 // One warp per output row j for up to kHiddenBatch images: hid[b, j] = GELU(W1[j, :] · a[b, :]).
+// `a` comes from launch 1 under programmatic launch: no __restrict__, L2 loads (see the top).
 __global__ void __launch_bounds__(kMlpWarps* kWarp) hiddenKernel(
-    float const* __restrict__ a, float const* __restrict__ w1, float* __restrict__ hid, int B, int C)
+    float const* a, float const* __restrict__ w1, float* hid, int B, int C)
 {
     int const warp = threadIdx.x / kWarp;
     int const lane = threadIdx.x % kWarp;
@@ -178,7 +188,7 @@ __global__ void __launch_bounds__(kMlpWarps* kWarp) hiddenKernel(
         {
             if (r < nb)
             {
-                acc[r] += dot4(w, a4[size_t(r) * c4 + i]);
+                acc[r] += dot4(w, __ldcg(a4 + size_t(r) * c4 + i));
             }
         }
     }
@@ -197,10 +207,11 @@ __global__ void __launch_bounds__(kMlpWarps* kWarp) hiddenKernel(
 }
 
 // One warp per channel c for up to kAttendBatch images: the three logits W2[k*C + c, :] · hid[b, :],
-// their softmax over k, then out[b, c, :] = sum_k bar_k * x_k[b, c, :].
+// their softmax over k, then out[b, c, :] = sum_k bar_k * x_k[b, c, :]. The inputs x1..x3 were complete
+// before launch 1 (an ordinary launch) began; `hid` comes from launch 2: no __restrict__, L2 loads.
 template <typename T, int V>
 __global__ void __launch_bounds__(kMlpWarps* kWarp) attendKernel(T const* __restrict__ x1,
-    T const* __restrict__ x2, T const* __restrict__ x3, T* __restrict__ out, float const* __restrict__ hid,
+    T const* __restrict__ x2, T const* __restrict__ x3, T* __restrict__ out, float const* hid,
     float const* __restrict__ w2, int B, int C, int hw)
 {
     __shared__ float sBar[kMlpWarps][kAttendBatch][3];
@@ -240,7 +251,7 @@ __global__ void __launch_bounds__(kMlpWarps* kWarp) attendKernel(T const* __rest
         {
             if (r < nb)
             {
-                float4 const h = h4[size_t(r) * c4 + i];
+                float4 const h = __ldcg(h4 + size_t(r) * c4 + i);
                 acc[0][r] += dot4(u0, h);
                 acc[1][r] += dot4(u1, h);
                 acc[2][r] += dot4(u2, h);
@@ -312,6 +323,52 @@ bool aligned16(void const* p)
     return (reinterpret_cast<std::uintptr_t>(p) & 15U) == 0;
 }
 
+// A failed runtime call also leaves its error in the calling thread's "last error" slot, where the
+// next cudaGetLastError() of TensorRT or the application would find it and blame its own launch.
+// Only our own error is cleared: when `pendingBefore` (a cudaPeekAtLastError() taken before the call)
+// shows an earlier, unrelated error, it stays for its owner to see.
+void clearOwnError(cudaError_t pendingBefore)
+{
+    if (pendingBefore == cudaSuccess)
+    {
+        static_cast<void>(cudaGetLastError());
+    }
+}
+
+// Devices whose compute capability is cached; an ordinal beyond them is queried on every call.
+constexpr int kCachedDevices = 64;
+
+// Major compute capability of the current device, queried once per device and cached, so that a
+// forward costs no device query (cudaGetDevice only reads the thread's current device). -1: unknown.
+int currentDeviceMajor()
+{
+    static std::atomic<int> cache[kCachedDevices];
+    cudaError_t const pending = cudaPeekAtLastError();
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess)
+    {
+        clearOwnError(pending);
+        return -1;
+    }
+    bool const cacheable = device >= 0 && device < kCachedDevices;
+    // 0 = not cached yet (no CUDA device has compute capability 0.x).
+    int major = cacheable ? cache[device].load(std::memory_order_relaxed) : 0;
+    if (major > 0)
+    {
+        return major;
+    }
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
+    {
+        clearOwnError(pending);
+        return -1; // not cached: a later call asks again
+    }
+    if (cacheable)
+    {
+        cache[device].store(major, std::memory_order_relaxed);
+    }
+    return major;
+}
+
 // Programmatic dependent launch needs sm_90 and a real stream (the implicitly synchronizing default
 // streams are left alone); the environment switch exists to measure its effect.
 bool useProgrammaticLaunch(cudaStream_t stream)
@@ -324,23 +381,13 @@ bool useProgrammaticLaunch(cudaStream_t stream)
         char const* v = std::getenv("S2SA_NO_PDL");
         return v != nullptr && v[0] != '\0' && v[0] != '0';
     }();
-    if (disabled)
-    {
-        return false;
-    }
-    int device = 0;
-    int major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess
-        || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess)
-    {
-        cudaGetLastError();
-        return false;
-    }
-    return major >= 9;
+    return !disabled && currentDeviceMajor() >= 9;
 }
 
-// Launches on the GPU. forward() takes the launcher as a parameter so that the CPU emulation in
-// plugins/emulation/ runs this file's host logic and kernels unchanged.
+// Launches on the GPU and returns that launch's own status (never cudaGetLastError(), which would
+// also return, and clear, the error of some earlier launch that is not ours). forward() takes the
+// launcher as a parameter so that the CPU emulation in plugins/emulation/ runs this file's host logic
+// and kernels unchanged.
 struct DeviceLauncher
 {
     template <typename... Params, typename... Args>
@@ -357,18 +404,25 @@ struct DeviceLauncher
         config.stream = stream;
         config.attrs = attr;
         config.numAttrs = programmatic ? 1 : 0;
-        cudaError_t status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
-        if (programmatic && (status == cudaErrorNotSupported || status == cudaErrorInvalidValue))
-        {
-            // A driver or stream that refuses the attribute gets an ordinary, fully ordered launch.
-            cudaGetLastError();
-            config.numAttrs = 0;
-            status = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
-        }
-        cudaError_t const last = cudaGetLastError();
-        return status != cudaSuccess ? status : last;
+        return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
     }
 };
+
+// A programmatic launch that the driver or the stream refuses is retried as an ordinary, fully
+// ordered one; the refusal's error is ours and does not outlive the retry.
+template <typename Launcher, typename... Params, typename... Args>
+cudaError_t launchDependent(Launcher const& launch, void (*kernel)(Params...), dim3 grid, dim3 block,
+    cudaStream_t stream, bool programmatic, Args... args)
+{
+    cudaError_t const pending = cudaPeekAtLastError();
+    cudaError_t status = launch(kernel, grid, block, stream, programmatic, args...);
+    if (programmatic && (status == cudaErrorNotSupported || status == cudaErrorInvalidValue))
+    {
+        clearOwnError(pending);
+        status = launch(kernel, grid, block, stream, false, args...);
+    }
+    return status;
+}
 
 template <typename T, int V, typename Launcher>
 cudaError_t forward(void const* x1, void const* x2, void const* x3, void* out, float const* w1, float const* w2,
@@ -390,14 +444,14 @@ cudaError_t forward(void const* x1, void const* x2, void const* x3, void* out, f
     }
     unsigned const channelBlocks = static_cast<unsigned>((C + kMlpWarps - 1) / kMlpWarps);
     dim3 const grid2(channelBlocks, static_cast<unsigned>((B + kHiddenBatch - 1) / kHiddenBatch));
-    status = launch(hiddenKernel, grid2, dim3(kMlpWarps * kWarp), stream, pdl, a, w1, hid, B, C);
+    status = launchDependent(launch, hiddenKernel, grid2, dim3(kMlpWarps * kWarp), stream, pdl, a, w1, hid, B, C);
     if (status != cudaSuccess)
     {
         return status;
     }
     dim3 const grid3(channelBlocks, static_cast<unsigned>((B + kAttendBatch - 1) / kAttendBatch));
-    return launch(attendKernel<T, V>, grid3, dim3(kMlpWarps * kWarp), stream, pdl, t1, t2, t3, static_cast<T*>(out),
-        hid, w2, B, C, hw);
+    return launchDependent(launch, attendKernel<T, V>, grid3, dim3(kMlpWarps * kWarp), stream, pdl, t1, t2, t3,
+        static_cast<T*>(out), hid, w2, B, C, hw);
 }
 
 } // namespace
@@ -470,4 +524,42 @@ extern "C" int s2sa_forward(void const* x1, void const* x2, void const* x3, void
 extern "C" char const* s2sa_error_string(int status)
 {
     return cudaGetErrorString(static_cast<cudaError_t>(status));
+}
+
+extern "C" int s2sa_check_device(void)
+{
+    // Per device: the answer cannot change within a process, and loading the module costs once.
+    static std::atomic<int> cache[kCachedDevices];
+    cudaError_t const pending = cudaPeekAtLastError();
+    int device = 0;
+    cudaError_t status = cudaGetDevice(&device);
+    bool const cacheable = status == cudaSuccess && device >= 0 && device < kCachedDevices;
+    // cache holds status + 1, so that 0 means "not asked yet".
+    int const cached = cacheable ? cache[device].load(std::memory_order_relaxed) : 0;
+    if (cached > 0)
+    {
+        return cached - 1;
+    }
+    if (status == cudaSuccess)
+    {
+        // Fails when the library holds neither a cubin for this GPU nor PTX the driver can compile for
+        // it; every kernel of this file is built for the same architectures, so one stands for all.
+        void (*const kernel)(float const*, float const*, float const*, float*, int64_t, int) = branchSumKernel<float, 1>;
+        cudaFuncAttributes attributes{};
+        status = cudaFuncGetAttributes(&attributes, reinterpret_cast<void const*>(kernel));
+    }
+    if (status != cudaSuccess)
+    {
+        clearOwnError(pending);
+    }
+    if (cacheable && (status == cudaSuccess || s2sa_is_missing_code(status)))
+    {
+        cache[device].store(status + 1, std::memory_order_relaxed);
+    }
+    return status;
+}
+
+extern "C" char const* s2sa_cuda_architectures(void)
+{
+    return S2SA_CUDA_ARCHITECTURES;
 }

@@ -54,8 +54,29 @@ S2SA_API int s2sa_forward(void const* x1, void const* x2, void const* x3, void* 
     float const* w2_dev, int B, int C, int H, int W, int dtype, void* workspace, size_t workspace_bytes,
     cudaStream_t stream);
 
-/* Human-readable text for a value returned by s2sa_forward. */
+/* Human-readable text for a value returned by s2sa_forward or s2sa_check_device. */
 S2SA_API char const* s2sa_error_string(int status);
+
+/*
+ * Whether the current device can run this library's kernels: 0, or the cudaError_t value that loading
+ * them gave. s2sa_is_missing_code() tells "this build has no code for the GPU" (rebuild with its
+ * architecture) from errors that have nothing to do with the build (no device, no driver).
+ * Cached per device, so it is cheap to call at every plugin creation. Clears only its own error from
+ * the thread's last-error slot.
+ */
+S2SA_API int s2sa_check_device(void);
+
+/* The CUDA architectures the library was built for, as CMAKE_CUDA_ARCHITECTURES with commas. */
+S2SA_API char const* s2sa_cuda_architectures(void);
+
+/* A status of s2sa_check_device meaning: no cubin for this GPU, and no PTX its driver can compile. */
+static inline int s2sa_is_missing_code(int status)
+{
+    return status == cudaErrorNoKernelImageForDevice || status == cudaErrorInvalidDeviceFunction
+        || status == cudaErrorInvalidKernelImage || status == cudaErrorInvalidPtx
+        || status == cudaErrorUnsupportedPtxVersion || status == cudaErrorJitCompilerNotFound
+        || status == cudaErrorJitCompilationDisabled;
+}
 
 #ifdef __cplusplus
 }

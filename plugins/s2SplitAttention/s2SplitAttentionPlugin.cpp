@@ -65,19 +65,53 @@ std::string dimsText(nvinfer1::Dims const& d)
     return os.str();
 }
 
+// A GPU this build has no code for is refused where the plugin is created (by the ONNX parser when an
+// engine is built, by deserialization when it is loaded), with the fix, instead of failing at the first
+// enqueue. Other states (no device, no driver) are left to TensorRT, which reports them itself.
+void checkDeviceCode()
+{
+    int const status = s2sa_check_device();
+    if (!s2sa_is_missing_code(status))
+    {
+        return;
+    }
+    cudaError_t const pending = cudaPeekAtLastError();
+    int device = -1;
+    int major = -1;
+    int minor = -1;
+    if (cudaGetDevice(&device) != cudaSuccess
+        || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess
+        || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    {
+        if (pending == cudaSuccess)
+        {
+            static_cast<void>(cudaGetLastError());
+        }
+    }
+    std::string const cc = std::to_string(major) + "." + std::to_string(minor);
+    throw std::runtime_error("libs2trt_plugins.so has no code for GPU " + std::to_string(device)
+        + " (compute capability " + cc + "): it was built for CUDA architectures " + s2sa_cuda_architectures()
+        + " (" + s2sa_error_string(status) + "). Rebuild it with -DCMAKE_CUDA_ARCHITECTURES="
+        + std::to_string(major) + std::to_string(minor) + " (see plugins/s2SplitAttention/README.md)");
+}
+
 } // namespace
 
 DeviceWeights::~DeviceWeights()
 {
     if (mData != nullptr)
     {
-        // At process exit the CUDA context may already be gone; nothing useful can be done then.
-        cudaFree(mData);
-        cudaGetLastError();
+        // At process exit the CUDA context may already be gone; nothing useful can be done then, but the
+        // failure must not be left for someone else's cudaGetLastError (an earlier error stays).
+        cudaError_t const pending = cudaPeekAtLastError();
+        if (cudaFree(mData) != cudaSuccess && pending == cudaSuccess)
+        {
+            static_cast<void>(cudaGetLastError());
+        }
     }
 }
 
-int32_t DeviceWeights::ensure(std::vector<float> const& w1, std::vector<float> const& w2, cudaStream_t stream)
+int32_t DeviceWeights::upload(std::vector<float> const& w1, std::vector<float> const& w2)
 {
     std::lock_guard<std::mutex> lock(mMutex);
     int device = -1;
@@ -89,19 +123,6 @@ int32_t DeviceWeights::ensure(std::vector<float> const& w1, std::vector<float> c
     if (mData != nullptr)
     {
         return device == mDevice ? cudaSuccess : cudaErrorInvalidDevice;
-    }
-    if (stream != nullptr)
-    {
-        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-        status = cudaStreamIsCapturing(stream, &capture);
-        if (status != cudaSuccess)
-        {
-            return status;
-        }
-        if (capture != cudaStreamCaptureStatusNone)
-        {
-            return cudaErrorStreamCaptureUnsupported;
-        }
     }
     size_t const bytes = (w1.size() + w2.size()) * sizeof(float);
     void* raw = nullptr;
@@ -124,6 +145,7 @@ int32_t DeviceWeights::ensure(std::vector<float> const& w1, std::vector<float> c
     mData = data;
     mW1Count = w1.size();
     mDevice = device;
+    mReady.store(true, std::memory_order_release);
     return cudaSuccess;
 }
 
@@ -330,6 +352,15 @@ int32_t S2SplitAttentionPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* 
             logError("onShapeChange", why);
             return -1;
         }
+        // The builder's timing runs enqueue on plugins that were never attached to a context; it calls
+        // this first (NvInferRuntime.h, IPluginV3OneRuntime::onShapeChange). After attachToContext the
+        // weights are there already and this only checks the device.
+        int32_t const status = mDeviceWeights->upload(mMlp1Weight, mMlp2Weight);
+        if (status != 0)
+        {
+            logError("onShapeChange", std::string("cannot place the weights on the device: ") + s2sa_error_string(status));
+            return -1;
+        }
         return 0;
     });
 }
@@ -345,15 +376,15 @@ int32_t S2SplitAttentionPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputD
             logError("enqueue", "input 0 must be (B, C, H, W) in FP32 or FP16, got " + dimsText(d));
             return -1;
         }
-        int32_t status = mDeviceWeights->ensure(mMlp1Weight, mMlp2Weight, stream);
-        if (status != 0)
+        // No allocation or copy here: this call may be captured into a CUDA graph.
+        if (!mDeviceWeights->ready())
         {
-            logError("enqueue", std::string("cannot place the weights on the device: ") + s2sa_error_string(status));
+            logError("enqueue", "the weights are not on the device: onShapeChange or attachToContext must run first");
             return -1;
         }
         int const b = static_cast<int>(d.d[0]);
         int const dtype = inputDesc[0].type == DataType::kHALF ? S2SA_DTYPE_FLOAT16 : S2SA_DTYPE_FLOAT32;
-        status = s2sa_forward(inputs[0], inputs[1], inputs[2], outputs[0], mDeviceWeights->w1(),
+        int32_t const status = s2sa_forward(inputs[0], inputs[1], inputs[2], outputs[0], mDeviceWeights->w1(),
             mDeviceWeights->w2(), b, mChannels, static_cast<int>(d.d[2]), static_cast<int>(d.d[3]), dtype, workspace,
             s2sa_workspace_size(b, mChannels), stream);
         if (status != 0)
@@ -369,8 +400,8 @@ nvinfer1::IPluginV3* S2SplitAttentionPlugin::attachToContext(nvinfer1::IPluginRe
 {
     return guarded<nvinfer1::IPluginV3*>("attachToContext", nullptr, [&]() -> nvinfer1::IPluginV3* {
         auto copy = std::make_unique<S2SplitAttentionPlugin>(*this);
-        // Upload now, outside any CUDA graph capture that may wrap the first enqueue.
-        int32_t const status = copy->mDeviceWeights->ensure(mMlp1Weight, mMlp2Weight, nullptr);
+        // Upload now, at context creation, outside any CUDA graph capture that may wrap an enqueue.
+        int32_t const status = copy->mDeviceWeights->upload(mMlp1Weight, mMlp2Weight);
         if (status != 0)
         {
             logError("attachToContext", std::string("cannot place the weights on the device: ")
@@ -473,6 +504,7 @@ nvinfer1::IPluginV3* S2SplitAttentionPluginCreator::createPlugin(
                     "node '" + node + "': missing field " + std::string(mFieldNames[k].name));
             }
         }
+        checkDeviceCode();
         return new S2SplitAttentionPlugin(channels, std::move(w1), std::move(w2));
     });
 }

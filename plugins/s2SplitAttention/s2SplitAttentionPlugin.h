@@ -7,6 +7,7 @@
 
 #include <NvInferRuntime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -31,7 +32,9 @@ constexpr char const* kFIELD_MLP2_WEIGHT{"mlp2_weight"};
 void logMessage(nvinfer1::ILogger::Severity severity, std::string const& message) noexcept;
 
 //! The FP32 weights on the device, shared by a plugin and its clones: copied from the host at most
-//! once per object set, and freed with the last of them.
+//! once per object set, and freed with the last of them. Uploaded where TensorRT prepares execution
+//! (onShapeChange, attachToContext), never in enqueue: enqueue may be captured into a CUDA graph, where
+//! an allocation or a synchronous copy is refused and would invalidate the capture.
 class DeviceWeights
 {
 public:
@@ -40,9 +43,14 @@ public:
     DeviceWeights& operator=(DeviceWeights const&) = delete;
     ~DeviceWeights();
 
-    //! Uploads on first use (synchronously: clones on other streams may use the copy at once);
-    //! returns 0 or a cudaError_t value. Refuses to allocate inside a CUDA graph capture.
-    int32_t ensure(std::vector<float> const& w1, std::vector<float> const& w2, cudaStream_t stream);
+    //! Uploads on the first call (synchronously: clones on other streams may use the copy at once),
+    //! later calls only check the device; returns 0 or a cudaError_t value.
+    int32_t upload(std::vector<float> const& w1, std::vector<float> const& w2);
+    //! Whether upload() succeeded: enqueue reads this flag and nothing else of the device state.
+    bool ready() const noexcept
+    {
+        return mReady.load(std::memory_order_acquire);
+    }
     float const* w1() const noexcept
     {
         return mData;
@@ -57,6 +65,7 @@ private:
     float* mData{nullptr};
     size_t mW1Count{0};
     int mDevice{-1};
+    std::atomic<bool> mReady{false};
 };
 
 class S2SplitAttentionPlugin : public nvinfer1::IPluginV3,
