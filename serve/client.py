@@ -1,8 +1,9 @@
 """gRPC client of the `s2trt_detector` Triton model, and the `s2infer --triton` backend built on it.
 
 Every image goes out as its own request, all in flight at once (up to `max_in_flight`), so the
-server's dynamic batcher, not the client, forms the batches. Errors arrive as one S2Error: the first
-failure of a call, phrased for the user (server unreachable, request rejected).
+server's dynamic batcher, not the client, forms the batches. Several servers share the requests with
+failover (see s2trt.serve.pool). Errors arrive as one S2Error: the first failure of a call, phrased
+for the user (no server left to answer, request rejected).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,15 @@ import numpy as np
 from s2trt.errors import S2Error, missing
 from s2trt.meta import ModelMeta
 from s2trt.serve.detector import INPUT_FRAME, INPUT_IMAGE, to_layout
+from s2trt.serve.pool import (
+    CHANNEL_ARGS,
+    NoServerLeft,
+    ServerPool,
+    Unreachable,
+    message,
+    parse_urls,
+    transport_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,45 +52,95 @@ def _dets(result: Any) -> list[np.ndarray]:
 
 
 class TritonClient:
-    """Detections from a server running s2trt's model repository (see s2trt.serve.repository)."""
+    """Detections from one or several servers running s2trt's model repository (s2trt.serve.repository).
 
-    def __init__(self, url: str, model: str = DEFAULT_MODEL, *, timeout: float = 60.0,
-                 max_in_flight: int = 16, params: Mapping[str, Any] | None = None):
-        grpcclient = _grpc()
+    `urls` is "host:port", "host1:port,host2:port,..." or a list; with several, requests are spread
+    over them with failover (s2trt.serve.pool). All servers must serve the same model.
+    """
+
+    def __init__(self, urls: str | Sequence[str], model: str = DEFAULT_MODEL, *, timeout: float = 60.0,
+                 max_in_flight: int = 16, params: Mapping[str, Any] | None = None,
+                 probe_backoff: tuple[float, float] = (0.5, 30.0)):
+        self._grpc = _grpc()
+        self.urls = parse_urls(urls)
+        self.url = ",".join(self.urls)
+        self.model, self.timeout = model, timeout
+        self.params = {k: v for k, v in (params or {}).items() if v is not None}
+        self._meta_props: str | None = None
+        self._meta_lock = threading.Lock()
+        # Start-up checks in parallel, so an unreachable server costs one timeout, not one each.
+        with ThreadPoolExecutor(len(self.urls)) as ex:
+            found = dict(zip(self.urls, ex.map(self._try_connect, self.urls), strict=True))
+        fatal = [e for e in found.values() if isinstance(e, S2Error) and not isinstance(e, Unreachable)]
+        if fatal:
+            for c in found.values():
+                if not isinstance(c, Exception):
+                    c.close()
+            raise fatal[0]
+        if all(isinstance(c, Exception) for c in found.values()):
+            raise self._unreachable([(u, str(e)) for u, e in found.items()])
+        for u, c in found.items():
+            if isinstance(c, Exception):
+                log.warning("Triton server %s is not answering (%s): starting without it, it joins when "
+                            "it answers", u, c)
+        assert self._meta_props is not None
+        self.meta = ModelMeta.from_props(json.loads(self._meta_props), f"{self.url}/{model}")
+        self.pool = ServerPool(self.urls, self._connect, self._unreachable, max_in_flight=max_in_flight,
+                               probe_backoff=probe_backoff)
+        self.pool.start(found)
+        log.info("Triton %s model %s: %d classes, imgsz %s", self.url, model, len(self.meta.names),
+                 self.meta.imgsz)
+
+    def _try_connect(self, url: str) -> Any:
+        try:
+            return self._connect(url, min(self.timeout, 10.0))
+        except S2Error as e:
+            return e
+
+    def _connect(self, url: str, timeout: float | None = None) -> Any:
+        """A client of a server that serves an s2trt detector as `model`, the same as the others."""
         from tritonclient.utils import InferenceServerException
 
-        self._grpc = grpcclient
-        self.url, self.model, self.timeout = url, model, timeout
-        self.params = {k: v for k, v in (params or {}).items() if v is not None}
-        self._slots = threading.BoundedSemaphore(max_in_flight)
+        timeout = timeout or min(self.timeout, 10.0)
         try:
-            self.client = grpcclient.InferenceServerClient(url)
+            client = self._grpc.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
         except Exception as e:  # a malformed URL fails here already
             raise S2Error(f"cannot connect to Triton at {url}: {e}") from None
         try:
-            if not self.client.is_model_ready(model, client_timeout=timeout):
-                raise S2Error(f"Triton at {url} has no ready model {model!r} (is it in the repository, and "
-                              "did it load? see the server log)")
-            config = self.client.get_model_config(model, as_json=True, client_timeout=timeout)["config"]
+            if not client.is_model_ready(self.model, client_timeout=timeout):
+                raise S2Error(f"Triton at {url} has no ready model {self.model!r} (is it in the repository, "
+                              "and did it load? see the server log)")
+            config = client.get_model_config(self.model, as_json=True, client_timeout=timeout)["config"]
+            params_cfg = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+            outputs = {o["name"] for o in config.get("output", [])}
+            if "s2trt_meta" not in params_cfg or not outputs >= set(OUTPUTS):
+                raise S2Error(f"model {self.model!r} at {url} is not an s2trt detector (it needs the "
+                              f"s2trt_meta parameter and the outputs {', '.join(OUTPUTS)}): serve "
+                              "s2trt_detector or s2trt_ensemble from `s2serve export`")
+            with self._meta_lock:
+                if self._meta_props is None:
+                    self._meta_props = params_cfg["s2trt_meta"]
+                elif json.loads(params_cfg["s2trt_meta"]) != json.loads(self._meta_props):
+                    raise S2Error(f"Triton at {url} serves a different {self.model!r} than the other "
+                                  "server(s) (its s2trt_meta differs): give servers of one model only")
         except InferenceServerException as e:
-            raise self._error(e) from None
-        params_cfg = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        outputs = {o["name"] for o in config.get("output", [])}
-        if "s2trt_meta" not in params_cfg or not outputs >= set(OUTPUTS):
-            raise S2Error(f"model {model!r} at {url} is not an s2trt detector (it needs the s2trt_meta "
-                          f"parameter and the outputs {', '.join(OUTPUTS)}): serve s2trt_detector or "
-                          "s2trt_ensemble from `s2serve export`")
-        self.meta = ModelMeta.from_props(json.loads(params_cfg["s2trt_meta"]), f"{url}/{model}")
-        log.info("Triton %s model %s: %d classes, imgsz %s", url, model, len(self.meta.names),
-                 self.meta.imgsz)
+            client.close()
+            if transport_failure(e):
+                raise Unreachable(message(e)) from None
+            raise S2Error(f"Triton server at {url} rejected the request: {message(e)}") from None
+        except S2Error:
+            client.close()
+            raise
+        return client
 
-    def _error(self, e: Exception) -> S2Error:
-        status = str(getattr(e, "status", lambda: "")() or "")
-        msg = getattr(e, "message", lambda: str(e))() or str(e)
-        if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status or "failed to connect" in msg.lower():
-            return S2Error(f"Triton server at {self.url} is unreachable or stopped answering "
-                           f"({msg.strip()}); check that it runs (s2serve) and the address")
-        return S2Error(f"Triton server at {self.url} rejected the request: {msg.strip()}")
+    def _unreachable(self, errors: list[tuple[str, str]]) -> S2Error:
+        if len(errors) == 1:
+            url, msg = errors[0]
+            return NoServerLeft(f"Triton server at {url} is unreachable or stopped answering ({msg}); "
+                                "check that it runs (s2serve) and the address")
+        return NoServerLeft(f"all {len(errors)} Triton servers are unreachable or stopped answering ("
+                            + "; ".join(f"{u}: {m}" for u, m in errors)
+                            + "); check that they run (s2serve) and the addresses")
 
     def _inputs(self, item: np.ndarray | bytes) -> list[Any]:
         if isinstance(item, bytes | bytearray | memoryview):
@@ -99,28 +159,20 @@ class TritonClient:
 
         Blocks while `max_in_flight` requests are outstanding, which bounds memory under load.
         """
-        future: Future[np.ndarray] = Future()
         inputs = self._inputs(item)
-        self._slots.acquire()
+        outputs = [self._grpc.InferRequestedOutput(k) for k in OUTPUTS]
 
-        def done(result: Any, error: Exception | None) -> None:
-            self._slots.release()
-            if error is not None:
-                future.set_exception(self._error(error))
-            else:
-                try:
-                    future.set_result(_dets(result)[0])
-                except Exception as e:  # an answer not in the NMS layout: not an s2trt model
-                    future.set_exception(S2Error(f"unexpected answer from {self.url}/{self.model}: {e}"))
+        def send(client: Any, callback: Any) -> Any:
+            return client.async_infer(self.model, inputs, callback, outputs=outputs,
+                                      client_timeout=self.timeout, parameters=self.params or None)
 
-        try:
-            self.client.async_infer(self.model, inputs, done, outputs=[
-                self._grpc.InferRequestedOutput(k) for k in OUTPUTS], client_timeout=self.timeout,
-                parameters=self.params or None)
-        except Exception as e:
-            self._slots.release()
-            raise self._error(e) from None
-        return future
+        def convert(result: Any) -> np.ndarray:
+            try:
+                return _dets(result)[0]
+            except Exception as e:  # an answer not in the NMS layout: not an s2trt model
+                raise S2Error(f"unexpected answer from {self.url}/{self.model}: {e}") from None
+
+        return self.pool.submit(send, convert)
 
     def detect(self, items: Sequence[np.ndarray | bytes]) -> list[np.ndarray]:
         """Detections for each image, all requests in flight together; the first failure is raised."""
@@ -129,14 +181,23 @@ class TritonClient:
         for f in futures:
             try:
                 results.append(f.result())
-            except S2Error as e:
-                first = first or e
+            except Exception as e:
+                first = first or self._as_error(e)
         if first is not None:
             raise first
         return results
 
+    def _as_error(self, e: Exception) -> S2Error:
+        if isinstance(e, S2Error):
+            return e
+        return S2Error(f"Triton server at {self.url} rejected the request: {message(e)}")
+
+    def table(self) -> str:
+        """Per server: requests answered, latency p50/p99, times taken out, requests re-sent, rejoins."""
+        return self.pool.table()
+
     def close(self) -> None:
-        self.client.close()
+        self.pool.close()
 
     def __enter__(self) -> TritonClient:
         return self
@@ -154,13 +215,14 @@ class TritonBackend:
     is the identity, so its boxes are in network-input pixels.
     """
 
-    def __init__(self, url: str, model: str = DEFAULT_MODEL, *, conf_thres: float | None = None,
-                 iou_thres: float | None = None, agnostic: bool | None = None, max_det: int | None = None,
-                 max_in_flight: int = 16, timeout: float = 60.0):
+    def __init__(self, url: str | Sequence[str], model: str = DEFAULT_MODEL, *,
+                 conf_thres: float | None = None, iou_thres: float | None = None,
+                 agnostic: bool | None = None, max_det: int | None = None, max_in_flight: int = 16,
+                 timeout: float = 60.0):
         params = {"conf_thres": conf_thres, "iou_thres": iou_thres, "agnostic": agnostic, "max_det": max_det}
         self.client = TritonClient(url, model, timeout=timeout, max_in_flight=max_in_flight, params=params)
         self.meta = self.client.meta
-        self.name = f"triton {url}/{model}"
+        self.name = f"triton {self.client.url}/{model}"
 
     @property
     def imgsz(self) -> tuple[int, int]:
@@ -180,4 +242,6 @@ class TritonBackend:
         return to_layout(dets, max([len(d) for d in dets] + [1]))
 
     def close(self) -> None:
+        """Ends the run: the per-server table goes to the log after the run's own summary."""
         self.client.close()
+        log.info("%s", self.client.table())

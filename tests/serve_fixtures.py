@@ -80,3 +80,32 @@ def small_repository(model: Path, path: Path, **options: object) -> Path:
 
     R.export_repository(model, path, R.RepoOptions(max_det=100, cpu_threads=1, **options))  # type: ignore[arg-type]
     return path
+
+
+def long_video(path: Path, frames: int = 3000, size: tuple[int, int] = (96, 80)) -> Path:
+    """A video long enough that a run is still going when a test acts on its servers."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    for img in sample_images(frames, seed=3):
+        writer.write(cv2.resize(img, size))
+    writer.release()
+    return path
+
+
+def video_frames(path: Path) -> int:
+    """Frames that decode, counted by reading them (container headers may be wrong or missing)."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def successes(server: object) -> float:
+    """nv_inference_request_success summed over the server's models (Prometheus text format)."""
+    import urllib.request
+
+    url = server.endpoints.metrics_url  # type: ignore[attr-defined]
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return sum(float(x.split()[-1]) for x in text.splitlines()
+               if x.startswith("nv_inference_request_success"))

@@ -351,22 +351,8 @@ def test_s2infer_triton_matches_s2infer_onnx_on_the_sample_video(server, model, 
         np.testing.assert_allclose(r["scores"], o["scores"], atol=2e-4)
 
 
-def long_video(path: Path, frames: int = 3000) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (96, 80))
-    for img in F.sample_images(frames, seed=3):
-        writer.write(cv2.resize(img, (96, 80)))
-    writer.release()
-    return path
-
-
-def successes(srv) -> float:
-    text = urllib.request.urlopen(srv.endpoints.metrics_url, timeout=10).read().decode()
-    return sum(float(x.split()[-1]) for x in text.splitlines()
-               if x.startswith("nv_inference_request_success"))
-
-
 def test_s2infer_against_a_server_killed_mid_run_prints_one_error_line(small_repo, tmp_path):
-    video = long_video(tmp_path / "long.mp4")
+    video = F.long_video(tmp_path / "long.mp4")
     srv = S.TritonServer(small_repo).start()
     try:
         proc = subprocess.Popen(
@@ -375,7 +361,7 @@ def test_s2infer_against_a_server_killed_mid_run_prints_one_error_line(small_rep
              str(tmp_path / "p.jsonl"), "--batch", "2", "-q"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while successes(srv) < 20 and time.monotonic() < deadline:  # mid-run: frames are flowing
+        while F.successes(srv) < 20 and time.monotonic() < deadline:  # mid-run: frames are flowing
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()
         srv.kill()

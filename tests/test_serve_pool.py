@@ -1,0 +1,187 @@
+"""The failover logic of s2trt.serve.pool without servers: fake clients whose calls the test answers,
+fails or leaves hanging, so every interleaving below is deterministic."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import pytest
+
+from s2trt.errors import S2Error
+from s2trt.serve import pool as P
+
+
+class Status(Exception):
+    """What tritonclient raises: an error with a gRPC status and a message."""
+
+    def __init__(self, status: str, msg: str):
+        super().__init__(msg)
+        self._status, self._msg = status, msg
+
+    def status(self) -> str:
+        return f"StatusCode.{self._status}"
+
+    def message(self) -> str:
+        return self._msg
+
+
+class Call:
+    def __init__(self, client: FakeClient, item: int, callback):
+        self.client, self.item, self.callback, self.done = client, item, callback, False
+
+    def answer(self, result=None, error=None):
+        if not self.done:
+            self.done = True
+            self.callback(result, error)
+
+    def cancel(self):
+        self.answer(error=Status("CANCELLED", "Locally cancelled by application!"))
+
+
+class FakeClient:
+    def __init__(self, url: str):
+        self.url, self.calls, self.closed = url, [], False
+
+    def infer(self, item: int, callback) -> Call:
+        call = Call(self, item, callback)
+        self.calls.append(call)
+        return call
+
+    def pending(self) -> list[Call]:
+        return [c for c in self.calls if not c.done]
+
+    def close(self):
+        self.closed = True
+
+
+def unreachable(errors):
+    return S2Error("no server left: " + "; ".join(f"{u}: {m}" for u, m in errors))
+
+
+def make_pool(urls, connect=None, **kw):
+    clients = {u: FakeClient(u) for u in urls}
+    pool = P.ServerPool(urls, connect or (lambda u: (_ for _ in ()).throw(P.Unreachable("refused"))),
+                        unreachable, **kw)
+    pool.start(dict(clients))
+    return pool, clients
+
+
+def submit(pool, item):
+    return pool.submit(lambda client, cb: client.infer(item, cb), lambda r: (r, item))
+
+
+def test_parse_urls():
+    assert P.parse_urls("a:8001, b:8001,") == ["a:8001", "b:8001"]
+    assert P.parse_urls(["h:1"]) == ["h:1"]
+    for bad, msg in [("", "no Triton server"), ("a:8001,a:8001", "twice"), ("a", "not HOST:PORT"),
+                     ("a:0", "not HOST:PORT"), ("a:x", "not HOST:PORT")]:
+        with pytest.raises(S2Error, match=msg):
+            P.parse_urls(bad)
+
+
+def test_least_outstanding_first():
+    pool, c = make_pool(["a:1", "b:1", "c:1"], max_in_flight=64)
+    futures = [submit(pool, i) for i in range(6)]
+    assert [len(c[u].pending()) for u in c] == [2, 2, 2]
+    for call in c["a:1"].pending():
+        call.answer("ra")
+    futures += [submit(pool, i) for i in range(6, 8)]  # a has none outstanding now: both go there
+    assert len(c["a:1"].pending()) == 2
+    for client in c.values():
+        for call in client.pending():
+            call.answer(client.url)
+    assert [f.result()[1] for f in futures] == list(range(8))
+    pool.close()
+
+
+def test_failed_server_requests_resent_each_resolved_exactly_once():
+    pool, c = make_pool(["a:1", "b:1"], max_in_flight=64)
+    resolved = []
+    futures = [submit(pool, i) for i in range(10)]
+    for f in futures:
+        f.add_done_callback(lambda f: resolved.append(f))
+    on_a = c["a:1"].pending()
+    on_a[0].answer(error=Status("UNAVAILABLE", "Socket closed"))  # a dies: its other calls are cancelled
+    assert not c["a:1"].pending()
+    assert len(c["b:1"].pending()) == 10  # all of a's went to b
+    for call in c["b:1"].pending():
+        call.answer("rb")
+    on_a[1].answer("late answer from a")  # ignored: that request moved on
+    assert len(resolved) == 10 and [f.result() for f in futures] == [("rb", i) for i in range(10)]
+    a = pool.servers[0]
+    assert (a.up, a.failures, a.moved, a.answered) == (False, 1, 5, 0)
+    assert pool.servers[1].answered == 10
+    assert "a:1" in pool.table() and "down" in pool.table()
+    pool.close()
+
+
+def test_a_rejected_request_is_not_resent():
+    pool, c = make_pool(["a:1", "b:1"])
+    f = submit(pool, 0)
+    (c["a:1"].pending() or c["b:1"].pending())[0].answer(error=Status("INTERNAL", "not a decodable image"))
+    with pytest.raises(S2Error, match="rejected the request: not a decodable image"):
+        f.result()
+    assert all(s.up for s in pool.servers) and sum(len(x.calls) for x in c.values()) == 1
+    pool.close()
+
+
+def test_no_server_left_fails_the_request_with_every_reason():
+    pool, c = make_pool(["a:1", "b:1"])
+    f = submit(pool, 0)
+    for url in ("a:1", "b:1", "a:1"):
+        for call in c[url].pending():
+            call.answer(error=Status("UNAVAILABLE", f"{url} gone"))
+    with pytest.raises(S2Error, match="no server left: a:1: a:1 gone; b:1: b:1 gone"):
+        f.result()
+    pool.close()
+
+
+def test_failed_server_is_probed_with_backoff_and_rejoins():
+    probes: list[float] = []
+    back = threading.Event()
+    fresh = FakeClient("a:1")
+
+    def connect(url):
+        probes.append(time.monotonic())
+        if not back.is_set():
+            raise P.Unreachable("connection refused")
+        return fresh
+
+    pool, c = make_pool(["a:1", "b:1"], connect, probe_backoff=(0.05, 0.4))
+    f = submit(pool, 0)
+    (c["a:1"].pending() or c["b:1"].pending())[0].answer(error=Status("UNAVAILABLE", "gone"))
+    if not f.done():
+        c["b:1"].pending()[0].answer("rb")
+    assert f.result() == ("rb", 0)
+    time.sleep(1.2)
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert 3 <= len(probes) <= 8, probes
+    assert gaps[0] < 0.15 and gaps[2] > 0.3 and max(gaps) < 0.4 + 0.1, gaps  # 0.1, 0.2, 0.4, 0.4 (cap)
+    back.set()
+    deadline = time.monotonic() + 2
+    while not pool.servers[0].up and time.monotonic() < deadline:
+        time.sleep(0.02)
+    a = pool.servers[0]
+    assert a.up and a.rejoins == 1 and c["a:1"].closed  # the old connection is dropped
+    futures = [submit(pool, i) for i in range(4)]
+    assert len(fresh.pending()) == 2  # a takes its share again
+    for client in (fresh, c["b:1"]):
+        for call in client.pending():
+            call.answer("ok")
+    assert all(f.result()[0] == "ok" for f in futures)
+    pool.close()
+
+
+def test_in_flight_limit_blocks_until_an_answer():
+    pool, c = make_pool(["a:1"], max_in_flight=2)
+    submit(pool, 0), submit(pool, 1)
+    third = threading.Thread(target=submit, args=(pool, 2))
+    third.start()
+    third.join(0.2)
+    assert third.is_alive()
+    c["a:1"].pending()[0].answer("r")
+    third.join(2)
+    assert not third.is_alive()
+    pool.close()
