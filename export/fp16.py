@@ -1,12 +1,25 @@
-"""FP16 graphs for strongly typed TensorRT (weights and compute FP16, inputs and outputs FP32).
+"""FP16 graphs for strongly typed TensorRT: FP16 weights and compute, FP32 inputs, outputs and islands.
 
-The conversion is ONNX Runtime's float16 tool (a maintained fork of onnxconverter-common's). What
-stays FP32, and why:
+A strongly typed builder (TensorRT 11; TensorRT 10 with the STRONGLY_TYPED flag) keeps every Cast, so
+an FP32 island is only FP32 if its values never pass through FP16 on the way: a Cast(->FP16) ->
+Cast(->FP32) pair between two FP32 nodes rounds the tensor to FP16's 11-bit mantissa. Converters that
+wrap each kept node in its own Casts (ONNX Runtime's and onnxconverter-common's float16 tools) make
+exactly those pairs, so this module assigns one precision per node and inserts one Cast per tensor
+and target type, only where an FP16 region meets an FP32 one. (NVIDIA ModelOpt's AutoCast does the
+same, but its ONNX extra needs cupy-cuda12x and onnxruntime-gpu on x86_64, and an older onnx.)
+
+What stays FP32, and why:
 - the Detect decode (every node after the last convolutions): box centres and sizes are pixels up to
   the image size, where FP16's step is 0.25-0.5 px, and `(2*sigmoid)**2 * anchor` amplifies errors;
 - the split attention's weight path (global sum over 3*H*W pixels, which can pass FP16's 65504, its
-  MLP and the softmax over the branches); it is a few thousand FLOPs, so FP32 costs nothing.
-In the TensorRT flavour that path is inside the S2SplitAttention node, which accumulates in FP32.
+  MLP and the softmax over the branches); it is a few thousand FLOPs, so FP32 costs nothing. In the
+  TensorRT flavour that path is inside the S2SplitAttention node, which accumulates in FP32;
+- reductions, softmax, NMS, TopK and index arithmetic wherever they occur (FP32_OPS);
+- QuantizeLinear / DequantizeLinear and their scales, as they are: before opset 19 their scales can
+  only be FP32, so a DequantizeLinear output that feeds FP16 compute gets a Cast(->FP16) and an FP16
+  tensor that feeds a QuantizeLinear a Cast(->FP32).
+Ops that only move or select values (Reshape, Concat, Slice, MaxPool, nearest Resize, ...) take the
+precision of their inputs, so a Cast sits next to the compute that needs it, never in a chain.
 """
 
 from __future__ import annotations
@@ -21,16 +34,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Reductions and softmax are sensitive wherever they occur; added to ONNX Runtime's default list
-# (NonMaxSuppression, TopK, Range, ...). Sigmoid is not: the SiLU activations are most of the graph.
-SENSITIVE_OPS = ("Softmax", "ReduceSum", "ReduceMean")
-# FP16 tolerance of the parity check, relative to each output group's scale (see parity.py).
-# Measured with random weights: 9e-4 (yolov5s-s2, 640) and 1.6e-3 (yolov5n-s2, 160); with the trained
-# demo model 6.4e-3 at 320 and 1.2e-2 at 640 — one class score of 25,200 x 5, 0.894 vs 0.906, while
-# the 99.9th percentile is 1.2e-3 and the detections are the same. Trained weights have larger
-# activations, so FP16's 11-bit mantissa costs more; 3e-2 leaves room for that and still fails a broken
-# graph (a wrong op or a lost FP32 island gives errors of order 1).
-FP16_TOL = 3e-2
+# Reductions and softmax are sensitive wherever they occur. Sigmoid is not: the SiLU activations are
+# most of the graph.
+SENSITIVE_OPS = ("Softmax", "ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",
+                 "LogSoftmax", "CumSum")
+# Ops that stay FP32 wherever they occur: index/box arithmetic, ops whose float inputs the ONNX spec
+# or TensorRT's parser take as FP32 only, and Constant (its value attribute has a fixed type).
+FP32_OPS = frozenset({*SENSITIVE_OPS, "NonMaxSuppression", "TopK", "Range", "RoiAlign", "Constant",
+                      "ConstantOfShape", "QuantizeLinear", "DequantizeLinear", "Cast", "CastLike",
+                      "RandomUniformLike", "RandomNormalLike", "Einsum"})
+# Ops that only move, select or compare values: exact in either precision, so they follow their inputs.
+FOLLOW_OPS = frozenset({"Reshape", "Transpose", "Concat", "Slice", "Split", "Squeeze", "Unsqueeze",
+                        "Flatten", "Identity", "Gather", "GatherElements", "GatherND", "Tile", "Expand",
+                        "MaxPool", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Shape", "Size",
+                        "Pad", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin", "Equal", "Greater", "Less",
+                        "GreaterOrEqual", "LessOrEqual", "Max", "Min", "Relu", "Neg", "Abs"})
+# Float inputs that keep their type whatever the node's precision (Resize's roi and scales).
+FIXED_INPUTS = {"Resize": frozenset({1, 2}), "Upsample": frozenset({1})}
+# FP16 tolerance of the parity check, relative to each output group's scale (see parity.py), measured
+# with every FP16 tensor rounded as TensorRT stores it (parity.fp16_storage): with the trained demo
+# model 8.9e-3 at 320 and 3.4e-2 at 640 — one class score of 25,200 x 5, while the detections are
+# the same and their boxes within 0.05 px; random weights give 1e-3 or less. Trained weights have
+# larger activations, so FP16's 11-bit mantissa costs more; 5e-2 leaves room for that and still fails
+# a broken graph (a wrong op or a lost FP32 island gives errors of order 1).
+FP16_TOL = 5e-2
 
 
 def decode_nodes(model: onnx.ModelProto) -> list[str]:
@@ -49,29 +76,161 @@ def decode_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.ModelProto:
-    """FP16 copy of an FP32 graph; `keep_fp32` adds node names to the ones kept in FP32."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    """FP16 copy of an FP32 graph; `keep_fp32` adds node names to the ones kept in FP32.
+
+    Graph inputs and outputs stay FP32. The nodes must be in topological order (as exported).
+    """
+    import onnx
 
     from s2trt.export.surgery import split_attention_nodes
 
-    blocked = sorted({*decode_nodes(model), *split_attention_nodes(model), *(keep_fp32 or [])})
-    log.debug("FP16: keeping %d nodes in FP32", len(blocked))
+    keep = {*decode_nodes(model), *split_attention_nodes(model), *(keep_fp32 or [])}
+    unknown = set(keep_fp32 or []) - {n.name for n in model.graph.node}
+    if unknown:
+        raise S2Error(f"FP16 conversion: no node named {', '.join(sorted(unknown))} in the graph")
+    out = onnx.ModelProto.FromString(model.SerializeToString())
     try:
-        out = convert_float_to_float16(
-            model, keep_io_types=True, disable_shape_infer=False,
-            op_block_list=[*DEFAULT_OP_BLOCK_LIST, *SENSITIVE_OPS], node_block_list=blocked)
-    except Exception as e:  # the converter's own errors are bugs for us, but say where
+        n_casts, n_fp32 = _Converter(out, keep).run()
+    except (ValueError, KeyError) as e:  # a graph this pass cannot type: say where
         raise S2Error(f"FP16 conversion failed: {str(e).splitlines()[0][:200]}") from None
-    out = _toposort(out)
-    del out.metadata_props[:]
-    out.metadata_props.extend(model.metadata_props)
+    log.debug("FP16: %d nodes kept in FP32, %d Casts at the region borders", n_fp32, n_casts)
     return out
 
 
-def _toposort(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The converter appends its Cast nodes at the end; onnx.reference and TensorRT want graph order."""
-    import onnx_graphsurgeon as gs
+class _Converter:
+    """Assigns FP16/FP32 to each float node in graph order, then types tensors and inserts Casts."""
 
-    graph = gs.import_onnx(model)
-    graph.toposort()
-    return gs.export_onnx(graph)
+    def __init__(self, model: onnx.ModelProto, keep: set[str]):
+        import onnx
+
+        self.model, self.graph, self.keep = model, model.graph, keep
+        self.F16, self.F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+        self.types = _elem_types(model)
+        self.inits = {i.name: i for i in self.graph.initializer}
+        self.now: dict[str, int] = {}  # float tensor -> its type in the new graph
+        self.casts: dict[tuple[str, int], str] = {}
+        self.new_nodes: list[onnx.NodeProto] = []
+        self.renamed: dict[str, str] = {}  # an FP16-produced graph output -> its FP16 tensor
+
+    def is_float(self, t: str) -> bool:
+        return bool(t) and self.types.get(t) == self.F32
+
+    def precision(self, node: onnx.NodeProto) -> int | None:
+        from s2trt.export.plugin_reference import OP_DOMAIN
+
+        floats = [t for t in node.input if self.is_float(t)] + [t for t in node.output if self.is_float(t)]
+        if not floats:
+            return None
+        if node.name in self.keep or node.op_type in FP32_OPS:
+            return self.F32
+        if node.domain not in ("", "ai.onnx", OP_DOMAIN):  # a custom op whose types we do not know
+            return self.F32
+        if node.op_type in FOLLOW_OPS:
+            made = [self.now.get(t) for t in node.input
+                    if self.is_float(t) and t not in self.inits]
+            return self.F16 if self.F16 in made else self.F32
+        return self.F16
+
+    def run(self) -> tuple[int, int]:
+        from onnx import helper
+
+        outputs = {o.name for o in self.graph.output}
+        for t in (i.name for i in self.graph.input):
+            if self.is_float(t):
+                self.now[t] = self.F32
+        prec = []
+        for node in self.graph.node:  # graph order: a FOLLOW node sees its producers' precision
+            p = self.precision(node)
+            prec.append(p)
+            for t in node.output:
+                if p is not None and self.is_float(t):
+                    self.now[t] = p
+        init_users = self._initializer_users(prec)
+        for node, p in zip(list(self.graph.node), prec, strict=True):
+            if p is not None:
+                for i, t in enumerate(node.input):
+                    if not self.is_float(t) or i in FIXED_INPUTS.get(node.op_type, ()):
+                        continue
+                    node.input[i] = self._as(self.renamed.get(t, t), p, init_users)
+                for i, t in enumerate(node.output):
+                    if not self.is_float(t):
+                        continue
+                    if p == self.F16 and t in outputs:
+                        node.output[i] = self.renamed[t] = f"{t}/fp16"
+                        t = node.output[i]
+                    self.now[t] = p
+            self.new_nodes.append(node)
+        for t, inner in self.renamed.items():
+            self.new_nodes.append(helper.make_node("Cast", [inner], [t], name=f"{t}/to_fp32", to=self.F32))
+        del self.graph.node[:]
+        self.graph.node.extend(self.new_nodes)
+        for vi in self.graph.value_info:
+            if self.now.get(vi.name) == self.F16:
+                vi.type.tensor_type.elem_type = self.F16
+        n_fp32 = sum(p == self.F32 for p in prec)
+        return len(self.casts) + len(self.renamed), n_fp32
+
+    def _initializer_users(self, prec: list[int | None]) -> dict[str, set[int]]:
+        """Float initializer -> the precisions of the nodes that read it (as a converted input)."""
+        users: dict[str, set[int]] = {}
+        for node, p in zip(self.graph.node, prec, strict=True):
+            for i, t in enumerate(node.input):
+                if p is not None and t in self.inits and self.is_float(t) \
+                        and i not in FIXED_INPUTS.get(node.op_type, ()):
+                    users.setdefault(t, set()).add(p)
+        return users
+
+    def _as(self, t: str, want: int, init_users: dict[str, set[int]]) -> str:
+        """Name of tensor t in type `want`: t itself, an FP16 initializer, or a (shared) Cast."""
+        from onnx import helper, numpy_helper
+
+        if t in self.inits:
+            if want == self.F32:
+                return t
+            if init_users.get(t) == {self.F16}:  # only FP16 readers: convert in place, once
+                init = self.inits[t]
+                if init.data_type == self.F32:
+                    init.CopyFrom(numpy_helper.from_array(_to_half(numpy_helper.to_array(init)), t))
+                return t
+            name = f"{t}/fp16"
+            if name not in self.inits:
+                self.inits[name] = numpy_helper.from_array(
+                    _to_half(numpy_helper.to_array(self.inits[t])), name)
+                self.graph.initializer.append(self.inits[name])
+            return name
+        have = self.now.get(t, self.F32)
+        if have == want:
+            return t
+        key = (t, want)
+        if key not in self.casts:
+            suffix = "fp16" if want == self.F16 else "fp32"
+            name = f"{t}/to_{suffix}"
+            self.new_nodes.append(helper.make_node("Cast", [t], [name], name=name, to=want))
+            self.casts[key] = name
+            self.now[name] = want
+        return self.casts[key]
+
+
+def _to_half(a: object) -> object:
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        return np.asarray(a, np.float32).clip(-65504, 65504).astype(np.float16)
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor; a custom op's outputs take its first input's type."""
+    import onnx
+
+    from s2trt.export.plugin_reference import OP_DOMAIN
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]
+             if v.type.tensor_type.elem_type}
+    types.update({i.name: i.data_type for i in g.initializer})
+    for node in g.node:
+        if node.domain == OP_DOMAIN and node.input and node.input[0] in types:
+            for t in node.output:
+                types.setdefault(t, types[node.input[0]])
+    return types

@@ -137,6 +137,51 @@ def run_ort(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     return sess.run(None, {sess.get_inputs()[0].name: x})
 
 
+def fp16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
+    """An FP32 graph that rounds every FP16 tensor of `model` to FP16, for ONNX Runtime on the CPU.
+
+    ONNX Runtime has no FP16 kernels for most ops on the CPU: it runs them in FP32 and drops the
+    Cast pairs it inserts around them, so an FP16 graph's activations would never be rounded there.
+    TensorRT stores each FP16 tensor in FP16 and accumulates in FP32; this graph does the same:
+    FP16 weights widened exactly, and each FP16 tensor passed through Cast(->FP16) -> Cast(->FP32),
+    which ONNX Runtime keeps because it did not insert them.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from s2trt.export.plugin_reference import OP_DOMAIN
+
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    out = onnx.ModelProto.FromString(model.SerializeToString())
+    g = out.graph
+    for i, init in enumerate(g.initializer):
+        if init.data_type == f16:
+            g.initializer[i].CopyFrom(numpy_helper.from_array(
+                numpy_helper.to_array(init).astype(np.float32), init.name))
+    nodes = []
+    for node in g.node:
+        nodes.append(node)
+        is_cast16 = node.op_type == "Cast" and helper.get_attribute_value(node.attribute[0]) == f16
+        # A custom op has no shape inference: its output type is its first input's (S2SplitAttention).
+        custom16 = node.domain == OP_DOMAIN and types.get(node.input[0]) == f16
+        for k, t in enumerate(node.output):
+            if is_cast16:
+                node.output[k] = f"{t}/half"
+            elif types.get(t) == f16 or custom16:
+                node.output[k] = f"{t}/raw"
+                nodes.append(helper.make_node("Cast", [f"{t}/raw"], [f"{t}/half"], to=f16))
+            else:
+                continue
+            nodes.append(helper.make_node("Cast", [f"{t}/half"], [t], to=f32))
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    return out
+
+
 def run_reference(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     """onnx.reference with the NumPy implementation of the S2SplitAttention node."""
     from onnx.reference import ReferenceEvaluator

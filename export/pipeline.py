@@ -161,9 +161,9 @@ def fp16_graph(state: ExportState) -> None:
 
     assert state.portable_fp32 is not None
     model = to_fp16(state.portable_fp32)
-    out = parity.run_ort(model, state.x)[0]
-    state.parity.append(parity.compare("portable fp16 (ONNX Runtime) vs PyTorch", out, state.torch_out,
-                                       FP16_TOL, state.x_source))
+    out = parity.run_ort(parity.fp16_storage(model), state.x)[0]
+    state.parity.append(parity.compare("portable fp16 (ONNX Runtime, FP16 tensors rounded) vs PyTorch",
+                                       out, state.torch_out, FP16_TOL, state.x_source))
     parity.require(state.parity)
     state.portable = model
 
@@ -189,9 +189,9 @@ def tensorrt_graph(state: ExportState) -> None:
         # standard ops and the same NumPy reference runs the plugin node.
         trt_model = to_fp16(trt_model)
         state.parity.append(parity.compare(
-            f"tensorrt fp16 (ONNX Runtime + {OP_TYPE} reference) vs PyTorch",
-            parity.run_ort_with_plugin(trt_model, state.x)[0], state.torch_out, FP16_TOL,
-            state.x_source))
+            f"tensorrt fp16 (ONNX Runtime + {OP_TYPE} reference, FP16 tensors rounded) vs PyTorch",
+            parity.run_ort_with_plugin(parity.fp16_storage(trt_model), state.x)[0], state.torch_out,
+            FP16_TOL, state.x_source))
         parity.require(state.parity)
     state.tensorrt = trt_model
 
