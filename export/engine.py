@@ -124,6 +124,16 @@ def _prepare_plugin(trt: Any, meta: dict[str, Any], opts: EngineOptions, onnx_pa
     return tc.ensure_plugin(trt, opts.plugin_lib, required=True)
 
 
+def _parse_network(trt: Any, builder: Any, logger: Any, onnx_path: Path,
+                   strongly_typed: bool) -> tuple[Any, Any]:
+    """(network, parser); the parser owns weights the network uses, so it lives as long."""
+    network = tc.create_network(trt, builder, strongly_typed)
+    parser = trt.OnnxParser(network, logger)
+    log.info("parsing %s", onnx_path)
+    _parse(trt, parser, onnx_path)
+    return network, parser
+
+
 def _parse(trt: Any, parser: Any, onnx_path: Path) -> None:
     if parser.parse_from_file(str(onnx_path)):
         return
@@ -164,32 +174,107 @@ def graph_precision(trt: Any, network: Any) -> str:
     return "fp16" if half else "fp32"
 
 
+@dataclass(frozen=True)
+class BuildPlan:
+    """How TensorRT builds one graph. build_engine applies it and manual_build_hint prints it as
+    trtexec options, so `s2export model.onnx` and the printed trtexec line build the same network."""
+
+    precision: str  # of the engine
+    strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED  | trtexec --stronglyTyped
+    fp16: bool  # BuilderFlag.FP16                                       | --fp16
+    int8: bool  # BuilderFlag.INT8 with a calibrator                     | --int8 --calib=<cache>
+    # BuilderFlag.OBEY_PRECISION_CONSTRAINTS and the island layers in FP32 | --precisionConstraints=obey
+    # --layerPrecisions=<island>:fp32,... --layerOutputTypes=<island>:fp32,...
+    pin_islands: bool
+
+
+def plan_build(graph: str, requested: str, strongly_typed_only: bool, onnx_name: str,
+               trt_name: str = "TensorRT") -> BuildPlan:
+    """A graph that carries its own types (FP16 tensors or Q/DQ) is built strongly typed on every
+    version, so its FP32 islands hold as exported; only an FP32 graph on TensorRT ≤ 10 takes builder
+    precision flags, with the FP32 islands pinned by precision constraints."""
+    if strongly_typed_only or graph != "fp32":
+        if requested not in ("fp32", graph):
+            raise S2Error(f"{trt_name} builds {onnx_name} as a strongly typed network, so the precision "
+                          f"comes from the ONNX graph, and {onnx_name} is {graph}: export an {requested} "
+                          f"graph with `s2export model.pt --{requested}` and build it")
+        return BuildPlan(graph, True, False, False, False)
+    return BuildPlan(requested, False, requested != "fp32", requested == "int8", requested != "fp32")
+
+
 def _configure_precision(trt: Any, config: Any, network: Any, opts: EngineOptions, profile: Any,
-                         onnx_name: str) -> tuple[str, str]:
-    """(precision of the engine, how it was chosen) for this TensorRT version."""
-    graph = graph_precision(trt, network)
-    if tc.is_strongly_typed_only(trt):
+                         onnx_path: Path, mode: BuildPlan) -> tuple[str, list[str]]:
+    """Apply the plan's builder flags; (how the precision was chosen, the FP32 layer patterns pinned)."""
+    name = onnx_path.name
+    if mode.strongly_typed:
         if opts.calibrator is not None:
-            raise S2Error(f"TensorRT {trt.__version__} has no INT8 calibrator: build the Q/DQ ONNX that "
-                          "`s2export model.pt --int8 --calib <images>` writes")
-        if opts.precision not in ("fp32", graph):
-            raise S2Error(f"TensorRT {trt.__version__} builds strongly typed networks, so the precision "
-                          f"comes from the ONNX graph, and {onnx_name} is {graph}: export a "
-                          f"{opts.precision} graph with `s2export model.pt --{opts.precision}` and build it")
-        return graph, "strongly typed network (precision from the ONNX graph)"
-    precision = opts.precision
-    if graph == "int8" and precision != "int8":
-        log.warning("%s is a Q/DQ graph: building it as int8", onnx_name)
-        precision = "int8"
-    calibrator = opts.calibrator if graph != "int8" else None
-    if precision == "int8" and graph != "int8" and calibrator is None:
+            if mode.precision != "int8":
+                raise S2Error(f"TensorRT {trt.__version__} builds {name} strongly typed, where an INT8 "
+                              "calibrator has no say: build the Q/DQ ONNX that `s2export model.pt --int8 "
+                              "--calib <images>` writes")
+            log.warning("%s is a Q/DQ graph: its own scales are used, the calibrator is not", name)
+        return "strongly typed network (precision from the ONNX graph)", []
+    if mode.int8 and opts.calibrator is None:
         raise S2Error(f"INT8 needs calibration: give calibration images (--calib) or build the Q/DQ "
-                      f"ONNX of `s2export model.pt --int8`; {onnx_name} has no Q/DQ nodes")
-    tc.set_precision_flags(trt, config, precision, calibrator)
+                      f"ONNX of `s2export model.pt --int8`; {name} has no Q/DQ nodes")
+    calibrator = opts.calibrator if mode.int8 else None
+    tc.set_precision_flags(trt, config, mode.precision, calibrator)
     if calibrator is not None and profile is not None:
         tc.set_calibration_profile(config, profile)
-    how = "explicit Q/DQ" if graph == "int8" else "INT8 calibrator" if calibrator is not None else "builder"
-    return precision, f"builder flags ({how})"
+    patterns: list[str] = []
+    if mode.pin_islands:
+        patterns = fp32_island_patterns(onnx_path, required=True)
+        pinned = tc.pin_fp32_layers(trt, config, network, patterns)
+        log.info("FP32 islands: %d layers pinned to FP32 (precision constraints obeyed)", len(pinned))
+    how = "INT8 calibrator" if calibrator is not None else "builder"
+    return f"builder flags ({how}{', FP32 islands pinned' if patterns else ''})", patterns
+
+
+def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
+    """Layer names, in trtexec's --layerPrecisions syntax (at most one '*'), of the FP32 islands of
+    an FP32 graph: the Detect decode and the split attention's weight path (export/fp16.py).
+
+    onnx-tensorrt names each layer after its ONNX node, and the further layers of one node
+    `<node>_<n>`; `<node>_*` is added where no other node's name starts that way. Only nodes with
+    float outputs: pinning a shape computation to FP32 would make precision constraints fail.
+    None (or an S2Error when `required`) without the onnx packages.
+    """
+    try:
+        import onnx
+
+        from s2trt.export.fp16 import decode_nodes
+        from s2trt.export.surgery import split_attention_nodes
+    except ImportError:
+        if not required:
+            return None
+        raise S2Error(f"building {onnx_path.name} with FP16 builder flags keeps its FP32 islands by naming "
+                      "their layers, which needs the Python packages onnx and onnx-graphsurgeon: pip "
+                      "install onnx onnx-graphsurgeon, or build the FP16 graph of `s2export model.pt "
+                      "--fp16`") from None
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as e:  # onnx raises protobuf's and OS errors alike
+        if not required:
+            return None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise S2Error(f"{onnx_path} is not a readable ONNX file ({printable(reason, 200)})") from None
+    island = {*decode_nodes(model), *split_attention_nodes(model)}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input, *g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    names = [n.name for n in g.node]
+    patterns = []
+    for node in sorted(g.node, key=lambda n: n.name):
+        if node.name not in island or not node.name or any(c in node.name for c in ",:*"):
+            continue
+        if not all(types.get(o) == onnx.TensorProto.FLOAT for o in node.output if o):
+            continue
+        patterns.append(node.name)
+        prefix = node.name + "_"
+        if all(m in island for m in names if m.startswith(prefix)):
+            patterns.append(prefix + "*")
+    return patterns
 
 
 def _use_timing_cache(config: Any, path: Path) -> None:
@@ -211,9 +296,6 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
     if not onnx_path.is_file():
         raise S2Error(f"{onnx_path} does not exist")
     meta = _source_metadata(onnx_path, required=True)
-    strongly_typed = tc.is_strongly_typed_only(trt)
-    log.info("TensorRT %s: precision from %s", trt.__version__,
-             "the ONNX graph (strongly typed network)" if strongly_typed else "builder flags")
     plugin_lib = _prepare_plugin(trt, meta, opts, onnx_path)
     tc.select_device(opts.device)
     use_device = getattr(opts.calibrator, "use_device", None)
@@ -222,35 +304,49 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
 
     logger = trt.Logger(trt.Logger.VERBOSE if opts.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = tc.create_network(trt, builder)
-    parser = trt.OnnxParser(network, logger)
-    log.info("parsing %s", onnx_path)
-    _parse(trt, parser, onnx_path)
+    typed_only = tc.is_strongly_typed_only(trt)
+    if typed_only and opts.calibrator is not None:
+        raise S2Error(f"TensorRT {trt.__version__} has no INT8 calibrator: build the Q/DQ ONNX that "
+                      "`s2export model.pt --int8 --calib <images>` writes")
+    strongly_typed = typed_only or meta.get("precision") in ("fp16", "int8")
+    # The parser owns weights that the network uses: it lives until the build is done.
+    network, _parser = _parse_network(trt, builder, logger, onnx_path, strongly_typed)
+    graph = graph_precision(trt, network)
+    if not typed_only and (graph != "fp32") != strongly_typed:
+        # The metadata said otherwise; the graph's own types decide (the network is made anew,
+        # as the creation flag cannot change after parsing).
+        log.warning("%s is an %s graph although its metadata says %s", onnx_path.name, graph,
+                    printable(meta.get("precision"), 20))
+        network, _parser = _parse_network(trt, builder, logger, onnx_path, graph != "fp32")
+    mode = plan_build(graph, opts.precision, typed_only, onnx_path.name, f"TensorRT {trt.__version__}")
+    log.info("TensorRT %s: %s", trt.__version__, "strongly typed network, precision from the ONNX graph"
+             if mode.strongly_typed else "FP32 graph, precision from builder flags")
 
     config = builder.create_builder_config()
     if opts.workspace_gib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
     profile, profiles = _add_profile(builder, config, network, opts)
-    precision, path = _configure_precision(trt, config, network, opts, profile, onnx_path.name)
+    path, fp32_layers = _configure_precision(trt, config, network, opts, profile, onnx_path, mode)
+    precision = mode.precision
     if opts.timing_cache:
         _use_timing_cache(config, Path(opts.timing_cache))
 
     log.info("building the %s engine with %s (minutes on a Jetson)", precision, path)
     t0 = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
+    serialized = builder.build_serialized_network(network, config)
     # TensorRT reads a calibrator's None batch as "done": a failure inside get_batch would otherwise
     # give an engine calibrated on part of the data, without a word.
     calib_error = getattr(opts.calibrator, "error", None)
     if calib_error is not None:
         raise S2Error(f"INT8 calibration failed, no engine written: {calib_error}")
-    if plan is None:
+    if serialized is None:
         raise S2Error(f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name}: "
                       "see its messages above (rerun with --verbose for all of them)")
-    write_bytes_atomic(engine_path, bytes(plan))
+    write_bytes_atomic(engine_path, bytes(serialized))
     if opts.timing_cache:
         write_bytes_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
     extra = {"onnx_file": str(onnx_path), "precision_path": path, "profiles": profiles,
-             "workspace_gib": opts.workspace_gib}
+             "workspace_gib": opts.workspace_gib, "fp32_layers": fp32_layers}
     sidecar = tc.engine_sidecar(trt, precision, plugin_lib, {**meta, **extra}, opts.device)
     write_json_atomic(sidecar_path(engine_path), sidecar)
     log.info("wrote %s (%.1f MB, %s, TensorRT %s, %s) in %.0f s", engine_path,
@@ -279,18 +375,28 @@ def manual_build_hint(onnx_path: Path, opts: EngineOptions) -> str:
     graph, dims = _hint_graph(meta, onnx_path)
     profile = resolve_profile(INPUT_NAME, dims, opts)
 
-    s2 = ["s2export", str(onnx_path)]
+    mode = plan_build(graph, opts.precision, False, onnx_path.name)
+    s2 = ["s2export", str(onnx_path)] + ([f"--{opts.precision}"] if opts.precision != "fp32" else [])
     trtexec = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={onnx_path.with_suffix('.engine')}"]
-    note = None
-    if opts.precision != "fp32":
-        s2.append(f"--{opts.precision}")
-        if graph == opts.precision:
-            trtexec.append("--stronglyTyped")  # the graph carries its precision: 10.x and 11.x alike
+    notes = []
+    if mode.strongly_typed:  # the graph carries its types: 10.x and 11.x build it alike
+        trtexec.append("--stronglyTyped")
+    if mode.fp16:
+        trtexec.append("--fp16")
+    if mode.int8:
+        trtexec += ["--int8", "--calib=<calibration cache>"]
+    if mode.pin_islands:
+        patterns = fp32_island_patterns(onnx_path, required=False)
+        if patterns:
+            spec = ",".join(f"{p}:fp32" for p in patterns)
+            trtexec += ["--precisionConstraints=obey", f"--layerPrecisions={spec}",
+                        f"--layerOutputTypes={spec}"]
         else:
-            trtexec += ["--fp16"] + (["--int8", "--calib=<calibration cache>"]
-                                     if opts.precision == "int8" else [])
-            note = (f"# trtexec --{opts.precision} exists up to TensorRT 10; TensorRT 11 needs the "
-                    f"{opts.precision} ONNX from `s2export model.pt --{opts.precision}` and --stronglyTyped")
+            notes.append("# trtexec would run the FP32 islands (Detect decode, attention weights) in FP16: "
+                         "listing their layers for --layerPrecisions needs the Python packages onnx and "
+                         "onnx-graphsurgeon here")
+        notes.append(f"# trtexec --{opts.precision} exists up to TensorRT 10; TensorRT 11 needs the "
+                     f"{opts.precision} ONNX from `s2export model.pt --{opts.precision}` and --stronglyTyped")
     if opts.precision == "int8" and graph != "int8":
         s2 += ["--calib", "<calibration images>"]
     if profile is not None:
@@ -315,5 +421,4 @@ def manual_build_hint(onnx_path: Path, opts: EngineOptions) -> str:
     if opts.device:
         s2 += ["--device", str(opts.device)]
         trtexec.append(f"--device={opts.device}")
-    lines = [shlex.join(s2), shlex.join(trtexec)] + ([note] if note else [])
-    return "\n".join(lines)
+    return "\n".join([shlex.join(s2), shlex.join(trtexec), *notes])

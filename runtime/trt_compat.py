@@ -94,8 +94,10 @@ def is_strongly_typed_only(trt: Any) -> bool:
 
 # ---------------------------------------------------------------- network creation and precision
 
-def create_network(trt: Any, builder: Any) -> Any:
-    if is_strongly_typed_only(trt):
+def create_network(trt: Any, builder: Any, strongly_typed: bool) -> Any:
+    """A strongly typed network for a graph that carries its own types (and always on 11, where the
+    flag is deprecated and ignored: every network is strongly typed); the flag exists since 10.x."""
+    if strongly_typed:
         return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     return builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
 
@@ -115,6 +117,49 @@ def set_precision_flags(trt: Any, config: Any, precision: str, calibrator: Any =
 @for_trt(max_major=10)
 def set_calibration_profile(config: Any, profile: Any) -> None:
     config.set_calibration_profile(profile)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """trtexec's layer-name match: equal, or around its one '*'."""
+    if "*" not in pattern:
+        return name == pattern
+    head, tail = pattern.split("*", 1)
+    return len(name) >= len(head) + len(tail) and name.startswith(head) and name.endswith(tail)
+
+
+@for_trt(max_major=10)
+def pin_fp32_layers(trt: Any, config: Any, network: Any, patterns: list[str]) -> list[str]:
+    """Run the named layers in FP32 with FP32 outputs in a weakly typed network, as trtexec's
+    `--precisionConstraints=obey --layerPrecisions=<p>:fp32,... --layerOutputTypes=<p>:fp32,...`
+    does (samples/common/sampleEngines.cpp, setLayerPrecisions/setLayerOutputTypes): an exact name
+    is pinned as given; a wildcard match skips layers that compute shapes or integers. Returns the
+    names of the layers pinned."""
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    integer = (trt.DataType.INT32, trt.DataType.INT64, trt.DataType.BOOL, trt.DataType.UINT8)
+    pinned = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        exact = layer.name in patterns
+        if not exact and not any(_matches(layer.name, p) for p in patterns if "*" in p):
+            continue
+        first_in = layer.get_input(0) if layer.num_inputs else None
+        out = layer.get_output(0)
+        # A constant's output type is the type of its weights.
+        skip_precision = not exact and (
+            layer.precision in integer or (layer.type == trt.LayerType.CONSTANT and out.dtype in integer)
+            or (first_in is not None and first_in.is_shape_tensor)
+            or (first_in is not None and first_in.dtype in integer and out.dtype in integer))
+        skip_outputs = not exact and (
+            layer.precision in (trt.DataType.INT32, trt.DataType.BOOL) or out.is_shape_tensor
+            or (layer.type == trt.LayerType.CONSTANT and out.dtype == trt.DataType.INT32))
+        if not skip_precision:
+            layer.precision = trt.DataType.FLOAT
+        if not skip_outputs:
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.DataType.FLOAT)
+        if not (skip_precision and skip_outputs):
+            pinned.append(layer.name)
+    return pinned
 
 
 # ---------------------------------------------------------------------------------------- plugin

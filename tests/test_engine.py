@@ -35,12 +35,52 @@ class _Tensor(SimpleNamespace):
     pass
 
 
+INTEGER = ("int32", "int64", "bool", "uint8")
+
+
 class _Layer:
-    def __init__(self, type_: str, dtype: str) -> None:
-        self.type, self.num_outputs, self._out = type_, 1, _Tensor(dtype=dtype)
+    """A layer of a weakly typed network: its precision is what TensorRT infers (FLOAT for float
+    layers) until set; `pinned` and `output_types` record what the builder asked for."""
+
+    def __init__(self, name: str, type_: str, dtype: str) -> None:
+        self.name, self.type, self.num_outputs = name, type_, 1
+        self._out = _Tensor(dtype=dtype, is_shape_tensor=dtype in INTEGER)
+        self._in = _Tensor(dtype="float", is_shape_tensor=False)
+        self.num_inputs = 1
+        self.precision = dtype if dtype in INTEGER else "float"
+        self.pinned: str | None = None
+        self.output_types: dict[int, str] = {}
 
     def get_output(self, i: int) -> _Tensor:
         return self._out
+
+    def get_input(self, i: int) -> _Tensor:
+        return self._in
+
+    def set_output_type(self, i: int, dtype: str) -> None:
+        self.output_types[i] = dtype
+
+    def __setattr__(self, key: str, value: object) -> None:
+        if key == "precision" and "precision" in self.__dict__:
+            self.__dict__["pinned"] = value
+        super().__setattr__(key, value)
+
+
+# The FP32 graph of _write_island_onnx as onnx-tensorrt parses it: a layer per node named after it,
+# further layers of a node `<node>_<n>`; /m/Mul_1 is a node of its own, outside the decode island.
+ISLAND_LAYERS = [("/m/Mul_1", "EW", "float"), ("conv", "CONV", "float"), ("/m/Sigmoid", "ACT", "float"),
+                 ("/m/Sigmoid_5", "SHUFFLE", "float"), ("/m/Shape", "SHAPE", "int64"),
+                 ("/m/Mul", "EW", "float"), ("/m/Reshape", "SHUFFLE", "float"),
+                 ("/m/Reshape_7", "CONSTANT", "int32")]
+PINNED = ["/m/Sigmoid", "/m/Sigmoid_5", "/m/Mul", "/m/Reshape"]
+
+
+def _layers(graph: str) -> list[_Layer]:
+    if graph == "fp32":
+        return [_Layer(n, t, d) for n, t, d in ISLAND_LAYERS]
+    if graph == "fp16":
+        return [_Layer("conv", "CONV", "half")]
+    return [_Layer("q", "Q", "int8"), _Layer("dq", "DQ", "half"), _Layer("conv", "CONV", "half")]
 
 
 class _Network:
@@ -94,24 +134,25 @@ class FakeTRT:
                  parse_errors: tuple[str, ...] = (), creators: tuple = ()) -> None:
         self.__version__ = version
         v11 = version.startswith("11.")
-        flags = ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"] + ([] if v11 else ["FP16", "INT8"])
+        flags = ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"] + (
+            [] if v11 else ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"])
         self.BuilderFlag = SimpleNamespace(**{f: f for f in flags})
-        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)
-        self.LayerType = SimpleNamespace(QUANTIZE="Q", DEQUANTIZE="DQ", CONVOLUTION="CONV")
-        self.DataType = SimpleNamespace(FLOAT="float", HALF="half")
+        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)  # NvInfer.h 10.3: = 1
+        self.LayerType = SimpleNamespace(QUANTIZE="Q", DEQUANTIZE="DQ", CONVOLUTION="CONV",
+                                         CONSTANT="CONSTANT")
+        self.DataType = SimpleNamespace(FLOAT="float", HALF="half", INT32="int32", INT64="int64", BOOL="bool",
+                                        UINT8="uint8")
         self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
         self.Logger = lambda severity: SimpleNamespace(severity=severity)
         self.Logger.VERBOSE, self.Logger.WARNING = "verbose", "warning"
-        layers = {"fp32": [_Layer("CONV", "float")], "fp16": [_Layer("CONV", "half")],
-                  "int8": [_Layer("Q", "int8"), _Layer("DQ", "half"), _Layer("CONV", "half")]}[graph]
-        self.shape, self.layers, self.parse_errors = shape, layers, parse_errors
+        self.shape, self.graph, self.parse_errors = shape, graph, parse_errors
         self.creators, self.loaded_libraries = list(creators), []
         self.network: _Network | None = None
         self.config: _Config | None = None
 
     def Builder(self, logger: object) -> SimpleNamespace:
         def create_network(flags: int) -> _Network:
-            self.network = _Network(flags, self.shape, self.layers)
+            self.network = _Network(flags, self.shape, _layers(self.graph))
             return self.network
 
         def create_builder_config() -> _Config:
@@ -152,14 +193,49 @@ def _write_onnx(path: Path, meta: ModelMeta) -> Path:
     return path
 
 
+def _write_island_onnx(path: Path, meta: ModelMeta) -> Path:
+    """An FP32 graph with a decode island: /m/Mul_1 -> conv -> /m/Sigmoid -> /m/Mul -> /m/Reshape, the
+    Reshape's shape from /m/Shape (an INT64 shape computation inside the island)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx_graphsurgeon")
+    h, np_ = onnx.helper, pytest.importorskip("numpy")
+    inits = [onnx.numpy_helper.from_array(np_.ones((3, 3, 1, 1), np_.float32), "w"),
+             onnx.numpy_helper.from_array(np_.array(2.0, np_.float32), "two"),
+             onnx.numpy_helper.from_array(np_.array(1.0, np_.float32), "one")]
+    nodes = [h.make_node("Mul", ["images", "one"], ["x1"], name="/m/Mul_1"),
+             h.make_node("Conv", ["x1", "w"], ["c"], name="conv"),
+             h.make_node("Sigmoid", ["c"], ["s"], name="/m/Sigmoid"),
+             h.make_node("Mul", ["s", "two"], ["m"], name="/m/Mul"),
+             h.make_node("Shape", ["c"], ["sh"], name="/m/Shape"),
+             h.make_node("Reshape", ["m", "sh"], ["output0"], name="/m/Reshape")]
+    shape = ["batch", 3, 64, 64]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("images", onnx.TensorProto.FLOAT, shape)],
+                         [h.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, shape)], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    h.set_model_props(model, meta.to_props())
+    onnx.save(model, str(path))
+    return path
+
+
+# trtexec --layerPrecisions names of that graph's FP32 island (no /m/Mul_*: /m/Mul_1 is no island node).
+ISLAND_PATTERNS = ["/m/Mul", "/m/Reshape", "/m/Reshape_*", "/m/Sigmoid", "/m/Sigmoid_*"]
+
+
 @pytest.fixture
 def onnx_file(tmp_path: Path) -> Path:
-    return _write_onnx(tmp_path / "model.onnx", ModelMeta(names=NAMES, imgsz=[64, 64], batch="dynamic"))
+    meta = ModelMeta(names=NAMES, imgsz=[64, 64], batch="dynamic")
+    return _write_island_onnx(tmp_path / "model.onnx", meta)
 
 
 @pytest.fixture(autouse=True)
 def _known_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Orin", "8.7"))
+
+
+def _pinned(trt: FakeTRT) -> list[str]:
+    """Layers the builder ran in FP32 with FP32 outputs (ILayer::setPrecision and setOutputType)."""
+    return [layer.name for layer in trt.network._layers
+            if layer.pinned == "float" and set(layer.output_types.values()) == {"float"}]
 
 
 def _build(monkeypatch: pytest.MonkeyPatch, trt: FakeTRT, onnx: Path, opts: EngineOptions) -> dict:
@@ -205,14 +281,16 @@ def test_hint_for_dynamic_fp32_graph_with_plugin(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path)  # no plugin built here
     opts = EngineOptions(precision="fp16", workspace_gib=2, timing_cache=tmp_path / "t.cache")
     lines = manual_build_hint(onnx, opts).splitlines()
-    s2, trtexec, note = (shlex.split(line) for line in lines)
+    s2, trtexec = (shlex.split(line) for line in lines[:2])
     assert s2 == ["s2export", str(onnx), "--fp16", "--min", "1x3x64x64", "--opt", "8x3x64x64",
                   "--max", "16x3x64x64", "--workspace", "2", "--timing-cache", str(tmp_path / "t.cache")]
     assert trtexec == ["trtexec", f"--onnx={onnx}", f"--saveEngine={tmp_path / 'model.engine'}",
                        "--fp16", "--minShapes=images:1x3x64x64", "--optShapes=images:8x3x64x64",
                        "--maxShapes=images:16x3x64x64", "--dynamicPlugins=plugins/build/libs2trt_plugins.so",
                        "--memPoolSize=workspace:2G", f"--timingCacheFile={tmp_path / 't.cache'}"]
-    assert note[0] == "#" and "TensorRT 11" in lines[2]
+    # Without the ONNX here its island layers cannot be listed: said, not silently dropped.
+    assert lines[2].startswith("# trtexec would run the FP32 islands") and "onnx-graphsurgeon" in lines[2]
+    assert lines[3].startswith("# trtexec --fp16 exists up to TensorRT 10") and len(lines) == 4
 
 
 def test_hint_for_fp16_graph_is_strongly_typed(tmp_path: Path) -> None:
@@ -221,6 +299,9 @@ def test_hint_for_fp16_graph_is_strongly_typed(tmp_path: Path) -> None:
                                                   device=1)).splitlines()
     assert lines == [f"s2export {onnx} --fp16 --device 1",
                      f"trtexec --onnx={onnx} --saveEngine={tmp_path / 'm.engine'} --stronglyTyped --device=1"]
+    # Without --fp16 too: the graph's own FP16 types make it strongly typed (s2export does the same).
+    assert manual_build_hint(onnx, EngineOptions()).splitlines() == [
+        f"s2export {onnx}", f"trtexec --onnx={onnx} --saveEngine={tmp_path / 'm.engine'} --stronglyTyped"]
 
 
 # ------------------------------------------------------------------------------ profile shapes
@@ -254,7 +335,8 @@ def test_trt10_fp16_dynamic_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Pa
     cache.write_bytes(b"old")
     side = _build(monkeypatch, trt, onnx_file, EngineOptions(precision="fp16", workspace_gib=1.5,
                                                             timing_cache=cache))
-    assert trt.network.flags == 0 and trt.config.flags == {"FP16"}
+    assert trt.network.flags == 0 and trt.config.flags == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
+    assert _pinned(trt) == PINNED and side["fp32_layers"] == ISLAND_PATTERNS
     assert trt.config.pools == {"workspace": 3 << 29}
     assert trt.config.profiles == [{"images": ((1, 3, 64, 64), (8, 3, 64, 64), (16, 3, 64, 64))}]
     engine = onnx_file.with_suffix(".engine")
@@ -276,12 +358,85 @@ def test_trt10_int8(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
     calibrator = object()
     trt = FakeTRT("10.3.0")
     _build(monkeypatch, trt, onnx_file, EngineOptions(precision="int8", calibrator=calibrator))
-    assert trt.config.flags == {"FP16", "INT8"} and trt.config.int8_calibrator is calibrator
+    assert trt.config.flags == {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"}
+    assert trt.config.int8_calibrator is calibrator and _pinned(trt) == PINNED
     assert trt.config.calibration_profile == trt.config.profiles[0]  # dynamic batch needs it
     trt = FakeTRT("10.16.1.11", graph="int8")  # a Q/DQ graph: explicit quantization, no calibrator
-    side = _build(monkeypatch, trt, onnx_file, EngineOptions(precision="fp16", calibrator=calibrator))
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions(precision="int8", calibrator=calibrator))
     assert side["precision"] == "int8" and trt.config.int8_calibrator is None
-    assert trt.config.flags == {"FP16", "INT8"}
+    assert trt.network.flags == 1 << 1 and trt.config.flags == set()  # strongly typed, as on 11
+    with pytest.raises(S2Error, match=r"strongly typed.*model\.onnx is int8: export an fp16 graph"):
+        _build(monkeypatch, FakeTRT("10.3.0", graph="int8"), onnx_file, EngineOptions(precision="fp16"))
+
+
+def test_typed_graphs_are_strongly_typed_on_10(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An FP16 or Q/DQ graph is built as a strongly typed network on 10.x as on 11, without precision
+    flags: NetworkDefinitionCreationFlag::kSTRONGLY_TYPED = 1 exists in TensorRT 10.3 (NvInfer.h of
+    v10.3.0, line 9620: "kSTRONGLY_TYPED = 1,"), and a weakly typed 10.x network refuses FP16 tensors
+    without BuilderFlag::kFP16. Before, an FP16 graph built without --fp16 failed on 10.x."""
+    for graph in ("fp16", "int8"):
+        onnx = _write_island_onnx(tmp_path / f"{graph}.onnx", ModelMeta(
+            names=NAMES, imgsz=[64, 64], batch="dynamic", precision=graph))
+        for version in ("10.3.0", "10.16.1.11"):
+            trt = FakeTRT(version, graph=graph)
+            side = _build(monkeypatch, trt, onnx, EngineOptions())
+            assert trt.network.flags == 1 << 1 and trt.config.flags == set() and _pinned(trt) == []
+            assert side["precision"] == graph and side["precision_path"].startswith("strongly typed")
+
+
+def test_graph_types_decide_over_metadata(monkeypatch: pytest.MonkeyPatch, onnx_file: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Metadata is a file anyone can edit: the parsed network's own types choose the creation flag."""
+    trt = FakeTRT("10.3.0", graph="fp16")  # the metadata of onnx_file says fp32
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions())
+    assert trt.network.flags == 1 << 1 and side["precision"] == "fp16"
+    assert "is an fp16 graph although its metadata says fp32" in caplog.text
+
+
+# trtexec options (samples/common/sampleOptions.cpp of v10.3.0, its --help) for what the builder sets:
+# --stronglyTyped "Create a strongly typed network", --fp16/--int8 the builder flags,
+# --precisionConstraints=obey "meet precision constraints set by --layerPrecisions/--layerOutputTypes
+# or fail", which sets BuilderFlag::kOBEY_PRECISION_CONSTRAINTS (NvInfer.h v10.3.0 line 8334); a layer
+# name "can contain at most one wildcard ('*') character". The builder pins with ILayer::setPrecision
+# (line 668) and ILayer::setOutputType (line 749), in a weakly typed network only.
+TRTEXEC_FLAGS = {"--stronglyTyped": "strongly_typed", "--fp16": "FP16", "--int8": "INT8",
+                 "--precisionConstraints=obey": "OBEY_PRECISION_CONSTRAINTS"}
+
+
+def _trtexec_matches(name: str, spec: str) -> bool:
+    return any(name == p or ("*" in p and name.startswith(p.split("*")[0]) and name.endswith(p.split("*")[1]))
+               for p in (item.rsplit(":", 1)[0] for item in spec.split(",")))
+
+
+OBEY = "OBEY_PRECISION_CONSTRAINTS"
+
+
+@pytest.mark.parametrize(("graph", "requested", "expected"), [
+    ("fp32", "fp32", set()), ("fp32", "fp16", {"FP16", OBEY}), ("fp32", "int8", {"FP16", "INT8", OBEY}),
+    ("fp16", "fp32", {"strongly_typed"}), ("fp16", "fp16", {"strongly_typed"}),
+    ("int8", "fp32", {"strongly_typed"}), ("int8", "int8", {"strongly_typed"})])
+def test_builder_and_trtexec_line_build_the_same_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         graph: str, requested: str, expected: set) -> None:
+    onnx = _write_island_onnx(tmp_path / "m.onnx", ModelMeta(names=NAMES, imgsz=[64, 64], batch="dynamic",
+                                                             precision=graph))
+    trt = FakeTRT("10.3.0", graph=graph)
+    calibrator = object() if requested == "int8" and graph == "fp32" else None
+    opts = EngineOptions(precision=requested, calibrator=calibrator)
+    _build(monkeypatch, trt, onnx, opts)
+    trtexec = shlex.split(manual_build_hint(onnx, opts).splitlines()[1])
+    built = set(trt.config.flags) | ({"strongly_typed"} if trt.network.flags == 1 << 1 else set())
+    printed = {flag for option, flag in TRTEXEC_FLAGS.items() if option in trtexec}
+    assert built == printed == expected
+    specs = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in trtexec if a.startswith("--layer")}
+    if OBEY in printed:
+        assert specs["--layerPrecisions"] == specs["--layerOutputTypes"] == ",".join(
+            f"{p}:fp32" for p in ISLAND_PATTERNS)
+        matched = [layer.name for layer in trt.network._layers if _trtexec_matches(layer.name,
+                                                                                    specs["--layerPrecisions"])]
+        # trtexec skips wildcard matches that compute integers (setLayerPrecisions): /m/Reshape_7.
+        assert _pinned(trt) == [n for n in matched if n != "/m/Reshape_7"] == PINNED
+    else:
+        assert specs == {} and _pinned(trt) == []
 
 
 def test_failed_calibration_writes_no_engine(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:

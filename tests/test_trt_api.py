@@ -90,7 +90,11 @@ def test_collector_reads_the_package() -> None:
     uses = {(u.path, u.majors) for u in collect_files(REPO, PACKAGE_FOLDERS)}
     for expected in [("BuilderFlag.FP16", (None, 10)), ("BuilderFlag.INT8", (None, 10)),
                      ("IBuilderConfig.int8_calibrator", (None, 10)),
-                     ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", (11, None)),
+                     # Typed graphs are built strongly typed on 10.x too (NvInfer.h v10.3.0 line 9620:
+                     # "kSTRONGLY_TYPED = 1,"); FP32 islands of an FP32 graph are pinned on ≤ 10 only.
+                     ("NetworkDefinitionCreationFlag.STRONGLY_TYPED", ALL),
+                     ("BuilderFlag.OBEY_PRECISION_CONSTRAINTS", (None, 10)), ("ILayer.precision", (None, 10)),
+                     ("ILayer.set_output_type", (None, 10)), ("ITensor.is_shape_tensor", (None, 10)),
                      ("IBuilderConfig.set_memory_pool_limit", ALL),
                      ("IPluginRegistry.get_creator", ALL), ("OnnxParser.parse_from_file", ALL),
                      ("Builder.build_serialized_network", ALL), ("IOptimizationProfile.set_shape", ALL)]:
@@ -169,6 +173,22 @@ def test_compat_helpers_on_the_real_module(trt_api: dict) -> None:
     expected = tuple(int(p) for p in trt_api["version"].split(".")[:3])
     assert tuple(trt_api["trt_version"]) == expected
     assert trt_api["strongly_typed_only"] is (expected[0] >= 11)
+
+
+def test_typed_network_flags_on_the_real_modules(trt_api: dict) -> None:
+    """The flags behind typed networks, as the real bindings define them. NvInfer.h of v10.3.0:
+    line 9620 "kSTRONGLY_TYPED = 1," (so 10.3 builds strongly typed networks, create_network(1 << 1)),
+    line 8334 "kOBEY_PRECISION_CONSTRAINTS = 9,"; NvInfer.h of v11.1, line 11471:
+    "kSTRONGLY_TYPED TRT_DEPRECATED_ENUM = 0" with "Strongly typed mode is always enabled. This flag is
+    retained for API compatibility but is ignored."."""
+    values = trt_api["values"]
+    if _major(trt_api) == 10:
+        assert values["NetworkDefinitionCreationFlag.STRONGLY_TYPED"] == 1
+        assert values["BuilderFlag.OBEY_PRECISION_CONSTRAINTS"] == 9
+        assert "BuilderFlag.FP16" in values and "BuilderFlag.INT8" in values
+    else:
+        assert values["NetworkDefinitionCreationFlag.STRONGLY_TYPED"] == 0
+        assert "BuilderFlag.FP16" not in values and "BuilderFlag.OBEY_PRECISION_CONSTRAINTS" not in values
 
 
 SNIPPETS = {

@@ -55,6 +55,19 @@ def attribute_paths(module: object) -> tuple[dict[str, bool], dict[str, list[str
     return paths, params
 
 
+# Enums whose numeric values the sources depend on (a creation flag is used as a bit position).
+VALUED_ENUMS = ("NetworkDefinitionCreationFlag", "BuilderFlag")
+
+
+def enum_values(module: object) -> dict[str, int]:
+    """'BuilderFlag.FP16' -> 0: the values of pybind11 enums, as the C++ enumerators define them."""
+    values = {}
+    for enum in VALUED_ENUMS:
+        for name, member in getattr(getattr(module, enum, None), "__members__", {}).items():
+            values[f"{enum}.{name}"] = int(member)
+    return values
+
+
 def main() -> None:
     import tensorrt_bindings as trt
 
@@ -63,8 +76,8 @@ def main() -> None:
 
     paths, params = attribute_paths(trt)
     json.dump({"version": trt.__version__, "trt_version": list(trt_version(trt)),
-               "strongly_typed_only": is_strongly_typed_only(trt), "paths": paths, "params": params},
-              sys.stdout)
+               "strongly_typed_only": is_strongly_typed_only(trt), "paths": paths, "params": params,
+               "values": enum_values(trt)}, sys.stdout)
 
 
 if __name__ == "__main__":
