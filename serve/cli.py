@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from s2trt.cli import add_verbosity, run_main
 from s2trt.errors import EXIT_OK, S2Error
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 
 log = logging.getLogger("s2trt.serve")
 
@@ -63,6 +64,9 @@ def _export_parser() -> argparse.ArgumentParser:
                    help="also write preprocess -> engine -> postprocess as an ensemble (tensorrt_plan "
                         "for an engine)")
     p.add_argument("--plugin-lib", help="libs2trt_plugins.so for an engine that uses the plugin")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse encoded images whose header declares more pixels, before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--python-path", nargs="+", default=None,
                    help="site-packages folders Triton's Python backend adds (default: this environment's)")
     add_verbosity(p)
@@ -111,7 +115,7 @@ def _export(args: argparse.Namespace) -> int:
                        gpus=args.gpus, queue_delay_us=args.queue_delay_us, conf_thres=args.conf_thres,
                        iou_thres=args.iou_thres, max_det=args.max_det, agnostic=args.agnostic_nms,
                        cpu_threads=args.cpu_threads, python_path=args.python_path,
-                       plugin_lib=args.plugin_lib, ensemble=args.ensemble)
+                       plugin_lib=args.plugin_lib, ensemble=args.ensemble, max_pixels=args.max_pixels)
     models = export_repository(args.model, args.repo, opts)
     print(f"wrote {args.repo}: {', '.join(models)}; serve it with: s2serve {args.repo}")
     return EXIT_OK

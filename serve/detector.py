@@ -18,6 +18,7 @@ import numpy as np
 
 from s2trt.errors import S2Error
 from s2trt.runtime.backend import Backend, decode
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_image_bytes
 from s2trt.runtime.postprocess import scale_boxes
 from s2trt.runtime.preprocess import LetterboxInfo, preprocess
 
@@ -49,16 +50,22 @@ class NmsSettings:
         return NmsSettings(**kw)
 
 
-def decode_image(data: np.ndarray, index: int) -> np.ndarray:
-    """An encoded image (JPEG, PNG, ...: a uint8 vector; trailing zero padding is ignored) -> BGR."""
+def decode_image(data: np.ndarray, index: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An encoded image (JPEG, PNG, ...: a uint8 vector; trailing zero padding is ignored) -> BGR.
+
+    The size its header declares is checked first: a small file can declare a huge image (a 1.2 MB
+    PNG of 20000x20000 took a model process to 2.5 GB), and decoding is what allocates it."""
     buf = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    check_image_bytes(buf.tobytes(), max_pixels, f"image {index} of the request",
+                      "the server's limit: s2serve export --max-pixels")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
         raise S2Error(f"image {index} of the request is not a decodable image ({buf.size} bytes)")
     return img
 
 
-def frames_from_inputs(image: np.ndarray | None, frame: np.ndarray | None) -> list[np.ndarray]:
+def frames_from_inputs(image: np.ndarray | None, frame: np.ndarray | None,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
     """The BGR frames of one request, from exactly one of its two inputs."""
     if (image is None) == (frame is None):
         raise S2Error(f"send exactly one of the inputs {INPUT_IMAGE} (encoded images) and "
@@ -76,7 +83,7 @@ def frames_from_inputs(image: np.ndarray | None, frame: np.ndarray | None) -> li
                       f"{tuple(image.shape)}")
     if image.shape[0] == 0:
         raise S2Error(f"{INPUT_IMAGE} holds no image")
-    return [decode_image(row, i) for i, row in enumerate(image)]
+    return [decode_image(row, i, max_pixels) for i, row in enumerate(image)]
 
 
 def to_layout(dets: Sequence[np.ndarray], max_det: int) -> dict[str, np.ndarray]:
@@ -112,10 +119,11 @@ def open_backend(model_file: Path, device: str = "CPU", device_id: int = 0, thre
 class Detector:
     """A runtime backend plus the shared pre/post-processing: frames in, detections in frame pixels out."""
 
-    def __init__(self, backend: Backend, nms: NmsSettings):
+    def __init__(self, backend: Backend, nms: NmsSettings, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.backend = backend
         self.meta = backend.meta
         self.nms = nms
+        self.max_pixels = max_pixels
 
     @classmethod
     def from_params(cls, model_dir: str | Path, params: Mapping[str, str], device: str = "CPU",
@@ -125,7 +133,8 @@ class Detector:
                                int(params.get("cpu_threads", "0")), params.get("plugin_lib") or None)
         nms = NmsSettings(max_det=int(params.get("max_det", "300")))
         return cls(backend, nms.override({k: v for k, v in params.items()
-                                          if k in ("conf_thres", "iou_thres", "agnostic")}))
+                                          if k in ("conf_thres", "iou_thres", "agnostic")}),
+                   int(params.get("max_pixels", DEFAULT_MAX_PIXELS)))
 
     def prepare(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
         """Letterboxed network input for the frames of one request; any failure is that request's."""
@@ -167,7 +176,7 @@ class Detector:
         for image, frame, params in requests:
             try:
                 s = self.nms.override(params)
-                batch, got = self.prepare(frames_from_inputs(image, frame))
+                batch, got = self.prepare(frames_from_inputs(image, frame, self.max_pixels))
             except (S2Error, ValueError, TypeError) as e:
                 results.append(e if isinstance(e, S2Error) else S2Error(f"bad request parameters: {e}"))
                 continue

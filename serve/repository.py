@@ -21,6 +21,7 @@ from pathlib import Path
 
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta, read_onnx_meta, read_sidecar, sidecar_path, write_bytes_atomic
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,15 @@ class RepoOptions:
     python_path: list[str] | None = None  # site folders the Python stub adds; None: this environment's
     plugin_lib: str | None = None  # libs2trt_plugins.so for an engine that needs it
     ensemble: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS  # an encoded image declaring more is refused before decoding
 
     def check(self) -> None:
         if self.kind not in (None, "cpu", "gpu"):
             raise S2Error(f"instance kind must be 'cpu' or 'gpu', not {self.kind!r}")
         if self.max_batch_size < 1 or self.instances < 1 or self.max_det < 1 or self.queue_delay_us < 0:
             raise S2Error("max batch size, instances and max_det must be >= 1, the queue delay >= 0")
+        if self.max_pixels < 1:
+            raise S2Error("max_pixels must be >= 1")
         if not (0 <= self.conf_thres <= 1 and 0 <= self.iou_thres <= 1):
             raise S2Error("conf and iou thresholds must be within 0..1")
 
@@ -127,7 +131,8 @@ def python_model_params(o: RepoOptions, meta: ModelMeta, model_file: str | None)
     paths = o.python_path if o.python_path is not None else site.getsitepackages()
     params = {"python_path": ":".join(paths), "s2trt_meta": json.dumps(meta.to_props()),
               "conf_thres": str(o.conf_thres), "iou_thres": str(o.iou_thres), "max_det": str(o.max_det),
-              "agnostic": "true" if o.agnostic else "false", "cpu_threads": str(o.cpu_threads)}
+              "agnostic": "true" if o.agnostic else "false", "cpu_threads": str(o.cpu_threads),
+              "max_pixels": str(o.max_pixels)}
     if model_file is not None:
         params["model_file"] = model_file
     if o.plugin_lib:

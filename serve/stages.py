@@ -15,6 +15,7 @@ import numpy as np
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
 from s2trt.runtime.backend import decode
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
 from s2trt.runtime.postprocess import scale_boxes
 from s2trt.runtime.preprocess import LetterboxInfo, preprocess
 from s2trt.serve.detector import NmsSettings, decode_image, open_backend, to_layout
@@ -37,8 +38,9 @@ def merged(run: Callable[[Arrays], dict[str, np.ndarray]], feeds: Sequence[Array
 
 
 class Preprocess:
-    def __init__(self, meta: ModelMeta):
+    def __init__(self, meta: ModelMeta, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.meta = meta
+        self.max_pixels = max_pixels
 
     def __call__(self, feeds: Sequence[Arrays]) -> list[Result]:
         out: list[Result] = []
@@ -53,7 +55,7 @@ class Preprocess:
         return out
 
     def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        frames = [decode_image(row, i) for i, row in enumerate(inputs["IMAGE"])]
+        frames = [decode_image(row, i, self.max_pixels) for i, row in enumerate(inputs["IMAGE"])]
         batch, infos = preprocess(frames, self.meta.imgsz, **self.meta.preprocess_kwargs())
         geometry = np.array([[i.ratio, *i.pad, *i.orig_shape] for i in infos], dtype=np.float32)
         return {"images": batch, LETTERBOX: geometry}

@@ -39,7 +39,7 @@ class TritonPythonModel:
         meta = ModelMeta.from_props(json.loads(params["s2trt_meta"]), args["model_name"])
         stage = params.get("stage")
         if stage == "preprocess":
-            self.run = stages.Preprocess(meta)
+            self.run = stages.Preprocess(meta, int(params.get("max_pixels") or stages.DEFAULT_MAX_PIXELS))
         elif stage == "postprocess":
             self.run = stages.Postprocess(meta, params)
         elif stage == "network":

@@ -88,3 +88,62 @@ def test_ensemble_preprocess_fails_a_bad_image_alone(model, shape, monkeypatch):
     out = stages.Preprocess(meta)([{"IMAGE": good}, {"IMAGE": png.reshape(1, -1)}, {"IMAGE": good}])
     assert isinstance(out[1], S2Error) and "could not be letterboxed" in str(out[1])
     assert out[0]["images"].shape[0] == 1 and np.array_equal(out[0]["images"], out[2]["images"])
+
+
+def png_claiming(w: int, h: int) -> bytes:
+    """A real 1x1 PNG whose header then claims w x h: what a decompression bomb's header says, without
+    the bomb (the header is all the check may read)."""
+    import struct
+
+    data = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", w, h)
+    return bytes(data)
+
+
+def test_image_bombs_refused_from_the_header_before_decoding(det, monkeypatch):
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(D.cv2, "imdecode", lambda *a: decoded.append(1) or real(*a))
+    good = np.frombuffer(F.encode_jpeg(F.sample_images(1)[0]), np.uint8)
+    bomb = np.frombuffer(png_claiming(20000, 20000), np.uint8)
+    width = max(len(good), len(bomb))
+    rows = np.zeros((2, width), np.uint8)  # one request of two images, zero-padded like the client does
+    rows[0, :len(bomb)], rows[1, :len(good)] = bomb, good
+    out = det.run_requests([(rows, None, {}), (good[None], None, {})])
+    assert isinstance(out[0], S2Error)
+    assert "image 0 of the request: 20000x20000 is 400.0 megapixels, above the limit of 120" in str(out[0])
+    assert "--max-pixels" in str(out[0])
+    assert out[1]["num_dets"].shape == (1, 1)
+    assert len(decoded) == 1  # only the good request's image was decoded
+
+
+def test_the_pixel_limit_comes_from_the_model_config(model):
+    from s2trt.runtime.backend_ort import OrtBackend
+
+    img = F.sample_images(1)[0]  # 240 x 320 = 76,800 pixels
+    data = np.frombuffer(F.encode_jpeg(img), np.uint8)[None]
+    with OrtBackend(model, "cpu", threads=1) as backend:
+        det = D.Detector(backend, D.NmsSettings(), max_pixels=76_799)
+        assert "above the limit" in str(det.run_requests([(data, None, {})])[0])
+        det = D.Detector(backend, D.NmsSettings(), max_pixels=76_800)
+        assert not isinstance(det.run_requests([(data, None, {})])[0], Exception)
+
+
+def test_ensemble_preprocess_refuses_bombs(model):
+    import onnx
+
+    from s2trt.meta import ModelMeta
+    from s2trt.serve import stages
+
+    meta = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(model)).metadata_props}, "m")
+    out = stages.Preprocess(meta)([{"IMAGE": np.frombuffer(png_claiming(30000, 30000), np.uint8)[None]}])
+    assert isinstance(out[0], S2Error) and "megapixels" in str(out[0])
+
+
+def test_repository_writes_the_limit_and_s2serve_export_takes_it(model, tmp_path):
+    from s2trt.serve import cli
+    from s2trt.serve import repository as R
+
+    assert cli.main(["export", str(model), str(tmp_path / "r"), "--max-pixels", "5000000", "-q"]) == 0
+    config = (tmp_path / "r" / R.DETECTOR / "config.pbtxt").read_text()
+    assert 'key: "max_pixels" value: { string_value: "5000000" }' in config

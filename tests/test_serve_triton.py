@@ -173,6 +173,18 @@ def test_load_8_clients_50_requests_each(server, images, local):
           f"{len(latencies) / wall:.1f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
 
+def png_claiming(w: int, h: int) -> bytes:
+    """A 1x1 PNG whose header claims w x h, like a decompression bomb's (only the header is read)."""
+    import struct
+
+    data = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", w, h)
+    return bytes(data)
+
+
+JPEG_HEADER_ONLY = b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03" + bytes(40)  # 16x16, no data
+
+
 def infer_raw(server, inputs, model_name=R.DETECTOR):
     client = grpcclient.InferenceServerClient(server.endpoints.grpc_url)
     tensors = []
@@ -189,7 +201,10 @@ def infer_raw(server, inputs, model_name=R.DETECTOR):
 @pytest.mark.parametrize("inputs, message", [
     ([("FRAME", np.zeros((1, 32, 32), np.uint8))], "unexpected shape"),
     ([("FRAME", np.zeros((1, 32, 32, 3), np.float32))], "expects 'UINT8'"),
-    ([("IMAGE", np.frombuffer(b"\xff\xd8 not a jpeg at all", np.uint8)[None])], "not a decodable image"),
+    ([("IMAGE", np.frombuffer(b"\xff\xd8 not a jpeg at all", np.uint8)[None])], "not an image format"),
+    ([("IMAGE", np.frombuffer(JPEG_HEADER_ONLY, np.uint8)[None])], "not a decodable image"),
+    ([("IMAGE", np.frombuffer(png_claiming(20000, 20000), np.uint8)[None])],
+     "20000x20000 is 400.0 megapixels, above the limit"),
     ([("IMAGE", np.zeros((0, 16), np.uint8))], "byte size mismatch"),  # an empty batch
     ([("FRAME", np.zeros((0, 32, 32, 3), np.uint8))], "byte size mismatch"),
     ([], "0 inputs"),  # no input at all
@@ -210,7 +225,7 @@ def test_bad_image_fails_only_its_own_request(server, images):
     with TritonClient(server.endpoints.grpc_url) as client:
         bad = client.submit(b"garbage")
         good = [client.submit(data) for data, _ in images]
-        with pytest.raises(S2Error, match=r"rejected the request: .*not a decodable image"):
+        with pytest.raises(S2Error, match=r"rejected the request: .*not an image format"):
             bad.result()
         assert all(f.result().shape[1] == 6 for f in good)
 
