@@ -137,7 +137,8 @@ def _parse_network(trt: Any, builder: Any, logger: Any, onnx_path: Path,
 def _parse(trt: Any, parser: Any, onnx_path: Path) -> None:
     if parser.parse_from_file(str(onnx_path)):
         return
-    errors = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)]
+    # The parser quotes node names: text of the ONNX file.
+    errors = [printable(" ".join(str(parser.get_error(i)).split())) for i in range(parser.num_errors)]
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     hint = ""
     if any(tc.PLUGIN_NAME in e for e in errors):

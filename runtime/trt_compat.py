@@ -231,14 +231,14 @@ def load_plugin_library(path: str | Path | None, required: bool) -> Path | None:
     if lib in _loaded_plugins:
         return lib
     if not lib.is_file():
-        raise S2Error(f"plugin library {lib} does not exist: build it with `{PLUGIN_BUILD_CMD}` "
+        raise S2Error(f"plugin library {printable(lib)} does not exist: build it with `{PLUGIN_BUILD_CMD}` "
                       f"or point --plugin-lib / ${PLUGIN_ENV} at it")
     try:
         _loaded_plugins[lib] = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise S2Error(f"cannot load plugin library {lib} ({reason}): rebuild it against the TensorRT "
-                      f"installed here with `{PLUGIN_BUILD_CMD}`") from None
+        raise S2Error(f"cannot load plugin library {printable(lib)} ({printable(reason)}): rebuild it "
+                      f"against the TensorRT installed here with `{PLUGIN_BUILD_CMD}`") from None
     log.info("loaded plugin library %s", lib)
     return lib
 
@@ -256,7 +256,7 @@ def check_plugin_registered(trt: Any, name: str = PLUGIN_NAME, version: str = PL
         registry.load_library(str(library))
         creator = registry.get_creator(name, version, namespace)
     if creator is None:
-        where = (f"{library} is loaded but registers no such creator: rebuild it against TensorRT "
+        where = (f"{printable(library)} is loaded but registers no such creator: rebuild it against TensorRT "
                  f"{trt.__version__} with `{PLUGIN_BUILD_CMD}`" if library is not None else
                  f"load the plugin library with --plugin-lib or ${PLUGIN_ENV} (build it with "
                  f"`{PLUGIN_BUILD_CMD}`)")

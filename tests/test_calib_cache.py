@@ -71,6 +71,20 @@ def test_cache_without_key_is_refused(model: Path, tmp_path: Path) -> None:
         load_cache(cache, _key(model))
 
 
+@pytest.mark.parametrize("key_file", [
+    "[1, 2]", '{"key": "entropy"}', '{"key": {"format": 1, "graph_sha256": 5, "preprocess": [1]}}',
+    '{"key": {"format": "\\u001b[2J", "method": "entropy"}}'])
+def test_forged_key_file_is_one_line(model: Path, tmp_path: Path, key_file: str) -> None:
+    """A key file is JSON anyone can edit: wrong types are refused in one line (exit 1, never an
+    internal error), and its text is printed without control characters."""
+    cache = tmp_path / "m.calib"
+    cache.write_bytes(b"table")
+    (tmp_path / "m.calib.json").write_text(key_file)
+    with pytest.raises(S2Error) as e:
+        load_cache(cache, _key(model))
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value) and "m.calib" in str(e.value)
+
+
 # ------------------------------------------------------------------- the calibrator, TensorRT-free
 
 CURRENT_DEVICE = [0]  # what cudaSetDevice made current, as the CUDA runtime keeps it per thread

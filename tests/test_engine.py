@@ -474,6 +474,10 @@ def test_parser_errors_are_listed(monkeypatch: pytest.MonkeyPatch, onnx_file: Pa
                                       r"found \| e2 \| e3 \(and 1 more\); load the plugin library"):
         _build(monkeypatch, trt, onnx_file, EngineOptions())
     assert not onnx_file.with_suffix(".engine").exists()
+    trt = FakeTRT("10.3.0", parse_errors=("node \x1b[2J\x1b]0;x\x07 (Foo): unsupported",))
+    with pytest.raises(S2Error) as e:  # node names are text of the file: no terminal escapes
+        _build(monkeypatch, trt, onnx_file, EngineOptions())
+    assert "\x1b" not in str(e.value) and "node \\x1b[2J\\x1b]0;x\\x07 (Foo)" in str(e.value)
 
 
 # ------------------------------------------------------------------------------ plugin library
