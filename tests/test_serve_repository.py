@@ -210,7 +210,7 @@ def test_run_requests_batches_good_requests_and_fails_bad_ones_alone():
     assert backend.calls == [4]  # one network call for the four good images
     assert [r["num_dets"].ravel().tolist() if isinstance(r, dict) else None for r in results] == \
         [[1, 1], None, [0], None, None, [1]]
-    assert "not a decodable image" in str(results[1]) and "exactly one" in str(results[3])
+    assert "not an image format" in str(results[1]) and "exactly one" in str(results[3])
     assert "within 0..1" in str(results[4])
     boxes = from_nms_outputs(*(results[0][k] for k in ("num_dets", "det_boxes", "det_scores", "det_classes")))
     # Frame 0: mean 0 -> box centre 10; frame 1: mean 1 -> centre 50 (same letterbox: 64x64, ratio 1).
