@@ -236,9 +236,11 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
     an FP32 graph: the Detect decode and the split attention's weight path (export/fp16.py).
 
     onnx-tensorrt names each layer after its ONNX node, and the further layers of one node
-    `<node>_<n>`; `<node>_*` is added where no other node's name starts that way. Only nodes with
-    float outputs: pinning a shape computation to FP32 would make precision constraints fail.
-    None (or an S2Error when `required`) without the onnx packages.
+    `<node>_<n>`: `<node>*` takes them all where every node whose name starts that way is in the
+    island, else the exact name. Only nodes with float outputs, and a wildcard rather than an exact
+    name where possible: trtexec (and pin_fp32_layers) leave a wildcard's shape and integer layers
+    alone, so precision constraints cannot fail on them. None (or an S2Error when `required`)
+    without the onnx packages.
     """
     try:
         import onnx
@@ -271,10 +273,8 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
             continue
         if not all(types.get(o) == onnx.TensorProto.FLOAT for o in node.output if o):
             continue
-        patterns.append(node.name)
-        prefix = node.name + "_"
-        if all(m in island for m in names if m.startswith(prefix)):
-            patterns.append(prefix + "*")
+        alone = all(m in island for m in names if m.startswith(node.name))
+        patterns.append(node.name + "*" if alone else node.name)
     return patterns
 
 
