@@ -83,6 +83,8 @@ def _main(args: argparse.Namespace) -> int:
     out = args.output or int8_path(args.onnx)
     result = quantize_export(args.onnx, out, args)
     print(f"INT8 Q/DQ ({result['method']}): {out} (sidecar {out.with_suffix('.json').name})")
+    if result["int8_fp16"] is not None:
+        print(f"INT8+FP16 for strongly typed TensorRT: {result['int8_fp16']}")
     if result["accuracy"] is not None:
         from s2trt.calib.report import format_table
 

@@ -1,4 +1,5 @@
-"""The INT8 stage of s2export: calibration reader → Q/DQ ONNX per method → accuracy report → sidecar.
+"""The INT8 stage of s2export: calibration reader → Q/DQ ONNX per method → INT8+FP16 graph → accuracy
+report → sidecars.
 
 `quantize_export(onnx_fp32, out, args)` is what the exporter calls after writing the FP32 portable
 graph; `trt_calibrator(onnx, args)` gives the engine builder a TensorRT ≤ 10 calibrator fed by the
@@ -23,7 +24,13 @@ from s2trt.calib.data import (
     list_items,
     open_reader,
 )
-from s2trt.calib.qdq import DEFAULT_METHOD, DEFAULT_TRT_METHOD, CalibMethod, quantize_qdq
+from s2trt.calib.qdq import (
+    DEFAULT_METHOD,
+    DEFAULT_TRT_METHOD,
+    CalibMethod,
+    mixed_int8_fp16,
+    quantize_qdq,
+)
 from s2trt.calib.report import DEFAULT_MAX_DROP, accuracy_report, verdict
 from s2trt.errors import S2Error
 from s2trt.meta import (
@@ -97,6 +104,26 @@ def int8_path(portable: Path) -> Path:
     return portable.with_name(portable.stem + "-int8.onnx")
 
 
+def int8_fp16_path(int8: Path) -> Path:
+    """model-int8.onnx -> model-int8-fp16.onnx: the Q/DQ graph with its unquantized part in FP16."""
+    return int8.with_name(int8.stem + "-fp16.onnx")
+
+
+def write_int8_fp16(qdq: Path, out: Path) -> Path | None:
+    """Write the INT8+FP16 graph of a Q/DQ graph (calib.qdq.mixed_int8_fp16); None when it cannot be
+    made, which is logged: the INT8 graph stays usable without it."""
+    import onnx
+
+    try:
+        mixed = mixed_int8_fp16(onnx.load(str(qdq)))
+    except Exception as e:  # the converter's failure must not cost the user the INT8 graph
+        log.warning("INT8+FP16 graph not written: %s", str(e).splitlines()[0][:200] if str(e) else
+                    type(e).__name__)
+        return None
+    write_bytes_atomic(out, mixed.SerializeToString())
+    return out
+
+
 def _input_batch(onnx_path: Path) -> int | None:
     import onnx
 
@@ -125,7 +152,8 @@ def _check_graph(meta: ModelMeta, path: Path) -> None:
 
 
 def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8Options) -> dict[str, Any]:
-    """Write the INT8 Q/DQ graph of `onnx_fp32` to `out` and its sidecar; return the INT8 report.
+    """Write the INT8 Q/DQ graph of `onnx_fp32` to `out`, its INT8+FP16 graph next to it
+    (int8_fp16_path: what strongly typed TensorRT should build) and their sidecars; return the report.
 
     With --calib-method all, every method is tried and the best one is kept (see accuracy_report). The
     caller prints the report (s2trt.calib.report.format_table); a drop beyond --max-map-drop is
@@ -150,6 +178,12 @@ def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8O
             paths[m.value] = out if len(methods) == 1 else Path(tmp) / f"{m.value}.onnx"
             result["methods"][m.value] = quantize_qdq(onnx_fp32, paths[m.value], reader, m, o.exclude, tmp)
         report = None
+        mixed_of: dict[str, Path | None] = {}
+
+        def make_mixed(method: str) -> Path | None:
+            mixed_of[method] = write_int8_fp16(paths[method], Path(tmp) / f"{method}-fp16.onnx")
+            return mixed_of[method]
+
         if val is None:
             result["accuracy_note"] = ("accuracy not measured: pass labelled data with --int8-val DATA.yaml "
                                        "(or calibrate from a data yaml)")
@@ -159,12 +193,19 @@ def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8O
         else:
             report = accuracy_report(onnx_fp32, paths, val, o.val_split, list(meta.imgsz),
                                      reader.batch if _input_batch(onnx_fp32) else DEFAULT_BATCH,
-                                     o.val_limit, o.max_map_drop)
+                                     o.val_limit, o.max_map_drop, int8_fp16=make_mixed)
         best = report["best"] if report else methods[0].value
         if len(methods) > 1:
             write_bytes_atomic(out, paths[best].read_bytes())
-    result.update(method=best, accuracy=report)
+        mixed = int8_fp16_path(out)
+        made = mixed_of[best] if best in mixed_of else make_mixed(best)
+        if made is not None:
+            write_bytes_atomic(mixed, made.read_bytes())
+    result.update(method=best, accuracy=report, int8_fp16=str(mixed) if made is not None else None)
     _write_sidecar(onnx_fp32, out, meta, result, o)
+    if made is not None:
+        _write_sidecar(onnx_fp32, mixed, meta, {**result, "file": str(mixed), "graph": "int8+fp16",
+                                                "int8_onnx": str(out)}, o)
     if report is not None and not report["within_tolerance"]:
         log.warning("%s", verdict(report))
     elif report is not None:

@@ -477,6 +477,131 @@ def share_concat_scales(model: Any) -> int:
     return count
 
 
+# ------------------------------------------------------------------------ INT8 + FP16 (mixed)
+
+# QuantizeLinear/DequantizeLinear take an FP16 input/scale from opset 19 on; below it a Q/DQ pair in an
+# FP16 graph would need a Cast on each side.
+QDQ_FP16_OPSET = 19
+# Ops that only move or select values: between a DQ and a Q TensorRT runs them on INT8 data.
+_MOVE_OPS = {"Concat", "MaxPool", "Resize", "Slice", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+             "Identity"}
+
+
+def mixed_int8_fp16(qmodel: Any, keep_fp32: Sequence[str] | None = None) -> Any:
+    """The Q/DQ graph with everything it leaves unquantized in FP16, for strongly typed TensorRT.
+
+    TensorRT 11 builds a Q/DQ graph strongly typed: what is not quantized runs in the type the graph
+    gives it, FP32 here, so the Detect convs and everything between Q/DQ pairs would stay FP32. This
+    makes those FP16 with the exporter's converter (its FP32 islands: the box decode and the split
+    attention's sum, MLP and softmax; `keep_fp32` adds node names), and puts the Q/DQ pairs in FP16:
+    FP16 scales, so a Q reads and a DQ writes FP16 directly. TensorRT 10.3 NvInfer.h, IQuantizeLayer:
+    "For strongly typed networks, input data type must match the scale data type"; IDequantizeLayer:
+    "output data type is inferred from scale data type". Inputs and outputs stay FP32.
+    """
+    from onnx import version_converter
+
+    from s2trt.export.fp16 import to_fp16
+
+    if _default_opset(qmodel) < QDQ_FP16_OPSET:
+        qmodel = version_converter.convert_version(qmodel, QDQ_FP16_OPSET)
+    keep = [*find_attention_nodes(qmodel), *(keep_fp32 or [])]
+    mixed = to_fp16(qmodel, keep_fp32=keep)
+    log.debug("INT8+FP16: %d Q/DQ nodes in FP16", qdq_in_fp16(mixed))
+    return mixed
+
+
+def _default_opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _cast_to(node: Any, elem_type: int) -> bool:
+    return node is not None and node.op_type == "Cast" and any(
+        a.name == "to" and a.i == elem_type for a in node.attribute)
+
+
+def qdq_in_fp16(model: Any) -> int:
+    """Remove the Casts an FP16 converter puts around Q/DQ pairs (FP16 → FP32 → Q, DQ → FP32 → FP16)
+    by giving those Q/DQ nodes FP16 scales. Returns how many Q/DQ nodes now work in FP16.
+
+    Int8 weights are re-rounded to their FP16 scale, which leaves them unchanged unless a scale is
+    below FP16's normal range (1/16384) and loses precision there.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    producer, consumers = _index(model.graph)
+    inits = {i.name: i for i in model.graph.initializer}
+    made: dict[str, str] = {}
+
+    def half(scale: str, weight: str | None = None) -> tuple[str, str | None]:
+        key = f"{scale}|{weight}"
+        if key not in made:
+            s32 = numpy_helper.to_array(inits[scale]).astype(np.float32)
+            s16 = np.maximum(s32.astype(np.float16), np.float16(2.0 ** -24))
+            made[key] = f"{scale}_fp16"
+            model.graph.initializer.append(numpy_helper.from_array(s16, made[key]))
+            if weight is not None:
+                w = numpy_helper.to_array(inits[weight]).astype(np.float32)
+                ratio = s32 / s16.astype(np.float32)
+                if ratio.ndim == 1:  # per output channel (axis 0)
+                    ratio = ratio.reshape([-1] + [1] * (w.ndim - 1))
+                w8 = np.clip(np.rint(w * ratio), -127, 127).astype(np.int8)
+                model.graph.initializer.append(numpy_helper.from_array(w8, f"{weight}_fp16scale"))
+        return made[key], (f"{weight}_fp16scale" if weight is not None else None)
+
+    # Data movement between a DQ and a Q (a Concat of INT8 tensors, MaxPool, Resize, Slice) that the
+    # converter left in FP32 moves to FP16 with its pairs, when every pair around it can.
+    def is_dq(t: str) -> bool:
+        return (p := producer.get(t)) is not None and p.op_type == "DequantizeLinear"
+
+    movers = {n.name: n for n in model.graph.node if n.op_type in _MOVE_OPS
+              and all(is_dq(t) for t in (n.input if n.op_type == "Concat" else n.input[:1]))
+              and consumers.get(n.output[0])
+              and all(r.op_type == "QuantizeLinear" for r in consumers[n.output[0]])}
+
+    def dq_ok(dq: Any) -> bool:
+        readers = consumers.get(dq.output[0], [])
+        return bool(readers) and all(_cast_to(r, TensorProto.FLOAT16) or r.name in movers for r in readers)
+
+    while bad := [m for m, n in movers.items() if not all(
+            dq_ok(producer[t]) for t in (n.input if n.op_type == "Concat" else n.input[:1]))]:
+        for m in bad:
+            del movers[m]
+
+    rename: dict[str, str] = {}
+    half_outputs: set[str] = {n.output[0] for n in movers.values()}
+    count = 0
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            src = producer.get(node.input[0])
+            if _cast_to(src, TensorProto.FLOAT) or (src is not None and src.name in movers):
+                if src.op_type == "Cast":
+                    node.input[0] = src.input[0]
+                node.input[1] = half(node.input[1])[0]
+                count += 1
+        elif node.op_type == "DequantizeLinear" and dq_ok(node):
+            weight = node.input[0] if node.input[0] in inits else None
+            node.input[1], w = half(node.input[1], weight)
+            if w is not None:
+                node.input[0] = w
+            readers = consumers[node.output[0]]
+            rename.update({r.output[0]: node.output[0] for r in readers if r.op_type == "Cast"})
+            half_outputs.add(node.output[0])
+            count += 1
+    for node in model.graph.node:
+        for k, name in enumerate(node.input):
+            node.input[k] = rename.get(name, name)
+    for vi in model.graph.value_info:
+        if vi.name in half_outputs:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in used]
+    for n in dead:
+        model.graph.node.remove(n)
+    _drop_unused_initializers(model)
+    return count
+
+
 def _drop_unused_initializers(model: Any) -> None:
     used = {i for n in model.graph.node for i in n.input}
     keep = [i for i in model.graph.initializer if i.name in used]

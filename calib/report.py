@@ -1,8 +1,9 @@
-"""What INT8 costs: mAP50 and mAP50-95 of the FP32, FP16 and INT8 Q/DQ graphs on a validation set.
+"""What INT8 costs: mAP50 and mAP50-95 of the FP32, FP16, INT8 Q/DQ and INT8+FP16 graphs on a validation set.
 
-All three run in ONNX Runtime on the CPU through the runtime's own evaluator (same preprocessing,
-NMS and box scaling as s2infer), so the numbers compare precisions, not pipelines. Drops are in
-mAP points (0-100 scale), as papers and the YOLOv5 README report them.
+All run in ONNX Runtime on the CPU through the runtime's own evaluator (same preprocessing, NMS and
+box scaling as s2infer), so the numbers compare precisions, not pipelines. Drops are in mAP points
+(0-100 scale), as papers and the YOLOv5 README report them. INT8+FP16 is the graph strongly typed
+TensorRT builds (calib.qdq.mixed_int8_fp16): the best INT8 method's Q/DQ graph with the rest in FP16.
 """
 
 from __future__ import annotations
@@ -48,12 +49,38 @@ def _timed(predict: Callable[[np.ndarray], np.ndarray], clock: list[float]) -> C
     return run
 
 
+def _basic_session_predictor(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], int | None]:
+    """An ORT CPU session with only basic graph optimizations.
+
+    ORT's extended optimizations fuse DQ → Concat → Q into QLinearConcat, which has no FP16 kernel,
+    so an INT8+FP16 graph does not load with them; they change how ORT runs the graph, not its math.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        if fixed is not None and n < fixed:
+            x = np.concatenate((x, np.zeros((fixed - n, *x.shape[1:]), x.dtype)))
+        return sess.run(None, {inp.name: x})[0][:n]
+
+    return predict, fixed
+
+
 def evaluate_onnx(path: Path, data: str | Path, split: str, imgsz: int, batch: int,
-                  limit: int | None) -> dict[str, Any]:
+                  limit: int | None, basic_optimizations: bool = False) -> dict[str, Any]:
     """mAP of one ONNX file in an ORT CPU session, with its mean inference time per image."""
     from s2trt.runtime.evaluate import evaluate, onnx_predictor
 
-    predict, fixed_batch, _ = onnx_predictor(path)
+    if basic_optimizations:
+        predict, fixed_batch = _basic_session_predictor(path)
+    else:
+        predict, fixed_batch, _ = onnx_predictor(path)
     clock = [0.0, 0]
     r = evaluate(_timed(predict, clock), data, split, imgsz, fixed_batch or batch, limit=limit)
     return {"mAP50": r["mAP50"], "mAP50-95": r["mAP50-95"], "images": r["images"],
@@ -62,12 +89,16 @@ def evaluate_onnx(path: Path, data: str | Path, split: str, imgsz: int, batch: i
 
 def accuracy_report(onnx_fp32: Path, int8: dict[str, Path], data: str | Path, split: str = "val",
                     imgsz: int = 640, batch: int = 1, limit: int | None = None,
-                    max_drop: float = DEFAULT_MAX_DROP, with_fp16: bool = True) -> dict[str, Any]:
-    """Evaluate FP32, FP16 (when it can be made) and each INT8 graph in `int8` (method -> path).
+                    max_drop: float = DEFAULT_MAX_DROP, with_fp16: bool = True,
+                    int8_fp16: Callable[[str], Path | None] | None = None) -> dict[str, Any]:
+    """Evaluate FP32, FP16 (when it can be made), each INT8 graph in `int8` (method -> path) and,
+    with `int8_fp16` (method -> its INT8+FP16 graph, or None when it cannot be made), the
+    INT8+FP16 graph of the best method.
 
     `best` names the INT8 method with the highest mAP50-95 among those whose mAP50 drop is within
     `max_drop` points (mAP50 saturates on easy data, mAP50-95 still tells box quality apart), or the
-    highest mAP50 when none is; `within_tolerance` says whether its mAP50 drop is within the budget.
+    highest mAP50 when none is; `within_tolerance` says whether its mAP50 drop, and its INT8+FP16
+    graph's, are within the budget.
     """
     rows: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
@@ -84,16 +115,33 @@ def accuracy_report(onnx_fp32: Path, int8: dict[str, Path], data: str | Path, sp
         for method, path in int8.items():
             log.info("accuracy: INT8 Q/DQ (%s)", method)
             rows[f"int8-{method}"] = evaluate_onnx(path, data, split, imgsz, batch, limit)
+        _add_drops(rows)
+        best = pick_best({m: rows[f"int8-{m}"] for m in int8}, max_drop)
+        if int8_fp16 is not None:
+            mixed = int8_fp16(best)
+            if mixed is not None:
+                log.info("accuracy: INT8+FP16 (%s)", best)
+                rows[MIXED_ROW] = evaluate_onnx(mixed, data, split, imgsz, batch, limit,
+                                                basic_optimizations=True)
+                _add_drops(rows)
+            else:
+                notes.append("INT8+FP16 skipped: the graph could not be made (see the log)")
+    drop = rows[f"int8-{best}"]["drop_mAP50"]
+    within = drop <= max_drop and rows.get(MIXED_ROW, {}).get("drop_mAP50", drop) <= max_drop
+    return {"data": str(data), "split": split, "imgsz": imgsz, "images": rows["fp32"]["images"],
+            "runtime": "onnxruntime CPU", "rows": rows, "notes": notes, "best": best,
+            "max_map_drop": max_drop, "drop_mAP50": drop, "within_tolerance": within}
+
+
+MIXED_ROW = "int8+fp16"
+
+
+def _add_drops(rows: dict[str, dict[str, Any]]) -> None:
     base = rows["fp32"]
     for row in rows.values():
         # + 0.0 turns the -0.0 of equal scores into 0.0
         row["drop_mAP50"] = round(100 * (base["mAP50"] - row["mAP50"]), 2) + 0.0
         row["drop_mAP50-95"] = round(100 * (base["mAP50-95"] - row["mAP50-95"]), 2) + 0.0
-    best = pick_best({m: rows[f"int8-{m}"] for m in int8}, max_drop)
-    drop = rows[f"int8-{best}"]["drop_mAP50"]
-    return {"data": str(data), "split": split, "imgsz": imgsz, "images": base["images"],
-            "runtime": "onnxruntime CPU", "rows": rows, "notes": notes, "best": best,
-            "max_map_drop": max_drop, "drop_mAP50": drop, "within_tolerance": drop <= max_drop}
 
 
 def pick_best(rows: dict[str, dict[str, Any]], max_drop: float) -> str:
@@ -121,8 +169,12 @@ def format_table(report: dict[str, Any]) -> str:
 
 def verdict(report: dict[str, Any]) -> str:
     best, drop, limit = report["best"], report["drop_mAP50"], report["max_map_drop"]
+    mixed = report["rows"].get(MIXED_ROW)
+    also = f", INT8+FP16 {0.0 - mixed['drop_mAP50']:+.2f}" if mixed is not None else ""
     if report["within_tolerance"]:
-        return f"INT8 ({best}) is within {limit:g} mAP50 point of FP32 (mAP50 {0.0 - drop:+.2f} points)"
-    return (f"INT8 ({best}) loses {drop:.2f} mAP50 points, more than --max-map-drop {limit:g}: try "
-            "another --calib-method (or all), more or more representative --calib images, or keep "
-            "more layers in float with --int8-exclude")
+        return (f"INT8 ({best}) is within {limit:g} mAP50 point of FP32 (mAP50 {0.0 - drop:+.2f} "
+                f"points{also})")
+    worst = max(drop, mixed["drop_mAP50"] if mixed is not None else drop)
+    return (f"INT8 ({best}) loses {worst:.2f} mAP50 points (INT8 {0.0 - drop:+.2f}{also}), more than "
+            f"--max-map-drop {limit:g}: try another --calib-method (or all), more or more "
+            "representative --calib images, or keep more layers in float with --int8-exclude")

@@ -42,6 +42,16 @@ def test_quantize_export_writes_graph_sidecar_and_report(work: Path, caplog) -> 
     assert acc["within_tolerance"] is False and "more than --max-map-drop -1" in caplog.text
     table = format_table(result["accuracy"])
     assert "fp32" in table and "int8-minmax" in table and "mAP50" in table
+    # The INT8+FP16 graph strongly typed TensorRT builds: written, typed, measured, with its sidecar.
+    mixed = work / "model-int8-fp16.onnx"
+    assert result["int8_fp16"] == str(mixed) and mixed.is_file()
+    assert "int8+fp16" in acc["rows"] and "int8+fp16" in table and "INT8+FP16" in caplog.text
+    mixed_side = json.loads(mixed.with_suffix(".json").read_text())
+    assert mixed_side["precision"] == "int8" and mixed_side["int8"]["graph"] == "int8+fp16"
+    import onnx
+
+    types = {i.data_type for i in onnx.load(str(mixed)).graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.INT8 in types
     if "fp16" not in acc["rows"]:  # the exporter's FP16 converter is optional here
         assert any("FP16 skipped" in n for n in acc["notes"])
 
@@ -55,6 +65,8 @@ def test_all_methods_keep_the_best(work: Path) -> None:
     best = result["method"]
     assert best == pick_best({m: rows[f"int8-{m}"] for m in ("entropy", "minmax", "percentile")}, 1.0)
     assert out.is_file() and not list(work.glob("s2trt-int8-*"))  # temporary files are gone
+    assert "int8+fp16" in rows and (work / "best-fp16.onnx").is_file()  # of the best method only
+    assert len([r for r in rows if "fp16" in r]) == 2
 
 
 def test_best_method_meets_the_budget_then_maximises_map50_95() -> None:

@@ -1,0 +1,115 @@
+"""INT8+FP16 for strongly typed TensorRT: Q/DQ where quantized, FP16 elsewhere, FP32 islands.
+
+TensorRT types a Q/DQ pair by its scale: 10.3 NvInfer.h, IQuantizeLayer (line 5345): "For strongly
+typed networks, input data type must match the scale data type"; IDequantizeLayer (line 5476): "output
+data type is inferred from scale data type"; 11.1 NvInfer.h line 5367: an FP16 scale "must match the
+input data type". ONNX's QuantizeLinear/DequantizeLinear take FP16 inputs and scales from opset 19.
+So FP16 compute around a pair needs FP16 scales there, not Casts (a strongly typed builder keeps
+every Cast, and a DQ -> Cast -> Conv is not the DQ -> Conv pattern TensorRT fuses into an INT8 conv).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from calib_helpers import export_random_model, write_images
+
+from s2trt.calib.data import Preprocessing, open_reader
+from s2trt.calib.qdq import find_detect_nodes, mixed_int8_fp16, quantize_qdq
+
+IMGSZ = 160
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+F16, F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, onnx.ModelProto]:
+    d = tmp_path_factory.mktemp("mixed")
+    export_random_model(d / "fp32.onnx", IMGSZ)
+    write_images(d / "calib", 4)
+    reader = open_reader(d / "calib", Preprocessing((IMGSZ, IMGSZ)), size=4, batch=1, progress=False)
+    quantize_qdq(d / "fp32.onnx", d / "int8.onnx", reader, "minmax")
+    mixed = mixed_int8_fp16(onnx.load(str(d / "int8.onnx")))
+    onnx.save(mixed, str(d / "mixed.onnx"))
+    return d, d / "int8.onnx", onnx.load(str(d / "mixed.onnx"))
+
+
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    return types
+
+
+def test_qdq_pairs_are_fp16_without_casts(graphs) -> None:
+    _, _, m = graphs
+    onnx.checker.check_model(m, full_check=True)
+    assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    types = _types(m)
+    prod = {o: n for n in m.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in m.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    dqs = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(qs) > 50 and len(dqs) > 100
+    for q in qs:  # TensorRT's rule: the input's type is the scale's; no Cast feeds a Q
+        src = prod.get(q.input[0])
+        assert src is None or src.op_type != "Cast", q.name
+        assert types[q.input[0]] == types[q.input[1]], q.name
+    for dq in dqs:
+        assert types[dq.input[1]] == types[dq.output[0]], dq.name
+        assert all(r.op_type != "Cast" for r in readers[dq.output[0]]), dq.name
+        # Every pair that feeds a convolution is FP16: the INT8 conv writes FP16 for FP16 compute.
+        if any(r.op_type == "Conv" for r in readers[dq.output[0]]):
+            assert types[dq.output[0]] == F16, dq.name
+    # Only data movement between a DQ and a Q that also feeds an FP32 island stays FP32 (the S2
+    # shifts' slices, whose third branch the attention weights in FP32).
+    assert sum(types[dq.output[0]] == F16 for dq in dqs) > 0.9 * len(dqs)
+
+
+def test_unquantized_compute_is_fp16_and_islands_fp32(graphs) -> None:
+    _, _, m = graphs
+    types = _types(m)
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    detect = set(find_detect_nodes(m))
+    weights_dq = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    float_convs = [c for c in convs if c.input[1] not in weights_dq]
+    assert {c.name for c in float_convs} <= detect and len(float_convs) == 3
+    for c in convs:  # INT8 or not, every convolution computes in FP16
+        assert types[c.output[0]] == F16, c.name
+    for op in ("Softmax", "ReduceSum"):  # the attention's global sum and softmax
+        nodes = [n for n in m.graph.node if n.op_type == op]
+        assert nodes and all(types[n.output[0]] == F32 for n in nodes), op
+    assert all(o.type.tensor_type.elem_type == F32 for o in m.graph.output)
+    assert all(i.type.tensor_type.elem_type == F32 for i in m.graph.input)
+    prod = {o: n for n in m.graph.node for o in n.output}
+    for cast in (n for n in m.graph.node if n.op_type == "Cast"):  # only region borders, no round trip
+        src = prod.get(cast.input[0])
+        assert src is None or src.op_type != "Cast", cast.name
+    # The decode after the Detect convs is FP32: every Reshape the Detect convs feed gets FP32.
+    for c in float_convs:
+        nxt = [n for n in m.graph.node if c.output[0] in n.input]
+        assert [n.op_type for n in nxt] == ["Cast"], c.name
+
+
+def test_mixed_output_tracks_the_int8_graph(graphs) -> None:
+    d, int8, _ = graphs
+    x = open_reader(d / "calib", Preprocessing((IMGSZ, IMGSZ)), size=4, batch=1,
+                    progress=False).load_batch(0)
+    a = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    opts = ort.SessionOptions()
+    # ORT's extended optimizations fuse DQ -> Concat -> Q into QLinearConcat, which has no FP16 kernel.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    b = ort.InferenceSession(str(d / "mixed.onnx"), opts,
+                             providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    assert b.dtype == np.float32 and b.shape == a.shape
+    # FP16 between the INT8 layers moves boxes by a small fraction of their size on average.
+    assert np.abs(a[..., :4] - b[..., :4]).mean() < 0.01 * np.abs(a[..., :4]).mean()
+    assert np.abs(a[..., 4:] - b[..., 4:]).mean() < 0.01
