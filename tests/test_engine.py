@@ -193,9 +193,10 @@ def _write_onnx(path: Path, meta: ModelMeta) -> Path:
     return path
 
 
-def _write_island_onnx(path: Path, meta: ModelMeta) -> Path:
+def _write_island_onnx(path: Path, meta: ModelMeta, plugin: bool = False) -> Path:
     """An FP32 graph with a decode island: /m/Mul_1 -> conv -> /m/Sigmoid -> /m/Mul -> /m/Reshape, the
-    Reshape's shape from /m/Shape (an INT64 shape computation inside the island)."""
+    Reshape's shape from /m/Shape (an INT64 shape computation inside the island). With `plugin`,
+    an s2trt::S2SplitAttention node (unknown to ONNX shape inference) comes before conv."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnx_graphsurgeon")
     h, np_ = onnx.helper, pytest.importorskip("numpy")
@@ -209,9 +210,14 @@ def _write_island_onnx(path: Path, meta: ModelMeta) -> Path:
              h.make_node("Shape", ["c"], ["sh"], name="/m/Shape"),
              h.make_node("Reshape", ["m", "sh"], ["output0"], name="/m/Reshape")]
     shape = ["batch", 3, 64, 64]
+    opsets = [h.make_opsetid("", 17)]
+    if plugin:
+        nodes[0].input[0] = "p"
+        nodes.insert(0, h.make_node("S2SplitAttention", ["images"], ["p"], name="plugin", domain="s2trt"))
+        opsets.append(h.make_opsetid("s2trt", 1))
     graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("images", onnx.TensorProto.FLOAT, shape)],
                          [h.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, shape)], inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model = h.make_model(graph, opset_imports=opsets)
     h.set_model_props(model, meta.to_props())
     onnx.save(model, str(path))
     return path
@@ -382,6 +388,14 @@ def test_typed_graphs_are_strongly_typed_on_10(monkeypatch: pytest.MonkeyPatch, 
             side = _build(monkeypatch, trt, onnx, EngineOptions())
             assert trt.network.flags == 1 << 1 and trt.config.flags == set() and _pinned(trt) == []
             assert side["precision"] == graph and side["precision_path"].startswith("strongly typed")
+
+
+def test_island_patterns_after_the_plugin_node(tmp_path: Path) -> None:
+    """ONNX shape inference gives no types after the plugin node; the decode after it is still
+    found (and its shape computation still left out)."""
+    meta = ModelMeta(names=NAMES, imgsz=[64, 64], batch="dynamic")
+    onnx = _write_island_onnx(tmp_path / "trt.onnx", meta, plugin=True)
+    assert eng.fp32_island_patterns(onnx, required=True) == ISLAND_PATTERNS
 
 
 def test_graph_types_decide_over_metadata(monkeypatch: pytest.MonkeyPatch, onnx_file: Path,
