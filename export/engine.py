@@ -119,8 +119,9 @@ def _prepare_plugin(trt: Any, meta: dict[str, Any], opts: EngineOptions, onnx_pa
     if not plugin_op:
         return None
     if not opts.use_plugin:
-        raise S2Error(f"{onnx_path.name} contains the {plugin_op} plugin node, so --no-plugin cannot "
-                      "build it: use the portable ONNX of the same export (flavour 'portable')")
+        raise S2Error(f"{onnx_path.name} contains the {printable(plugin_op, 60)} plugin node, so "
+                      "--no-plugin cannot build it: use the portable ONNX of the same export (flavour "
+                      "'portable')")
     return tc.ensure_plugin(trt, opts.plugin_lib, required=True)
 
 
