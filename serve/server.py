@@ -42,6 +42,23 @@ RESTRICTED = ("shared-memory", "model-repository", "trace", "logging")
 ADMIN_HEADER = "s2trt-admin-key"  # HTTP header; gRPC clients send it as GRPC_ADMIN_HEADER
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # the prefix is Triton's, for gRPC metadata
 SHM_DIR = Path("/dev/shm")
+READY_PATH, LIVE_PATH = "/v2/health/ready", "/v2/health/live"  # HTTP; what probes should ask
+
+# The Prometheus series (metrics port) that say how the model is served. All are counters per model
+# and version; per-request means are ratios of rates, e.g. the queue time per request is
+# rate(nv_inference_queue_duration_us[1m]) / rate(nv_inference_request_success[1m]).
+METRICS = {
+    # A request the model refuses (an undecodable image, an image bomb) is answered with an error yet
+    # counted as a success by Triton 2.51's Python backend (measured): only the client sees the error.
+    "nv_inference_request_success": "requests answered by the model (the request rate)",
+    "nv_inference_request_failure": "requests that failed inside Triton (the model crashed, cancelled)",
+    "nv_inference_count": "images that reached the model (a request may carry several)",
+    "nv_inference_exec_count": "batches executed: count / exec_count is the mean dynamic batch size",
+    "nv_inference_queue_duration_us": "microseconds requests waited for an instance: grows first "
+                                      "when the server is short of capacity (what the HPA scales on)",
+    "nv_inference_compute_infer_duration_us": "microseconds in the model itself (letterbox, network, NMS)",
+    "nv_inference_request_duration_us": "microseconds from arrival to answer, all included",
+}
 
 
 @dataclass
@@ -218,7 +235,7 @@ class TritonServer:
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.endpoints.http_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"{self.endpoints.http_url}{READY_PATH}", timeout=2) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False

@@ -268,15 +268,35 @@ def test_client_names_what_is_wrong_with_the_model(server):
         TritonClient(server.endpoints.grpc_url, R.ENGINE)  # one of ours, but not a detector
 
 
-def test_metrics_endpoint_counts_inferences(server, images):
+def model_metrics(server, model=R.DETECTOR) -> dict[str, float]:
+    """The documented series (S.METRICS) of one model, from the Prometheus text of the metrics port."""
+    text = urllib.request.urlopen(server.endpoints.metrics_url, timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in S.METRICS and f'model="{model}"' in line:
+            out[name] = out.get(name, 0.0) + float(line.split()[-1])
+    return out
+
+
+def test_documented_metrics_move_with_the_requests(server, images):
+    """Each series README and the HPA rely on exists for the model and counts what it says."""
     from s2trt.serve.client import TritonClient
 
+    before = model_metrics(server)
+    assert set(before) == set(S.METRICS), set(S.METRICS) - set(before)
     with TritonClient(server.endpoints.grpc_url) as client:
         client.detect([data for data, _ in images])
-    text = urllib.request.urlopen(server.endpoints.metrics_url, timeout=10).read().decode()
-    line = next(x for x in text.splitlines()
-                if x.startswith("nv_inference_request_success") and f'model="{R.DETECTOR}"' in x)
-    assert float(line.split()[-1]) >= len(images)
+        with pytest.raises(S2Error):  # refused by the model: Triton 2.51 counts it as a success
+            client.detect([b"garbage"])
+    after = model_metrics(server)
+    d = {k: after[k] - before[k] for k in S.METRICS}
+    assert d["nv_inference_request_success"] == len(images) + 1
+    assert d["nv_inference_request_failure"] == 0
+    assert d["nv_inference_count"] == len(images) + 1  # images that reached the model
+    assert 1 <= d["nv_inference_exec_count"] <= d["nv_inference_count"]  # batches: some were merged or not
+    assert d["nv_inference_compute_infer_duration_us"] > 0 and d["nv_inference_queue_duration_us"] > 0
+    assert d["nv_inference_request_duration_us"] >= d["nv_inference_compute_infer_duration_us"]
 
 
 def test_killed_server_gives_the_client_one_clear_error(small_repo, images):
