@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
-from s2trt.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, S2Error
+from s2trt.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, S2Error, Terminated
 
 log = logging.getLogger("s2trt")
 
@@ -28,6 +31,29 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.propagate = False
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so what
+    finishes its outputs on Ctrl-C does so for docker stop, systemd and timeout too.
+
+    Further SIGTERMs are ignored while the outputs are finished (SIGKILL remains the hard stop). A
+    SIGTERM ignored by whoever started the process stays ignored, as shells do."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN):
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespace],
              main: Callable[[argparse.Namespace], int], argv: Sequence[str] | None = None) -> int:
     """Parse, run, and turn every failure into one line on stderr and an exit code."""
@@ -41,6 +67,9 @@ def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespa
             log.exception("%s: error", prog)
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

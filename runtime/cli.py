@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from s2trt.cli import add_verbosity, run_main
-from s2trt.errors import S2Error
+from s2trt.cli import add_verbosity, run_main, sigterm_as_interrupt
+from s2trt.errors import S2Error, UsageError
 from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 
 log = logging.getLogger("s2trt.runtime")
@@ -43,8 +44,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     which.add_argument("--engine", metavar="PATH", help="TensorRT engine (with its .engine.json sidecar)")
     which.add_argument("--onnx", metavar="PATH", help="ONNX model exported by s2export (ONNX Runtime)")
     which.add_argument("--weights", metavar="PATH", help="YOLOv5 .pt checkpoint (PyTorch, reference path)")
-    which.add_argument("--triton", metavar="HOST:PORT", help="a Triton server running s2trt's model "
-                       "repository (gRPC; see s2serve)")
+    which.add_argument("--triton", metavar="HOST:PORT[,HOST:PORT...]", help="Triton servers running "
+                       "s2trt's model repository (gRPC; see s2serve); several servers share the frames "
+                       "with failover")
     m.add_argument("--triton-model", default="s2trt_detector", help="model name on the Triton server "
                    "(default s2trt_detector)")
     m.add_argument("--cfg", help="model config for a plain state_dict checkpoint (e.g. yolov5s-s2)")
@@ -142,41 +144,118 @@ def _check_imgsz(a: argparse.Namespace, backend) -> None:
                       f"(fixed at export): drop --imgsz or re-export with --imgsz {want[0]} {want[1]}")
 
 
-def plan_outputs(a: argparse.Namespace, single_file: bool) -> tuple[Path | None, Path | None, Path | None]:
-    """(save_dir, output_file, jsonl_path) from --project/--name, -o and --save-json."""
+def plan_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]]
+                 ) -> tuple[Path | None, Path | None, Path | None]:
+    """(save_dir, output_file, jsonl_path) from --project/--name, -o and --save-json.
+
+    Nothing is created here: folders appear with the first file written into them."""
     from s2trt.runtime.sinks import increment_dir
     from s2trt.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
 
-    json_explicit = Path(a.save_json) if a.save_json else None
     wants_dir = a.save or (a.save_json == "")
     save_dir = out_file = None
     if a.output:
         out = Path(a.output)
-        if single_file and out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
+        if len(items) == 1 and out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
+            _check_output_kind(out, items[0][0])
             out_file = out
-            out.parent.mkdir(parents=True, exist_ok=True)
         elif wants_dir:
             save_dir = increment_dir(out.parent, out.name, exist_ok=True)
     elif wants_dir:
         save_dir = increment_dir(a.project, a.name, a.exist_ok)
     jsonl = None
-    if a.save_json is not None:
-        if json_explicit is not None:
-            jsonl = json_explicit
-        else:
-            jsonl = out_file.with_suffix(".jsonl") if out_file else save_dir / "predictions.jsonl"
-        jsonl.parent.mkdir(parents=True, exist_ok=True)
+    if a.save_json:
+        jsonl = Path(a.save_json)
+    elif a.save_json is not None:
+        jsonl = out_file.with_suffix(".jsonl") if out_file else save_dir / "predictions.jsonl"
     return save_dir, out_file, jsonl
 
 
+def _check_output_kind(out: Path, kind: str) -> None:
+    """-o names one file: it must be the kind of file the input gives (never renamed behind the user)."""
+    from s2trt.runtime.sinks import WRITABLE_IMAGE_EXTS
+    from s2trt.runtime.sources import IMAGE_EXTS
+
+    ext = out.suffix.lower()
+    if kind == "image" and ext not in IMAGE_EXTS:
+        raise UsageError(f"-o {out}: the input is an image, so the output is an annotated image: name it "
+                         f"{'/'.join(sorted(WRITABLE_IMAGE_EXTS))}")
+    if kind == "image" and ext not in WRITABLE_IMAGE_EXTS:
+        raise UsageError(f"-o {out}: OpenCV cannot write {ext} images: name it "
+                         f"{'/'.join(sorted(WRITABLE_IMAGE_EXTS))}")
+    if kind != "image" and ext in IMAGE_EXTS:
+        raise UsageError(f"-o {out}: the input is a {kind}, so the output is an annotated video: name it "
+                         ".mp4 (or .avi, .mkv, .ts)")
+
+
+def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_dir: Path | None,
+                  out_file: Path | None, jsonl: Path | None) -> None:
+    """Refuse any output that is an input: a source file, the model, its sidecar, the plugin or cfg."""
+    from s2trt.meta import sidecar_path
+    from s2trt.runtime.sinks import output_name, writes_in_place
+
+    inputs = [(Path(p), "the input") for kind, p in items if kind in ("image", "video")]
+    model = a.engine or a.onnx or a.weights
+    if model:
+        inputs += [(Path(model), "the model"), (sidecar_path(model), "the model's sidecar")]
+    for extra, what in ((a.plugin_lib, "the plugin library"), (a.cfg, "the model config")):
+        if extra and Path(extra).is_file():
+            inputs.append((Path(extra), what))
+    outputs = [("-o", out_file)] if out_file else []
+    if jsonl is not None:
+        outputs.append(("--save-json", jsonl))
+    if save_dir is not None and a.save:
+        flag = "-o" if a.output else "--project/--name"
+        outputs += [(flag, save_dir / output_name(kind, p)) for kind, p in items]
+    for flag, out in outputs:
+        if writes_in_place(out):
+            continue
+        for path, what in inputs:
+            if _same_file(out, path):
+                shown = out if flag == "--save-json" or out == out_file else out.parent
+                raise UsageError(f"{flag} {shown} would overwrite {what} {path}: choose another output")
+    if out_file is not None and jsonl is not None and _same_file(out_file, jsonl):
+        raise UsageError(f"--save-json {jsonl} is the -o file: choose another path for one of them")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:  # both exist: the same inode, whatever the links
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _quiet_opencv(verbose: bool) -> None:
+    """Our one line says what went wrong; FFmpeg's and OpenCV's own logging would say it again."""
+    if verbose:
+        return
+    # Read by OpenCV's FFmpeg backend when it is first used; -8 is AV_LOG_QUIET.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def _main(a: argparse.Namespace) -> int:
+    with sigterm_as_interrupt():
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from s2trt.runtime.pipeline import DetectOptions, Runner
     from s2trt.runtime.sinks import Sinks
     from s2trt.runtime.sources import open_source
 
+    _quiet_opencv(a.verbose)
+    if a.half and not a.weights:
+        log.warning("--half does nothing with --%s: the precision of an exported model is fixed at "
+                    "export (s2export --fp16 makes an FP16 one)", "engine" if a.engine else
+                    "onnx" if a.onnx else "triton")
     source = open_source(a.source, a.vid_stride, a.max_pixels)
+    save_dir, out_file, jsonl = plan_outputs(a, source.items)
+    check_outputs(a, source.items, save_dir, out_file, jsonl)
     backend = open_backend(a)
     try:
         _check_imgsz(a, backend)
@@ -185,8 +264,6 @@ def _main(a: argparse.Namespace) -> int:
         if a.classes and max(a.classes) >= len(names) > 0:
             raise S2Error(f"--classes {max(a.classes)}: the model has {len(names)} classes "
                           f"(0..{len(names) - 1})")
-        single = len(source.items) == 1 and source.items[0][0] in ("image", "video")
-        save_dir, out_file, jsonl = plan_outputs(a, single or source.items[0][0] in ("camera", "stream"))
         sinks = Sinks(names, save_dir, out_file, a.save, jsonl, a.show, a.line_width, a.hide_labels,
                       a.hide_conf)
         h, w = backend.imgsz
@@ -196,12 +273,21 @@ def _main(a: argparse.Namespace) -> int:
         bar = tqdm(total=source.total, unit="frame", desc="s2infer", disable=a.quiet or None,
                    dynamic_ncols=True, leave=False)
         runner = Runner(backend, source, sinks, opts, a.batch, not a.sequential, a.queue_size, bar.update)
+        finished = False  # ran to the end, or stopped where every frame before has its result
         try:
             stats = runner.run()
+            finished = True
+        except KeyboardInterrupt:
+            finished = True
+            raise
+        except S2Error as e:  # e.g. every Triton server gone: the frames before it all have results
+            finished = getattr(e, "outputs_complete", False)
+            raise
         finally:
             bar.close()
-            sinks.close()
-            _report(runner.stats, source.problems, sinks.saved)
+            sinks.close(publish=finished)  # a failed run publishes nothing half-written
+            if finished:
+                _report(runner.stats, source.problems, sinks.saved, a.conf_thres)
     finally:
         backend.close()
     if stats.frames == 0:
@@ -225,8 +311,10 @@ def _warn_ignored_nms_options(a: argparse.Namespace, nms: dict | None) -> None:
                     "s2export --nms and the settings you want", "; ".join(ignored))
 
 
-def _report(stats, problems: list[str], saved: list[Path]) -> None:
+def _report(stats, problems: list[str], saved: list[Path], conf_thres: float) -> None:
     log.info("%s", stats.summary())
+    if stats.frames and not stats.detections:
+        log.warning("no detections in %d frame(s) above --conf-thres %g", stats.frames, conf_thres)
     if problems:
         log.warning("%d problem(s) with the input:\n  %s", len(problems), "\n  ".join(problems[:20]))
     if saved:

@@ -133,6 +133,7 @@ class Runner:
             self.sinks.write(frame, d)
         self.stats.add("write", time.perf_counter() - t0, len(b.frames))
         self.stats.frames += len(b.frames)
+        self.stats.detections += sum(len(d) for d in dets)
         if self.on_frames is not None:
             self.on_frames(len(b.frames))
 

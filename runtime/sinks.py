@@ -1,15 +1,20 @@
 """Where results go: annotated images and videos, JSON Lines, a window.
 
 Every file is written under a temporary name and renamed when closed, so an interrupted run leaves
-only complete outputs: a video whose container was finalised (it plays) and JSONL of whole lines.
+only complete outputs: a video whose container was finalised (it plays) and JSONL of whole lines. A
+failed run (a full disk, a dead server) publishes nothing that was still being written. Pipes,
+devices and /dev/stdout are written in place (a rename would replace them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -31,7 +36,8 @@ PALETTE = [tuple(int(v) for v in cv2.cvtColor(np.uint8([[[(i * 63) % 180, 220, 2
 
 
 def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
-    """runs/detect/exp, then exp2, exp3, ... as YOLOv5 does; created."""
+    """runs/detect/exp, then exp2, exp3, ... as YOLOv5 does. Not created: the sinks make it when the
+    first file goes in (a run that writes nothing leaves no empty folder); checked to be creatable."""
     base = Path(project) / name
     path = base
     if not exist_ok:
@@ -39,10 +45,11 @@ def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Pat
         while path.exists():
             path = base.with_name(f"{base.name}{n}")
             n += 1
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise S2Error(f"cannot create output folder {path}: {e.strerror or e}") from None
+    existing = next(p for p in (path, *path.parents) if p.exists())  # a relative path ends at "."
+    if not existing.is_dir():
+        raise S2Error(f"cannot create output folder {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise S2Error(f"cannot write into {path}: {existing} is not writable")
     return path
 
 
@@ -79,16 +86,48 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
+def writes_in_place(path: str | Path) -> bool:
+    """'-', a pipe, a device, or a path under /dev or /proc (/dev/stdout): written directly.
+
+    Renaming a temporary file onto one of these would replace the pipe, the device node or the
+    link instead of writing into it."""
+    if str(path) == "-":
+        return True
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return True
+    # /dev/stdout redirected to a file is a regular file: known by the links that lead to it.
+    p = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        if Path(p).parts[1:2] in (("dev",), ("proc",)):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.abspath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
 class VideoSink:
-    """An mp4 written as .<name>.partial.mp4 and renamed on close."""
+    """An mp4 written as .<name>.partial.mp4 and renamed on close, once the file proves complete."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path = path
-        self.tmp = _tmp_name(path)
+        self.direct = writes_in_place(path)
+        self.tmp = path if self.direct else _tmp_name(path)
         self.frames = 0
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                       fps if fps and fps > 0 else 30.0, size)
         if not self.writer.isOpened():
+            if self.direct:
+                raise S2Error(f"cannot write video into {path}: a pipe or device takes a streamable "
+                              "container (a name ending in .ts or .mkv), not .mp4")
             raise S2Error(f"cannot write video {path} (OpenCV has no mp4v encoder or the folder is "
                           "not writable)")
         self.size = size
@@ -99,36 +138,77 @@ class VideoSink:
         self.writer.write(img)
         self.frames += 1
 
-    def close(self) -> None:
+    def close(self, publish: bool = True) -> bool:
+        """Finish the file; True when it was published. Raises S2Error if it came out incomplete."""
         self.writer.release()
-        if self.frames:
-            os.replace(self.tmp, self.path)
-        else:
+        if self.direct:
+            return publish and self.frames > 0
+        if not (publish and self.frames):
             self.tmp.unlink(missing_ok=True)
+            return False
+        # OpenCV's writer reports no error (a full disk gives a file without its index): read back
+        # the frame count that the container declares.
+        cap = cv2.VideoCapture(str(self.tmp))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if n != self.frames:
+            self.tmp.unlink(missing_ok=True)
+            raise S2Error(f"cannot write video {self.path}: the file came out incomplete ({n} of "
+                          f"{self.frames} frames readable; is the disk full?)")
+        os.replace(self.tmp, self.path)
+        return True
 
 
 class JsonlSink:
-    """One JSON object per frame; whole lines only, renamed into place on close."""
+    """One JSON object per frame; whole lines only, renamed into place on close.
+
+    The file is created at the first line, so a run that reads nothing leaves no empty file."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = _tmp_name(path)
-        try:
-            self.f: IO[str] | None = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as e:
-            raise S2Error(f"cannot write {path}: {e.strerror or e}") from None
+        self.direct = writes_in_place(path)
+        self.tmp = path if self.direct else _tmp_name(path)
+        self.f: IO[str] | None = None
         self.lines = 0
 
+    def _open(self) -> IO[str]:
+        if str(self.path) == "-":
+            return sys.stdout
+        try:  # append: /dev/stdout redirected with >> must not be truncated
+            return open(self.tmp, "a" if self.direct else "w", encoding="utf-8")
+        except OSError as e:
+            raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
+
     def write(self, frame: Frame, dets: np.ndarray, names: Sequence[str]) -> None:
-        assert self.f is not None
-        self.f.write(json.dumps(record(frame, dets, names), separators=(",", ":")) + "\n")
+        if self.f is None:
+            self.f = self._open()
+        try:
+            self.f.write(json.dumps(record(frame, dets, names), separators=(",", ":")) + "\n")
+        except OSError as e:
+            raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
         self.lines += 1
 
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
+    def close(self, publish: bool = True) -> bool:
+        """Finish the file; True when it was published. Raises S2Error if it could not be written."""
+        f, self.f = self.f, None
+        if f is None:
+            return False
+        try:
+            if f is sys.stdout:
+                f.flush()
+            else:
+                f.close()  # flushes: a full disk shows here
+        except OSError as e:
+            if not self.direct:
+                self.tmp.unlink(missing_ok=True)
+            raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
+        if self.direct:
+            return publish
+        if publish:
             os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return publish
 
 
 def record(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> dict:
@@ -146,8 +226,26 @@ def record(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> dict:
     }
 
 
+def output_name(kind: str, source: str) -> str:
+    """The file name of a source's annotated copy in the output folder."""
+    if kind == "camera":
+        return f"camera{source}.mp4"
+    if kind == "stream":
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.split("://", 1)[-1]).strip("_")[:60]
+        return f"{stem or 'stream'}.mp4"
+    p = Path(source)
+    if kind != "image":
+        return f"{p.stem}.mp4"
+    # Formats OpenCV reads but cannot write (.mpo, .dng, .pfm) are saved as .jpg.
+    return p.name if p.suffix.lower() in WRITABLE_IMAGE_EXTS else f"{p.stem}.jpg"
+
+
 class Sinks:
-    """All outputs of a run; `write` takes each frame once, in order."""
+    """All outputs of a run; `write` takes each frame once, in order.
+
+    Folders are created when the first file goes into them, so a run that writes nothing leaves no
+    empty folder. `close(publish=False)` (a failed run) discards the files still being written and
+    removes the folders it created if they stay empty."""
 
     def __init__(self, names: Sequence[str], save_dir: Path | None, output: Path | None,
                  save: bool, json_path: Path | None, show: bool, line_width: int | None = None,
@@ -160,21 +258,28 @@ class Sinks:
         self.jsonl = JsonlSink(json_path) if json_path else None
         self.videos: dict[str, VideoSink] = {}
         self.saved: list[Path] = []
+        self.created: list[Path] = []  # folders this run made, deepest last
 
     def _target(self, frame: Frame) -> Path:
         if self.output is not None and self.save_dir is None:
             return self.output
         assert self.save_dir is not None
-        if frame.kind == "camera":
-            return self.save_dir / f"camera{frame.source}.mp4"
-        if frame.kind == "stream":
-            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", frame.source.split("://", 1)[-1]).strip("_")[:60]
-            return self.save_dir / f"{stem or 'stream'}.mp4"
-        p = Path(frame.source)
-        return self.save_dir / (p.name if frame.kind == "image" else f"{p.stem}.mp4")
+        return self.save_dir / output_name(frame.kind, frame.source)
+
+    def _folder_for(self, path: Path) -> None:
+        if str(path) == "-" or path.parent.is_dir():
+            return
+        missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()][::-1]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise S2Error(f"cannot create output folder {path.parent}: {_why(e)}") from None
+        self.created += missing
 
     def write(self, frame: Frame, dets: np.ndarray) -> None:
         if self.jsonl is not None:
+            if self.jsonl.f is None:
+                self._folder_for(self.jsonl.path)
             self.jsonl.write(frame, dets, self.names)
         if not (self.save or self.show):
             return
@@ -193,44 +298,63 @@ class Sinks:
         sink = self.videos.get(frame.source)
         if sink is None:
             for old in list(self.videos):  # sources run one after another: finish the previous one
-                self._close_video(old)
-            sink = VideoSink(self._target(frame), frame.fps, (img.shape[1], img.shape[0]))
+                self._close_video(old, True)
+            target = self._target(frame)
+            self._folder_for(target)
+            sink = VideoSink(target, frame.fps, (img.shape[1], img.shape[0]))
             self.videos[frame.source] = sink
         return sink
 
-    def _close_video(self, key: str) -> None:
+    def _close_video(self, key: str, publish: bool) -> None:
         sink = self.videos.pop(key)
-        sink.close()
-        if sink.frames:
+        if sink.close(publish):
             self.saved.append(sink.path)
 
     def _write_image(self, path: Path, img: np.ndarray) -> None:
-        if path.suffix.lower() not in WRITABLE_IMAGE_EXTS:
-            path = path.with_suffix(".jpg")
-        tmp = _tmp_name(path)
+        ext = path.suffix.lower() if path.suffix.lower() in WRITABLE_IMAGE_EXTS else ".jpg"
         try:
-            written = cv2.imwrite(str(tmp), img)
+            ok, buf = cv2.imencode(ext, img)
         except cv2.error as e:
             raise S2Error(f"cannot write image {path}: {str(e).strip().splitlines()[-1]}") from None
-        if not written:
+        if not ok:
             raise S2Error(f"cannot write image {path}")
-        os.replace(tmp, path)
+        self._folder_for(path)
+        direct = writes_in_place(path)
+        tmp = path if direct else _tmp_name(path)
+        try:  # written by Python, not cv2.imwrite, so that a full disk raises instead of truncating
+            with open(tmp, "ab" if direct else "wb") as f:
+                f.write(buf.tobytes())
+        except OSError as e:
+            if not direct:
+                tmp.unlink(missing_ok=True)
+            raise S2Error(f"cannot write image {path}: {_why(e)}") from None
+        if not direct:
+            os.replace(tmp, path)
         self.saved.append(path)
 
-    def close(self) -> None:
-        errors = []
+    def close(self, publish: bool = True) -> None:
+        """Finish every output: publish it (a run that ended or was interrupted) or discard what is
+        still being written (a failed run). The first write failure is raised after the rest is
+        cleaned up, and then nothing more is published."""
+        error: S2Error | None = None
         for key in list(self.videos):
             try:
-                self._close_video(key)
-            except OSError as e:
-                errors.append(str(e))
+                self._close_video(key, publish and error is None)
+            except S2Error as e:
+                error = error or e
         if self.jsonl is not None:
-            self.jsonl.close()
-            self.saved.append(self.jsonl.path)
+            try:
+                if self.jsonl.close(publish and error is None) and str(self.jsonl.path) != "-":
+                    self.saved.append(self.jsonl.path)
+            except S2Error as e:
+                error = error or e
         if self.show:
             cv2.destroyAllWindows()
-        if errors:
-            raise S2Error(f"could not finish the outputs: {'; '.join(errors)}")
+        for d in reversed(self.created):  # folders this run made and left empty
+            with contextlib.suppress(OSError):  # not empty, or not ours to remove
+                d.rmdir()
+        if error is not None:
+            raise error
 
 
 def _has_display() -> bool:

@@ -202,15 +202,21 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
 
 
 def _count(items: list[tuple[str, str]], vid_stride: int) -> int | None:
-    total = 0
+    """Frames the items will give, when every one can tell; a lone video that cannot be opened fails
+    here, before the model is loaded."""
+    total: int | None = 0
     for kind, path in items:
         if kind == "image":
-            total += 1
+            total = None if total is None else total + 1
             continue
-        cap = cv2.VideoCapture(path)
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        try:
+            cap = open_capture(kind, path)
+        except S2Error:
+            if len(items) == 1:
+                raise
+            total = None
+            continue
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         cap.release()
-        if n <= 0:
-            return None
-        total += -(-n // vid_stride)
+        total = None if total is None or n <= 0 else total + -(-n // vid_stride)
     return total

@@ -35,6 +35,7 @@ class Stats:
 
     ms: dict[str, StageTimes] = field(default_factory=lambda: {s: StageTimes() for s in STAGES})
     frames: int = 0
+    detections: int = 0  # after NMS and filters: what the outputs hold
     wall_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
@@ -58,7 +59,8 @@ class Stats:
         return out
 
     def summary(self) -> str:
-        lines = [f"{self.frames} frames in {self.wall_s:.2f} s: {self.fps:.1f} FPS end to end",
+        lines = [f"{self.frames} frames, {self.detections} detections in {self.wall_s:.2f} s: "
+                 f"{self.fps:.1f} FPS end to end",
                  f"{'stage':<12}{'mean ms':>9}{'p50 ms':>9}{'p95 ms':>9}"]
         for stage, t in self.table().items():
             lines.append(f"{stage:<12}{t['mean']:>9.2f}{t['p50']:>9.2f}{t['p95']:>9.2f}")

@@ -30,7 +30,8 @@ def spawn(tmp_path, *argv, **kw):
     """s2infer in its own process (for signals, resource limits and peak memory)."""
     cmd = [*S2INFER, "--onnx", str(tiny_models()["onnx"]), "--conf-thres", CONF, "--project",
            str(tmp_path / "runs"), *map(str, argv)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(cmd, **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
+                                    **kw})
 
 
 def last_error_line(err: str) -> str:
@@ -109,3 +110,132 @@ def test_max_pixels_applies_to_video_frames(tmp_path, capsys):
     assert run(tmp_path, video, "--no-save", "--save-json", tmp_path / "p.jsonl",
                "--max-pixels", 76800) == 0
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3
+
+
+# --- item 3: outputs never destroy inputs ------------------------------------------------------------
+
+def snapshot(*paths):
+    return {p: p.read_bytes() for p in paths}
+
+
+def test_outputs_onto_inputs_are_refused_and_the_inputs_kept(tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", 3)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), scene(1))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_models()["onnx"].read_bytes())
+    sidecar = tmp_path / "m.json"
+    sidecar.write_text("{}")
+    os.link(video, tmp_path / "same_inode.mp4")
+    before = snapshot(video, folder / "a.jpg", model, sidecar)
+    cases = [
+        ([video, "-o", video], f"-o {video} would overwrite the input {video}"),
+        ([video, "-o", tmp_path / "same_inode.mp4"], "would overwrite the input"),
+        ([folder, "-o", folder], f"-o {folder} would overwrite the input {folder / 'a.jpg'}"),
+        ([folder, "-o", tmp_path / "x" / ".." / "imgs"], "would overwrite the input"),
+        ([video, "--save-json", model], f"--save-json {model} would overwrite the model {model}"),
+        ([video, "--save-json", sidecar], f"would overwrite the model's sidecar {sidecar}"),
+        ([video, "--save-json", video], "would overwrite the input"),
+    ]
+    for argv, message in cases:
+        code = main(["--onnx", str(model), *map(str, argv), "--project", str(tmp_path / "runs"), "-q"])
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and message in err, (argv, err)
+    assert snapshot(*before) == before
+    assert not (tmp_path / "runs").exists()
+
+
+def test_output_file_kind_must_match_the_input(tmp_path, capsys):
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), scene(1))
+    video = write_video(tmp_path / "v.mp4", 2)
+    for src, out, message in [(img, "out.mp4", "the input is an image, so the output is an annotated "
+                                                 "image: name it .bmp/.jpeg/.jpg/.png/.tif/.tiff/.webp"),
+                              (img, "out.mpo", "OpenCV cannot write .mpo images"),
+                              (video, "out.png", "the input is a video, so the output is an annotated "
+                                                 "video")]:
+        assert run(tmp_path, src, "-o", tmp_path / out) == 2
+        assert message in last_error_line(capsys.readouterr().err)
+        assert not list(tmp_path.glob("out*"))
+    assert run(tmp_path, img, "-o", tmp_path / "out.png") == 0  # a writable image type is honoured
+    assert cv2.imread(str(tmp_path / "out.png")).shape == (240, 320, 3)
+
+
+def test_json_lines_into_a_fifo_are_written_in_place(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 4)
+    fifo = tmp_path / "p.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    try:
+        _, err = spawn(tmp_path, video, "--no-save", "--save-json", fifo, "-q").communicate(timeout=120)
+        out, _ = reader.communicate(timeout=10)  # ends when s2infer closes its end of the pipe
+    finally:
+        reader.kill()
+        reader.wait()
+    assert [json.loads(line)["frame"] for line in out.splitlines()] == [0, 1, 2, 3], err
+    assert fifo.is_fifo() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_save_json_dash_writes_json_lines_to_stdout(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 4)
+    assert run(tmp_path, video, "--no-save", "--save-json", tmp_path / "ref.jsonl") == 0
+    proc = spawn(tmp_path, video, "--no-save", "--save-json", "-")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out == (tmp_path / "ref.jsonl").read_text()  # stdout holds the JSON Lines and nothing else
+    assert not (tmp_path / "-").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_link_to_stdout_redirected_to_a_file_is_written_through(tmp_path):
+    """/dev/stdout with `> file` is a regular file behind /proc links: a rename would replace the link."""
+    video = write_video(tmp_path / "v.mp4", 3)
+    link = tmp_path / "stdout"
+    link.symlink_to("/dev/stdout")
+    target = tmp_path / "redirected.jsonl"
+    target.write_text("kept\n")
+    with open(target, "a") as f:  # like `>> redirected.jsonl`
+        proc = spawn(tmp_path, video, "--no-save", "--save-json", link, "-q", stdout=f)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert link.is_symlink() and os.readlink(link) == "/dev/stdout"
+    lines = target.read_text().splitlines()
+    assert lines[0] == "kept" and [json.loads(x)["frame"] for x in lines[1:]] == [0, 1, 2]
+
+
+# --- item 6: a source that cannot be opened ------------------------------------------------------------
+
+def test_an_unopenable_video_gives_one_line_and_leaves_nothing(tmp_path):
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(os.urandom(5000))
+    proc = spawn(tmp_path, bad, "--save-json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    # No FFmpeg "moov atom not found", no summary, no "results saved": the one line only.
+    assert err.strip().splitlines() == [f"s2infer: error: cannot open video {bad} (unreachable, "
+                                        "unsupported codec or not a video)"]
+    assert out == "" and not (tmp_path / "runs").exists()
+
+
+def test_a_dead_stream_gives_one_line_and_leaves_nothing(tmp_path):
+    proc = spawn(tmp_path, "rtsp://127.0.0.1:9/cam", "--save-json", "-q")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == ["s2infer: error: cannot open stream rtsp://127.0.0.1:9/cam "
+                                        "(unreachable, unsupported codec or not a video)"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unopenable_video_in_a_folder_is_skipped_with_one_warning(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(os.urandom(5000))
+    write_video(src / "b.mp4", 3)
+    proc = spawn(tmp_path, src, "--save-json")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "moov atom" not in err  # FFmpeg's own account of it
+    assert err.count(f"cannot open video {src / 'a.mp4'}") == 2  # the warning and the summary
+    out = tmp_path / "runs" / "exp"
+    assert sorted(p.name for p in out.iterdir()) == ["b.mp4", "predictions.jsonl"]
