@@ -11,8 +11,10 @@ the pickled objects' behaviour is reused (v6.0 and v7.0 cache Detect grids diffe
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import S2Error
+from s2trt.models.limits import brief
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def _standin_class(module: str, name: str) -> type:
     })
 
 
-def _resolve(module: str, name: str) -> Any:
+def _resolve(module: str, name: str, budget: _Budget) -> Any:
     import importlib
 
     import numpy as np
@@ -76,10 +79,9 @@ def _resolve(module: str, name: str) -> Any:
             return pathlib_standin
         return getattr(importlib.import_module(module), name)
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in _NUMPY:
-        core = getattr(np, "_core", None) or np.core
-        return getattr(core.multiarray, name)
+        return budget.numpy(name)
     if module == "numpy" and name in ("ndarray", "dtype"):
-        return getattr(np, name)
+        return budget.numpy(name)
     if module.startswith("numpy.dtypes") and name.endswith("DType"):
         return getattr(np.dtypes, name)
     if module.startswith("torch.nn.modules.") and _NAME.match(name):
@@ -99,20 +101,127 @@ def pathlib_standin(*parts: Any) -> str:
     return "/".join(str(p) for p in parts)
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        return _resolve(module, name)
+class _Budget:
+    """Memory that data inside a pickle may claim, from the size of the file that holds it.
+
+    Array data and tensor storages are stored in the file, so a legitimate one is never larger
+    than the file (an object array: 8 bytes per element, each at least one opcode). Shapes and
+    storage sizes are checked against it before NumPy or torch allocate anything.
+    """
+
+    def __init__(self, path: Path, file_size: int):
+        self.path, self.file_size = path, file_size
+        self.array_bytes = 8 * file_size + (64 << 10)
+        self._numpy: dict[str, Any] = {}
+
+    def check_array(self, shape: Any, dtype: Any) -> None:
+        import numpy as np
+
+        dims = shape if isinstance(shape, tuple) else (shape,)
+        if not all(isinstance(d, int) and d >= 0 for d in dims) or len(dims) > 32:
+            raise S2Error(f"{self.path}: a NumPy array in the checkpoint has the shape {brief(shape)}")
+        nbytes = math.prod(dims) * np.dtype(dtype).itemsize
+        if nbytes > self.array_bytes:
+            raise S2Error(f"{self.path}: a NumPy array in the checkpoint claims {nbytes} bytes, larger "
+                          f"than the {self.file_size}-byte file could hold; refusing to allocate it")
+
+    def check_storage(self, saved_id: Any) -> None:
+        # ('storage', type, key, location, numel): numel elements of at least a byte each
+        numel = saved_id[4] if isinstance(saved_id, tuple) and len(saved_id) >= 5 else None
+        if not isinstance(numel, int) or not 0 <= numel <= self.file_size:
+            raise S2Error(f"{self.path}: a tensor storage in the checkpoint claims {brief(numel)} "
+                          f"elements, more than the {self.file_size}-byte file holds")
+
+    def numpy(self, name: str) -> Any:
+        """NumPy's pickle helpers, with every allocation checked against the budget."""
+        if not self._numpy:
+            self._numpy = self._numpy_helpers()
+        return self._numpy[name]
+
+    def _numpy_helpers(self) -> dict[str, Any]:
+        import numpy as np
+
+        core = getattr(np, "_core", None) or np.core
+        budget = self
+
+        class ndarray(np.ndarray):  # the name the pickle asked for
+            """Arrays made by the pickle; BUILD (__setstate__) may resize them, so it is checked."""
+
+            def __new__(cls, shape: Any, dtype: Any = float, *a: Any, **k: Any) -> Any:
+                budget.check_array(shape, dtype)
+                return np.ndarray.__new__(cls, shape, dtype, *a, **k)
+
+            def __setstate__(self, state: Any) -> None:
+                if isinstance(state, tuple) and len(state) == 5:
+                    budget.check_array(state[1], state[2])
+                elif isinstance(state, tuple) and len(state) == 4:
+                    budget.check_array(state[0], state[1])
+                np.ndarray.__setstate__(self, state)
+
+        def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+            if subtype is not ndarray:
+                raise S2Error(f"{self.path}: the checkpoint rebuilds a NumPy array of type "
+                              f"{brief(subtype)}; only plain arrays are accepted")
+            return ndarray(shape, dtype)
+
+        return {"_reconstruct": _reconstruct, "ndarray": ndarray, "dtype": np.dtype,
+                "scalar": core.multiarray.scalar}
 
 
-class _SafePickleModule:
-    """What torch.load needs from a pickle module, with the allow-listing Unpickler."""
+def _pickle_module(budget: _Budget) -> Any:
+    """What torch.load needs from a pickle module: an allow-listing Unpickler under a budget."""
 
-    Unpickler = _SafeUnpickler
-    UnpicklingError = pickle.UnpicklingError
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return _resolve(module, name, budget)
 
-    @staticmethod
+        # torch.load assigns its storage loader here after construction; it is wrapped so that
+        # a storage's size is checked before torch allocates it (the legacy format allocates
+        # first and reads the data later).
+        @property
+        def persistent_load(self) -> Any:  # type: ignore[override]
+            return pickle.Unpickler.persistent_load.__get__(self)
+
+        @persistent_load.setter
+        def persistent_load(self, load: Any) -> None:
+            def checked(saved_id: Any) -> Any:
+                budget.check_storage(saved_id)
+                return load(saved_id)
+
+            pickle.Unpickler.persistent_load.__set__(self, checked)
+
     def load(f: Any, **kw: Any) -> Any:
-        return _SafeUnpickler(f, **kw).load()
+        return Unpickler(f, **kw).load()
+
+    return type("s2trt_safe_pickle", (), {
+        "Unpickler": Unpickler, "UnpicklingError": pickle.UnpicklingError,
+        "load": staticmethod(load), "__name__": "s2trt_safe_pickle"})
+
+
+# A zip entry may inflate to this multiple of the whole file: torch.save stores entries
+# uncompressed, and weights deflate by a few percent at best.
+MAX_INFLATION = 4
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_archive(path: Path, file_size: int) -> None:
+    """Sizes from the zip directory before torch reads a record (it allocates the stated size)."""
+    with open(path, "rb") as f:
+        if f.read(4) != _ZIP_MAGIC:
+            return  # the legacy format: a plain pickle stream, budgeted while it is read
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise S2Error(f"{path} is not a readable PyTorch checkpoint (broken zip: "
+                      f"{str(e)[:200]})") from None
+    total = sum(i.file_size for i in infos)
+    if total > MAX_INFLATION * file_size + (1 << 20):
+        raise S2Error(f"{path}: its zip entries inflate to {total} bytes from a {file_size}-byte "
+                      "file, far more than a checkpoint does; refusing to unpack it (a zip bomb?)")
+    if any(i.filename.endswith("/constants.pkl") or i.filename == "constants.pkl" for i in infos):
+        raise S2Error(f"{path} is a TorchScript archive, not a YOLOv5 checkpoint: pass the .pt "
+                      "that train.py wrote")
 
 
 @dataclass
@@ -137,31 +246,49 @@ class LoadedModel:
 
 
 def read_pickle(path: str | Path) -> Any:
-    """torch.load with the allow-list; every failure becomes one S2Error line."""
+    """torch.load with the allow-list and a memory budget; every failure becomes one S2Error."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise S2Error(f"checkpoint not found: {path}")
+    size = path.stat().st_size
+    _check_archive(path, size)
     try:
-        return torch.load(path, map_location="cpu", pickle_module=_SafePickleModule,
+        return torch.load(path, map_location="cpu", pickle_module=_pickle_module(_Budget(path, size)),
                           weights_only=False)
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(f"{path}: {e}") from None
+    except S2Error:
+        raise
     except Exception as e:  # zip, pickle and storage errors of a truncated or foreign file
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise S2Error(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
 
 
-def _names(raw: Any, nc: int) -> list[str]:
+def _names(raw: Any, nc: int, source: Any) -> list[str]:
+    """Class names as YOLOv5 stores them (a list, or a dict keyed by index); numbers if absent."""
+    if raw is None:
+        return [str(i) for i in range(nc)]
     if isinstance(raw, Mapping):
-        try:
-            raw = [raw[k] for k in sorted(raw, key=int)]
-        except (TypeError, ValueError):
-            raw = list(raw.values())
-    if isinstance(raw, (list, tuple)) and len(raw) == nc:
-        return [str(n) for n in raw]
-    return [str(i) for i in range(nc)]
+        keys = list(raw)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys) \
+                or sorted(keys) != list(range(len(keys))):
+            raise S2Error(f"{source}: class names keyed by {brief(keys)}, not by 0..n-1")
+        raw = [raw[k] for k in range(len(keys))]
+    if not isinstance(raw, (list, tuple)) or not all(
+            isinstance(n, (str, int)) and not isinstance(n, bool) and len(str(n)) <= MAX_NAME
+            for n in raw):
+        raise S2Error(f"{source}: class names {brief(raw)} are not a list of names")
+    if len(raw) != nc:
+        log.warning("%s: %d class names for %d classes; using numbers instead", source, len(raw), nc)
+        return [str(i) for i in range(nc)]
+    return [str(n) for n in raw]
+
+
+MAX_NAME = 256  # characters in one class name
+_MAX_DEPTH = 32  # nesting of modules (YOLOv5: DetectionModel.model.N.m.K.cv1.conv, 7)
+_MAX_TENSORS = 100_000
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -171,19 +298,84 @@ def _is_state_dict(obj: Any) -> bool:
             and all(isinstance(v, torch.Tensor) for v in obj.values()))
 
 
+def _module_state(root: Any, path: Any) -> OrderedDict[str, Any]:
+    """The state dict of a pickled module, read from its stored dicts.
+
+    nn.Module.state_dict() is not called: it would run hooks and recurse through whatever the
+    pickle stored, so a stand-in's `_modules`, `_parameters` and `_buffers` are walked as data.
+    """
+    import torch
+
+    out: OrderedDict[str, Any] = OrderedDict()
+
+    def bad(what: str) -> S2Error:
+        return S2Error(f"{path}: malformed YOLOv5 checkpoint ({what})")
+
+    def table(d: dict, key: str, prefix: str) -> dict:
+        t = d.get(key) or {}
+        if not isinstance(t, dict) or not all(isinstance(k, str) and k for k in t):
+            raise bad(f"{prefix or 'the model'}'s {key} is {brief(t)}")
+        return t
+
+    def visit(m: Any, prefix: str, depth: int) -> None:
+        d = getattr(m, "__dict__", None)
+        if not isinstance(m, torch.nn.Module) or not isinstance(d, dict):
+            raise bad(f"{prefix or 'the model'} is a {type(m).__name__}, not a module")
+        if depth > _MAX_DEPTH or len(out) > _MAX_TENSORS:
+            raise bad(f"modules nested deeper than {_MAX_DEPTH} or more than {_MAX_TENSORS} tensors")
+        skip = d.get("_non_persistent_buffers_set") or set()
+        if not isinstance(skip, (set, frozenset)):
+            raise bad(f"{prefix}_non_persistent_buffers_set is {brief(skip)}")
+        tensors = list(table(d, "_parameters", prefix).items())
+        tensors += [(k, v) for k, v in table(d, "_buffers", prefix).items() if k not in skip]
+        for k, v in tensors:
+            if v is None:
+                continue
+            if not isinstance(v, torch.Tensor):
+                raise bad(f"{prefix}{k} is a {type(v).__name__}, not a tensor")
+            out[prefix + k] = v
+        for k, child in table(d, "_modules", prefix).items():
+            if child is not None:
+                visit(child, f"{prefix}{k}.", depth + 1)
+
+    visit(root, "", 0)
+    return out
+
+
+def _info(ckpt: Mapping) -> dict[str, Any]:
+    """Provenance for logs: epoch, date and git, when they are plain values."""
+    info: dict[str, Any] = {}
+    for k in ("epoch", "date", "git"):
+        v = ckpt.get(k)
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            info[k] = v if not isinstance(v, str) else v[:200]
+        elif isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())):
+            info[k] = {a[:100]: b[:200] for a, b in list(v.items())[:10]}
+    return info
+
+
 def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None) -> LoadedModel:
-    """Rebuild the model of a YOLOv5 checkpoint (train.py, stripped, or a state_dict + cfg)."""
-    from s2trt.models.yolo import DetectionModel, load_config
+    """Rebuild the model of a YOLOv5 checkpoint (train.py, stripped, or a state_dict + cfg).
+
+    The checkpoint is data from anywhere: its pickle is allow-listed and budgeted (read_pickle),
+    its config checked against YOLOv5's ranges and its weights' shapes against the model the
+    config describes before that model is allocated.
+    """
+    import torch
+
+    from s2trt.models.limits import check_config
+    from s2trt.models.yolo import DetectionModel, load_config, plan_model
 
     obj = read_pickle(path)
     names_raw, info = None, {}
     if isinstance(obj, Mapping) and not _is_state_dict(obj):
-        info = {k: obj[k] for k in ("epoch", "date", "git") if k in obj and obj[k] is not None}
+        info = _info(obj)
         names_raw = obj.get("names")
         key = next((k for k in ("ema", "model", "state_dict") if obj.get(k) is not None), None)
         if key is None:
+            keys = [k if isinstance(k, str) else brief(k) for k in list(obj)[:10]]
             raise S2Error(f"{path} holds no model: expected a YOLOv5 checkpoint with a 'model' "
-                          f"or 'ema' entry, found keys {sorted(map(str, obj))[:10]}")
+                          f"or 'ema' entry, found keys {sorted(keys)}")
         info["key"] = key
         obj = obj[key]
 
@@ -191,9 +383,11 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None) -> L
         if cfg is None:
             raise S2Error(f"{path} is a plain state_dict: pass the model config with --cfg "
                           "(e.g. --cfg yolov5s-s2)")
-        state, source, model_yaml = obj, "state_dict", None
-    elif hasattr(obj, "state_dict") and callable(obj.state_dict):
-        state, source = obj.state_dict(), "yolov5"
+        if not all(isinstance(k, str) for k in obj):
+            raise S2Error(f"{path}: malformed state_dict (keys that are not names)")
+        state, source, model_yaml = OrderedDict(obj), "state_dict", None
+    elif isinstance(obj, torch.nn.Module):
+        state, source = _module_state(obj, path), "yolov5"
         model_yaml = obj.__dict__.get("yaml")
         names_raw = obj.__dict__.get("names", names_raw)
     else:
@@ -201,26 +395,39 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None) -> L
 
     if cfg is not None:
         model_yaml = load_config(cfg) if not isinstance(cfg, dict) else dict(cfg)
-    if not isinstance(model_yaml, dict):
+    if model_yaml is None:
         raise S2Error(f"{path} carries no model config (yaml): pass it with --cfg")
-
+    where = f"{cfg if cfg is not None and not isinstance(cfg, dict) else path}: model config"
+    model_yaml = check_config(model_yaml, where)
+    if names_raw is None:
+        names_raw = model_yaml.get("names")
+    # v5.x pickled Detect.anchor_grid as a buffer; it is derived, so it is rebuilt, not loaded.
+    state = OrderedDict((k, v) for k, v in state.items() if not k.endswith(".anchor_grid"))
+    model_yaml = {k: model_yaml[k] for k in _CONFIG_KEYS if k in model_yaml}
+    model_yaml["nc"] = _nc_from_state(state, model_yaml)
     try:
-        nc = _nc_from_state(state, model_yaml)
-        model_yaml = {**model_yaml, "nc": nc}
+        plan = plan_model(model_yaml)
+    except S2Error as e:
+        raise S2Error(f"{where.rsplit(': ', 1)[0]}: {e}") from None
+    _check_fits(plan.shapes, state, path)
+    try:
         model = DetectionModel(model_yaml)
-        _load_state(model, state, path)
-    except S2Error:
-        raise
+        model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as e:
         raise S2Error(f"{path}: malformed YOLOv5 checkpoint, its model cannot be rebuilt "
-                      f"({type(e).__name__}: {e})") from None
+                      f"({type(e).__name__}: {str(e)[:200]})") from None
     half = any(v.dtype.is_floating_point and v.dtype.itemsize == 2 for v in state.values())
     model.float().eval()
-    names = _names(names_raw if names_raw is not None else model_yaml.get("names"), nc)
+    nc = model_yaml["nc"]
+    names = _names(names_raw, nc, path)
     model.names = names
     stride = [int(s) for s in model.stride.tolist()]
     log.debug("loaded %s: %d classes, stride %s, fp16=%s", path, nc, stride, half)
     return LoadedModel(model, names, stride, model_yaml, source, half, info)
+
+
+# What a rebuilt model's config keeps: the keys that check_config vouched for.
+_CONFIG_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head", "ch")
 
 
 def _nc_from_state(state: Mapping, model_yaml: dict) -> int:
@@ -229,25 +436,25 @@ def _nc_from_state(state: Mapping, model_yaml: dict) -> int:
     w = state.get(f"model.{detect}.m.0.weight")
     anchors = model_yaml["anchors"]
     na = len(anchors[0]) // 2 if isinstance(anchors, list) else int(anchors)
-    if w is None or w.shape[0] % na:
+    if w is None or w.dim() != 4 or w.shape[0] % na or w.shape[0] // na <= 5:
         return int(model_yaml["nc"])
     return w.shape[0] // na - 5
 
 
-def _load_state(model: Any, state: Mapping, path: Any) -> None:
-    # v5.x pickled Detect.anchor_grid as a buffer; it is derived, so it is rebuilt, not loaded.
-    state = OrderedDict((k, v) for k, v in state.items() if not k.endswith(".anchor_grid"))
-    own = model.state_dict()
+def _check_fits(own: Mapping[str, tuple[int, ...]], state: Mapping, path: Any) -> None:
+    """The weights against the shapes of the model the config describes, before it is built."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
+    shapes = [f"{k} {tuple(state[k].shape)} vs {v}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != v]
+    kinds = [k for k in own if k in state and not k.endswith("num_batches_tracked")
+             and not state[k].is_floating_point()]
+    if missing or unexpected or shapes or kinds:
         detail = "; ".join(filter(None, [
             f"missing {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else "") if missing else "",
             f"unexpected {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else "")
             if unexpected else "",
-            f"shape {'; '.join(shapes[:2])}" if shapes else ""]))
-        raise S2Error(f"{path}: the weights do not fit the model config ({detail}); is it a "
+            f"shape {'; '.join(shapes[:2])}" if shapes else "",
+            f"not floating point: {', '.join(kinds[:3])}" if kinds else ""]))
+        raise S2Error(f"{path}: the weights do not fit the model config ({detail[:600]}); is it a "
                       "checkpoint of this architecture? pass the right one with --cfg")
-    model.load_state_dict(state, strict=True)
