@@ -31,6 +31,7 @@ EPILOG = """examples:
   s2serve export demo.onnx models/ --instances 2        CPU instances on ONNX Runtime
   s2serve export yolov5s-s2.engine models/ --kind gpu --gpus 0 1 --ensemble --plugin-lib libs2trt_plugins.so
   s2serve models/                                        then: s2infer --triton localhost:8001 video.mp4
+  s2infer --triton host1:8001,host2:8001 video.mp4       several servers: spread, with failover
   s2serve models/ -- --backend-config=tensorrt,plugins=/opt/s2trt/libs2trt_plugins.so
   s2serve models/ --host 0.0.0.0                         reachable from other machines (see below)
 

@@ -183,6 +183,9 @@ class ServerPool:
         with self._lock:
             if job.attempt == attempt and job.id in server.inflight:
                 server.inflight[job.id] = call
+            late = server.generation != generation  # taken out while this call was being issued
+        if late:
+            call.cancel()
 
     def _done(self, job: _Job, server: Server, attempt: int, generation: int, started: float,
               result: Any, error: Exception | None) -> None:
@@ -262,7 +265,7 @@ class ServerPool:
             for s in due:
                 try:
                     client = self._connect(s.url)
-                except S2Error as e:
+                except Exception as e:  # S2Error, or anything the connection itself raised
                     with self._lock:
                         s.last_error = str(e)
                         s.backoff = min(s.backoff * 2, self._max_backoff)
