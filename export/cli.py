@@ -16,6 +16,7 @@ from typing import Any
 
 from s2trt.cli import add_verbosity, run_main
 from s2trt.errors import EXIT_NO_ENGINE, EXIT_OK, MissingDependencyError, S2Error
+from s2trt.export.nms import TRT_TOPK_MAX
 
 log = logging.getLogger("s2trt.export")
 
@@ -39,10 +40,8 @@ examples:
 
 # Options that shape the exported graph; an .onnx input was exported already.
 EXPORT_ONLY = ("cfg", "imgsz", "batch", "dynamic", "opset", "nms", "conf_thres", "iou_thres", "max_det",
-               "topk", "simplify", "output")
+               "topk", "simplify", "output", "full_reference")
 
-
-INMS_MAX_CANDIDATES = 5000
 
 def _shape(text: str) -> tuple[int, ...]:
     """'4' (a batch size) or '4x3x640x640' (N x C x H x W)."""
@@ -74,11 +73,15 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     g.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
     g.add_argument("--topk", type=int, default=1000,
-                   help="candidates per image before NMS, by score (default 1000)")
+                   help=f"candidates per image before NMS, by score, 1..{TRT_TOPK_MAX} (TensorRT's TopK "
+                   "limit; default 1000)")
     g.add_argument("--no-plugin", action="store_true",
                    help="no S2SplitAttention plugin: skip the TensorRT-flavour ONNX and build the "
                    "engine from the portable graph")
     g.add_argument("--simplify", action="store_true", help="also simplify the graph with onnxslim")
+    g.add_argument("--full-reference", action="store_true",
+                   help="also run the whole TensorRT-flavour graph under onnx.reference (pure NumPy, "
+                   "independent of ONNX Runtime; adds about 10 s at 640)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -120,7 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    """Parse and check what the command line alone can tell: such mistakes exit 2 before any work."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.topk <= TRT_TOPK_MAX:
+        # A larger pre-filter would not build: TensorRT's TopK layer takes K <= 3840 (nms.py).
+        parser.error(f"--topk {args.topk}: TensorRT's TopK layer takes at most {TRT_TOPK_MAX} "
+                     f"candidates; use 1..{TRT_TOPK_MAX}")
+    if args.int8 and not args.calib:
+        parser.error("--int8 needs --calib SOURCE: the calibration images (a folder, a glob, a video "
+                     "or a YOLO data yaml)")
+    return args
 
 
 def request(args: argparse.Namespace) -> Any:
@@ -136,15 +149,11 @@ def request(args: argparse.Namespace) -> Any:
             raise S2Error("--int8 and --fp16 exclude each other: an INT8 engine already runs the layers "
                           "kept in float in FP16 where TensorRT allows it")
         check_int8_args(args)  # a bad --calib fails now, not after the export
-    if args.nms and not 0 < args.topk <= INMS_MAX_CANDIDATES:
-        # TensorRT's INMSLayer silently looks at no more than 5,000 boxes per image: a larger TopK
-        # would make TensorRT and ONNX Runtime select different boxes again.
-        raise S2Error(f"--topk {args.topk}: TensorRT's NMS layer considers at most "
-                      f"{INMS_MAX_CANDIDATES} boxes per image; use 1..{INMS_MAX_CANDIDATES}")
     nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
     return ExportRequest(weights=args.weights, cfg=args.cfg, imgsz=args.imgsz,
                          batch=None if args.dynamic else args.batch, opset=args.opset, fp16=args.fp16,
-                         nms=nms, plugin=not args.no_plugin, output=args.output, simplify=args.simplify)
+                         nms=nms, plugin=not args.no_plugin, output=args.output, simplify=args.simplify,
+                         full_reference=args.full_reference)
 
 
 def engine_options(args: argparse.Namespace, imgsz: Sequence[int]) -> Any:
@@ -214,7 +223,8 @@ def _main(args: argparse.Namespace) -> int:
     from s2trt.export.pipeline import ExportState, run
 
     state = run(ExportState(request(args)))
-    print(summary(state))
+    if not args.quiet:
+        print(summary(state))
     qdq = int8_stage(args, state) if args.int8 else None
     if args.onnx_only:
         return EXIT_OK

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     import onnx
 
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+# TensorRT's TopK layer takes K <= 3840: NvInfer.h, ITopKLayer::setK ("Currently only values up to
+# 3840 are supported") and INetworkDefinition::addTopK ("only values of K up to 3840"), the same in
+# 10.3, 10.16 and 11.1. The pre-filter's K is the largest TopK K this module emits.
+TRT_TOPK_MAX = 3840
 
 
 @dataclass
@@ -40,6 +44,8 @@ class NMSConfig:
                           "within 0..1")
         if self.max_det < 1 or self.topk < 1:
             raise S2Error(f"--max-det {self.max_det} and the TopK pre-filter {self.topk} must be >= 1")
+        if self.topk > TRT_TOPK_MAX:
+            raise S2Error(f"--topk {self.topk}: TensorRT's TopK layer takes K <= {TRT_TOPK_MAX}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"conf_thres": self.conf_thres, "iou_thres": self.iou_thres, "max_det": self.max_det,

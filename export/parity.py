@@ -129,11 +129,7 @@ def run_torch(model: Any, x: np.ndarray) -> np.ndarray:
 
 
 def run_ort(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # ORT's optimizer warnings are about its own rewrites, not ours
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = _session(model)
     return sess.run(None, {sess.get_inputs()[0].name: x})
 
 
@@ -197,7 +193,8 @@ def run_ort_with_plugin(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarra
 
     The same semantics as run_reference at ONNX Runtime's speed (onnx.reference's FP16 convolutions
     take minutes at 640): each plugin node is cut out, its inputs become graph outputs and its output
-    a graph input, and the graph runs once per plugin node plus once for the final outputs.
+    a graph input, and one session of that graph runs once per plugin node plus once for the final
+    outputs.
     """
     import onnx
     from onnx import helper
@@ -207,9 +204,10 @@ def run_ort_with_plugin(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarra
     plugins = [n for n in model.graph.node if n.domain == OP_DOMAIN]
     if not plugins:
         return run_ort(model, x)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    infos = {v.name: v.type.tensor_type for v in
-             [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    infos = _tensor_types(model)
+    if any(not infos.get(t, onnx.TypeProto.Tensor()).elem_type for n in plugins for t in n.input):
+        # Shape inference costs a serialization round trip of the whole graph: only when needed.
+        infos = _tensor_types(onnx.shape_inference.infer_shapes(model))
     types = {k: v.elem_type for k, v in infos.items()}
     cut = onnx.ModelProto.FromString(model.SerializeToString())
     del cut.graph.node[:]
@@ -218,26 +216,31 @@ def run_ort_with_plugin(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarra
     for node in plugins:
         cut.graph.output.extend(helper.make_tensor_value_info(t, types[t], None) for t in node.input)
         cut.graph.input.append(helper.make_tensor_value_info(node.output[0], types[node.input[0]], None))
+    sess = _session(cut)
     feeds: dict[str, np.ndarray] = {model.graph.input[0].name: x}
     for i, node in enumerate(plugins):
         for other in plugins[i:]:  # not computed yet: zeros of the right type and shape will do
             dtype = np.float16 if types[other.input[0]] == onnx.TensorProto.FLOAT16 else np.float32
             dims = [d.dim_value or x.shape[0] for d in infos[other.input[0]].shape.dim]
             feeds[other.output[0]] = np.zeros(dims, dtype)
-        outs = _run_feeds(cut, feeds)
+        outs = sess.run(None, feeds)
         x1, x2, x3 = outs[n_out + 3 * i: n_out + 3 * i + 3]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         feeds[node.output[0]] = split_attention(x1, x2, x3, **attrs)
-    return _run_feeds(cut, feeds)[:n_out]
+    return sess.run(None, feeds)[:n_out]
 
 
-def _run_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _tensor_types(model: onnx.ModelProto) -> dict[str, Any]:
+    g = model.graph
+    return {v.name: v.type.tensor_type for v in [*g.value_info, *g.input, *g.output]}
+
+
+def _session(model: onnx.ModelProto) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    opts.log_severity_level = 3  # ORT's optimizer warnings are about its own rewrites, not ours
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def require(results: Sequence[Parity]) -> None:

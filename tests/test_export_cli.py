@@ -150,12 +150,11 @@ def _bad_inputs(tmp: Path, ckpt: Path) -> dict[str, tuple[list[str], str]]:
         "wrong architecture": ([str(state), "--cfg", "yolov5s-s2"], "do not fit the model config"),
         "imgsz": ([str(ckpt), "--imgsz", "100"], "not a multiple of the model stride 32"),
         "output folder is a file": ([str(ckpt), "-o", str(a_file / "m.onnx")], "not a folder"),
-        "topk over INMSLayer's limit": ([str(ckpt), "--nms", "--topk", "25200"], "at most 5000 boxes"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "truncated", "malicious", "wrong architecture",
-                                  "imgsz", "output folder is a file", "topk over INMSLayer's limit"])
+                                  "imgsz", "output folder is a file"])
 def test_bad_input_one_line_nonzero_no_files(ckpt, tmp_path, capsys, case):
     src = tmp_path / "src"
     src.mkdir()
@@ -265,3 +264,62 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     write_json_atomic(tmp_path / "a.json", {"k": 1})
     for name in ("a.onnx", "a.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == FILE_MODE
+
+
+@pytest.mark.parametrize("args, message", [
+    # TensorRT's TopK layer takes K <= 3840 (NvInfer.h ITopKLayer::setK, addTopK: 10.3, 10.16, 11.1).
+    (["--nms", "--topk", "3841"], "at most 3840"),
+    (["--nms", "--topk", "5000"], "at most 3840"),
+    (["--topk", "0"], "use 1..3840"),
+    (["--int8"], "--int8 needs --calib"),
+])
+def test_bad_command_line_exits_2_before_any_work(ckpt, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main([str(ckpt[0]), "--imgsz", SMALL, "--onnx-only", "-o", str(out), *args])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_quiet_prints_no_summary_and_the_summary_has_stage_times(ckpt, tmp_path, capsys):
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--onnx-only", "-o", str(tmp_path), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--onnx-only", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "s2export summary" in out
+    times = next(line for line in out.splitlines() if line.strip().startswith("time:"))
+    for stage in ("loading the checkpoint", "exporting to ONNX", "TensorRT flavour", "writing files",
+                  "total"):
+        assert stage in times
+
+
+def test_tensorrt_flavour_checked_at_ort_speed_and_onnx_reference_behind_a_flag(ckpt, tmp_path):
+    """The default check runs standard ops in ONNX Runtime and the plugin node through its NumPy
+    reference, on the whole parity batch; --full-reference adds the onnx.reference run."""
+    names = {}
+    for flag in ([], ["--full-reference"]):
+        out = tmp_path / ("full" if flag else "default")
+        out.mkdir()
+        assert main([str(ckpt[0]), "--imgsz", SMALL, "--dynamic", "--onnx-only", "-o", str(out), "-q",
+                     *flag]) == 0
+        side = json.loads((out / f"{ckpt[0].stem}.trt.json").read_text())
+        assert all(p["pass"] and p["rel"] <= parity.FP32_TOL for p in side["parity"])
+        names[bool(flag)] = [p["name"] for p in side["parity"]]
+    assert names[False] == ["portable fp32 (ONNX Runtime) vs PyTorch",
+                            "tensorrt fp32 (ONNX Runtime + S2SplitAttention reference) vs PyTorch"]
+    assert names[True] == [*names[False],
+                           "tensorrt fp32 (onnx.reference + S2SplitAttention reference) vs PyTorch"]
+
+
+def test_tensorrt_flavour_check_catches_a_wrong_plugin_node(ckpt, tmp_path, capsys, monkeypatch):
+    """Checked without onnx.reference, a plugin node that computes the wrong thing still fails."""
+    import s2trt.export.plugin_reference as ref
+
+    real = ref.split_attention
+    monkeypatch.setattr(ref, "split_attention", lambda x1, x2, x3, **kw: real(x2, x1, x3, **kw))
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--onnx-only", "-o", str(tmp_path), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "parity check failed" in err and "tensorrt fp32 (ONNX Runtime" in err
+    assert not list(tmp_path.iterdir())
