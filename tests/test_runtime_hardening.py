@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
-from test_runtime_support import scene, tiny_models, write_video
+import pytest
+from test_runtime_support import count_frames, scene, tiny_models, write_video
 
 from s2trt.runtime.cli import main
 
@@ -239,3 +244,107 @@ def test_an_unopenable_video_in_a_folder_is_skipped_with_one_warning(tmp_path):
     assert err.count(f"cannot open video {src / 'a.mp4'}") == 2  # the warning and the summary
     out = tmp_path / "runs" / "exp"
     assert sorted(p.name for p in out.iterdir()) == ["b.mp4", "predictions.jsonl"]
+
+
+# --- item 4: write failures are failures ------------------------------------------------------------
+
+def limit_file_size(nbytes: int):
+    """preexec_fn: files the child writes stop growing at nbytes (write fails with EFBIG: Python ignores
+    SIGXFSZ), a full disk that needs no privileges."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return apply
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (needs root and mount; skipped otherwise): a real ENOSPC."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the RLIMIT_FSIZE tests cover it")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "long.mp4", 120)
+
+
+def assert_failed_cleanly(proc, err, folder, message):
+    assert proc.returncode == 1, err
+    assert last_error_line(err).startswith("s2infer: error: ") and message in last_error_line(err), err
+    assert "results saved" not in err
+    assert not [p for p in folder.rglob("*") if p.is_file()], list(folder.rglob("*"))  # nothing left
+
+
+def test_a_full_disk_under_the_video_fails_and_publishes_nothing(tmp_path, long_video, small_disk):
+    proc = spawn(tmp_path, long_video, "-o", small_disk / "out.mp4")
+    _, err = proc.communicate(timeout=300)
+    assert_failed_cleanly(proc, err, small_disk, f"cannot write video {small_disk / 'out.mp4'}: the "
+                          "file came out incomplete (0 of 120 frames readable; is the disk full?)")
+
+
+def test_a_full_disk_under_the_jsonl_fails_and_publishes_nothing(tmp_path, long_video, small_disk):
+    proc = spawn(tmp_path, long_video, "--no-save", "--save-json", small_disk / "p.jsonl",
+                 "--conf-thres", "0.25")  # many boxes: about 10 KB a line
+    _, err = proc.communicate(timeout=300)
+    assert_failed_cleanly(proc, err, small_disk, "No space left on device")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-o", "{out}/out.mp4"], "cannot write video {out}/out.mp4: the file came out incomplete"),
+    (["--no-save", "--save-json", "{out}/p.jsonl"], "cannot write {out}/p.jsonl: File too large"),
+    (["-o", "{out}/dir", "--save-json"], "cannot write"),
+])
+def test_a_file_size_limit_fails_the_run_and_publishes_nothing(tmp_path, long_video, argv, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [a.format(out=out) for a in argv]
+    proc = spawn(tmp_path, long_video, *argv, "--conf-thres", "0.25",
+                 preexec_fn=limit_file_size(64 * 1024))
+    _, err = proc.communicate(timeout=300)
+    assert_failed_cleanly(proc, err, out, message.format(out=out))
+    assert not list(out.iterdir())  # no run folder either
+
+
+def test_json_lines_onto_dev_full_fail_with_one_line(tmp_path, long_video):
+    proc = spawn(tmp_path, long_video, "--no-save", "--save-json", "/dev/full", "--conf-thres", "0.25")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert last_error_line(err) == "s2infer: error: cannot write /dev/full: No space left on device"
+    assert Path("/dev/full").is_char_device()
+
+
+# --- item 5: SIGTERM ---------------------------------------------------------------------------------
+
+def test_sigterm_finishes_the_outputs_and_exits_143(tmp_path):
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        pytest.skip("SIGTERM is ignored in this process, so s2infer inherits that and keeps ignoring it")
+    video = write_video(tmp_path / "long.mp4", 400)
+    out = tmp_path / "o"
+    proc = spawn(tmp_path, video, "-o", out, "--save-json")
+    partial = out / ".predictions.partial.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and partial.stat().st_size > 2000:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be terminated"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert last_error_line(err) == "s2infer: terminated"
+    recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert 0 < len(recs) < 400 and [r["frame"] for r in recs] == list(range(len(recs)))
+    assert count_frames(out / "long.mp4") == len(recs)
+    assert not list(out.glob(".*partial*"))
+    if shutil.which("ffprobe"):  # an independent reader: the container is finalised
+        probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                                "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0",
+                                str(out / "long.mp4")], capture_output=True, text=True, timeout=120)
+        assert probe.returncode == 0 and int(probe.stdout.strip()) == len(recs), probe.stderr
