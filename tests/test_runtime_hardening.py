@@ -348,3 +348,24 @@ def test_sigterm_finishes_the_outputs_and_exits_143(tmp_path):
                                 "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0",
                                 str(out / "long.mp4")], capture_output=True, text=True, timeout=120)
         assert probe.returncode == 0 and int(probe.stdout.strip()) == len(recs), probe.stderr
+
+
+# --- item 10: nothing left behind ----------------------------------------------------------------------
+
+def test_the_tiny_models_folder_is_removed_when_the_session_ends(tmp_path):
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_runtime_support import tiny_models; "
+            "print(tiny_models()['onnx'].parent)")
+    r = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    folder = Path(r.stdout.strip().splitlines()[-1])
+    assert folder.name.startswith("s2trt-runtime-") and not folder.exists()
+
+
+def test_the_ctrl_c_test_skips_when_sigint_is_ignored(tmp_path):
+    test = "test_runtime_cli.py::test_ctrl_c_leaves_playable_video_and_valid_jsonl"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                        str(Path(__file__).parent / test), "--basetemp", str(tmp_path / "t")],
+                       capture_output=True, text=True, timeout=300,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 0 and "1 skipped" in r.stdout and "SIGINT is ignored" in r.stdout, r.stdout

@@ -6,7 +6,9 @@ runtime is tested against the DESIGN §3 contract itself.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,6 +38,7 @@ def _tiny_model():
 
     torch.manual_seed(0)
     out = Path(tempfile.mkdtemp(prefix="s2trt-runtime-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)  # 14 MB of models per test session
     m = DetectionModel("yolov5n-s2", nc=len(NAMES))
     m.names = list(NAMES)
     # Random init makes activations vanish layer by layer, so the output would not depend on the
