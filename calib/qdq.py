@@ -588,6 +588,18 @@ def qdq_in_fp16(model: Any) -> int:
             rename.update({r.output[0]: node.output[0] for r in readers if r.op_type == "Cast"})
             half_outputs.add(node.output[0])
             count += 1
+    # The activation pairs left in FP32 get their scales rounded to FP16 values too: TensorRT elides a
+    # Concat only when the scales it compares are equal, whichever type each pair has.
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] not in inits \
+                and inits.get(node.input[1]) is not None \
+                and inits[node.input[1]].data_type == TensorProto.FLOAT:
+            key = f"{node.input[1]}|fp32"
+            if key not in made:
+                s16 = numpy_helper.to_array(inits[node.input[1]]).astype(np.float16)
+                made[key] = f"{node.input[1]}_fp16_value"
+                model.graph.initializer.append(numpy_helper.from_array(s16.astype(np.float32), made[key]))
+            node.input[1] = made[key]
     for node in model.graph.node:
         for k, name in enumerate(node.input):
             node.input[k] = rename.get(name, name)

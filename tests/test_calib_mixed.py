@@ -113,3 +113,25 @@ def test_mixed_output_tracks_the_int8_graph(graphs) -> None:
     # FP16 between the INT8 layers moves boxes by a small fraction of their size on average.
     assert np.abs(a[..., :4] - b[..., :4]).mean() < 0.01 * np.abs(a[..., :4]).mean()
     assert np.abs(a[..., 4:] - b[..., 4:]).mean() < 0.01
+
+
+def test_concats_still_compare_equal_scales(graphs) -> None:
+    """Item 4's Concat rule survives the FP16 conversion: TensorRT compares the scales of the Q/DQ
+    pairs around a Concat for equality, whether a pair is FP16 or stays FP32 (at an FP32 island)."""
+    _, _, m = graphs
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    prod = {o: n for n in m.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in m.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    checked = 0
+    for cat in (n for n in m.graph.node if n.op_type == "Concat"):
+        dqs = [prod[t] for t in cat.input if t in prod and prod[t].op_type == "DequantizeLinear"]
+        if not dqs:
+            continue
+        checked += 1
+        nodes = [*dqs, *(prod[d.input[0]] for d in dqs),
+                 *(r for r in readers.get(cat.output[0], []) if r.op_type == "QuantizeLinear")]
+        assert len({float(inits[n.input[1]]) for n in nodes}) == 1, cat.name
+    assert checked == 23
