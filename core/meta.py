@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class ModelMeta:
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMeta:
+        """Parse metadata written by s2export; forged or damaged values are one S2Error."""
+        if not isinstance(props, dict):
+            raise S2Error(f"{source}: its s2trt metadata is {_brief(props)}, not a set of fields")
         if props.get("producer") != PRODUCER:
             raise S2Error(f"{source} was not exported by s2trt (its metadata has no "
                           "producer=s2trt): export it with s2export")
@@ -58,17 +62,103 @@ class ModelMeta:
             else:
                 try:
                     kw[f.name] = json.loads(raw) if isinstance(raw, str) else raw
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # bad JSON, too many digits, too deep
                     kw[f.name] = raw
-        try:
-            return cls(**kw)
-        except TypeError as e:
-            raise S2Error(f"{source}: incomplete s2trt metadata ({e})") from None
+        missing = [f.name for f in fields(cls) if f.name not in kw
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise S2Error(f"{source}: incomplete s2trt metadata (no {', '.join(missing)})")
+        for name, value in kw.items():
+            problem = _FIELD_CHECKS[name](value)
+            if problem:
+                raise S2Error(f"{source}: s2trt metadata field '{name}' is {_brief(value)}: "
+                              f"{problem}")
+        return cls(**kw)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "model") -> ModelMeta:
+        if not isinstance(d, dict):
+            raise S2Error(f"{source}: expected a JSON object of s2trt metadata, found "
+                          f"{type(d).__name__}")
         return cls.from_props({k: v if isinstance(v, str) else json.dumps(v) for k, v in d.items()
                                if k in {f.name for f in fields(cls)}}, source)
+
+
+# Bounds of what s2export writes; anything else is a damaged or forged file.
+MAX_CLASSES = 100_000
+MAX_NAME = 1000  # characters
+MAX_IMGSZ = 16384
+MAX_BATCH = 4096
+MAX_DET = 100_000
+MAX_SIDECAR_BYTES = 16 << 20
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother = 2, 4, 4, 40, 40
+
+
+def _brief(x: Any) -> str:
+    return _repr.repr(x)
+
+
+def _int(x: Any, lo: int, hi: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def _unit(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1
+
+
+def _names(v: Any) -> str | None:
+    if not (isinstance(v, list) and 1 <= len(v) <= MAX_CLASSES):
+        return f"expected a list of 1..{MAX_CLASSES} class names"
+    if not all(isinstance(n, str) and len(n) <= MAX_NAME for n in v):
+        return f"every class name must be text of at most {MAX_NAME} characters"
+    return None
+
+
+def _nms(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        return "expected the in-graph NMS settings or null"
+    checks = {"conf_thres": _unit, "iou_thres": _unit, "max_det": lambda x: _int(x, 1, MAX_DET),
+              "topk": lambda x: _int(x, 1, MAX_DET),
+              "outputs": lambda x: isinstance(x, list) and all(isinstance(o, str) for o in x)}
+    bad = [k for k, ok in checks.items() if k in v and not ok(v[k])]
+    return f"bad {', '.join(bad)}" if bad else None
+
+
+def _letterbox(v: Any) -> str | None:
+    if not isinstance(v, dict):
+        return "expected the letterbox settings"
+    bad = [k for k, ok in (("pad_value", lambda x: _int(x, 0, 255)),
+                           ("auto", lambda x: isinstance(x, bool)),
+                           ("scaleup", lambda x: isinstance(x, bool))) if k in v and not ok(v[k])]
+    return f"bad {', '.join(bad)}" if bad else None
+
+
+def _one_of(*values: str) -> Any:
+    return lambda v: None if v in values else f"expected one of {', '.join(values)}"
+
+
+_FIELD_CHECKS: dict[str, Any] = {
+    "names": _names,
+    "imgsz": lambda v: None if isinstance(v, list) and len(v) == 2
+    and all(_int(x, 1, MAX_IMGSZ) for x in v) else f"expected [height, width] in 1..{MAX_IMGSZ}",
+    "stride": lambda v: None if _int(v, 1, 256) else "expected a stride in 1..256",
+    "batch": lambda v: None if v == "dynamic" or _int(v, 1, MAX_BATCH)
+    else f"expected a batch size in 1..{MAX_BATCH} or \"dynamic\"",
+    "flavour": _one_of("portable", "tensorrt"),
+    "precision": _one_of("fp32", "fp16", "int8"),
+    "nms": _nms,
+    "letterbox": _letterbox,
+    "plugin": lambda v: None if v is None or (isinstance(v, str) and len(v) <= 128)
+    else "expected an op name or null",
+    "producer": _one_of(PRODUCER),
+    "versions": lambda v: None if isinstance(v, dict) and len(v) <= 64
+    and all(isinstance(x, str) and len(x) <= 200 for x in (*v, *v.values()))
+    else "expected package names and versions",
+}
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -111,13 +201,20 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar JSON object of a model file, or None when there is none."""
     p = sidecar_path(path)
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise S2Error(f"cannot read {p}: {e}") from None
+        if p.stat().st_size > MAX_SIDECAR_BYTES:
+            raise S2Error(f"{p} is {p.stat().st_size} bytes; an s2trt sidecar is a few KB")
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # bad JSON or UTF-8, nesting, digits
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise S2Error(f"cannot read {p}: {reason}") from None
+    if not isinstance(data, dict):
+        raise S2Error(f"{p} holds a JSON {type(data).__name__}, not the object s2trt writes")
+    return data
 
 
 def read_onnx_meta(path: str | Path) -> ModelMeta:
