@@ -1,7 +1,9 @@
-"""S2SplitAttention CUDA kernel vs PyTorch at the model's shapes (C=512, 20x20 at 640 input).
+"""S2SplitAttention CUDA kernel vs PyTorch at the model's shapes (C=512, 20x20 at 640 input); with
+--preprocess, the GPU letterbox kernel vs runtime/preprocess.py on the CPU.
 
     python benchmarks/bench_kernel.py                       # after building plugins/build (see below)
     python benchmarks/bench_kernel.py --lib path/to/libs2trt_kernels.so --batches 1 8 32 --no-compile
+    python benchmarks/bench_kernel.py --preprocess --frames 8 --frame-size 1080 1920  # CPU part: anywhere
 
 Build the library first (on any machine with nvcc; copy it to the GPU machine if needed):
     cmake -S plugins -B plugins/build -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build plugins/build -j2
@@ -16,6 +18,12 @@ Bandwidth: the bytes a two-pass algorithm must move (inputs read twice, output w
 weights read once) over the kernel-graph time, against the card's peak from the CUDA driver.
 Inputs stay L2-resident between iterations at small batch, as they would after the producing layer.
 S2SA_NO_PDL=1 (or --no-pdl) disables programmatic dependent launch, to measure what it brings.
+
+--preprocess, milliseconds per batch of --frames random frames into a --imgsz FP32 input:
+  cpu preprocess   preprocess() (OpenCV resize + NumPy), best of --reps, OpenCV's own threads
+  cpu + h2d        that, plus the copy of the float32 batch from pinned memory to the GPU
+  gpu up+kernel    the uint8 frames from pinned memory to the GPU, then s2pp_letterbox (CUDA events)
+  gpu kernel       s2pp_letterbox alone
 """
 
 from __future__ import annotations
@@ -147,6 +155,63 @@ def bench_case(torch, lib, batch: int, channels: int, size: int, dtype, compile_
     return row
 
 
+def bench_preprocess(args) -> None:
+    import time
+
+    import cv2
+    import numpy as np
+
+    from s2trt.runtime.preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    fh, fw = args.frame_size
+    frames = [rng.integers(0, 256, (fh, fw, 3), dtype=np.uint8) for _ in range(args.frames)]
+    out = np.empty((args.frames, 3, args.imgsz, args.imgsz), np.float32)
+    cpu = []
+    for _ in range(args.reps):
+        start = time.perf_counter()
+        preprocess(frames, args.imgsz, out=out)
+        cpu.append((time.perf_counter() - start) * 1e3)
+    row = {"frames": f"{args.frames}x{fh}x{fw}", "cpu preprocess": min(cpu)}
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = False
+    if gpu:
+        from s2trt.runtime.gpu_preprocess import DeviceFrame, GpuLetterbox
+
+        letterbox = GpuLetterbox(args.lib)
+        host_frames = [torch.from_numpy(f).pin_memory() for f in frames]
+        dev_frames = [torch.empty_like(f, device="cuda") for f in host_frames]
+        host_out = torch.from_numpy(out).pin_memory()
+        dev_out = torch.empty(out.shape, dtype=torch.float32, device="cuda")
+        stream = torch.cuda.current_stream().cuda_stream
+        descs = [DeviceFrame(d.data_ptr(), fh, fw) for d in dev_frames]
+
+        def kernel():
+            letterbox(descs, dev_out.data_ptr(), args.imgsz, stream=stream)
+
+        def upload_and_kernel():
+            for h, d in zip(host_frames, dev_frames, strict=True):
+                d.copy_(h, non_blocking=True)
+            kernel()
+
+        h2d = time_loop(torch, lambda: dev_out.copy_(host_out, non_blocking=True), 50)
+        row["cpu + h2d"] = min(cpu) + h2d / 1e3
+        row["gpu up+kernel"] = time_loop(torch, upload_and_kernel, 50) / 1e3
+        row["gpu kernel"] = time_loop(torch, kernel, 50) / 1e3
+        device = torch.cuda.get_device_properties(0).name
+    else:
+        device = "no CUDA device: CPU column only"
+    print(f"\n{device}; OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads), {os.cpu_count()} CPUs; "
+          f"input {args.imgsz}x{args.imgsz} FP32; {platform.node()}\n")
+    print("| " + " | ".join(row) + " |")
+    print("|" + "---|" * len(row))
+    print("| " + " | ".join(v if isinstance(v, str) else f"{v:.2f}" for v in row.values()) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lib", type=Path, default=DEFAULT_LIB,
@@ -158,7 +223,15 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (minutes of compilation)")
     ap.add_argument("--no-pdl", action="store_true", help="disable programmatic dependent launch")
     ap.add_argument("--peak-gbs", type=float, help="peak memory bandwidth, when the driver cannot tell")
+    ap.add_argument("--preprocess", action="store_true", help="benchmark the GPU letterbox kernel instead")
+    ap.add_argument("--frames", type=int, default=8, help="--preprocess: frames per batch")
+    ap.add_argument("--frame-size", type=int, nargs=2, default=[1080, 1920], metavar=("H", "W"))
+    ap.add_argument("--imgsz", type=int, default=640, help="--preprocess: network input size")
+    ap.add_argument("--reps", type=int, default=5, help="--preprocess: CPU repetitions (best is kept)")
     args = ap.parse_args()
+    if args.preprocess:
+        bench_preprocess(args)
+        return
     if args.no_pdl:
         os.environ["S2SA_NO_PDL"] = "1"  # read by the library at its first launch
 

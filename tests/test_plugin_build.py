@@ -366,7 +366,7 @@ def test_plugin_without_code_for_the_gpu_is_refused_at_creation():
     status = lib.s2sa_check_device()
     if status == 0:
         pytest.skip("this GPU is sm_75: the sm_75-only build has code for it")
-    assert status == 209  # cudaErrorNoKernelImageForDevice
+    assert status in (98, 209)  # cudaErrorInvalidDeviceFunction, cudaErrorNoKernelImageForDevice
     r = _run([str(build / "s2sa_harness"), str(build / "libs2trt_plugins.so")], timeout=300)
     assert r.returncode != 0
     assert "has no code for GPU" in r.stdout and "built for CUDA architectures 75-real" in r.stdout

@@ -126,16 +126,13 @@ struct HostLauncher
             pool.emplace_back([&, t] {
                 tThreadIdx = uint3{t, 0, 0};
                 tWarp = warps[t / 32].get();
-                for (unsigned bz = 0; bz < grid.z; ++bz)
+                for (unsigned by = 0; by < grid.y; ++by)
                 {
-                    for (unsigned by = 0; by < grid.y; ++by)
+                    for (unsigned bx = 0; bx < grid.x; ++bx)
                     {
-                        for (unsigned bx = 0; bx < grid.x; ++bx)
-                        {
-                            tBlockIdx = uint3{bx, by, bz};
-                            kernel(static_cast<Params>(args)...);
-                            blockDone.arrive_and_wait();
-                        }
+                        tBlockIdx = uint3{bx, by, 0};
+                        kernel(static_cast<Params>(args)...);
+                        blockDone.arrive_and_wait();
                     }
                 }
             });
