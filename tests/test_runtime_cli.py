@@ -285,3 +285,23 @@ def test_one_pixel_thin_images_are_processed_and_do_not_stop_the_folder(tmp_path
             assert 0 <= x1 < x2 <= r["width"] and 0 <= y1 < y2 <= r["height"]
     assert cv2.imread(str(out / "b_wide.png")).shape == (1, 5000, 3)
     assert cv2.imread(str(out / "c_tall.png")).shape == (5000, 1, 3)
+
+
+def test_summary_counts_detections_and_warns_when_there_are_none(tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", 5)
+    args = ["--onnx", str(tiny_models()["onnx"]), str(video), "--no-save", "--save-json"]
+    assert main([*args, str(tmp_path / "a.jsonl"), "--conf-thres", CONF]) == 0
+    n = sum(len(r["boxes"]) for r in read_jsonl(tmp_path / "a.jsonl"))
+    err = capsys.readouterr().err
+    assert n > 0 and f"5 frames, {n} detections in " in err and "no detections" not in err
+    assert main([*args, str(tmp_path / "b.jsonl"), "--conf-thres", "1.0"]) == 0
+    err = capsys.readouterr().err
+    assert "5 frames, 0 detections in " in err and "no detections in 5 frame(s) above --conf-thres 1" in err
+
+
+def test_half_with_an_exported_model_says_it_does_nothing(tmp_path, capsys):
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), scene(0))
+    assert run(tmp_path, img, "--half") == 0
+    assert ("--half does nothing with --onnx: the precision of an exported model is fixed at export"
+            in capsys.readouterr().err)
