@@ -196,8 +196,9 @@ def test_a_missing_device_is_not_mistaken_for_missing_code():
     status = lib.s2sa_check_device()
     if status == 0:
         pytest.skip("a GPU the library has code for is present")
-    # cudaErrorNoDevice, cudaErrorInsufficientDriver; not cudaErrorNoKernelImageForDevice (209) & co.
-    assert status in (100, 35, 34), status
+    # s2sa_is_missing_code's list (s2SplitAttentionKernel.h); here typically cudaErrorInsufficientDriver (35)
+    # or cudaErrorNoDevice (100).
+    assert status not in (98, 200, 209, 218, 221, 222, 223), status
 
 
 @HEADERS
