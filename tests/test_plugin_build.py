@@ -316,8 +316,9 @@ def reachable_functions(library: Path, roots: str) -> set[str]:
 # cudaStreamEndCapture), where cudaMalloc, synchronous cudaMemcpy and stream synchronization are refused
 # and break the capture; NVIDIA's answer in NVIDIA/TensorRT#802: "move out all the cudaMalloc,
 # cudaMemcpyAsync, cudaMemset" from enqueue. The weights go up in onShapeChange, which IBuilder calls
-# before timing and IExecutionContext before the first enqueueV3 after a shape change (NvInferRuntime.h,
-# 10.3, IPluginV3OneRuntime::onShapeChange), and in attachToContext (context creation).
+# before timing and IExecutionContext before the first enqueueV3 after a shape change
+# (IPluginV3OneRuntime::onShapeChange in NvInferRuntime.h: 10.3 line 1031, 10.16 line 1132, 11.1 line
+# 1113), and in attachToContext (context creation).
 ENQUEUE_RUNTIME_CALLS = {
     "cudaLaunchKernelExC",     # the three launches
     "cudaGetDevice",           # which device's cached compute capability applies
