@@ -145,9 +145,6 @@ def test_all_servers_killed_one_clear_error_outputs_so_far_complete(servers, vid
     assert lines[-1].startswith("s2infer: error: all 2 Triton servers are unreachable"), lines[-1]
     assert "Connection refused" in lines[-1] or "Socket closed" in lines[-1] or "reset" in lines[-1]
     assert all(x.startswith("Triton server ") and " failed (" in x for x in lines[:-1])  # the first to go
-    if not (tmp_path / "p.jsonl").exists():
-        pytest.xfail("s2infer discards the outputs of a failed run: runtime/cli.py should publish them when "
-                     "the error has outputs_complete (NoServerLeft), as after Ctrl-C")
     records = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert 0 < len(records) < FRAMES
     assert [r["frame"] for r in records] == list(range(len(records)))  # in order, none missing
