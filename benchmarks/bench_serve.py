@@ -7,6 +7,11 @@ ONNX Runtime backend, one image at a time, no server), on the same images.
 
     python benchmarks/bench_serve.py                      # random-weight yolov5n-s2 at 320, demo images
     python benchmarks/bench_serve.py --model demo.onnx --instances 2 --concurrency 1 4 16
+    python benchmarks/bench_serve.py --demo --servers 1 2 --concurrency 8 16   # scaling out
+
+With `--servers 1 2` each level runs against one server, then against two identical servers on this
+machine, every client spreading its requests over them (s2infer --triton a,b: least outstanding
+requests first).
 """
 
 from __future__ import annotations
@@ -44,6 +49,24 @@ def random_model(path: Path, imgsz: int) -> Path:
     proto = onnx.load(str(path))
     for k, v in ModelMeta(names=[f"c{i}" for i in range(5)], imgsz=[imgsz, imgsz],
                           batch="dynamic").to_props().items():
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(path))
+    return path
+
+
+def demo_model(path: Path, imgsz: int) -> Path:
+    """The bundled trained demo checkpoint (demo/assets/demo.pt) exported with a dynamic batch."""
+    import onnx
+
+    from s2trt.export.onnx_export import torch_to_onnx
+    from s2trt.meta import ModelMeta
+    from s2trt.models.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(ROOT / "demo" / "assets" / "demo.pt")
+    proto = torch_to_onnx(loaded, (imgsz, imgsz), None)
+    meta = ModelMeta(names=list(loaded.names), imgsz=[imgsz, imgsz], stride=int(max(loaded.stride)),
+                     batch="dynamic")
+    for k, v in meta.to_props().items():
         proto.metadata_props.add(key=k, value=v)
     onnx.save(proto, str(path))
     return path
@@ -108,6 +131,9 @@ def ms(lat: list[float], q: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="portable .onnx (default: random yolov5n-s2)")
+    p.add_argument("--demo", action="store_true", help="the bundled trained demo model (demo.pt) at --imgsz")
+    p.add_argument("--servers", type=int, nargs="+", default=[1],
+                   help="numbers of identical local servers to compare (e.g. 1 2)")
     p.add_argument("--imgsz", type=int, default=320, help="input size of the random model")
     p.add_argument("--images", type=Path, default=ROOT / "demo" / "assets" / "images")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -122,7 +148,10 @@ def main() -> None:
     from s2trt.serve.server import TritonServer
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = a.model or random_model(Path(tmp) / "bench.onnx", a.imgsz)
+        if a.demo:
+            model = demo_model(Path(tmp) / "demo.onnx", a.imgsz)
+        else:
+            model = a.model or random_model(Path(tmp) / "bench.onnx", a.imgsz)
         images = load_images(a.images, 8)
         repo = Path(tmp) / "repo"
         opts = RepoOptions(max_batch_size=a.max_batch, instances=a.instances, cpu_threads=a.cpu_threads,
@@ -130,13 +159,23 @@ def main() -> None:
         export_repository(model, repo, opts)
         base_rps, base_lat = baseline(model, images, min(a.requests, 100), a.cpu_threads)
         rows = [("in-process (no server)", 1, base_rps, ms(base_lat, 50), ms(base_lat, 99), 0)]
-        with TritonServer(repo) as server:
-            load(server.endpoints.grpc_url, images, 2, 10)  # warm-up: sessions, connections
-            for c in a.concurrency:
-                rps, lat, err = load(server.endpoints.grpc_url, images, c, max(1, a.requests // c))
-                rows.append((f"Triton, {a.instances} instance(s)", c, rps, ms(lat, 50), ms(lat, 99), err))
+        for n in a.servers:
+            servers = []
+            try:
+                for _ in range(n):
+                    servers.append(TritonServer(repo).start())
+                url = ",".join(s.endpoints.grpc_url for s in servers)
+                load(url, images, 2, 10)  # warm-up: sessions, connections
+                for c in a.concurrency:
+                    rps, lat, err = load(url, images, c, max(1, a.requests // c))
+                    rows.append((f"Triton, {n} server(s) x {a.instances} instance(s)", c, rps, ms(lat, 50),
+                                 ms(lat, 99), err))
+            finally:
+                for s in servers:
+                    s.stop()
     cpu = platform.processor() or platform.machine()
-    what = model.name if a.model else f"random yolov5n-s2 {a.imgsz}x{a.imgsz}"
+    what = (f"demo.pt {a.imgsz}x{a.imgsz}" if a.demo else model.name if a.model
+            else f"random yolov5n-s2 {a.imgsz}x{a.imgsz}")
     print(f"\nmachine: {os.cpu_count()} CPU cores ({cpu}), load average {os.getloadavg()[0]:.1f}; "
           f"model {what}; {len(images)} images; {a.instances} instance(s), max batch {a.max_batch}")
     print("| path | concurrency | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|")
