@@ -20,6 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DROP = 1.0  # mAP50 points
+MIXED_ROW = "int8+fp16"  # the report row of the best method's INT8+FP16 graph
 
 
 def fp16_graph(onnx_fp32: Path, work_dir: Path) -> tuple[Path | None, str | None]:
@@ -131,9 +132,6 @@ def accuracy_report(onnx_fp32: Path, int8: dict[str, Path], data: str | Path, sp
     return {"data": str(data), "split": split, "imgsz": imgsz, "images": rows["fp32"]["images"],
             "runtime": "onnxruntime CPU", "rows": rows, "notes": notes, "best": best,
             "max_map_drop": max_drop, "drop_mAP50": drop, "within_tolerance": within}
-
-
-MIXED_ROW = "int8+fp16"
 
 
 def _add_drops(rows: dict[str, dict[str, Any]]) -> None:
