@@ -1,12 +1,18 @@
-"""TensorRT backend (`s2infer --engine`): TensorRT 10/11 tensor-name API, pinned memory, one stream.
+"""TensorRT backend (`s2infer --engine`): TensorRT 10/11 tensor-name API, overlapped batches.
 
-Version differences stay in s2trt.runtime.trt_compat; this module uses only API present in both 10.3
-(JetPack 6) and 11.x. `trt` is always the module object so the API conformance test can check it.
+Two buffer sets of page-locked memory and three streams (upload, compute, download) ordered by
+events, so the copy-in (and the CPU's letterbox) of batch n+1 overlaps the run of batch n; the host
+waits only in `collect`. The enqueue is replayed from a CUDA graph per buffer set and input shape
+when the engine can be captured. Version differences stay in s2trt.runtime.trt_compat; this module
+uses only API present in both 10.3 (JetPack 6) and 11.x. `trt` is always the module object so the
+API conformance test can check it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +22,14 @@ import numpy as np
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
 from s2trt.runtime.backend import BatchedBackend, BatchSpec, output_layout
+from s2trt.runtime.cuda_mem import CaptureFailed
+from s2trt.runtime.preprocess import LetterboxInfo, check_frame, preprocess
 from s2trt.text import printable
 
 log = logging.getLogger(__name__)
+
+SLOTS = 2  # buffer sets: one uploading while the other runs; a third would add latency, not speed
+GRAPHS_ON = "on"
 
 # TensorRT DataType member -> NumPy type; looked up by name so a member missing in one version is skipped.
 _DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT8": np.int8,
@@ -40,6 +51,31 @@ class TensorInfo:
             return f"fixed shape {fmt(self.shape)}"
         lo, opt, hi = self.profile
         return f"profile min {fmt(lo)}, opt {fmt(opt)}, max {fmt(hi)}"
+
+
+@dataclass(frozen=True, eq=False)
+class Pending:
+    """A submitted batch; `TrtBackend.collect` returns its outputs."""
+
+    slot: int
+    n: int  # the caller's frames; a fixed-batch engine runs more and their outputs are dropped
+    shapes: dict[str, Shape]  # of the outputs, for the batch the engine ran
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One buffer set: input and outputs in page-locked host memory and on the device (the same
+    memory on an integrated GPU), and the events that order its upload, run and download."""
+
+    index: int
+    host_in: np.ndarray
+    dev_in: int
+    host_out: dict[str, np.ndarray]
+    dev_out: dict[str, int]
+    uploaded: int
+    computed: int
+    ready: int
+    pending: Pending | None = None
 
 
 def fmt(shape: Shape) -> str:
@@ -84,7 +120,8 @@ def plan_input(info: TensorInfo, imgsz: tuple[int, int], source: str) -> BatchSp
 
 class TrtBackend(BatchedBackend):
     def __init__(self, path: str | Path, plugin_lib: str | None = None, device: str = "auto", *,
-                 trt: Any = None, cuda: Any = None):
+                 cuda_graphs: bool = True, trt: Any = None, cuda: Any = None):
+        """`trt` and `cuda` replace the TensorRT module and CUDA memory (tests)."""
         from s2trt.runtime import trt_compat
 
         path = Path(path)
@@ -139,7 +176,13 @@ class TrtBackend(BatchedBackend):
                      self.input.profile_text(), self.layout)
 
             self.context = self.engine.create_execution_context()
+            self._graphs: dict[tuple[int, Shape], int] = {}
+            self._enqueue_time: dict[str, tuple[float, int]] = {}
+            self.graph_state = GRAPHS_ON if cuda_graphs else "off (not requested)"
+            self._shape: Shape = self.input.shape
             self._allocate()
+            log.info("%s: %d buffer sets, %s memory, CUDA graphs %s", path.name, SLOTS,
+                     "mapped (zero-copy)" if self.zero_copy else "pinned", self.graph_state)
         except BaseException:
             self.close()
             raise
@@ -155,45 +198,210 @@ class TrtBackend(BatchedBackend):
         return ModelMeta(names=[str(i) for i in range(nc)], imgsz=[shape[2], shape[3]])
 
     def _allocate(self) -> None:
-        """Buffers for the largest batch, set once: every run then only copies and enqueues."""
+        """Two buffer sets for the largest batch, set once: every batch then only copies and enqueues.
+
+        Batch n+1 is copied into one set on the upload stream while batch n runs from the other on
+        the compute stream; its outputs come back on the download stream. On an integrated GPU
+        (Jetson) the buffers are mapped pinned host memory that the GPU reads and writes in place,
+        so nothing is copied at all.
+        """
         h, w = self.imgsz
         self._max_shape = (self.spec.max, 3, h, w)
         if self.input.profile is not None:
             self._set_input_shape(self._max_shape)
-        self._dev: dict[str, int] = {}
-        self._host: dict[str, np.ndarray] = {}
+        counts = {}
         for t in self.tensors:
             shape = self._max_shape if t.is_input else tuple(self.context.get_tensor_shape(t.name))
             if any(d < 0 for d in shape):
                 raise S2Error(f"the engine's output '{t.name}' has no fixed size ({fmt(shape)}) at "
                               f"batch {self.spec.max}: data-dependent outputs are not supported")
-            count = int(np.prod(shape))
-            self._host[t.name] = self.cuda.host_array((count,), t.dtype)
-            self._dev[t.name] = self.cuda.malloc(count * np.dtype(t.dtype).itemsize)
-            self.context.set_tensor_address(t.name, self._dev[t.name])
+            counts[t.name] = int(np.prod(shape))
+        cuda = self.cuda
+        self.zero_copy = bool(cuda.integrated)
+        self._compute = cuda.stream_handle
+        self._upload = cuda.new_stream()
+        self._download = None if self.zero_copy else cuda.new_stream()
+        self._slots = [self._buffer_set(i, counts) for i in range(SLOTS)]
+        self._next_slot = 0
+
+    def _buffer_set(self, index: int, counts: dict[str, int]) -> _Slot:
+        bufs = {t.name: self._pinned(counts[t.name], t.dtype) for t in self.tensors}
+        events = [self.cuda.new_event() for _ in range(3)]
+        return _Slot(index, *bufs.pop(self.input.name), {k: v[0] for k, v in bufs.items()},
+                     {k: v[1] for k, v in bufs.items()}, *events)
+
+    def _pinned(self, count: int, dtype: Any) -> tuple[np.ndarray, int]:
+        """Page-locked host memory and the device address that TensorRT gets for it."""
+        if self.zero_copy:
+            host = self.cuda.host_array((count,), dtype, mapped=True)
+            return host, self.cuda.device_pointer(host)
+        return self.cuda.host_array((count,), dtype), self.cuda.malloc(count * np.dtype(dtype).itemsize)
 
     def _set_input_shape(self, shape: Shape) -> None:
         if not self.context.set_input_shape(self.input.name, shape):
             raise S2Error(f"TensorRT refused input shape {fmt(shape)} for '{self.input.name}' "
                           f"({self.input.profile_text()})")
+        self._shape = shape
+
+    # ------------------------------------------------------------------ overlapped submit / collect
+
+    def submit(self, batch: np.ndarray) -> Pending:
+        """Copies a preprocessed batch (at most max_batch frames) in and enqueues it; returns at once.
+
+        At most two batches are in flight: submit batch n+1, then collect batch n, so the GPU runs n+1
+        while the caller post-processes n. A fixed-batch engine gets the last frame repeated.
+        """
+        self.check_input(batch)
+        n = self._check_count(batch.shape[0])
+        slot = self._free_slot()
+        run_shape = (max(n, self.spec.min), *batch.shape[1:])
+        host_in = slot.host_in[:int(np.prod(run_shape))].reshape(run_shape)
+        np.copyto(host_in[:n], batch, casting="same_kind")
+        host_in[n:] = host_in[n - 1]
+        if not self.zero_copy:
+            self.cuda.h2d(slot.dev_in, host_in, self._upload)
+        return self._enqueue(slot, n, run_shape, uploaded=not self.zero_copy)
+
+    def collect(self, pending: Pending) -> dict[str, np.ndarray]:
+        """The outputs of a submitted batch; the only place the host waits for the GPU."""
+        slot = self._slots[pending.slot]
+        if slot.pending is not pending:
+            raise ValueError("this batch was already collected")
+        self.cuda.event_synchronize(slot.computed if self.zero_copy else slot.ready)
+        slot.pending = None
+        # Copies: the pinned buffers take batch n+2 while the caller still holds batch n's results.
+        return {name: slot.host_out[name][:int(np.prod(shape))].reshape(shape)[:pending.n].copy()
+                for name, shape in pending.shapes.items()}
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        n = batch.shape[0]
-        if self.input.profile is not None:
-            self._set_input_shape(batch.shape)
-        host_in = self._host[self.input.name][:batch.size].reshape(batch.shape)
-        np.copyto(host_in, batch, casting="same_kind")
-        self.cuda.h2d(self._dev[self.input.name], host_in)
-        if not self.context.execute_async_v3(self.cuda.stream_handle):
-            raise S2Error(f"TensorRT failed to run a batch of {n} (see its message above)")
-        views = {}
-        for t in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(t.name))
-            views[t.name] = self._host[t.name][:int(np.prod(shape))].reshape(shape)
-            self.cuda.d2h(views[t.name], self._dev[t.name])
-        self.cuda.synchronize()
-        # Copies: the pinned buffers are reused by the next batch while this one is post-processed.
-        return {k: v.copy() for k, v in views.items()}
+        return self.collect(self.submit(batch))
+
+    def _check_count(self, n: int) -> int:
+        if not 1 <= n <= self.spec.max:
+            raise ValueError(f"submit takes 1 to {self.spec.max} frames, got {n} (infer() splits larger "
+                             "batches)")
+        return n
+
+    def _free_slot(self) -> _Slot:
+        """The buffer set the next batch goes to; its last batch was collected, so by then the GPU
+        finished with it (collect waited for its download, which came after its run and upload)."""
+        slot = self._slots[self._next_slot]
+        if slot.pending is not None:
+            raise RuntimeError(f"{SLOTS} batches are in flight: collect the oldest before submitting")
+        return slot
+
+    def _enqueue(self, slot: _Slot, n: int, run_shape: Shape, uploaded: bool) -> Pending:
+        """Orders the slot's run after its upload, and its download after its run, all on the GPU."""
+        cuda, compute = self.cuda, self._compute
+        if uploaded:
+            cuda.record(slot.uploaded, self._upload)
+            cuda.wait(compute, slot.uploaded)
+        if self.input.profile is not None and run_shape != self._shape:
+            self._set_input_shape(run_shape)
+        graph = self._graphs.get((slot.index, run_shape))
+        t0 = time.perf_counter()
+        if graph is not None:
+            cuda.launch(graph, compute)
+            self._time_enqueue("graph", t0)
+        else:
+            self._bind(slot)
+            if not self.context.execute_async_v3(compute):
+                raise S2Error(f"TensorRT failed to run a batch of {run_shape[0]} (see its message above)")
+            self._time_enqueue("direct", t0)
+            if self.graph_state == GRAPHS_ON:
+                self._capture(slot, run_shape)
+        cuda.record(slot.computed, compute)
+        shapes = {t.name: tuple(int(d) for d in self.context.get_tensor_shape(t.name)) for t in self.outputs}
+        if not self.zero_copy:
+            cuda.wait(self._download, slot.computed)
+            for name, shape in shapes.items():
+                host = slot.host_out[name][:int(np.prod(shape))]
+                cuda.d2h(host, slot.dev_out[name], self._download)
+            cuda.record(slot.ready, self._download)
+        slot.pending = Pending(slot.index, n, shapes)
+        self._next_slot = (slot.index + 1) % SLOTS
+        return slot.pending
+
+    def _time_enqueue(self, how: str, t0: float) -> None:
+        total, count = self._enqueue_time.get(how, (0.0, 0))
+        self._enqueue_time[how] = (total + time.perf_counter() - t0, count + 1)
+
+    def enqueue_summary(self) -> str:
+        """Host time per enqueue, by CUDA graph launch and by direct enqueueV3: what graphs save."""
+        parts = [f"{how} {count} x {total / count * 1e3:.3f} ms"
+                 for how, (total, count) in sorted(self._enqueue_time.items())]
+        return f"CUDA graphs {self.graph_state}; host time per enqueue: {', '.join(parts) or 'none yet'}"
+
+    def _bind(self, slot: _Slot) -> None:
+        self.context.set_tensor_address(self.input.name, slot.dev_in)
+        for name, ptr in slot.dev_out.items():
+            self.context.set_tensor_address(name, ptr)
+
+    # ------------------------------------------------------------------------------ CUDA graphs
+
+    def _capture(self, slot: _Slot, run_shape: Shape) -> None:
+        """Records the enqueue just made as a CUDA graph for this buffer set and shape.
+
+        The enqueue just made is the one TensorRT needs before a capture (it does the initialisation
+        that a capture must not contain); it already computed this batch, so the capture only
+        records. trtexec also synchronises before capturing; the loop need not: a capture runs
+        nothing, and the work issued before it stays ahead of the graph's launches on the stream.
+        An engine whose layers or plugins cannot be captured turns graphs off, once.
+        """
+        t0 = time.perf_counter()
+        compute = self._compute
+        try:
+            self.cuda.begin_capture(compute)
+        except CaptureFailed as e:
+            self._graphs_off(str(e))
+            return
+        ok = False
+        try:
+            # Under capture enqueueV3 returns false when the engine holds work that cannot be
+            # captured (trtexec, samples/common/sampleInference.cpp: createEnqueueFunction).
+            ok = bool(self.context.execute_async_v3(compute))
+        finally:
+            if not ok:
+                self.cuda.abort_capture(compute)
+        if not ok:
+            self._graphs_off("TensorRT could not enqueue under stream capture (a layer or plugin of "
+                             "this engine is not capturable)")
+            return
+        try:
+            graph = self.cuda.end_capture(compute)
+        except CaptureFailed as e:
+            self._graphs_off(str(e))
+            return
+        self._graphs[(slot.index, run_shape)] = graph
+        log.info("CUDA graph captured for batch %d, buffer set %d, in %.1f ms", run_shape[0], slot.index,
+                 (time.perf_counter() - t0) * 1e3)
+
+    def _graphs_off(self, reason: str) -> None:
+        self.graph_state = f"off ({reason})"
+        log.warning("CUDA graphs off: %s; batches are enqueued directly", reason)
+
+    # ------------------------------------------------------------------------ preprocessing
+
+    def submit_frames(self, frames: Sequence[np.ndarray], *, stride: int = 32, pad_value: int = 114,
+                      scaleup: bool = True) -> tuple[Pending, list[LetterboxInfo]]:
+        """Letterboxes BGR uint8 frames on the CPU straight into the pinned input buffer, and submits."""
+        n = self._check_count(len(frames))
+        for i, f in enumerate(frames):
+            check_frame(f, i)
+        slot = self._free_slot()
+        h, w = self.imgsz
+        run_shape = (max(n, self.spec.min), 3, h, w)
+        host_in = slot.host_in[:int(np.prod(run_shape))].reshape(run_shape)
+        kw = {"stride": stride, "pad_value": pad_value, "scaleup": scaleup}
+        if host_in.dtype == np.float32:  # straight into pinned memory: no extra copy
+            _, infos = preprocess(frames, (h, w), out=host_in, **kw)
+        else:
+            x, infos = preprocess(frames, (h, w), **kw)
+            np.copyto(host_in[:n], x, casting="same_kind")
+        host_in[n:] = host_in[n - 1]
+        if not self.zero_copy:
+            self.cuda.h2d(slot.dev_in, host_in, self._upload)
+        return self._enqueue(slot, n, run_shape, uploaded=not self.zero_copy), infos
 
     def close(self) -> None:
         if getattr(self, "cuda", None) is not None:

@@ -8,6 +8,8 @@ buffer planning, batching, shape checks and error messages are tested for real. 
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import types
 
@@ -39,28 +41,159 @@ class Logger:
 
 
 class FakeCuda:
-    """Device memory as NumPy byte arrays keyed by fake pointers."""
+    """A GPU that keeps CUDA's ordering contract and nothing more.
 
-    def __init__(self):
-        self.mem, self.next, self.syncs, self.closed = {}, 4096, 0, False
-        self.stream_handle = 1234
+    Work issued on a stream runs in issue order, but only when the host waits for it
+    (`event_synchronize`, `synchronize`) and only as far as that wait needs. Streams are ordered by
+    nothing but `wait(stream, event)`, which waits for the last `record` of the event issued before
+    the wait (cudaStreamWaitEvent, CUDA runtime API): a missing wait runs work too early or too late
+    and the result comes out wrong. A copy reads its source when it runs, not when it is issued, as
+    cudaMemcpyAsync from page-locked memory does, and copies take page-locked memory only.
+    Device pointers are addresses of NumPy buffers, so device work can be plain NumPy (or the CPU
+    emulation of a CUDA kernel). Every host call is logged in `calls`.
+    """
+
+    def __init__(self, integrated=False):
+        self.integrated, self.closed = integrated, False
+        self.device: dict[int, np.ndarray] = {}  # base address -> bytes the GPU can address
+        self.pinned: dict[int, np.ndarray] = {}  # base address -> page-locked host bytes
+        self.queues: dict[int, collections.deque] = {}
+        self.recorded: collections.Counter = collections.Counter()  # event -> records issued
+        self.done: collections.Counter = collections.Counter()  # event -> records completed
+        self.record_stream: dict[tuple[int, int], int] = {}
+        self.capturing: dict[int, list] = {}
+        self.graphs: dict[int, list] = {}
+        self.calls: list[tuple] = []
+        self._ids = itertools.count(1001)
+        self.stream_handle = self.new_stream()
+
+    # --- memory
+    def _register(self, table, arr):
+        raw = arr.reshape(-1).view(np.uint8)
+        table[raw.ctypes.data] = raw
+        return raw.ctypes.data
+
+    def _find(self, table, ptr, nbytes):
+        for base, raw in table.items():
+            if base <= ptr and ptr + nbytes <= base + raw.size:
+                return raw[ptr - base:ptr - base + nbytes]
+        raise AssertionError(f"{nbytes} bytes at {ptr:#x} are not in one allocation of this kind")
+
+    def bytes_at(self, ptr, nbytes):
+        """Device memory as the GPU sees it (device allocations and mapped host memory)."""
+        return self._find(self.device, ptr, nbytes)
 
     def malloc(self, nbytes):
-        ptr, self.next = self.next, self.next + nbytes + 256
-        self.mem[ptr] = np.zeros(nbytes, np.uint8)
-        return ptr
+        self.calls.append(("malloc", nbytes))
+        return self._register(self.device, np.full(nbytes, 0xAB, np.uint8))  # garbage, as cudaMalloc's
 
-    def host_array(self, shape, dtype):
-        return np.full(shape, 77, dtype)  # garbage, as pinned memory would hold
+    def host_array(self, shape, dtype, mapped=False):
+        self.calls.append(("host_array", shape, mapped))
+        arr = np.full(shape, 77, dtype)  # garbage, as pinned memory would hold
+        self._register(self.pinned, arr)
+        if mapped:
+            self.mapped = getattr(self, "mapped", set()) | {arr.ctypes.data}
+        return arr
 
-    def h2d(self, dst, src):
-        self.mem[dst][:src.nbytes] = np.frombuffer(np.ascontiguousarray(src).tobytes(), np.uint8)
+    def device_pointer(self, host):
+        assert host.ctypes.data in getattr(self, "mapped", set()), "device pointer of unmapped memory"
+        return self._register(self.device, host)
 
-    def d2h(self, dst, src):
-        dst.reshape(-1).view(np.uint8)[:] = self.mem[src][:dst.nbytes]
+    def _host_bytes(self, arr):
+        assert arr.flags.c_contiguous
+        return self._find(self.pinned, arr.ctypes.data, arr.nbytes)  # pageable memory would fail here
+
+    # --- streams and events
+    def new_stream(self):
+        handle = next(self._ids)
+        self.queues[handle] = collections.deque()
+        return handle
+
+    def new_event(self):
+        return next(self._ids)
+
+    def issue(self, stream, fn, what):
+        """Device work on a stream (what a kernel launch or TensorRT's enqueue does)."""
+        if stream in self.capturing:
+            self.capturing[stream].append(fn)
+        else:
+            self.queues[stream].append(("run", fn, what))
+
+    def h2d(self, dst, src, stream=None):
+        self.calls.append(("h2d", dst, src.nbytes, stream))
+        stream = self.stream_handle if stream is None else stream
+        host = self._host_bytes(src)
+        self.bytes_at(dst, src.nbytes)
+        self.issue(stream, lambda: self.bytes_at(dst, host.size).__setitem__(slice(None), host), "h2d")
+
+    def d2h(self, dst, src, stream=None):
+        self.calls.append(("d2h", src, dst.nbytes, stream))
+        stream = self.stream_handle if stream is None else stream
+        host = self._host_bytes(dst)
+        self.issue(stream, lambda: host.__setitem__(slice(None), self.bytes_at(src, host.size)), "d2h")
+
+    def record(self, event, stream):
+        assert stream not in self.capturing
+        self.calls.append(("record", event, stream))
+        self.recorded[event] += 1
+        self.record_stream[(event, self.recorded[event])] = stream
+        self.queues[stream].append(("record", event, self.recorded[event]))
+
+    def wait(self, stream, event):
+        assert stream not in self.capturing
+        self.calls.append(("wait", stream, event))
+        if self.recorded[event]:  # waiting for an event never recorded is a no-op in CUDA
+            self.queues[stream].append(("wait", event, self.recorded[event]))
+
+    def _complete(self, event, gen):
+        while self.done[event] < gen:
+            self._step(self.record_stream[(event, gen)])
+
+    def _step(self, stream):
+        kind, a, b = self.queues[stream][0]
+        if kind == "wait":
+            self._complete(a, b)
+        self.queues[stream].popleft()
+        if kind == "run":
+            a()
+        elif kind == "record":
+            self.done[a] = max(self.done[a], b)
+
+    def run_stream(self, stream):
+        """Runs a stream's work (and what it waits for) without the host waiting: a test's probe."""
+        while self.queues[stream]:
+            self._step(stream)
+
+    def event_synchronize(self, event):
+        assert not self.capturing, "host synchronisation during a stream capture"
+        self.calls.append(("event_synchronize", event))
+        self._complete(event, self.recorded[event])
 
     def synchronize(self):
-        self.syncs += 1
+        assert not self.capturing
+        self.calls.append(("synchronize",))
+        for stream in self.queues:
+            self.run_stream(stream)
+
+    # --- graphs
+    def begin_capture(self, stream):
+        assert stream not in self.capturing and stream != 0  # capture needs a non-default stream
+        self.calls.append(("begin_capture", stream))
+        self.capturing[stream] = []
+
+    def end_capture(self, stream):
+        self.calls.append(("end_capture", stream))
+        handle = next(self._ids)
+        self.graphs[handle] = self.capturing.pop(stream)
+        return handle
+
+    def abort_capture(self, stream):
+        self.calls.append(("abort_capture", stream))
+        self.capturing.pop(stream)
+
+    def launch(self, graph, stream):
+        self.calls.append(("launch", graph, stream))
+        self.issue(stream, lambda: [fn() for fn in self.graphs[graph]], "graph")
 
     def close(self):
         self.closed = True
@@ -70,8 +203,9 @@ class FakeEngine:
     """images (b, 3, H, W) -> output0 (b, N, 5 + NC) where row r of item b holds mean(images[b]) + r,
     or the four NMS outputs (one box per item whose score is that mean)."""
 
-    def __init__(self, batch=None, profile=(1, 4, 8), nms=False, in_dtype=DataType.FLOAT):
-        self.fixed, self.profile, self.nms = batch, profile, nms
+    def __init__(self, batch=None, profile=(1, 4, 8), nms=False, in_dtype=DataType.FLOAT, capturable=True):
+        self.fixed, self.profile, self.nms, self.capturable = batch, profile, nms, capturable
+        self.cuda = None  # the FakeCuda its contexts run on
         b = batch if batch else -1
         self.io = [("images", TensorIOMode.INPUT, (b, 3, H, W), in_dtype)]
         if nms:
@@ -110,9 +244,14 @@ class FakeEngine:
 
 
 class FakeContext:
+    """IExecutionContext: enqueue reads the addresses and shapes set before it (the work it issues
+    uses them when it runs), as the tensor-name API of TensorRT 10/11 does."""
+
     def __init__(self, engine):
         self.e, self.addr, self.shapes_set, self.runs = engine, {}, [], []
         self.batch = engine.fixed
+        self.enqueues = []  # (batch, under capture) per call
+        self._warm = None  # shape and addresses of the last enqueue outside a capture
 
     def set_input_shape(self, name, shape):
         shape = tuple(shape)
@@ -131,10 +270,32 @@ class FakeContext:
         self.addr[name] = ptr
 
     def execute_async_v3(self, stream):
-        cuda, b = self.cuda, self.batch
-        assert stream == cuda.stream_handle
-        dt = np.float16 if self.e._t("images")[3] == DataType.HALF else np.float32
-        x = cuda.mem[self.addr["images"]][:b * 3 * H * W * np.dtype(dt).itemsize].view(dt)
+        cuda, b = self.e.cuda, self.batch
+        # NvInferRuntime.h (10.3 and 11.1, IExecutionContext::enqueueV3): "Using default stream may
+        # lead to performance issues due to additional cudaDeviceSynchronize() calls".
+        assert stream != 0
+        # setTensorAddress: "Before calling enqueueV3(), each input must have a non-null address and
+        # each output must have a non-null address or an IOutputAllocator to set it later."
+        assert all(self.addr.get(t[0]) for t in self.e.io)
+        state, capturing = (b, dict(self.addr)), stream in cuda.capturing
+        if capturing:
+            # trtexec: "Avoid capturing initialization calls by executing the enqueue function at
+            # least once before starting CUDA graph capture." (samples/common/sampleInference.cpp,
+            # createEnqueueFunction: v10.3.0 line 961, v11.1 line 1338).
+            assert self._warm == state, "capture without an enqueue of the same shape and addresses"
+            if not self.e.capturable:
+                return False  # "the enqueue call may return false if the current CUDA graph capture fails"
+        else:
+            self._warm = state
+        self.enqueues.append((b, capturing))
+        addr = dict(self.addr)
+        cuda.issue(stream, lambda: self._run(b, addr), "enqueue")
+        return True
+
+    def _run(self, b, addr):
+        cuda = self.e.cuda
+        dt = np.dtype(np.float16 if self.e._t("images")[3] == DataType.HALF else np.float32)
+        x = cuda.bytes_at(addr["images"], b * 3 * H * W * dt.itemsize).view(dt)
         means = x.reshape(b, -1).astype(np.float64).mean(1)
         self.runs.append(b)
         if self.e.nms:
@@ -146,8 +307,7 @@ class FakeContext:
             outs = {"output0": (means[:, None, None] + np.arange(N)[None, :, None]
                                 + np.zeros((1, 1, 5 + NC))).astype(np.float32)}
         for name, arr in outs.items():
-            cuda.mem[self.addr[name]][:arr.nbytes] = np.frombuffer(arr.tobytes(), np.uint8)
-        return True
+            cuda.bytes_at(addr[name], arr.nbytes)[:] = np.frombuffer(arr.tobytes(), np.uint8)
 
 
 def fake_trt(engine, version="10.3.0"):
@@ -174,11 +334,10 @@ def make_engine(tmp_path, sidecar=True, imgsz=(H, W), blob=b"engine", **extra):
     return path
 
 
-def open_fake(tmp_path, engine, version="10.3.0", **kw):
-    cuda = FakeCuda()
-    backend = TrtBackend(make_engine(tmp_path, **kw), trt=fake_trt(engine, version), cuda=cuda)
-    for ctx in engine.contexts:
-        ctx.cuda = cuda
+def open_fake(tmp_path, engine, version="10.3.0", integrated=False, backend_kw=None, **kw):
+    cuda = engine.cuda = FakeCuda(integrated)
+    backend = TrtBackend(make_engine(tmp_path, **kw), trt=fake_trt(engine, version), cuda=cuda,
+                         **(backend_kw or {}))
     return backend, cuda
 
 
@@ -315,51 +474,124 @@ def test_missing_engine_file(tmp_path):
 
 
 class FakeCudart:
-    """cuda-python's calling convention: every call returns (error, *results)."""
+    """cuda-python's calling convention: every call returns (error, *results); names and arguments
+    as in cuda.bindings.runtime (test_runtime_trt_overlap checks them against the real module)."""
 
     class cudaError_t:
-        cudaSuccess, cudaErrorMemoryAllocation = 0, 2
+        cudaSuccess, cudaErrorMemoryAllocation, cudaErrorStreamCaptureInvalidated = 0, 2, 901
 
     class cudaMemcpyKind:
         cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
 
-    def __init__(self, fail_malloc=False):
-        self.fail_malloc, self.calls, self.buffers = fail_malloc, [], []
+    class cudaDeviceAttr:
+        cudaDevAttrIntegrated = 18
 
-    def cudaStreamCreate(self):
-        return 0, 99
+    class cudaStreamCaptureMode:
+        cudaStreamCaptureModeThreadLocal = 1
+
+    cudaStreamNonBlocking, cudaEventDisableTiming, cudaHostAllocMapped = 1, 2, 2
+
+    def __init__(self, fail_malloc=False, integrated=0, invalidate_capture=False):
+        self.fail_malloc, self.integrated, self.invalidate = fail_malloc, integrated, invalidate_capture
+        self.calls, self.buffers, self._next = [], [], 99
+
+    def _id(self):
+        self._next += 1
+        return self._next - 1
+
+    def cudaGetDevice(self):
+        return 0, 0
+
+    def cudaDeviceGetAttribute(self, attr, device):
+        assert attr == self.cudaDeviceAttr.cudaDevAttrIntegrated and device == 0
+        return 0, self.integrated
+
+    def cudaStreamCreateWithFlags(self, flags):
+        assert flags == self.cudaStreamNonBlocking
+        return 0, self._id()
+
+    def cudaEventCreateWithFlags(self, flags):
+        assert flags == self.cudaEventDisableTiming
+        return 0, self._id()
 
     def cudaMalloc(self, n):
         return (2, 0) if self.fail_malloc else (0, 1 << 20)
 
-    def cudaMallocHost(self, n):
+    def _host(self, n, what):
         import ctypes
 
         buf = (ctypes.c_byte * n)()
         self.buffers.append(buf)
+        self.calls.append((what, n))
         return 0, ctypes.addressof(buf)
 
+    def cudaMallocHost(self, n):
+        return self._host(n, "mallochost")
+
+    def cudaHostAlloc(self, n, flags):
+        assert flags == self.cudaHostAllocMapped
+        return self._host(n, "hostalloc_mapped")
+
+    def cudaHostGetDevicePointer(self, host, flags):
+        return 0, host + (1 << 40)  # the device's view of the same memory
+
     def cudaGetErrorString(self, err):
-        return 0, b"out of memory"
+        return 0, b"out of memory" if err == 2 else b"operation failed due to a previous error during capture"
 
     def cudaMemcpyAsync(self, dst, src, n, kind, stream):
         self.calls.append(("memcpy", dst, src, n, kind, stream))
         return (0,)
 
+    def _log(self, name, *args):
+        self.calls.append((name, *args))
+        return (0,)
+
+    def cudaEventRecord(self, event, stream):
+        return self._log("record", event, stream)
+
+    def cudaStreamWaitEvent(self, stream, event, flags):
+        return self._log("wait", stream, event, flags)
+
+    def cudaEventSynchronize(self, event):
+        return self._log("event_sync", event)
+
+    def cudaStreamBeginCapture(self, stream, mode):
+        return self._log("begin_capture", stream, mode)
+
+    def cudaStreamEndCapture(self, stream):
+        self.calls.append(("end_capture", stream))
+        return (self.cudaError_t.cudaErrorStreamCaptureInvalidated, None) if self.invalidate else (0, 7)
+
+    def cudaGraphInstantiateWithFlags(self, graph, flags):
+        self.calls.append(("instantiate", graph, flags))
+        return 0, 70 + graph
+
+    def cudaGraphLaunch(self, graph_exec, stream):
+        return self._log("launch", graph_exec, stream)
+
+    def cudaGetLastError(self):
+        return self._log("get_last_error")
+
     def cudaStreamSynchronize(self, stream):
         return (0,)
 
+    def cudaGraphDestroy(self, g):
+        return self._log("graph_destroy", g)
+
+    def cudaGraphExecDestroy(self, g):
+        return self._log("graph_exec_destroy", g)
+
+    def cudaEventDestroy(self, e):
+        return self._log("event_destroy", e)
+
     def cudaFree(self, p):
-        self.calls.append(("free", p))
-        return (0,)
+        return self._log("free", p)
 
     def cudaFreeHost(self, p):
-        self.calls.append(("freehost", p))
-        return (0,)
+        return self._log("freehost", p)
 
     def cudaStreamDestroy(self, s):
-        self.calls.append(("destroy", s))
-        return (0,)
+        return self._log("destroy", s)
 
 
 def test_cuda_python_memory_calls_and_errors():
@@ -373,11 +605,11 @@ def test_cuda_python_memory_calls_and_errors():
     dev = mem.malloc(24)
     mem.h2d(dev, host)
     mem.d2h(host, dev)
-    assert rt.calls[0] == ("memcpy", dev, host.ctypes.data, 24, 1, 99)
-    assert rt.calls[1] == ("memcpy", host.ctypes.data, dev, 24, 2, 99)
+    assert rt.calls[1] == ("memcpy", dev, host.ctypes.data, 24, 1, 99)
+    assert rt.calls[2] == ("memcpy", host.ctypes.data, dev, 24, 2, 99)
     assert mem.stream_handle == 99
     mem.close()
-    assert [c[0] for c in rt.calls[2:]] == ["free", "freehost", "destroy"]
+    assert [c[0] for c in rt.calls[3:]] == ["free", "freehost", "destroy"]
     with pytest.raises(S2Error, match=r"CUDA error in cudaMalloc\(64 bytes\): out of memory"):
         CudaPythonMemory(FakeCudart(fail_malloc=True)).malloc(64)
 

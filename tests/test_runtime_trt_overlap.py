@@ -1,0 +1,323 @@
+"""The overlapped TensorRT backend: two buffer sets, three streams ordered by events, CUDA graphs.
+
+Runs against test_runtime_trt's fakes: FakeCuda keeps CUDA's ordering contract and nothing more (work
+runs only when the host waits for it, streams are ordered only by recorded events), so a missing
+wait or a host wait in the wrong place changes results or shows in the call log; FakeContext follows
+IExecutionContext's tensor-name API and trtexec's capture protocol. The contracts relied on:
+
+- cudaStreamWaitEvent orders a stream after the last cudaEventRecord of that event issued before it;
+  a copy from page-locked memory is asynchronous and reads its source when it runs (CUDA runtime API).
+- NvInferRuntime.h, IExecutionContext::enqueueV3 (v10.3.0 line 4258, v11.1 line 4633): "Modifying or
+  releasing memory that has been registered for the tensors before stream synchronization or the
+  event passed to setInputConsumedEvent has been being triggered results in undefined behavior" — so
+  a buffer set is written again only after the host waited for the batch that used it (collect).
+- trtexec (samples/common/sampleInference.cpp, createEnqueueFunction; v10.3.0 lines 955-990, v11.1
+  lines 1335-1365): "Avoid capturing initialization calls by executing the enqueue function at least
+  once before starting CUDA graph capture."; it captures with cudaStreamCaptureModeThreadLocal
+  (sampleDevice.h, TrtCudaGraph::beginCapture), and "When the stream is capturing, the enqueue call may
+  return false if the current CUDA graph capture fails": it then ends the capture, clears the error
+  with cudaGetLastError and launches without a graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pytest
+from test_runtime_trt import (
+    NC,
+    FakeCuda,
+    FakeCudart,
+    FakeEngine,
+    H,
+    N,
+    W,
+    batch_of,
+    expected_output0,
+    open_fake,
+)
+
+from s2trt.runtime.cuda_mem import CaptureFailed, CudaPythonMemory
+from s2trt.runtime.preprocess import preprocess
+
+SYNCS = ("event_synchronize", "synchronize")
+
+
+def streams_of(cuda, kind):
+    return {c[-1] for c in cuda.calls if c[0] == kind}
+
+
+def pipelined(backend, batches):
+    """What a pipeline does: submit batch n+1, then collect batch n; the call log of each step."""
+    cuda, outs, steps, pending = backend.cuda, [], [], None
+    for x in [*batches, None]:
+        if x is not None:
+            start = len(cuda.calls)
+            nxt = backend.submit(x)
+            steps.append(("submit", cuda.calls[start:]))
+        if pending is not None:
+            start = len(cuda.calls)
+            outs.append(backend.collect(pending)["output0"])
+            steps.append(("collect", cuda.calls[start:]))
+        pending = nxt if x is not None else None
+    return outs, steps
+
+
+def check_outputs(outs, batches):
+    for out, x in zip(outs, batches, strict=True):
+        assert out.shape == (len(x), N, 5 + NC)
+        np.testing.assert_allclose(out[..., 0], expected_output0(x), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------- overlap
+
+def test_batch_n_plus_1_is_copied_in_while_batch_n_runs(tmp_path):
+    engine = FakeEngine(profile=(1, 4, 8))
+    backend, cuda = open_fake(tmp_path, engine)
+    x0, x1 = batch_of(3, seed=0), batch_of(3, seed=1)
+    p0, p1 = backend.submit(x0), backend.submit(x1)
+    upload, = streams_of(cuda, "h2d")
+    download, = streams_of(cuda, "d2h")
+    assert len({upload, cuda.stream_handle, download}) == 3  # enqueue runs on cuda.stream_handle
+    # Both uploads can finish while no batch has run: the copy of batch 1 does not wait for batch 0.
+    cuda.run_stream(upload)
+    assert engine.contexts[0].runs == []
+    # ...and into different device buffers, or batch 0 would now see batch 1's pixels.
+    out0, out1 = backend.collect(p0)["output0"], backend.collect(p1)["output0"]
+    np.testing.assert_allclose(out0[..., 0], expected_output0(x0), rtol=1e-5)
+    np.testing.assert_allclose(out1[..., 0], expected_output0(x1), rtol=1e-5)
+
+
+def test_host_waits_only_where_results_are_read(tmp_path):
+    backend, cuda = open_fake(tmp_path, FakeEngine(profile=(1, 4, 8)))
+    batches = [batch_of(n, seed=i) for i, n in enumerate([4, 4, 2, 4, 8, 1, 4])]
+    outs, steps = pipelined(backend, batches)
+    check_outputs(outs, batches)
+    download, = streams_of(cuda, "d2h")
+    for kind, calls in steps:
+        syncs = [c for c in calls if c[0] in SYNCS]
+        if kind == "submit":
+            assert syncs == []
+        else:  # one wait, for the event recorded on the download stream after that batch's copies
+            assert len(syncs) == 1 and syncs[0][0] == "event_synchronize"
+            assert ("record", syncs[0][1], download) in cuda.calls
+
+
+def test_a_missing_event_wait_is_caught_by_the_fake(tmp_path, monkeypatch):
+    """The fake GPU is strict enough for the tests above to mean something."""
+    backend, cuda = open_fake(tmp_path, FakeEngine(profile=(1, 4, 8)))
+    monkeypatch.setattr(cuda, "wait", lambda stream, event: None)
+    x = batch_of(2)
+    out = backend.collect(backend.submit(x))["output0"]
+    assert not np.allclose(out[..., 0], expected_output0(x), rtol=1e-5)
+
+
+def test_buffers_are_allocated_once_and_reused(tmp_path):
+    backend, cuda = open_fake(tmp_path, FakeEngine(profile=(1, 4, 8)))
+    allocs = [c for c in cuda.calls if c[0] in ("malloc", "host_array")]
+    assert len(allocs) == 2 * 2 * 2  # input and output0, two buffer sets, host and device
+    assert all(not c[2] for c in allocs if c[0] == "host_array")  # pinned, not mapped, on a dGPU
+    batches = [batch_of(n, seed=i) for i, n in enumerate([8, 3, 8, 5, 1, 8])]
+    pipelined(backend, batches)
+    assert [c for c in cuda.calls if c[0] in ("malloc", "host_array")] == allocs
+    inputs = [c[1] for c in cuda.calls if c[0] == "h2d"]
+    assert len(set(inputs)) == 2 and inputs[0::2] == [inputs[0]] * 3  # the two sets, alternately
+
+
+def test_at_most_two_batches_in_flight(tmp_path):
+    backend, _ = open_fake(tmp_path, FakeEngine())
+    p0 = backend.submit(batch_of(1))
+    backend.submit(batch_of(1))
+    with pytest.raises(RuntimeError, match="collect the oldest"):
+        backend.submit(batch_of(1))
+    backend.collect(p0)
+    with pytest.raises(ValueError, match="already collected"):
+        backend.collect(p0)
+    with pytest.raises(ValueError, match="1 to 8 frames"):
+        backend.submit(batch_of(9))
+
+
+def test_fixed_batch_engine_gets_a_padded_submit(tmp_path):
+    engine = FakeEngine(batch=4)
+    backend, _ = open_fake(tmp_path, engine)
+    x = batch_of(3)
+    out = backend.collect(backend.submit(x))["output0"]
+    np.testing.assert_allclose(out[..., 0], expected_output0(x), rtol=1e-5)
+    assert engine.contexts[0].runs == [4]
+
+
+def test_integrated_gpu_copies_nothing(tmp_path):
+    """Jetson: mapped pinned memory is the device buffer (cudaHostAllocMapped, cudaHostGetDevicePointer)."""
+    engine = FakeEngine(nms=True)
+    backend, cuda = open_fake(tmp_path, engine, integrated=True)
+    assert backend.zero_copy
+    batches = [batch_of(n, seed=i) for i, n in enumerate([3, 1, 4])]
+    pending = None
+    for x in batches:
+        p = backend.submit(x)
+        if pending:
+            backend.collect(pending[0])
+        pending = (p, x)
+    out = backend.collect(pending[0])
+    np.testing.assert_allclose(out["det_scores"][:, 0], batches[-1].reshape(4, -1).mean(1), rtol=1e-5)
+    assert not [c for c in cuda.calls if c[0] in ("h2d", "d2h", "malloc")]
+    assert all(c[2] for c in cuda.calls if c[0] == "host_array")
+    assert all(ptr in cuda.device for ptr in engine.contexts[0].addr.values())
+
+
+# ----------------------------------------------------------------------------- CUDA graphs
+
+def test_static_engine_is_captured_once_per_buffer_set_and_replayed(tmp_path, caplog):
+    engine = FakeEngine(batch=4)
+    backend, cuda = open_fake(tmp_path, engine)
+    batches = [batch_of(4, seed=i) for i in range(6)]
+    with caplog.at_level(logging.INFO):
+        outs, _ = pipelined(backend, batches)
+    check_outputs(outs, batches)  # each graph reads its own buffer set
+    ctx = engine.contexts[0]
+    assert ctx.enqueues == [(4, False), (4, True)] * 2  # then only graph launches
+    assert [c[0] for c in cuda.calls].count("launch") == 4
+    assert ctx.runs == [4] * 6
+    assert backend.graph_state == "on" and caplog.text.count("CUDA graph captured") == 2
+    assert re.fullmatch(r"CUDA graphs on; host time per enqueue: direct 2 x [\d.]+ ms, graph 4 x [\d.]+ ms",
+                        backend.enqueue_summary())
+
+
+def test_dynamic_engine_gets_a_graph_per_shape(tmp_path):
+    engine = FakeEngine(profile=(1, 4, 8))
+    backend, cuda = open_fake(tmp_path, engine)
+    batches = [batch_of(n, seed=i) for i, n in enumerate([2, 2, 3, 3, 2, 3, 2])]
+    outs, _ = pipelined(backend, batches)
+    check_outputs(outs, batches)
+    captured = [b for b, under_capture in engine.contexts[0].enqueues if under_capture]
+    assert captured == [2, 2, 3, 3]  # (set 0, 2), (set 1, 2), (set 0, 3), (set 1, 3); then replays
+    assert [c[0] for c in cuda.calls].count("launch") == 3
+
+
+def test_engine_that_cannot_be_captured_falls_back_once(tmp_path, caplog):
+    engine = FakeEngine(batch=2, capturable=False)
+    backend, cuda = open_fake(tmp_path, engine)
+    batches = [batch_of(2, seed=i) for i in range(5)]
+    with caplog.at_level(logging.WARNING):
+        outs, _ = pipelined(backend, batches)
+    check_outputs(outs, batches)
+    names = [c[0] for c in cuda.calls]
+    assert names.count("begin_capture") == 1 and names.count("abort_capture") == 1
+    assert "end_capture" not in names and "launch" not in names
+    assert backend.graph_state.startswith("off (TensorRT could not enqueue under stream capture")
+    assert caplog.text.count("CUDA graphs off") == 1
+    assert re.fullmatch(r"CUDA graphs off \(.*\); host time per enqueue: direct 5 x [\d.]+ ms",
+                        backend.enqueue_summary())
+
+
+def test_capture_that_cuda_invalidates_falls_back_once(tmp_path, caplog):
+    class Invalidating(FakeCuda):
+        def end_capture(self, stream):
+            self.capturing.pop(stream)
+            raise CaptureFailed("cudaStreamEndCapture: operation not permitted when stream is capturing")
+
+    engine = FakeEngine(batch=2)
+    engine.cuda = cuda = Invalidating()
+    from test_runtime_trt import fake_trt, make_engine
+
+    from s2trt.runtime.backend_trt import TrtBackend
+
+    backend = TrtBackend(make_engine(tmp_path), trt=fake_trt(engine), cuda=cuda)
+    batches = [batch_of(2, seed=i) for i in range(4)]
+    with caplog.at_level(logging.WARNING):
+        outs, _ = pipelined(backend, batches)
+    check_outputs(outs, batches)
+    assert [c[0] for c in cuda.calls].count("begin_capture") == 1
+    assert caplog.text.count("CUDA graphs off: cudaStreamEndCapture: operation not permitted") == 1
+
+
+def test_cuda_graphs_can_be_turned_off(tmp_path):
+    backend, cuda = open_fake(tmp_path, FakeEngine(batch=2), backend_kw={"cuda_graphs": False})
+    pipelined(backend, [batch_of(2, seed=i) for i in range(3)])
+    assert "begin_capture" not in [c[0] for c in cuda.calls]
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+def frames(seed=0, shapes=((50, 70), (64, 96), (31, 200))):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+
+
+def test_cpu_letterbox_writes_straight_into_pinned_memory(tmp_path):
+    backend, cuda = open_fake(tmp_path, FakeEngine(profile=(1, 4, 8)))
+    batch = frames()
+    pending, infos = backend.submit_frames(batch)
+    out = backend.collect(pending)["output0"]
+    want, want_infos = preprocess(batch, (H, W))
+    np.testing.assert_allclose(out[..., 0], expected_output0(want), rtol=1e-5)
+    assert infos == want_infos
+    assert [c[2] for c in cuda.calls if c[0] == "h2d"] == [want.nbytes]
+
+
+# --------------------------------------------------------------------------- cuda-python
+
+def test_cuda_python_events_graphs_and_mapped_memory():
+    rt = FakeCudart(integrated=1)
+    mem = CudaPythonMemory(rt)
+    assert mem.integrated
+    host = mem.host_array((4,), np.float32, mapped=True)
+    assert rt.calls[-1] == ("hostalloc_mapped", 16)
+    assert mem.device_pointer(host) == host.ctypes.data + (1 << 40)
+    stream, event = mem.new_stream(), mem.new_event()
+    mem.record(event, stream)
+    mem.wait(mem.stream_handle, event)
+    mem.event_synchronize(event)
+    mem.begin_capture(stream)
+    graph = mem.end_capture(stream)
+    mem.launch(graph, stream)
+    assert rt.calls[-8:] == [("record", event, stream), ("wait", mem.stream_handle, event, 0),
+                             ("event_sync", event), ("begin_capture", stream, 1), ("end_capture", stream),
+                             ("instantiate", 7, 0), ("graph_destroy", 7), ("launch", graph, stream)]
+    mem.close()
+    assert ("graph_exec_destroy", graph) in rt.calls and ("event_destroy", event) in rt.calls
+
+
+def test_cuda_python_invalidated_capture_is_cleared():
+    rt = FakeCudart(invalidate_capture=True)
+    mem = CudaPythonMemory(rt)
+    mem.begin_capture(mem.stream_handle)
+    with pytest.raises(CaptureFailed, match="previous error during capture"):
+        mem.end_capture(mem.stream_handle)
+    assert rt.calls[-1] == ("get_last_error",)  # or the next CUDA call would report it
+
+
+def test_cuda_python_names_exist_in_cuda_bindings():
+    """Every cudart attribute CudaPythonMemory uses, and its positional arity, in the real bindings."""
+    import ast
+    import inspect
+
+    runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda-bindings) not installed")
+    from s2trt.runtime import cuda_mem
+
+    tree = ast.parse(inspect.getsource(cuda_mem.CudaPythonMemory))
+    used = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "rt"):
+            used.setdefault(node.attr, None)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "rt"):
+            used[node.func.attr] = len(node.args)
+    assert {"cudaStreamBeginCapture", "cudaGraphInstantiateWithFlags", "cudaHostAlloc"} <= used.keys()
+    for name, nargs in used.items():
+        assert hasattr(runtime, name), name
+        fake = getattr(FakeCudart, name, None)
+        assert fake is not None, f"FakeCudart lacks {name}"
+        if nargs is not None:  # "cudaStreamWaitEvent(stream, event, unsigned int flags)"
+            sig = getattr(runtime, name).__doc__.splitlines()[0]
+            params = sig[sig.index("(") + 1:sig.rindex(")")]
+            assert len([p for p in params.split(",") if p.strip()]) == nargs, (name, sig)
+    for enum, member in [("cudaStreamCaptureMode", "cudaStreamCaptureModeThreadLocal"),
+                         ("cudaDeviceAttr", "cudaDevAttrIntegrated"),
+                         ("cudaError_t", "cudaErrorStreamCaptureInvalidated")]:
+        assert int(getattr(getattr(runtime, enum), member)) == getattr(getattr(FakeCudart, enum), member)
+    assert (runtime.cudaStreamNonBlocking, runtime.cudaEventDisableTiming, runtime.cudaHostAllocMapped) == (
+        FakeCudart.cudaStreamNonBlocking, FakeCudart.cudaEventDisableTiming, FakeCudart.cudaHostAllocMapped)
