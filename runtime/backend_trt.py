@@ -3,7 +3,9 @@
 Two buffer sets of page-locked memory and three streams (upload, compute, download) ordered by
 events, so the copy-in (and the CPU's letterbox) of batch n+1 overlaps the run of batch n; the host
 waits only in `collect`. The enqueue is replayed from a CUDA graph per buffer set and input shape
-when the engine can be captured. Version differences stay in s2trt.runtime.trt_compat; this module
+when the engine can be captured. `submit_frames` takes decoded frames: with the kernels library
+(runtime.gpu_preprocess) they are uploaded as uint8 and letterboxed on the upload stream, else
+letterboxed on the CPU into the pinned input buffer. Version differences stay in s2trt.runtime.trt_compat; this module
 uses only API present in both 10.3 (JetPack 6) and 11.x. `trt` is always the module object so the
 API conformance test can check it.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,7 @@ class _Slot:
     computed: int
     ready: int
     pending: Pending | None = None
+    staging: tuple[np.ndarray, int] | None = field(default=None)  # uint8 frames for GPU letterbox
 
 
 def fmt(shape: Shape) -> str:
@@ -120,8 +123,10 @@ def plan_input(info: TensorInfo, imgsz: tuple[int, int], source: str) -> BatchSp
 
 class TrtBackend(BatchedBackend):
     def __init__(self, path: str | Path, plugin_lib: str | None = None, device: str = "auto", *,
-                 cuda_graphs: bool = True, trt: Any = None, cuda: Any = None):
-        """`trt` and `cuda` replace the TensorRT module and CUDA memory (tests)."""
+                 cuda_graphs: bool = True, gpu_preprocess: bool | None = None,
+                 trt: Any = None, cuda: Any = None, letterbox: Any = None):
+        """`gpu_preprocess`: None uses the kernels library when it is there, True requires it.
+        `trt`, `cuda` and `letterbox` replace the TensorRT module, CUDA memory and GPU letterbox."""
         from s2trt.runtime import trt_compat
 
         path = Path(path)
@@ -181,8 +186,13 @@ class TrtBackend(BatchedBackend):
             self.graph_state = GRAPHS_ON if cuda_graphs else "off (not requested)"
             self._shape: Shape = self.input.shape
             self._allocate()
-            log.info("%s: %d buffer sets, %s memory, CUDA graphs %s", path.name, SLOTS,
-                     "mapped (zero-copy)" if self.zero_copy else "pinned", self.graph_state)
+            self._letterbox_required = bool(gpu_preprocess)
+            if letterbox is None and self.input.dtype not in (np.float32, np.float16):
+                gpu_preprocess = False  # the kernel writes FP32 or FP16 only
+            self._letterbox = letterbox if letterbox is not None else _open_letterbox(gpu_preprocess)
+            log.info("%s: %d buffer sets, %s memory, CUDA graphs %s, preprocessing on the %s", path.name,
+                     SLOTS, "mapped (zero-copy)" if self.zero_copy else "pinned", self.graph_state,
+                     self.preprocess_device)
         except BaseException:
             self.close()
             raise
@@ -384,10 +394,22 @@ class TrtBackend(BatchedBackend):
 
     def submit_frames(self, frames: Sequence[np.ndarray], *, stride: int = 32, pad_value: int = 114,
                       scaleup: bool = True) -> tuple[Pending, list[LetterboxInfo]]:
-        """Letterboxes BGR uint8 frames on the CPU straight into the pinned input buffer, and submits."""
+        """Letterboxes BGR uint8 frames into the engine input and submits them.
+
+        With the kernels library the frames are uploaded as they are (1 byte per pixel) and
+        letterboxed on the GPU; without it, on the CPU straight into the pinned input buffer.
+        """
         n = self._check_count(len(frames))
         for i, f in enumerate(frames):
             check_frame(f, i)
+        if self._letterbox is not None:
+            try:
+                return self._submit_gpu_letterbox(frames, n, stride, pad_value, scaleup)
+            except S2Error as e:
+                if self._letterbox_required:
+                    raise
+                log.warning("GPU preprocessing off, frames are letterboxed on the CPU: %s", e)
+                self._letterbox = None
         slot = self._free_slot()
         h, w = self.imgsz
         run_shape = (max(n, self.spec.min), 3, h, w)
@@ -402,6 +424,37 @@ class TrtBackend(BatchedBackend):
         if not self.zero_copy:
             self.cuda.h2d(slot.dev_in, host_in, self._upload)
         return self._enqueue(slot, n, run_shape, uploaded=not self.zero_copy), infos
+
+    def _submit_gpu_letterbox(self, frames: Sequence[np.ndarray], n: int, stride: int, pad_value: int,
+                              scaleup: bool) -> tuple[Pending, list[LetterboxInfo]]:
+        from s2trt.runtime.gpu_preprocess import DeviceFrame
+
+        slot = self._free_slot()
+        host, dev = self._staging(slot, sum(f.nbytes for f in frames))
+        placed, offset = [], 0
+        for f in frames:
+            np.copyto(host[offset:offset + f.nbytes].reshape(f.shape), f)
+            placed.append(DeviceFrame(dev + offset, f.shape[0], f.shape[1]))
+            offset += f.nbytes
+        if not self.zero_copy:
+            self.cuda.h2d(dev, host[:offset], self._upload)
+        run = max(n, self.spec.min)
+        placed += [placed[-1]] * (run - n)
+        infos = self._letterbox(placed, slot.dev_in, self.imgsz, half=self.input.dtype == np.float16,
+                                stream=self._upload, stride=stride, pad_value=pad_value, scaleup=scaleup)
+        return self._enqueue(slot, n, (run, 3, *self.imgsz), uploaded=True), list(infos[:n])
+
+    def _staging(self, slot: _Slot, nbytes: int) -> tuple[np.ndarray, int]:
+        """The slot's uint8 upload buffer, grown (doubling) when a batch of larger frames arrives;
+        outgrown buffers stay allocated until close, as the GPU may still read them."""
+        if slot.staging is None or slot.staging[0].size < nbytes:
+            size = max(nbytes, 2 * slot.staging[0].size if slot.staging is not None else 0)
+            slot.staging = self._pinned(size, np.uint8)
+        return slot.staging
+
+    @property
+    def preprocess_device(self) -> str:
+        return "gpu" if self._letterbox is not None else "cpu"
 
     def close(self) -> None:
         if getattr(self, "cuda", None) is not None:
@@ -420,6 +473,29 @@ def cuda_index(device: str) -> int:
     if not d.isdigit():
         raise S2Error(f"--device {device}: expected auto, cuda or cuda:N")
     return int(d)
+
+
+def _open_letterbox(want: bool | None) -> Any:
+    """The kernels library's GPU letterbox, or None: CPU preprocessing."""
+    if want is False:
+        return None
+    try:
+        from s2trt.runtime.gpu_preprocess import GpuLetterbox, default_kernels_library
+    except ImportError:
+        if want:
+            raise S2Error("GPU preprocessing needs s2trt.runtime.gpu_preprocess, which this install "
+                          "lacks: reinstall s2trt") from None
+        return None
+    if want is None and default_kernels_library() is None:
+        log.info("no s2trt kernels library: frames are letterboxed on the CPU")
+        return None
+    try:
+        return GpuLetterbox()
+    except S2Error as e:
+        if want:
+            raise
+        log.warning("GPU preprocessing off, frames are letterboxed on the CPU: %s", e)
+        return None
 
 
 def _open_cuda() -> Any:

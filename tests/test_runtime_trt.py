@@ -337,7 +337,7 @@ def make_engine(tmp_path, sidecar=True, imgsz=(H, W), blob=b"engine", **extra):
 def open_fake(tmp_path, engine, version="10.3.0", integrated=False, backend_kw=None, **kw):
     cuda = engine.cuda = FakeCuda(integrated)
     backend = TrtBackend(make_engine(tmp_path, **kw), trt=fake_trt(engine, version), cuda=cuda,
-                         **(backend_kw or {}))
+                         **{"gpu_preprocess": False, **(backend_kw or {})})
     return backend, cuda
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from test_runtime_trt import (
     NC,
+    DataType,
     FakeCuda,
     FakeCudart,
     FakeEngine,
@@ -39,8 +40,9 @@ from test_runtime_trt import (
     open_fake,
 )
 
+from s2trt.errors import S2Error
 from s2trt.runtime.cuda_mem import CaptureFailed, CudaPythonMemory
-from s2trt.runtime.preprocess import preprocess
+from s2trt.runtime.preprocess import letterbox_geometry, preprocess
 
 SYNCS = ("event_synchronize", "synchronize")
 
@@ -224,7 +226,7 @@ def test_capture_that_cuda_invalidates_falls_back_once(tmp_path, caplog):
 
     from s2trt.runtime.backend_trt import TrtBackend
 
-    backend = TrtBackend(make_engine(tmp_path), trt=fake_trt(engine), cuda=cuda)
+    backend = TrtBackend(make_engine(tmp_path), trt=fake_trt(engine), cuda=cuda, gpu_preprocess=False)
     batches = [batch_of(2, seed=i) for i in range(4)]
     with caplog.at_level(logging.WARNING):
         outs, _ = pipelined(backend, batches)
@@ -239,11 +241,73 @@ def test_cuda_graphs_can_be_turned_off(tmp_path):
     assert "begin_capture" not in [c[0] for c in cuda.calls]
 
 
-# ------------------------------------------------------------------------------ preprocessing
+# ------------------------------------------------------------------------ GPU preprocessing
+
+class FakeLetterbox:
+    """runtime.gpu_preprocess.GpuLetterbox's call contract: uint8 BGR frames at device pointers ->
+    the (n, 3, h, w) input at `out`, written by work on `stream`; LetterboxInfo per frame back."""
+
+    def __init__(self, engine, fail=False):
+        self.engine, self.fail, self.calls = engine, fail, []
+
+    @property
+    def cuda(self):
+        return self.engine.cuda
+
+    def __call__(self, frames, out, imgsz, *, half=False, stream=None, stride=32, pad_value=114,
+                 scaleup=True):
+        if self.fail:
+            raise S2Error("libs2trt_kernels.so has no code for this GPU")
+        self.calls.append((len(frames), half, stream))
+        dtype = np.float16 if half else np.float32
+
+        def kernel():
+            images = [self.cuda.bytes_at(f.ptr, f.height * f.width * 3).reshape(f.height, f.width, 3)
+                      for f in frames]
+            x, _ = preprocess(images, imgsz, stride=stride, pad_value=pad_value, scaleup=scaleup)
+            dst = self.cuda.bytes_at(out, x.size * np.dtype(dtype).itemsize)
+            dst[:] = x.astype(dtype).view(np.uint8).ravel()
+
+        self.cuda.issue(stream, kernel, "letterbox")
+        return [letterbox_geometry((f.height, f.width), imgsz, False, scaleup, stride) for f in frames]
+
 
 def frames(seed=0, shapes=((50, 70), (64, 96), (31, 200))):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+
+
+def test_gpu_letterbox_uploads_8_bit_frames_and_matches_cpu(tmp_path):
+    engine = FakeEngine(profile=(1, 4, 8))
+    lb = FakeLetterbox(engine)
+    backend, cuda = open_fake(tmp_path, engine, backend_kw={"letterbox": lb})
+    assert backend.preprocess_device == "gpu"
+    imgs = [frames(seed=i) for i in range(3)]
+    pending, results = None, []
+    for batch in imgs:
+        p, _ = backend.submit_frames(batch)
+        if pending:
+            results.append(backend.collect(pending)["output0"])
+        pending = p
+    results.append(backend.collect(pending)["output0"])
+    for batch, out in zip(imgs, results, strict=True):
+        want, _ = preprocess(batch, (H, W))
+        np.testing.assert_allclose(out[..., 0], expected_output0(want), rtol=1e-5)
+    upload, = streams_of(cuda, "h2d")
+    assert [c[2] for c in cuda.calls if c[0] == "h2d"] == [sum(f.nbytes for f in b) for b in imgs]
+    assert lb.calls == [(3, False, upload)] * 3  # the kernel is ordered before the upload event
+
+
+def test_gpu_letterbox_failure_falls_back_to_cpu_once(tmp_path, caplog):
+    engine = FakeEngine(batch=4, in_dtype=DataType.HALF)
+    backend, _ = open_fake(tmp_path, engine, backend_kw={"letterbox": FakeLetterbox(engine, fail=True)})
+    batch = frames()
+    with caplog.at_level(logging.WARNING):
+        out = backend.collect(backend.submit_frames(batch)[0])["output0"]
+        backend.collect(backend.submit_frames(batch)[0])
+    want, _ = preprocess(batch, (H, W))
+    np.testing.assert_allclose(out[..., 0], expected_output0(want.astype(np.float16)), rtol=1e-4)
+    assert backend.preprocess_device == "cpu" and caplog.text.count("GPU preprocessing off") == 1
 
 
 def test_cpu_letterbox_writes_straight_into_pinned_memory(tmp_path):
@@ -255,6 +319,49 @@ def test_cpu_letterbox_writes_straight_into_pinned_memory(tmp_path):
     np.testing.assert_allclose(out[..., 0], expected_output0(want), rtol=1e-5)
     assert infos == want_infos
     assert [c[2] for c in cuda.calls if c[0] == "h2d"] == [want.nbytes]
+
+
+def test_kernels_library_missing_means_cpu_or_a_clear_error(tmp_path, monkeypatch, caplog):
+    from s2trt.runtime.backend_trt import _open_letterbox
+
+    monkeypatch.setenv("S2TRT_KERNELS_LIB", str(tmp_path / "nope.so"))
+    assert _open_letterbox(False) is None
+    with caplog.at_level(logging.WARNING):
+        assert _open_letterbox(None) is None
+    assert "letterboxed on the CPU" in caplog.text
+    with pytest.raises(S2Error, match="build it with `cmake"):
+        _open_letterbox(True)
+
+
+def test_integer_input_engine_is_never_letterboxed_on_the_gpu(tmp_path, monkeypatch):
+    """The kernel writes FP32 or FP16 only: such an engine does not even look for the library."""
+    monkeypatch.setenv("S2TRT_KERNELS_LIB", str(tmp_path / "nope.so"))
+    backend, _ = open_fake(tmp_path, FakeEngine(in_dtype=DataType.INT8), backend_kw={"gpu_preprocess": True})
+    assert backend.preprocess_device == "cpu"
+
+
+def test_gpu_letterbox_with_the_kernels_own_source(tmp_path):
+    """The real kernel source (CPU emulation of plugins/s2Preprocess) as the device work."""
+    from test_plugin_build import kernels_build_dir
+
+    from s2trt.runtime.gpu_preprocess import GpuLetterbox
+
+    path = kernels_build_dir() / "libs2sa_emulation.so"
+    if not path.is_file():
+        pytest.skip("the kernels were built without -DS2TRT_EMULATION=ON")
+    emulated = GpuLetterbox(path, entry="s2pp_emulate_letterbox")
+    engine = FakeEngine(profile=(1, 4, 8))
+
+    def on_stream(frames_, out, imgsz, *, stream, **kw):  # a launch: work on the stream
+        engine.cuda.issue(stream, lambda: emulated(frames_, out, imgsz, **kw), "letterbox")
+        return [None] * len(frames_)
+
+    backend, _ = open_fake(tmp_path, engine, backend_kw={"letterbox": on_stream})
+    batch = frames()
+    out = backend.collect(backend.submit_frames(batch)[0])["output0"]
+    want, _ = preprocess(batch, (H, W))
+    # One 8-bit step per pixel (the kernel's contract) moves a mean by at most 1/255.
+    np.testing.assert_allclose(out[..., 0], expected_output0(want), atol=1 / 255)
 
 
 # --------------------------------------------------------------------------- cuda-python
