@@ -5,9 +5,10 @@ events, so the copy-in (and the CPU's letterbox) of batch n+1 overlaps the run o
 waits only in `collect`. The enqueue is replayed from a CUDA graph per buffer set and input shape
 when the engine can be captured. `submit_frames` takes decoded frames: with the kernels library
 (runtime.gpu_preprocess) they are uploaded as uint8 and letterboxed on the upload stream, else
-letterboxed on the CPU into the pinned input buffer. Version differences stay in s2trt.runtime.trt_compat; this module
-uses only API present in both 10.3 (JetPack 6) and 11.x. `trt` is always the module object so the
-API conformance test can check it.
+letterboxed on the CPU into the pinned input buffer.
+
+Version differences stay in s2trt.runtime.trt_compat; this module uses only API present in both 10.3
+(JetPack 6) and 11.x. `trt` is always the module object so the API conformance test can check it.
 """
 
 from __future__ import annotations
