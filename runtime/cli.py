@@ -22,12 +22,15 @@ EPILOG = """examples:
   s2infer --engine yolov5s-s2.engine video.mp4            annotated video in runs/detect/exp
   s2infer --onnx demo.onnx sample.mp4 --save-json         + predictions.jsonl, one line per frame
   s2infer --onnx demo.onnx images/ --no-save --save-json out.jsonl
+  s2infer --onnx demo.onnx video.mp4 --no-save --save-json - | jq .   JSON Lines on stdout
   s2infer --weights best.pt 0 --show                      camera 0, PyTorch reference backend
   s2infer --engine m.engine rtsp://cam/stream --batch 4 -o cam.mp4
   s2infer --triton localhost:8001 video.mp4                the detector served by s2serve
 
-exit codes: 0 done (unreadable frames are skipped and reported), 1 nothing could be done (the message
-says why), 2 bad command line, 70 internal error, 130 interrupted (outputs so far are complete)"""
+exit codes: 0 done (unreadable files and frames are skipped and reported), 1 nothing could be done or
+an output could not be written (the message says why; nothing half-written is left), 2 bad command line
+(also an output that would overwrite an input), 70 internal error, 130 interrupted (Ctrl-C) and 143
+terminated (SIGTERM): the outputs so far are complete"""
 
 
 # Each frame of a batch is its own gRPC request, all sent before waiting on any.
@@ -81,7 +84,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="save annotated images / videos (default on; --no-save to skip)")
     o.add_argument("--save-json", nargs="?", const="", metavar="PATH",
                    help="write JSON Lines, one record per frame (default PATH: predictions.jsonl in "
-                   "the output folder)")
+                   "the output folder; '-' for stdout; pipes and devices are written in place)")
     o.add_argument("--project", default="runs/detect", help="output root (default runs/detect)")
     o.add_argument("--name", default="exp", help="output folder under --project (exp, exp2, ...)")
     o.add_argument("--exist-ok", action="store_true", help="reuse project/name instead of exp2, exp3, ...")
@@ -214,6 +217,9 @@ def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_
             if _same_file(out, path):
                 shown = out if flag == "--save-json" or out == out_file else out.parent
                 raise UsageError(f"{flag} {shown} would overwrite {what} {path}: choose another output")
+    if jsonl is not None and jsonl.is_dir():
+        raise UsageError(f"--save-json {jsonl} is a folder: name a file (or give no PATH for "
+                         "predictions.jsonl in the output folder)")
     if out_file is not None and jsonl is not None and _same_file(out_file, jsonl):
         raise UsageError(f"--save-json {jsonl} is the -o file: choose another path for one of them")
 

@@ -99,13 +99,14 @@ def writes_in_place(path: str | Path) -> bool:
         return False
     if not stat.S_ISREG(st.st_mode):
         return True
-    # /dev/stdout redirected to a file is a regular file: known by the links that lead to it.
+    # /dev/stdout redirected to a file is a regular file: known by the /dev or /proc links on the way
+    # to it (a plain file in /dev/shm is not one of them).
     p = os.path.abspath(path)
     for _ in range(40):  # the kernel's own limit on a chain of links
-        if Path(p).parts[1:2] in (("dev",), ("proc",)):
-            return True
         if not os.path.islink(p):
             return False
+        if Path(p).parts[1:2] in (("dev",), ("proc",)):
+            return True
         p = os.path.abspath(os.path.join(os.path.dirname(p), os.readlink(p)))
     return False
 

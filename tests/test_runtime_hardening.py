@@ -8,9 +8,11 @@ import os
 import resource
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -35,8 +37,9 @@ def spawn(tmp_path, *argv, **kw):
     """s2infer in its own process (for signals, resource limits and peak memory)."""
     cmd = [*S2INFER, "--onnx", str(tiny_models()["onnx"]), "--conf-thres", CONF, "--project",
            str(tmp_path / "runs"), *map(str, argv)]
+    # In tmp_path: whatever a wrong implementation writes beside a relative name stays there.
     return subprocess.Popen(cmd, **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True,
-                                    **kw})
+                                    "cwd": tmp_path, **kw})
 
 
 def last_error_line(err: str) -> str:
@@ -312,12 +315,23 @@ def test_a_file_size_limit_fails_the_run_and_publishes_nothing(tmp_path, long_vi
     assert not list(out.iterdir())  # no run folder either
 
 
-def test_json_lines_onto_dev_full_fail_with_one_line(tmp_path, long_video):
-    proc = spawn(tmp_path, long_video, "--no-save", "--save-json", "/dev/full", "--conf-thres", "0.25")
+def test_json_lines_onto_a_full_device_fail_with_one_line(tmp_path, long_video):
+    # Our own node of /dev/full (char 1:7), so that an implementation that renames onto its output
+    # replaces this one, not the system's.
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+        with open(full, "w") as f, pytest.raises(OSError):
+            f.write("x" * 10000)
+            f.flush()
+    except (OSError, pytest.fail.Exception):
+        pytest.skip("cannot make a /dev/full node here (needs CAP_MKNOD and a filesystem that allows "
+                    "devices); the tmpfs and RLIMIT_FSIZE tests cover a full disk")
+    proc = spawn(tmp_path, long_video, "--no-save", "--save-json", full, "--conf-thres", "0.25")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
-    assert last_error_line(err) == "s2infer: error: cannot write /dev/full: No space left on device"
-    assert Path("/dev/full").is_char_device()
+    assert last_error_line(err) == f"s2infer: error: cannot write {full}: No space left on device"
+    assert full.is_char_device()
 
 
 # --- item 5: SIGTERM ---------------------------------------------------------------------------------
@@ -369,3 +383,25 @@ def test_the_ctrl_c_test_skips_when_sigint_is_ignored(tmp_path):
                        capture_output=True, text=True, timeout=300,
                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert r.returncode == 0 and "1 skipped" in r.stdout and "SIGINT is ignored" in r.stdout, r.stdout
+
+
+def test_which_outputs_are_written_in_place(tmp_path):
+    from s2trt.runtime.sinks import writes_in_place
+
+    plain, fifo, link = tmp_path / "a.jsonl", tmp_path / "f", tmp_path / "out"
+    plain.write_text("")
+    os.mkfifo(fifo)
+    link.symlink_to("/dev/stdout")
+    assert [writes_in_place(p) for p in ("-", "/dev/null", fifo, link, "/proc/self/fd/2")] == [True] * 5
+    assert not writes_in_place(plain) and not writes_in_place(tmp_path / "new.jsonl")
+    if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):  # a plain file that lives in /dev
+        with tempfile.NamedTemporaryFile(dir="/dev/shm", suffix=".jsonl") as f:
+            assert not writes_in_place(f.name)
+
+
+def test_save_json_onto_a_folder_is_refused_up_front(tmp_path, capsys):
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), scene(0))
+    assert run(tmp_path, img, "--save-json", tmp_path) == 2
+    assert f"--save-json {tmp_path} is a folder" in last_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()
