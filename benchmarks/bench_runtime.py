@@ -16,6 +16,11 @@ the median over many short rounds, FPS the best of --repeats runs; the load aver
 2. End to end from the video file to an annotated mp4 + JSONL: sequential vs pipelined.
 3. The same with a stand-in accelerator (inference is a sleep that uses no host CPU, as on a GPU).
 4. ONNX Runtime with its idle threads spinning (its default) vs not (s2trt's default).
+
+On a GPU machine with TensorRT, `--engine m.engine` runs instead the TensorRT backend's ways to run
+on decoded frames (the generated 1920x1080 clip unless --video): synchronous (submit + collect per
+batch) vs overlapped (batch n+1 submitted before batch n is collected), CUDA graphs off / on, CPU vs
+GPU letterbox; FPS (best of --repeats), host CPU ms per frame, host time per enqueue.
 """
 
 from __future__ import annotations
@@ -135,7 +140,19 @@ def main() -> None:
     ap.add_argument("--video-frames", type=int, default=150, help="frames of the generated videos")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--conf-thres", type=float, default=0.25)
+    ap.add_argument("--engine", help="benchmark the TensorRT backend on this engine (GPU) instead")
+    ap.add_argument("--batch", type=int, default=4, help="frames per batch with --engine")
     a = ap.parse_args()
+    if a.engine:
+        work = Path(tempfile.mkdtemp(prefix="s2bench-"))
+        video = Path(a.video) if a.video else synth_video(work / "hd1080.mp4", a.video_frames, 1920, 1080)
+        frames = read_frames(video, a.frames)
+        print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+        print(f"engine {a.engine}, {len(frames)} frames of {video.name} "
+              f"({frames[0].shape[1]}x{frames[0].shape[0]}), batch {a.batch}")
+        for mode, (fps, cpu_ms, note) in bench_trt(a.engine, frames, a.batch, a.repeats).items():
+            print(f"   {mode}: {fps:.1f} FPS, host CPU {cpu_ms:.2f} ms per frame; {note}")
+        return
 
     import onnxruntime as ort
 
@@ -245,6 +262,55 @@ def main() -> None:
     print(f"\n4. session.run per frame: ORT default (idle threads spin) {min(t_spin) * 1000 / n:.2f} ms, "
           f"spinning off (s2trt's default) {min(t_nospin) * 1000 / n:.2f} ms")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+TRT_MODES = {  # name: (overlapped, TrtBackend keyword arguments)
+    "synchronous, CPU letterbox, no CUDA graphs": (False, {"cuda_graphs": False, "gpu_preprocess": False}),
+    "overlapped, CPU letterbox, no CUDA graphs": (True, {"cuda_graphs": False, "gpu_preprocess": False}),
+    "overlapped, CPU letterbox, CUDA graphs": (True, {"cuda_graphs": True, "gpu_preprocess": False}),
+    "overlapped, GPU letterbox if built, CUDA graphs": (True, {"cuda_graphs": True, "gpu_preprocess": None}),
+}
+
+
+def bench_trt(engine: str | Path, frames: list[np.ndarray], batch: int, repeats: int,
+              make_backend=None) -> dict[str, tuple[float, float, str]]:
+    """Per mode of TRT_MODES: (best FPS, host CPU ms per frame, what the backend ended up using)."""
+    if make_backend is None:
+        from s2trt.runtime.backend_trt import TrtBackend as make_backend
+
+    results = {}
+    for mode, (overlapped, kw) in TRT_MODES.items():
+        backend = make_backend(engine, **kw)
+        try:
+            k = min(batch, backend.max_batch)
+            batches = [frames[i:i + k] for i in range(0, len(frames), k)]
+            _run_trt(backend, batches[:2], overlapped)  # warm-up: first enqueues, graph captures
+            fps, cpu_ms = 0.0, 0.0
+            for _ in range(repeats):
+                t0, cpu0 = time.perf_counter(), _cpu_s()
+                _run_trt(backend, batches, overlapped)
+                wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+                if len(frames) / wall > fps:
+                    fps, cpu_ms = len(frames) / wall, cpu * 1000 / len(frames)
+            results[mode] = (fps, cpu_ms, f"letterbox on the {backend.preprocess_device}, "
+                             f"{backend.enqueue_summary()}")
+        finally:
+            backend.close()
+    return results
+
+
+def _run_trt(backend, batches: list[list[np.ndarray]], overlapped: bool) -> None:
+    pending = None
+    for frames in batches:
+        submitted, _ = backend.submit_frames(frames)
+        if not overlapped:
+            backend.collect(submitted)
+            continue
+        if pending is not None:
+            backend.collect(pending)
+        pending = submitted
+    if pending is not None:
+        backend.collect(pending)
 
 
 def _cpu_s() -> float:

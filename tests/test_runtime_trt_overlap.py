@@ -428,3 +428,37 @@ def test_cuda_python_names_exist_in_cuda_bindings():
         assert int(getattr(getattr(runtime, enum), member)) == getattr(getattr(FakeCudart, enum), member)
     assert (runtime.cudaStreamNonBlocking, runtime.cudaEventDisableTiming, runtime.cudaHostAllocMapped) == (
         FakeCudart.cudaStreamNonBlocking, FakeCudart.cudaEventDisableTiming, FakeCudart.cudaHostAllocMapped)
+
+
+# ------------------------------------------------------------------------------ benchmark
+
+def test_gpu_benchmark_mode_runs_every_way_on_fakes(tmp_path, monkeypatch):
+    """benchmarks/bench_runtime.py --engine is for a GPU machine; here it runs once on the fakes so
+    it cannot break unnoticed before one is lent."""
+    import importlib.util
+    from pathlib import Path
+
+    from test_runtime_trt import fake_trt, make_engine
+
+    from s2trt.runtime.backend_trt import TrtBackend
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_runtime", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_runtime.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("S2TRT_KERNELS_LIB", str(tmp_path / "nope.so"))  # no kernels: CPU letterbox
+    path, engines = make_engine(tmp_path), []
+
+    def make_backend(p, **kw):
+        engines.append(FakeEngine(batch=4))
+        engines[-1].cuda = FakeCuda()
+        return TrtBackend(p, trt=fake_trt(engines[-1]), cuda=engines[-1].cuda, **kw)
+
+    results = bench.bench_trt(path, frames(shapes=[(120, 160)] * 10), 4, 1, make_backend)
+    assert list(results) == list(bench.TRT_MODES)
+    assert all(fps > 0 and cpu >= 0 for fps, cpu, _ in results.values())
+    # Per way: 2 warm-up batches, then 10 frames in batches of 4 (the last one padded).
+    assert [e.contexts[0].runs for e in engines] == [[4] * 5] * 4
+    notes = [note for _, _, note in results.values()]
+    assert "CUDA graphs off (not requested)" in notes[0] and "CUDA graphs on" in notes[2]
+    assert all(n.startswith("letterbox on the cpu") for n in notes)
