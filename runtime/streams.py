@@ -1,0 +1,491 @@
+"""Several sources in one run: `.streams` files, a reader per source, and the live-source policy.
+
+Every source gets its own reader thread, and `MultiSource` interleaves them round-robin into one
+iterator of frames, which the pipeline batches as it batches a single source: frames of all sources
+share the engine's batch. Files and live sources are read differently on purpose:
+
+- a file (image, folder, glob, video) fills a small bounded queue and waits while it is full, so no
+  frame of a file is ever lost however slow inference is;
+- a live source (camera index, rtsp/rtmp/http/udp/tcp URL) keeps only its newest frame: when
+  inference falls behind, the older frame is replaced and counted as dropped (reported per source,
+  never silently). A stream that stalls (no frame for `read_timeout_s`) or closes is reopened with
+  exponential backoff; one that gives no frame for `reconnect_timeout_s` ends alone while the other
+  sources go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from s2trt.errors import S2Error
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
+from s2trt.runtime.sinks import output_name
+from s2trt.runtime.sources import STREAM_SCHEMES, Frame, Source, open_capture, open_source
+
+log = logging.getLogger(__name__)
+
+LIVE_KINDS = ("camera", "stream")
+STREAMS_SUFFIX = ".streams"
+FILE_QUEUE = 4  # decoded frames a file reader may hold ahead of inference (bounds memory)
+_POLL_S = 0.1
+
+
+@dataclass
+class LiveOptions:
+    """How live sources are read. The defaults suit cameras on a LAN; tests shorten them."""
+
+    read_timeout_s: float = 10.0  # no frame for this long: the stream is stalled, reopen it
+    reconnect_timeout_s: float = 60.0  # no frame for this long, reopening included: the source ends
+    backoff_s: float = 0.5  # first wait before reopening, doubled after each failed try...
+    max_backoff_s: float = 8.0  # ...up to this
+
+    def check(self) -> None:
+        if self.read_timeout_s <= 0 or self.reconnect_timeout_s <= 0:
+            raise S2Error("--stream-timeout and --reconnect-timeout must be above 0 seconds")
+
+
+class Capture(Protocol):
+    """What a live reader needs of cv2.VideoCapture (tests give fakes with the same contract)."""
+
+    def grab(self) -> bool: ...
+    def retrieve(self) -> tuple[bool, np.ndarray | None]: ...
+    def get(self, prop: int) -> float: ...
+    def release(self) -> None: ...
+
+
+Opener = Callable[[str, str, float], Capture]
+
+
+def open_live(kind: str, item: str, timeout_s: float) -> Capture:
+    """Open a camera or network stream; a stream's open and each read give up after timeout_s, so a
+    stalled stream returns from grab() instead of hanging its reader."""
+    if kind == "camera":
+        return open_capture(kind, item)
+    ms = max(int(timeout_s * 1000), 1)
+    cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    if not cap.isOpened():
+        raise S2Error(f"cannot open stream {item} (unreachable, unsupported codec or not a video)")
+    return cap
+
+
+@dataclass
+class SourceStats:
+    """One source's counters, shown in the end-of-run table."""
+
+    source: str
+    kind: str
+    frames: int = 0  # given to inference
+    dropped: int = 0  # read from a live source, then replaced by a newer frame before inference
+    reconnects: int = 0  # times a lost live source came back
+    status: str = "running"
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+
+    def end(self, status: str) -> None:
+        if self.ended is None:
+            self.status, self.ended = status, time.monotonic()
+
+    @property
+    def fps(self) -> float:
+        span = (self.ended or time.monotonic()) - self.started
+        return self.frames / span if span > 0 else 0.0
+
+
+def format_table(stats: Sequence[SourceStats]) -> str:
+    width = max([len("source"), *(len(s.source) for s in stats)])
+    width = min(width, 60)
+    lines = [f"{'source':<{width}}{'frames':>8}{'FPS':>8}{'dropped':>9}{'reconnects':>12}  status"]
+    for s in stats:
+        name = s.source if len(s.source) <= width else "…" + s.source[-(width - 1):]
+        lines.append(f"{name:<{width}}{s.frames:>8}{s.fps:>8.1f}{s.dropped:>9}{s.reconnects:>12}  "
+                     f"{s.status}")
+    return "\n".join(lines)
+
+
+# --- what the command line names ---------------------------------------------------------------
+
+def read_streams_file(path: str | Path) -> list[str]:
+    """The sources a `.streams` file lists: one per line, as Ultralytics reads them. Blank lines and
+    lines starting with '#' are skipped; a line is taken whole, so a path may hold spaces. Relative
+    paths are relative to the working folder, as in Ultralytics."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise S2Error(f"{path}: no such .streams file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise S2Error(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    specs = [ln.strip() for ln in text.splitlines()]
+    specs = [s for s in specs if s and not s.startswith("#")]
+    if not specs:
+        raise S2Error(f"{path} lists no sources (one file, camera index or URL per line)")
+    nested = [s for s in specs if s.lower().endswith(STREAMS_SUFFIX)]
+    if nested:
+        raise S2Error(f"{path}: lists another .streams file ({nested[0]}); list the sources themselves")
+    return specs
+
+
+def expand_specs(specs: Sequence[str]) -> list[str]:
+    """Positional sources with each `.streams` file replaced by the sources it lists."""
+    out: list[str] = []
+    for spec in specs:
+        out += read_streams_file(spec) if spec.lower().endswith(STREAMS_SUFFIX) else [spec]
+    seen: set[str] = set()
+    for spec in out:
+        if spec in seen:  # its frames could not be told apart in the outputs
+            raise S2Error(f"source {spec} is given twice")
+        seen.add(spec)
+    return out
+
+
+def is_multi(specs: Sequence[str]) -> bool:
+    """Whether these positional sources need the multi-source reader: several of them, a .streams
+    file, or a live source (which gets the newest-frame policy even alone)."""
+    return len(specs) > 1 or any(s.lower().endswith(STREAMS_SUFFIX) or _is_live(s) for s in specs)
+
+
+def _is_live(spec: str) -> bool:
+    """A camera index or a stream URL, as open_source tells them."""
+    return bool(re.fullmatch(r"\d+", spec)) or spec.lower().startswith(STREAM_SCHEMES)
+
+
+def output_names(items: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Each source's file name in the run folder: named after the source, and when two sources would
+    share a name (cam/a.mp4 and backup/a.mp4), the later ones get _2, _3, ... Compared without case,
+    so the names also stay apart on a case-insensitive file system."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for kind, item in items:
+        if item in names:
+            continue
+        base = output_name(kind, item)
+        stem, dot, ext = base.rpartition(".")
+        if not dot:
+            stem, ext = base, ""
+        name, n = base, 2
+        while name.lower() in taken:
+            name = f"{stem}_{n}.{ext}" if dot else f"{stem}_{n}"
+            n += 1
+        taken.add(name.lower())
+        names[item] = name
+    return names
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+class _Reader:
+    """A thread that reads one source; the consumer calls take() without blocking."""
+
+    def __init__(self, wake: threading.Event, stop: threading.Event):
+        self.wake, self.stop = wake, stop
+        self.done = False  # set by the thread once it will give no more frames
+        self.thread = threading.Thread(target=self._main, daemon=True, name=f"s2infer-{type(self).__name__}")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.done = True
+            self.wake.set()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def take(self) -> Frame | None:
+        raise NotImplementedError
+
+    @property
+    def finished(self) -> bool:
+        """No frame is waiting and none will come."""
+        raise NotImplementedError
+
+
+class FileReader(_Reader):
+    """Reads a file source (one or many images and videos) into a bounded queue: never drops."""
+
+    def __init__(self, source: Source, stats: dict[str, SourceStats], wake: threading.Event,
+                 stop: threading.Event):
+        super().__init__(wake, stop)
+        self.source, self.stats = source, stats
+        self.q: queue.Queue[Frame] = queue.Queue(FILE_QUEUE)
+        self.current: str | None = None
+
+    def _run(self) -> None:
+        try:
+            for f in self.source:
+                if f.source != self.current:  # a folder's next file: the previous one is complete
+                    self._end_current("ended")
+                    self.current = f.source
+                    self.stats.setdefault(f.source, SourceStats(f.source, f.kind))
+                while True:
+                    try:
+                        self.q.put(f, timeout=_POLL_S)
+                        break
+                    except queue.Full:
+                        if self.stop.is_set():
+                            self._end_current("stopped")
+                            return
+                self.wake.set()
+            self._end_current("ended")
+        except S2Error as e:  # this source alone fails; the others go on
+            self.source.problems.append(f"{e}, this source ended")
+            log.warning("%s, this source ended", e)
+            self._end_current("failed")
+        except Exception as e:  # a decoder error in one source must not stop the others
+            msg = f"{self.current or self.source.items[0][1]}: {type(e).__name__}: {e}"
+            self.source.problems.append(f"{msg}, this source ended")
+            log.warning("%s, this source ended", msg)
+            self._end_current("failed")
+
+    def _end_current(self, status: str) -> None:
+        if self.current is not None:
+            self.stats[self.current].end(status)
+
+    def take(self) -> Frame | None:
+        try:
+            return self.q.get_nowait()
+        except queue.Empty:
+            return None
+
+    @property
+    def finished(self) -> bool:
+        return self.done and self.q.empty()
+
+
+class LiveReader(_Reader):
+    """Reads a camera or network stream, keeping only the newest frame (older ones are counted as
+    dropped), and reopens it with backoff when it stalls or closes."""
+
+    def __init__(self, kind: str, item: str, st: SourceStats, opts: LiveOptions, problems: list[str],
+                 wake: threading.Event, stop: threading.Event, vid_stride: int = 1,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_live):
+        super().__init__(wake, stop)
+        self.kind, self.item, self.st, self.opts = kind, item, st, opts
+        self.problems, self.vid_stride, self.max_pixels, self.opener = (problems, vid_stride,
+                                                                         max_pixels, opener)
+        self.lock = threading.Lock()
+        self.slot: Frame | None = None
+        self.read = 0  # frames read from the source so far, over every connection
+        self.index = 0  # the number the next kept frame gets (dropped ones leave gaps in the JSONL)
+        self.first_error: S2Error | None = None  # why the first open failed, if it did
+        self.lost = False  # the connection gave frames, then went: the next frame is a reconnect
+
+    def _run(self) -> None:
+        last_frame = time.monotonic()
+        delay = self.opts.backoff_s
+        ever = False  # ever gave a frame
+        why = ""
+        while not self.stop.is_set():
+            try:
+                cap = self.opener(self.kind, self.item, self.opts.read_timeout_s)
+            except S2Error as e:
+                if not ever:  # the first open: a wrong URL or camera index is said at once
+                    self.first_error = e
+                    self._fail(str(e))
+                    return
+                why = f"reopening failed: {e}"
+            else:
+                try:
+                    got = self._read(cap)
+                finally:
+                    cap.release()
+                if got < 0 or self.stop.is_set():
+                    return
+                if got:
+                    ever, self.lost = True, True
+                    last_frame, delay = time.monotonic(), self.opts.backoff_s
+                why = "the stream stalled or closed"
+            waited = time.monotonic() - last_frame
+            if waited >= self.opts.reconnect_timeout_s:
+                self._fail(f"{self.item}: no frame for {waited:.0f} s ({why}), gave up after "
+                           f"{self.st.reconnects} reconnect(s)", status="lost")
+                return
+            wait = min(delay, self.opts.reconnect_timeout_s - waited)  # a last try at the deadline
+            log.warning("%s: %s; reconnecting in %.1f s", self.item, why, wait)
+            if self.stop.wait(wait):
+                break
+            delay = min(delay * 2, self.opts.max_backoff_s)
+        self.st.end("stopped")
+
+    def _read(self, cap: Capture) -> int:
+        """Read until the stream stalls, closes or the run stops; the frames kept, -1 if refused."""
+        fps = (cap.get(cv2.CAP_PROP_FPS) or 0.0) / self.vid_stride
+        if fps > 1000:  # FFmpeg reports a stream's timebase, not its rate, when it cannot tell
+            fps = 0.0
+        kept = 0
+        while not self.stop.is_set():
+            t0 = time.perf_counter()
+            if not cap.grab():
+                break
+            self.read += 1
+            if (self.read - 1) % self.vid_stride:
+                continue
+            ok, img = cap.retrieve()
+            if not ok or img is None or img.size == 0:
+                continue
+            h, w = img.shape[:2]
+            if h * w > self.max_pixels:
+                self._fail(f"{self.item}: frames of {w}x{h} are {w * h / 1e6:.1f} megapixels, above "
+                           f"the limit of {self.max_pixels / 1e6:g} megapixels (raise it with "
+                           "--max-pixels)")
+                return -1
+            if self.lost:
+                self.lost = False
+                self.st.reconnects += 1
+                log.warning("%s: reconnected", self.item)
+            frame = Frame(_bgr(img), self.item, self.index, self.kind, fps, time.perf_counter() - t0)
+            self.index += 1
+            kept += 1
+            with self.lock:
+                if self.slot is not None:
+                    self.st.dropped += 1
+                self.slot = frame
+            self.wake.set()
+        return kept
+
+    def _fail(self, msg: str, status: str = "failed") -> None:
+        self.problems.append(f"{msg}, this source ended")
+        log.warning("%s, this source ended", msg)
+        self.st.end(status)  # the table stays one line per source; the message is in the problems
+
+    def take(self) -> Frame | None:
+        with self.lock:
+            f, self.slot = self.slot, None
+        return f
+
+    @property
+    def finished(self) -> bool:
+        return self.done and self.slot is None
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+# --- the scheduler -----------------------------------------------------------------------------
+
+class MultiSource:
+    """Frames of several sources, interleaved one per source per round; iterated like a Source.
+
+    Has the attributes the pipeline and s2infer read from a Source: `items` (every input, for the
+    output names and the overwrite checks), `problems` and `total` (None as soon as one source is
+    live)."""
+
+    def __init__(self, specs: Sequence[str], vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 live: LiveOptions | None = None, report_s: float | None = None,
+                 opener: Opener = open_live):
+        self.live = live or LiveOptions()
+        self.live.check()
+        self.vid_stride, self.max_pixels, self.report_s, self.opener = (vid_stride, max_pixels,
+                                                                         report_s, opener)
+        self.problems: list[str] = []
+        self.lanes: list[tuple[str, Any]] = []  # ("file", Source) | (kind, url-or-index)
+        self.items: list[tuple[str, str]] = []
+        for spec in expand_specs(specs):
+            src = open_source(spec, vid_stride, max_pixels)  # files are checked before the model loads
+            kind = src.items[0][0]
+            if kind in LIVE_KINDS:
+                self.lanes.append((kind, src.items[0][1]))
+            else:
+                src.problems = self.problems  # one list for the run's report
+                self.lanes.append(("file", src))
+            self.items += src.items
+        dup = _first_duplicate(item for _, item in self.items)
+        if dup is not None:  # a folder and a file in it, say: their frames could not be told apart
+            raise S2Error(f"{dup} is given twice (directly and through a folder, glob or .streams)")
+        totals = [lane.total for k, lane in self.lanes if k == "file"]
+        live = any(k != "file" for k, _ in self.lanes)
+        self.total = None if live or None in totals else sum(totals)
+        self.stats: dict[str, SourceStats] = {}
+        self._stop = threading.Event()
+        self._readers: list[_Reader] = []
+
+    def _make_readers(self, wake: threading.Event) -> list[_Reader]:
+        readers: list[_Reader] = []
+        for kind, lane in self.lanes:
+            if kind == "file":
+                readers.append(FileReader(lane, self.stats, wake, self._stop))
+            else:
+                st = self.stats.setdefault(lane, SourceStats(lane, kind))
+                readers.append(LiveReader(kind, lane, st, self.live, self.problems, wake, self._stop,
+                                          self.vid_stride, self.max_pixels, self.opener))
+        return readers
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._readers:
+            raise RuntimeError("a MultiSource is iterated once")
+        wake = threading.Event()
+        self._readers = self._make_readers(wake)
+        for r in self._readers:
+            r.start()
+        active = list(self._readers)
+        next_report = time.monotonic() + (self.report_s or 0)
+        delivered = 0
+        try:
+            while active:
+                wake.clear()  # before the scan: a frame that lands during it wakes the wait below
+                took = False
+                for r in list(active):
+                    f = r.take()
+                    if f is not None:
+                        took = True
+                        delivered += 1
+                        self.stats[f.source].frames += 1
+                        yield f
+                    elif r.finished:
+                        active.remove(r)
+                if self.report_s and time.monotonic() >= next_report:
+                    next_report = time.monotonic() + self.report_s
+                    log.info("per source so far:\n%s", self.table())
+                if not took and active:
+                    wake.wait(_POLL_S)
+        finally:
+            self.close()
+        errors = [r.first_error for r in self._readers if isinstance(r, LiveReader) and r.first_error]
+        if not delivered and errors and len(errors) == len(self._readers):
+            raise errors[0]  # nothing could be opened at all: fail as a single source would
+
+    def close(self) -> None:
+        """Stop every reader (a live one stuck in a read returns within its read timeout; the
+        threads are daemons, so the process never waits on them)."""
+        self._stop.set()
+        for r in self._readers:
+            if r.thread.is_alive():
+                r.thread.join(timeout=_POLL_S * 5)
+        for st in self.stats.values():
+            st.end("stopped")
+
+    def table(self) -> str:
+        return format_table(list(self.stats.values()))
+
+    @property
+    def dropped(self) -> int:
+        return sum(s.dropped for s in self.stats.values())
+
+
+def _first_duplicate(items: Iterator[str]) -> str | None:
+    seen: set[str] = set()
+    for item in items:
+        key = str(Path(item).resolve()) if not _is_live(item) else item
+        if key in seen:
+            return item
+        seen.add(key)
+    return None

@@ -1,0 +1,299 @@
+"""Several sources in one run: .streams files, output names, the newest-frame policy of live sources,
+reconnects, and real MPEG-TS streams served by ffmpeg on 127.0.0.1 (killed and restarted mid-run)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+from stream_fixtures import TsServer, make_clip, needs_ffmpeg
+from test_runtime_support import NAMES, tiny_models, write_video
+
+from s2trt.errors import S2Error
+from s2trt.runtime.backend_ort import OrtBackend
+from s2trt.runtime.pipeline import DetectOptions, Runner
+from s2trt.runtime.sinks import record
+from s2trt.runtime.sources import open_source
+from s2trt.runtime.streams import (
+    LiveOptions,
+    MultiSource,
+    expand_specs,
+    is_multi,
+    output_names,
+    read_streams_file,
+)
+
+FAST = LiveOptions(read_timeout_s=0.5, reconnect_timeout_s=0.4, backoff_s=0.05, max_backoff_s=0.1)
+
+
+# --- what the command line names ---------------------------------------------------------------
+
+def test_streams_file_one_source_per_line(tmp_path):
+    f = tmp_path / "cams.streams"
+    f.write_text("# front door\nrtsp://10.0.0.5/live\n\n  0  \n/data/my clip.mp4\r\nudp://127.0.0.1:5000\n")
+    assert read_streams_file(f) == ["rtsp://10.0.0.5/live", "0", "/data/my clip.mp4",
+                                    "udp://127.0.0.1:5000"]
+    assert expand_specs(["a.mp4", str(f)]) == ["a.mp4", "rtsp://10.0.0.5/live", "0", "/data/my clip.mp4",
+                                               "udp://127.0.0.1:5000"]
+
+
+@pytest.mark.parametrize("text, msg", [("", "lists no sources"), ("# only a comment\n\n", "lists no sources"),
+                                       ("x.streams\n", "another .streams file")])
+def test_bad_streams_file_is_one_clear_error(tmp_path, text, msg):
+    f = tmp_path / "cams.streams"
+    f.write_text(text)
+    with pytest.raises(S2Error, match=msg):
+        read_streams_file(f)
+    with pytest.raises(S2Error, match=r"no such \.streams file"):
+        expand_specs([str(tmp_path / "missing.streams")])
+
+
+def test_a_source_given_twice_is_refused(tmp_path):
+    video = write_video(tmp_path / "a.mp4", 2)
+    with pytest.raises(S2Error, match="given twice"):
+        expand_specs([str(video), "0", str(video)])
+    with pytest.raises(S2Error, match="given twice"):  # once by name, once through its folder
+        MultiSource([str(video), str(tmp_path)])
+
+
+def test_which_runs_need_the_multi_source_reader():
+    assert not is_multi(["clip.mp4"]) and not is_multi(["imgs/"])
+    assert is_multi(["a.mp4", "b.mp4"]) and is_multi(["cams.streams"])
+    assert is_multi(["0"]) and is_multi(["rtsp://cam/live"]) and is_multi(["TCP://127.0.0.1:9"])
+
+
+def test_output_names_follow_the_source_and_never_collide():
+    items = [("video", "front/clip.mp4"), ("video", "back/clip.mp4"), ("video", "x/clip_2.mp4"),
+             ("video", "CLIP.avi"), ("camera", "0"), ("stream", "rtsp://10.0.0.5/live"),
+             ("image", "imgs/a.png")]
+    names = output_names(items)
+    assert names == {"front/clip.mp4": "clip.mp4", "back/clip.mp4": "clip_2.mp4",
+                     "x/clip_2.mp4": "clip_2_2.mp4", "CLIP.avi": "CLIP_3.mp4", "0": "camera0.mp4",
+                     "rtsp://10.0.0.5/live": "10.0.0.5_live.mp4", "imgs/a.png": "a.png"}
+    assert len({n.lower() for n in names.values()}) == len(items)
+
+
+# --- live readers against fake captures --------------------------------------------------------
+
+class FakeCap:
+    """A camera that gives `n` frames, one every `period` s, each filled with its own number."""
+
+    def __init__(self, n, period=0.0, first=0):
+        self.n, self.period, self.i, self.first = n, period, 0, first
+        self.released = False
+
+    def grab(self):
+        if self.i >= self.n:
+            return False
+        time.sleep(self.period)
+        self.i += 1
+        return True
+
+    def retrieve(self):
+        return True, np.full((12, 16, 3), (self.first + self.i - 1) % 256, np.uint8)
+
+    def get(self, prop):
+        return 25.0
+
+    def release(self):
+        self.released = True
+
+
+def scripted(*steps):
+    """An opener that gives these captures (or raises these errors) in turn, then refuses."""
+    it = iter(steps)
+    opened = []
+
+    def opener(kind, item, timeout_s):
+        step = next(it, S2Error(f"cannot open stream {item}"))
+        if isinstance(step, Exception):
+            raise step
+        opened.append(step)
+        return step
+
+    opener.opened = opened
+    return opener
+
+
+def test_live_source_keeps_the_newest_frame_and_counts_every_drop():
+    ms = MultiSource(["rtsp://cam/a"], live=FAST, opener=scripted(FakeCap(120, period=0.001)))
+    got = []
+    for f in ms:
+        got.append(f)
+        time.sleep(0.01)  # inference slower than the camera
+    st = ms.stats["rtsp://cam/a"]
+    idx = [f.index for f in got]
+    assert idx == sorted(set(idx))  # in order, never the same frame twice
+    assert st.frames == len(got) and st.frames + st.dropped == 120 and st.dropped > 0
+    assert idx[-1] == 119  # the newest frame is the one kept
+    assert all(int(f.image[0, 0, 0]) == f.index % 256 for f in got)  # each number is its frame's own
+    assert st.status == "lost" and any("no frame for" in p for p in ms.problems)
+
+
+def test_stalled_or_closed_stream_reconnects_with_backoff_and_then_ends_alone():
+    opener = scripted(FakeCap(5), S2Error("refused"), S2Error("refused"), FakeCap(3, first=5))
+    opts = LiveOptions(read_timeout_s=0.5, reconnect_timeout_s=0.5, backoff_s=0.02, max_backoff_s=0.5)
+    t0 = time.monotonic()
+    ms = MultiSource(["rtsp://cam/a"], live=opts, opener=opener)
+    got = list(ms)
+    st = ms.stats["rtsp://cam/a"]
+    assert int(got[-1].image[0, 0, 0]) == 7  # the second connection's newest frame
+    assert [f.index for f in got] == sorted({f.index for f in got})  # numbering goes on after it
+    assert st.reconnects == 1 and st.frames + st.dropped == 8 and st.status == "lost"
+    assert all(c.released for c in opener.opened)
+    # Backoff doubles from 0.02 s: two refusals take 0.02 + 0.04 s; the source ends when
+    # reconnect_timeout (0.5 s) has passed since its last frame, not before.
+    assert 0.5 <= time.monotonic() - t0 < 5
+
+
+def test_reconnect_is_counted_and_dead_source_ends_while_a_file_goes_on(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 30, 48, 64)
+    opener = scripted(FakeCap(4), FakeCap(4, first=4))
+    ms = MultiSource([str(video), "rtsp://cam/a"], live=FAST, opener=opener)
+    order = []
+    for f in ms:
+        order.append((f.source, f.index))
+        if f.source == str(video):
+            time.sleep(0.03)  # the file outlasts the camera
+    cam = ms.stats["rtsp://cam/a"]
+    assert cam.reconnects == 1 and cam.status == "lost"
+    assert [i for s, i in order if s == str(video)] == list(range(30))  # a file is never dropped from
+    assert ms.stats[str(video)].status == "ended" and ms.stats[str(video)].dropped == 0
+    last_cam = max(k for k, (s, _) in enumerate(order) if s != str(video))
+    assert last_cam < len(order) - 1  # file frames came after the camera had gone
+    table = ms.table()
+    assert "rtsp://cam/a" in table and "lost" in table and "reconnects" in table
+
+
+def test_a_source_that_never_opens_fails_at_once_and_the_others_go_on(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 6, 48, 64)
+    t0 = time.monotonic()
+    ms = MultiSource([str(video), "rtsp://wrong/url"], live=LiveOptions(reconnect_timeout_s=30),
+                     opener=scripted(S2Error("cannot open stream rtsp://wrong/url")))
+    assert [f.index for f in ms] == list(range(6))
+    assert time.monotonic() - t0 < 10  # not after the 30 s reconnect timeout
+    assert ms.stats["rtsp://wrong/url"].status == "failed"
+    assert any("cannot open stream rtsp://wrong/url" in p for p in ms.problems)
+    # Alone, it fails the run with its own message, as a single source does.
+    with pytest.raises(S2Error, match="cannot open stream rtsp://wrong/url"):
+        list(MultiSource(["rtsp://wrong/url"], opener=scripted(S2Error("cannot open stream rtsp://wrong/url"))))
+
+
+def test_live_frames_above_max_pixels_end_that_source():
+    ms = MultiSource(["rtsp://cam/a"], max_pixels=100, live=FAST, opener=scripted(FakeCap(3)))
+    assert list(ms) == []
+    assert ms.stats["rtsp://cam/a"].status == "failed" and "megapixels" in ms.problems[0]
+
+
+def test_verbose_reports_per_source_counters_periodically(caplog):
+    ms = MultiSource(["rtsp://cam/a"], live=FAST, report_s=0.05,
+                     opener=scripted(FakeCap(40, period=0.005)))
+    with caplog.at_level(logging.INFO, logger="s2trt.runtime.streams"):
+        list(ms)
+    reports = [r.getMessage() for r in caplog.records if "per source so far" in r.getMessage()]
+    assert len(reports) >= 2 and "rtsp://cam/a" in reports[0] and "dropped" in reports[0]
+
+
+# --- files through the real pipeline -----------------------------------------------------------
+
+class RecordSink:
+    def __init__(self):
+        self.recs = []
+
+    def write(self, frame, dets):
+        self.recs.append(record(frame, dets, NAMES))
+
+
+def _run(frames, batch):
+    backend = OrtBackend(tiny_models()["onnx"], device="cpu")
+    sink = RecordSink()
+    batches = []
+    runner = Runner(backend, frames, sink, DetectOptions(conf_thres=0.7), batch=batch)
+    infer = runner._infer
+
+    def spy(b):
+        batches.append([f.source for f in b.frames])
+        return infer(b)
+
+    runner._infer = spy
+    runner.run()
+    return sink.recs, batches
+
+
+def test_files_together_are_batched_together_and_match_each_run_alone(tmp_path):
+    a = write_video(tmp_path / "a.mp4", 7)
+    b = write_video(tmp_path / "b.mp4", 5, 200, 300)
+    streams = tmp_path / "two.streams"
+    streams.write_text(f"{a}\n{b}\n")
+    alone = {str(v): _run(open_source(str(v)), 1)[0] for v in (a, b)}
+    for specs in ([str(a), str(b)], [str(streams)]):
+        recs, batches = _run(MultiSource(specs), 4)
+        assert any(len(set(srcs)) == 2 for srcs in batches)  # both sources share the engine's batch
+        for v in (str(a), str(b)):
+            mine = [r for r in recs if r["source"] == v]
+            assert [r["frame"] for r in mine] == list(range(len(alone[v])))
+            assert mine == alone[v]  # detections identical to the source run alone
+
+
+# --- real streams on 127.0.0.1 -----------------------------------------------------------------
+
+def _wait(cond, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _drive(ms, url, server, outage, errors):
+    """Kill the server after 10 frames, restart it `outage` s later, wait for the reconnect, then
+    kill it for good."""
+    try:
+        _wait(lambda: url in ms.stats and ms.stats[url].frames >= 10, "the first frames")
+        server.kill()
+        before = ms.stats[url].frames
+        time.sleep(outage)
+        server.start()
+        _wait(lambda: ms.stats[url].reconnects == 1 and ms.stats[url].frames >= before + 5,
+              "frames after the reconnect")
+        server.kill()
+    except BaseException as e:
+        errors.append(e)
+        ms.close()
+
+
+@needs_ffmpeg
+# tcp: the connection closes at the kill. udp: the socket goes silent, which the reader sees as a
+# stall only after read_timeout_s, so that outage is longer (a shorter gap is no stall: the same
+# socket simply goes on).
+@pytest.mark.parametrize("proto, outage", [("tcp", 0.5), ("udp", 2.0)])
+def test_real_stream_killed_and_restarted_reconnects_then_dies_alone(tmp_path, proto, outage):
+    clip = make_clip(tmp_path / "cam.ts")
+    video = write_video(tmp_path / "v.mp4", 1000, 48, 64)
+    # Reopening probes the MPEG-TS stream (up to ~1 s at 25 FPS): the source must outlive the
+    # outage, a reopen that times out in it and one after the restart.
+    opts = LiveOptions(read_timeout_s=1.0, reconnect_timeout_s=outage + 3.5, backoff_s=0.1,
+                       max_backoff_s=0.4)
+    with TsServer(clip, proto) as server:
+        ms = MultiSource([server.url, str(video)], live=opts)
+        errors: list[BaseException] = []
+        driver = threading.Thread(target=_drive, args=(ms, server.url, server, outage, errors), daemon=True)
+        driver.start()
+        t0 = time.monotonic()
+        got = []
+        for f in ms:
+            got.append((f.source, f.index))
+            if f.source == str(video) and ms.stats[server.url].status == "running":
+                time.sleep(0.01)  # the file lasts until the stream is gone
+        driver.join(timeout=5)
+    assert not errors, errors[0]
+    st = ms.stats[server.url]
+    assert st.reconnects == 1 and st.status == "lost" and st.frames >= 15
+    cam = [i for s, i in got if s == server.url]
+    assert cam == sorted(set(cam))
+    assert [i for s, i in got if s == str(video)] == list(range(1000))
+    assert got[-1][0] == str(video)  # the file went on after the stream had died
+    assert time.monotonic() - t0 < 40
