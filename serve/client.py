@@ -244,4 +244,5 @@ class TritonBackend:
     def close(self) -> None:
         """Ends the run: the per-server table goes to the log after the run's own summary."""
         self.client.close()
-        log.info("%s", self.client.table())
+        if self.client.pool.submitted:  # a run that sent nothing has no table to show
+            log.info("%s", self.client.table())

@@ -150,6 +150,11 @@ class ServerPool:
         self._dispatch(job)
         return future
 
+    @property
+    def submitted(self) -> int:
+        """Requests submitted so far (each counted once, however often it was re-sent)."""
+        return self._next_id
+
     def _pick(self, job: _Job) -> Server | None:
         n = len(self.servers)
         order = [self.servers[(self._turn + i) % n] for i in range(n)]
