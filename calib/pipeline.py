@@ -201,6 +201,9 @@ def quantize_export(onnx_fp32: Path, out: Path, args: argparse.Namespace | Int8O
         made = mixed_of[best] if best in mixed_of else make_mixed(best)
         if made is not None:
             write_bytes_atomic(mixed, made.read_bytes())
+        else:  # an older run's INT8+FP16 graph would not match the INT8 graph written now
+            for stale in (mixed, sidecar_path(mixed)):
+                stale.unlink(missing_ok=True)
     result.update(method=best, accuracy=report, int8_fp16=str(mixed) if made is not None else None)
     _write_sidecar(onnx_fp32, out, meta, result, o)
     if made is not None:

@@ -79,6 +79,26 @@ def test_best_method_meets_the_budget_then_maximises_map50_95() -> None:
     assert Int8Options(calib="x").methods() == [CalibMethod.PERCENTILE]
 
 
+def test_failed_int8_fp16_leaves_no_stale_graph(work: Path, monkeypatch, caplog) -> None:
+    """When the INT8+FP16 graph cannot be made, the INT8 graph is still written, and an older run's
+    INT8+FP16 graph next to it is removed rather than left to pair with the new INT8 graph."""
+    import s2trt.calib.pipeline as pipeline
+
+    def broken(model):
+        raise ValueError("no FP16 for this graph")
+
+    out = work / "stale.onnx"
+    old = pipeline.int8_fp16_path(out)
+    old.write_bytes(b"old")
+    old.with_suffix(".json").write_text("{}")
+    monkeypatch.setattr(pipeline, "mixed_int8_fp16", broken)
+    result = quantize_export(work / "model.onnx", out, Int8Options(
+        calib=str(work / "ds" / "images" / "calib"), size=2))
+    assert out.is_file() and result["int8_fp16"] is None
+    assert not old.exists() and not old.with_suffix(".json").exists()
+    assert "INT8+FP16 graph not written: no FP16 for this graph" in caplog.text
+
+
 def test_all_methods_need_labelled_data(work: Path) -> None:
     with pytest.raises(S2Error, match="needs labelled validation data"):
         quantize_export(work / "model.onnx", work / "x.onnx",
