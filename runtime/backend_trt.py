@@ -458,10 +458,15 @@ class TrtBackend(BatchedBackend):
         return "gpu" if self._letterbox is not None else "cpu"
 
     def close(self) -> None:
-        if getattr(self, "cuda", None) is not None:
-            self.cuda.close()
-            self.cuda = None
-        self.context = self.engine = None
+        cuda, self.cuda = getattr(self, "cuda", None), None
+        try:
+            if cuda is not None:
+                cuda.synchronize()  # a batch still in flight reads and writes the buffers freed below
+        finally:
+            self.context = None  # before the engine, as TensorRT destroys them
+            self.engine = None
+            if cuda is not None:
+                cuda.close()
 
 
 def cuda_index(device: str) -> int:

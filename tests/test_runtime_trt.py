@@ -197,6 +197,7 @@ class FakeCuda:
 
     def close(self):
         self.closed = True
+        self.queued_at_close = sum(len(q) for q in self.queues.values())  # freed under running work
 
 
 class FakeEngine:

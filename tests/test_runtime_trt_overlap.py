@@ -141,6 +141,15 @@ def test_at_most_two_batches_in_flight(tmp_path):
         backend.submit(batch_of(9))
 
 
+def test_close_waits_for_batches_in_flight(tmp_path):
+    engine = FakeEngine()
+    backend, cuda = open_fake(tmp_path, engine)
+    backend.submit(batch_of(2))
+    backend.close()
+    assert cuda.closed and cuda.queued_at_close == 0 and engine.contexts[0].runs == [2]
+    assert backend.context is None and backend.engine is None
+
+
 def test_fixed_batch_engine_gets_a_padded_submit(tmp_path):
     engine = FakeEngine(batch=4)
     backend, _ = open_fake(tmp_path, engine)
