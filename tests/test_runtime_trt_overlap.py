@@ -471,3 +471,49 @@ def test_gpu_benchmark_mode_runs_every_way_on_fakes(tmp_path, monkeypatch):
     notes = [note for _, _, note in results.values()]
     assert "CUDA graphs off (not requested)" in notes[0] and "CUDA graphs on" in notes[2]
     assert all(n.startswith("letterbox on the cpu") for n in notes)
+
+
+@pytest.mark.gpu
+def test_cuda_python_memory_on_a_gpu():
+    """The same calls on a real GPU (no TensorRT needed): event ordering across streams, a captured
+    copy replayed from a graph (it reads its pinned source at each launch), mapped host memory."""
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda-bindings) not installed")
+    from s2trt.runtime.cuda_mem import open_cuda
+
+    mem = open_cuda()
+    try:
+        n = 1 << 20
+        src, back = mem.host_array((n,), np.float32), mem.host_array((n,), np.float32)
+        src[:] = np.arange(n, dtype=np.float32)
+        dev = mem.malloc(src.nbytes)
+        upload, uploaded = mem.new_stream(), mem.new_event()
+        mem.h2d(dev, src, upload)
+        mem.record(uploaded, upload)
+        mem.wait(mem.stream_handle, uploaded)
+        mem.d2h(back, dev, mem.stream_handle)
+        done = mem.new_event()
+        mem.record(done, mem.stream_handle)
+        mem.event_synchronize(done)
+        np.testing.assert_array_equal(back, src)
+
+        mem.begin_capture(mem.stream_handle)
+        mem.h2d(dev, src, mem.stream_handle)
+        graph = mem.end_capture(mem.stream_handle)
+        for value in (3.0, 5.0):
+            src[:] = value
+            mem.launch(graph, mem.stream_handle)
+            mem.d2h(back, dev, mem.stream_handle)
+            mem.record(done, mem.stream_handle)
+            mem.event_synchronize(done)
+            assert (back == value).all()
+
+        mem.begin_capture(upload)
+        mem.abort_capture(upload)  # an aborted capture leaves the stream usable
+        mapped = mem.host_array((n,), np.float32, mapped=True)
+        mapped[:] = 7.0
+        mem.h2d(dev, src, upload)
+        mem.d2h(back, mem.device_pointer(mapped), upload)  # the GPU reads mapped memory in place
+        mem.synchronize()
+        assert (back == 7.0).all() and isinstance(mem.integrated, bool)
+    finally:
+        mem.close()
