@@ -152,6 +152,10 @@ def parse_model(d: dict[str, Any], ch: list[int]) -> tuple[nn.Sequential, list[i
         else:
             c2 = ch[f]
         _check_layer_args(i, m, args, c2)
+        if n > 1 and (m in (Detect, Concat) or (m in (Conv, Bottleneck, SPPF) and args[0] != c2)):
+            # n copies run in a chain, so each must take what the one before gives
+            raise S2Error(f"model config layer {i}: {name} cannot be repeated {n} times "
+                          + ("" if m in (Detect, Concat) else f"from {args[0]} to {c2} channels"))
         m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
         m_.i, m_.f, m_.type = i, f, name
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
