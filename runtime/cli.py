@@ -293,7 +293,7 @@ def _run(a: argparse.Namespace) -> int:
             bar.close()
             sinks.close(publish=finished)  # a failed run publishes nothing half-written
             if finished:
-                _report(runner.stats, source.problems, sinks.saved, a.conf_thres)
+                _report(runner.stats, source.problems + sinks.problems, sinks.saved, a.conf_thres)
     finally:
         backend.close()
     if stats.frames == 0:
@@ -322,7 +322,7 @@ def _report(stats, problems: list[str], saved: list[Path], conf_thres: float) ->
     if stats.frames and not stats.detections:
         log.warning("no detections in %d frame(s) above --conf-thres %g", stats.frames, conf_thres)
     if problems:
-        log.warning("%d problem(s) with the input:\n  %s", len(problems), "\n  ".join(problems[:20]))
+        log.warning("%d problem(s):\n  %s", len(problems), "\n  ".join(problems[:20]))
     if saved:
         folders = sorted({str(p.parent) for p in saved})
         log.info("results saved to %s", ", ".join(folders))

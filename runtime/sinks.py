@@ -259,6 +259,7 @@ class Sinks:
         self.jsonl = JsonlSink(json_path) if json_path else None
         self.videos: dict[str, VideoSink] = {}
         self.saved: list[Path] = []
+        self.problems: list[str] = []  # outputs that could not be made, reported with the input's
         self.created: list[Path] = []  # folders this run made, deepest last
 
     def _target(self, frame: Frame) -> Path:
@@ -315,10 +316,13 @@ class Sinks:
         ext = path.suffix.lower() if path.suffix.lower() in WRITABLE_IMAGE_EXTS else ".jpg"
         try:
             ok, buf = cv2.imencode(ext, img)
-        except cv2.error as e:
-            raise S2Error(f"cannot write image {path}: {str(e).strip().splitlines()[-1]}") from None
-        if not ok:
-            raise S2Error(f"cannot write image {path}")
+        except cv2.error:
+            ok = False
+        if not ok:  # this image only (a JPEG holds at most 65500 pixels a side): the others go on
+            msg = f"{path}: {ext} cannot hold a {img.shape[1]}x{img.shape[0]} image, not saved"
+            self.problems.append(msg)
+            log.warning("%s", msg)
+            return
         self._folder_for(path)
         direct = writes_in_place(path)
         tmp = path if direct else _tmp_name(path)

@@ -305,3 +305,18 @@ def test_half_with_an_exported_model_says_it_does_nothing(tmp_path, capsys):
     assert run(tmp_path, img, "--half") == 0
     assert ("--half does nothing with --onnx: the precision of an exported model is fixed at export"
             in capsys.readouterr().err)
+
+
+def test_an_image_its_output_format_cannot_hold_is_not_saved_and_the_rest_go_on(tmp_path, capsys):
+    """A .pfm is saved as .jpg, and JPEG holds at most 65500 pixels a side."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.jpg"), scene(1))
+    assert cv2.imwrite(str(src / "b.pfm"), np.full((1, 70000, 3), 0.5, np.float32))
+    cv2.imwrite(str(src / "c.jpg"), scene(2))
+    assert run(tmp_path, src, "--save-json") == 0
+    out = tmp_path / "runs" / "exp"
+    assert "b.jpg: .jpg cannot hold a 70000x1 image, not saved" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "c.jpg", "predictions.jsonl"]
+    assert [Path(r["source"]).name for r in read_jsonl(out / "predictions.jsonl")] == ["a.jpg", "b.pfm",
+                                                                                        "c.jpg"]
