@@ -357,7 +357,10 @@ class TrtBackend(BatchedBackend):
         that a capture must not contain); it already computed this batch, so the capture only
         records. trtexec also synchronises before capturing; the loop need not: a capture runs
         nothing, and the work issued before it stays ahead of the graph's launches on the stream.
-        An engine whose layers or plugins cannot be captured turns graphs off, once.
+        Graphs of one context keyed by tensor addresses and shapes, replayed when they match and
+        enqueueV3 otherwise, is how NVIDIA's TensorRT-Edge-LLM runs engines on Jetson
+        (cpp/runtime/exec/engineExecutor.h). An engine whose layers or plugins cannot be captured
+        turns graphs off, once.
         """
         t0 = time.perf_counter()
         compute = self._compute

@@ -17,6 +17,9 @@ IExecutionContext's tensor-name API and trtexec's capture protocol. The contract
   (sampleDevice.h, TrtCudaGraph::beginCapture), and "When the stream is capturing, the enqueue call may
   return false if the current CUDA graph capture fails": it then ends the capture, clears the error
   with cudaGetLastError and launches without a graph.
+- Several graphs of one execution context, keyed by tensor addresses and shapes, replayed when the
+  bindings match and enqueueV3 otherwise: NVIDIA TensorRT-Edge-LLM, cpp/runtime/exec/engineExecutor.h
+  (commit 17e065c), EngineExecutor::execute / captureGraph.
 """
 
 from __future__ import annotations
