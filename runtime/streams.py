@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -82,16 +82,21 @@ def open_live(kind: str, item: str, timeout_s: float) -> Capture:
 
 @dataclass
 class SourceStats:
-    """One source's counters, shown in the end-of-run table."""
+    """One source's counters, shown in the end-of-run table (the images of a folder or glob share
+    one row, named after it)."""
 
     source: str
     kind: str
     frames: int = 0  # given to inference
     dropped: int = 0  # read from a live source, then replaced by a newer frame before inference
     reconnects: int = 0  # times a lost live source came back
-    status: str = "running"
-    started: float = field(default_factory=time.monotonic)
+    status: str = "waiting"  # waiting | running | ended | skipped | lost | failed | stopped
+    started: float | None = None
     ended: float | None = None
+
+    def begin(self) -> None:
+        if self.started is None:
+            self.status, self.started = "running", time.monotonic()
 
     def end(self, status: str) -> None:
         if self.ended is None:
@@ -99,6 +104,8 @@ class SourceStats:
 
     @property
     def fps(self) -> float:
+        if self.started is None:
+            return 0.0
         span = (self.ended or time.monotonic()) - self.started
         return self.frames / span if span > 0 else 0.0
 
@@ -217,20 +224,20 @@ class _Reader:
 class FileReader(_Reader):
     """Reads a file source (one or many images and videos) into a bounded queue: never drops."""
 
-    def __init__(self, source: Source, stats: dict[str, SourceStats], wake: threading.Event,
-                 stop: threading.Event):
+    def __init__(self, source: Source, stats: dict[str, SourceStats], key: dict[str, str],
+                 wake: threading.Event, stop: threading.Event):
         super().__init__(wake, stop)
-        self.source, self.stats = source, stats
+        self.source, self.stats, self.key = source, stats, key
         self.q: queue.Queue[Frame] = queue.Queue(FILE_QUEUE)
-        self.current: str | None = None
+        self.current: str | None = None  # the stats row being read
 
     def _run(self) -> None:
         try:
             for f in self.source:
-                if f.source != self.current:  # a folder's next file: the previous one is complete
+                if self.key[f.source] != self.current:  # a folder's next video: the last is read
                     self._end_current("ended")
-                    self.current = f.source
-                    self.stats.setdefault(f.source, SourceStats(f.source, f.kind))
+                    self.current = self.key[f.source]
+                    self.stats[self.current].begin()
                 while True:
                     try:
                         self.q.put(f, timeout=_POLL_S)
@@ -241,6 +248,8 @@ class FileReader(_Reader):
                             return
                 self.wake.set()
             self._end_current("ended")
+            for _, item in self.source.items:  # unreadable: reported with the problems
+                self.stats[self.key[item]].end("skipped")
         except S2Error as e:  # this source alone fails; the others go on
             self.source.problems.append(f"{e}, this source ended")
             log.warning("%s, this source ended", e)
@@ -252,6 +261,8 @@ class FileReader(_Reader):
             self._end_current("failed")
 
     def _end_current(self, status: str) -> None:
+        if self.current is None and status == "failed":  # failed before its first frame
+            self.current = self.key[self.source.items[0][1]]
         if self.current is not None:
             self.stats[self.current].end(status)
 
@@ -285,6 +296,7 @@ class LiveReader(_Reader):
         self.lost = False  # the connection gave frames, then went: the next frame is a reconnect
 
     def _run(self) -> None:
+        self.st.begin()
         last_frame = time.monotonic()
         delay = self.opts.backoff_s
         ever = False  # ever gave a frame
@@ -399,6 +411,8 @@ class MultiSource:
         self.problems: list[str] = []
         self.lanes: list[tuple[str, Any]] = []  # ("file", Source) | (kind, url-or-index)
         self.items: list[tuple[str, str]] = []
+        self.stats: dict[str, SourceStats] = {}
+        self._key: dict[str, str] = {}  # each input -> its row in stats
         for spec in expand_specs(specs):
             src = open_source(spec, vid_stride, max_pixels)  # files are checked before the model loads
             kind = src.items[0][0]
@@ -408,13 +422,17 @@ class MultiSource:
                 src.problems = self.problems  # one list for the run's report
                 self.lanes.append(("file", src))
             self.items += src.items
+            # One row per video, camera and stream; the images of one argument share its row. Made
+            # here, before the reader threads start, so that the dict never changes while read.
+            for k, item in src.items:
+                self._key[item] = spec if k == "image" else item
+                self.stats.setdefault(self._key[item], SourceStats(self._key[item], k))
         dup = _first_duplicate(item for _, item in self.items)
         if dup is not None:  # a folder and a file in it, say: their frames could not be told apart
             raise S2Error(f"{dup} is given twice (directly and through a folder, glob or .streams)")
         totals = [lane.total for k, lane in self.lanes if k == "file"]
         live = any(k != "file" for k, _ in self.lanes)
         self.total = None if live or None in totals else sum(totals)
-        self.stats: dict[str, SourceStats] = {}
         self._stop = threading.Event()
         self._readers: list[_Reader] = []
 
@@ -422,11 +440,10 @@ class MultiSource:
         readers: list[_Reader] = []
         for kind, lane in self.lanes:
             if kind == "file":
-                readers.append(FileReader(lane, self.stats, wake, self._stop))
+                readers.append(FileReader(lane, self.stats, self._key, wake, self._stop))
             else:
-                st = self.stats.setdefault(lane, SourceStats(lane, kind))
-                readers.append(LiveReader(kind, lane, st, self.live, self.problems, wake, self._stop,
-                                          self.vid_stride, self.max_pixels, self.opener))
+                readers.append(LiveReader(kind, lane, self.stats[lane], self.live, self.problems, wake,
+                                          self._stop, self.vid_stride, self.max_pixels, self.opener))
         return readers
 
     def __iter__(self) -> Iterator[Frame]:
@@ -448,7 +465,7 @@ class MultiSource:
                     if f is not None:
                         took = True
                         delivered += 1
-                        self.stats[f.source].frames += 1
+                        self.stats[self._key[f.source]].frames += 1
                         yield f
                     elif r.finished:
                         active.remove(r)

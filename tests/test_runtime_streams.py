@@ -297,3 +297,21 @@ def test_real_stream_killed_and_restarted_reconnects_then_dies_alone(tmp_path, p
     assert [i for s, i in got if s == str(video)] == list(range(1000))
     assert got[-1][0] == str(video)  # the file went on after the stream had died
     assert time.monotonic() - t0 < 40
+
+
+def test_a_folder_of_images_is_one_row_and_its_unreadable_image_a_problem(tmp_path):
+    import cv2
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(imgs / f"im{i}.png"), np.full((20, 30, 3), i, np.uint8))
+    (imgs / "im1.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    video = write_video(tmp_path / "v.mp4", 4, 48, 64)
+    ms = MultiSource([str(imgs), str(video)])
+    got = {(f.source, f.index) for f in ms}
+    want = {(str(imgs / "im0.png"), 0), (str(imgs / "im2.png"), 0), *((str(video), i) for i in range(4))}
+    assert got == want
+    assert set(ms.stats) == {str(imgs), str(video)}
+    assert ms.stats[str(imgs)].frames == 2 and ms.stats[str(imgs)].status == "ended"
+    assert any("im1.png" in p for p in ms.problems)
