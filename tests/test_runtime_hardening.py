@@ -405,3 +405,20 @@ def test_save_json_onto_a_folder_is_refused_up_front(tmp_path, capsys):
     assert run(tmp_path, img, "--save-json", tmp_path) == 2
     assert f"--save-json {tmp_path} is a folder" in last_error_line(capsys.readouterr().err)
     assert not (tmp_path / "runs").exists()
+
+
+def test_sigterm_becomes_exit_143_unless_it_was_ignored_at_start():
+    code = ("import os, signal, time\n"
+            "from s2trt.cli import run_main, sigterm_as_interrupt\n"
+            "def main(a):\n"
+            "    with sigterm_as_interrupt():\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(5)\n"
+            "    print('not interrupted')\n"
+            "    return 0\n"
+            "raise SystemExit(run_main('prog', lambda argv: None, main, []))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr, r.stdout) == (143, "prog: terminated\n", "")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    assert (r.returncode, r.stdout) == (0, "not interrupted\n")  # as shells keep an ignored signal
