@@ -227,3 +227,72 @@ def read_onnx_meta(path: str | Path) -> ModelMeta:
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise S2Error(f"{path} is not a readable ONNX file ({reason})") from None
     return ModelMeta.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+
+
+MAX_NAMES_FILE_BYTES = 16 << 20  # a data yaml may carry a download script; COCO's is 3 KB
+
+
+def read_names(spec: str | Path | list[str] | tuple[str, ...], source: str = "--names") -> list[str]:
+    """Class names given by the user: a YOLOv5 data yaml (`names:` a list or {index: name}, with
+    an optional `nc:` that must agree), a text file with one name per line, a comma-separated
+    list, or a list of strings. Every name is non-empty text."""
+    if isinstance(spec, (list, tuple)):
+        return _checked_names(list(spec), source)
+    text = str(spec)
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        if suffix in (".yaml", ".yml", ".txt", ".names") or os.sep in text:
+            raise S2Error(f"{source}: file not found: {text}")
+        return _checked_names([n.strip() for n in text.split(",")], source)
+    try:
+        if path.stat().st_size > MAX_NAMES_FILE_BYTES:
+            raise S2Error(f"{source}: {path} is larger than {MAX_NAMES_FILE_BYTES >> 20} MB")
+        content = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:
+        raise S2Error(f"{source}: cannot read {path}: {e}") from None
+    if suffix not in (".yaml", ".yml"):
+        return _checked_names([line.strip() for line in content.splitlines() if line.strip()],
+                              f"{source} {path}")
+    return _names_from_data_yaml(content, f"{source} {path}")
+
+
+def _names_from_data_yaml(content: str, source: str) -> list[str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(content)
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise S2Error(f"{source} is not valid YAML ({reason})") from None
+    if not isinstance(data, dict) or "names" not in data:
+        raise S2Error(f"{source} has no 'names:' entry (a YOLOv5 data yaml lists its classes "
+                      "there)")
+    names = data["names"]
+    if isinstance(names, dict):
+        keys = sorted(names, key=lambda k: (not isinstance(k, int), str(k)))
+        if keys != list(range(len(keys))):
+            raise S2Error(f"{source}: 'names' must be indexed 0..{len(keys) - 1}, found "
+                          f"{_brief(keys)}")
+        names = [names[k] for k in keys]
+    if not isinstance(names, list):
+        raise S2Error(f"{source}: 'names' is {_brief(names)}, not a list of class names")
+    # A class named 7 is read as a number: it is text to YOLOv5 too. One named `no` is read as
+    # False, and str() would rename it, so it is refused below with the rest.
+    names = [str(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else n for n in names]
+    out = _checked_names(names, source)
+    nc = data.get("nc")
+    if nc is not None and nc != len(out):
+        raise S2Error(f"{source} says nc: {_brief(nc)} but lists {len(out)} names")
+    return out
+
+
+def _checked_names(names: list[Any], source: str) -> list[str]:
+    if not names or len(names) > MAX_CLASSES:
+        raise S2Error(f"{source}: expected 1..{MAX_CLASSES} class names, found {len(names)}")
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or not n.strip() or len(n) > MAX_NAME:
+            hint = " (quote it in the yaml)" if isinstance(n, bool) or n is None else ""
+            raise S2Error(f"{source}: class {i} is {_brief(n)}{hint}; class names are non-empty "
+                          f"text of at most {MAX_NAME} characters")
+    return list(names)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import S2Error
+from s2trt.meta import MAX_NAME
 from s2trt.models.limits import brief
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,6 @@ def _names(raw: Any, nc: int, source: Any) -> list[str]:
     return [str(n) for n in raw]
 
 
-MAX_NAME = 256  # characters in one class name
 _MAX_DEPTH = 32  # nesting of modules (YOLOv5: DetectionModel.model.N.m.K.cv1.conv, 7)
 _MAX_TENSORS = 100_000
 
@@ -354,8 +354,13 @@ def _info(ckpt: Mapping) -> dict[str, Any]:
     return info
 
 
-def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None) -> LoadedModel:
+def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
+                    names: str | Path | list[str] | None = None) -> LoadedModel:
     """Rebuild the model of a YOLOv5 checkpoint (train.py, stripped, or a state_dict + cfg).
+
+    `names` gives the class names where the checkpoint has none (a plain state_dict) or replaces
+    its own: a YOLOv5 data yaml, a text file with one name per line, a comma-separated list or a
+    list (s2trt.meta.read_names); their number must be the model's class count.
 
     The checkpoint is data from anywhere: its pickle is allow-listed and budgeted (read_pickle),
     its config checked against YOLOv5's ranges and its weights' shapes against the model the
@@ -363,9 +368,11 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None) -> L
     """
     import torch
 
+    from s2trt.meta import read_names
     from s2trt.models.limits import check_config
     from s2trt.models.yolo import DetectionModel, load_config, plan_model
 
+    given = read_names(names) if names is not None else None  # a typo fails before the load
     obj = read_pickle(path)
     names_raw, info = None, {}
     if isinstance(obj, Mapping) and not _is_state_dict(obj):
@@ -405,6 +412,13 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None) -> L
     state = OrderedDict((k, v) for k, v in state.items() if not k.endswith(".anchor_grid"))
     model_yaml = {k: model_yaml[k] for k in _CONFIG_KEYS if k in model_yaml}
     model_yaml["nc"] = _nc_from_state(state, model_yaml)
+    if given is not None:
+        if len(given) != model_yaml["nc"]:
+            raise S2Error(f"{len(given)} class names given for a model of {model_yaml['nc']} "
+                          f"classes ({path}): pass exactly one name per class")
+        if names_raw is not None:
+            log.info("class names from %s replace the checkpoint's", brief(names))
+        names_raw = given
     try:
         plan = plan_model(model_yaml)
     except S2Error as e:
