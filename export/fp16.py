@@ -88,7 +88,8 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.
     unknown = set(keep_fp32 or []) - {n.name for n in model.graph.node}
     if unknown:
         raise S2Error(f"FP16 conversion: no node named {', '.join(sorted(unknown))} in the graph")
-    out = onnx.ModelProto.FromString(model.SerializeToString())
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
     try:
         n_casts, n_fp32 = _Converter(out, keep).run()
     except (ValueError, KeyError) as e:  # a graph this pass cannot type: say where

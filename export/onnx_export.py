@@ -147,7 +147,9 @@ def check_op_set(model: onnx.ModelProto, allowed_custom: frozenset[str] = frozen
         raise S2Error(f"the exported graph contains custom ops {', '.join(custom)}")
 
 
-def check_model(model: onnx.ModelProto) -> None:
+def check_model(model: onnx.ModelProto | bytes) -> None:
+    """onnx.checker on a model or its serialization (pass the bytes when you have them: a 640
+    graph is 38 MB, and each serialization costs a few tenths of a second)."""
     import onnx
 
     try:

@@ -151,7 +151,8 @@ def fp16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     types = {v.name: v.type.tensor_type.elem_type
              for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     types.update({i.name: i.data_type for i in model.graph.initializer})
-    out = onnx.ModelProto.FromString(model.SerializeToString())
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
     g = out.graph
     for i, init in enumerate(g.initializer):
         if init.data_type == f16:
@@ -209,7 +210,8 @@ def run_ort_with_plugin(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarra
         # Shape inference costs a serialization round trip of the whole graph: only when needed.
         infos = _tensor_types(onnx.shape_inference.infer_shapes(model))
     types = {k: v.elem_type for k, v in infos.items()}
-    cut = onnx.ModelProto.FromString(model.SerializeToString())
+    cut = onnx.ModelProto()
+    cut.CopyFrom(model)
     del cut.graph.node[:]
     cut.graph.node.extend(n for n in model.graph.node if n.domain != OP_DOMAIN)
     n_out = len(model.graph.output)

@@ -260,8 +260,9 @@ def write(state: ExportState) -> None:
         assert model is not None
         meta = metadata(state, flavour)
         onnx_export.set_metadata(model, meta)
-        onnx_export.check_model(model)
-        staged.add(path, model.SerializeToString())
+        data = model.SerializeToString()
+        onnx_export.check_model(data)
+        staged.add(path, data)
         report = {**asdict(meta), "parity": [p.to_dict() for p in state.parity],
                   "source": {"weights": str(req.weights), "cfg": req.cfg,
                              "stored_fp16": bool(state.loaded and state.loaded.half)}}
