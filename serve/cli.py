@@ -64,7 +64,9 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true",
                    help="also write preprocess -> engine -> postprocess as an ensemble (tensorrt_plan "
                         "for an engine)")
-    p.add_argument("--plugin-lib", help="libs2trt_plugins.so for an engine that uses the plugin")
+    p.add_argument("--plugin-lib",
+                   help="libs2trt_plugins.so the served model loads (a path on the server). Without it the "
+                        "library the engine was built with (same SHA-256) is copied beside the engine")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse encoded images whose header declares more pixels, before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,})")

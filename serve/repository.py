@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import site
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -210,6 +212,43 @@ def plugin_hint(plugin_lib: str | None) -> str:
             "The library must be built against the TensorRT of that Triton release (same as the engine).\n")
 
 
+# A file name the runtime can look up beside the engine and that no file of a model folder has.
+_PLUGIN_FILE = re.compile(r"lib[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.so(\.[0-9]+)*")
+
+
+def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, Path] | None:
+    """(file name, local library) to copy beside a served engine that uses the plugin: the library
+    whose SHA-256 the engine's sidecar records, found beside the engine, at --plugin-lib, at
+    $S2TRT_PLUGIN_LIB or in this s2trt's build, under the name the sidecar records. The served
+    detector's runtime then finds it beside model.plan by that digest (runtime.trt_compat's
+    engine_plugin_library). None, with a warning, when no local library has that digest."""
+    from s2trt.runtime import trt_compat
+    from s2trt.text import printable
+
+    side = read_sidecar(engine) or {}
+    name, digest = side.get("plugin_library"), side.get("plugin_sha256")
+    if not side.get("plugin") or not isinstance(name, str) or not isinstance(digest, str):
+        return None
+    target = Path(name).name
+    if not _PLUGIN_FILE.fullmatch(target):
+        log.warning("%s records the plugin library as %s, not a library file name: not copied into the "
+                    "model repository", printable(sidecar_path(engine).name), printable(name))
+        return None
+    candidates = [engine.parent / target]
+    candidates += [Path(p).expanduser() for p in (plugin_lib, os.environ.get(trt_compat.PLUGIN_ENV)) if p]
+    shipped = trt_compat.shipped_plugin_library()
+    if shipped is not None:
+        candidates.append(shipped)
+    for lib in candidates:
+        if lib.is_file() and trt_compat.file_sha256(lib) == digest:
+            return target, lib
+    log.warning("no %s here has the SHA-256 that %s records (looked at %s): the model repository has no "
+                "plugin library, so the server needs --plugin-lib, $%s or the library the engine was "
+                "built with", printable(target), printable(sidecar_path(engine).name),
+                ", ".join(printable(str(c)) for c in candidates), trt_compat.PLUGIN_ENV)
+    return None
+
+
 def _write_model(repo: Path, name: str, config: str, files: dict[str, Path]) -> None:
     version = repo / name / "1"
     version.mkdir(parents=True, exist_ok=True)
@@ -232,8 +271,11 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
         o = replace(o, kind="gpu" if is_engine else "cpu")
     model_file = "model.plan" if is_engine else "model.onnx"
     files = {model_file: model}
+    plugin = engine_plugin_copy(model, o.plugin_lib) if is_engine else None
     if is_engine:
         files[model_file + ".json"] = sidecar_path(model)  # TrtBackend reads names from it
+    if plugin is not None:
+        files[plugin[0]] = plugin[1]
     if o.ensemble and is_engine and meta.batch != "dynamic":
         # Triton's TensorRT backend batches on the first dimension, which must be dynamic in the plan.
         raise S2Error(f"{model} has a fixed batch of {meta.batch}: the tensorrt_plan ensemble needs an "
@@ -254,7 +296,9 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
     notes = ("# s2trt model repository\n\nServe with `s2serve " + str(repo) + "` or any tritonserver "
              "that has the Python backend.\n")
     if is_engine and o.ensemble and meta.plugin:
-        notes += "\n" + plugin_hint(o.plugin_lib)
+        # Triton's TensorRT backend loads plugins for the whole server: point it at the copy.
+        copied = str(repo / ENGINE / "1" / plugin[0]) if plugin else None
+        notes += "\n" + plugin_hint(o.plugin_lib or copied)
     write_bytes_atomic(repo / "README.md", notes.encode())
     log.info("wrote Triton model repository %s: %s", repo, ", ".join(written))
     return written

@@ -272,3 +272,87 @@ def test_s2serve_export_command(mc, onnx_model, tmp_path, capsys):
     assert cfg.instance_group[0].count == 2 and cfg.parameters["python_path"].string_value == "/p"
     assert main(["export", str(tmp_path / "none.onnx"), str(tmp_path / "r2")]) == 1
     assert "model not found" in capsys.readouterr().err
+
+
+def _plugin_engine(folder: Path, library: Path, digest_of: Path | None = None,
+                   name: str | None = None) -> Path:
+    """An engine whose sidecar records its plugin library as s2export does (file name + SHA-256)."""
+    import hashlib
+
+    engine = folder / "m.engine"
+    engine.write_bytes(b"plan")
+    side = {**ModelMeta(names=NAMES, imgsz=[64, 64], flavour="tensorrt", plugin="S2SplitAttention",
+                        batch="dynamic").to_props(),
+            "plugin_library": name or library.name,
+            "plugin_sha256": hashlib.sha256((digest_of or library).read_bytes()).hexdigest()}
+    write_json_atomic(folder / "m.engine.json", side)
+    return engine
+
+
+@pytest.fixture
+def no_plugin_elsewhere(monkeypatch):
+    from s2trt.runtime import trt_compat
+
+    monkeypatch.delenv(trt_compat.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(trt_compat, "shipped_plugin_library", lambda: None)
+    return trt_compat
+
+
+def test_engine_plugin_library_is_copied_where_the_served_runtime_finds_it(tmp_path, no_plugin_elsewhere):
+    built = tmp_path / "build"
+    built.mkdir()
+    lib = built / "libs2trt_plugins.so"
+    lib.write_bytes(b"\x7fELF the plugin the engine was built with")
+    side_dir = tmp_path / "engine"
+    side_dir.mkdir()
+    engine = _plugin_engine(side_dir, lib)
+    R.export_repository(engine, tmp_path / "repo", R.RepoOptions(plugin_lib=str(lib), ensemble=True))
+    for model in (R.DETECTOR, R.ENGINE):
+        version = tmp_path / "repo" / model / "1"
+        assert (version / lib.name).read_bytes() == lib.read_bytes()
+    # The served detector's runtime (trt_compat, the only rule it follows without --plugin-lib) picks
+    # the copy by the digest the copied sidecar records.
+    version = tmp_path / "repo" / R.DETECTOR / "1"
+    side = json.loads((version / "model.plan.json").read_text())
+    assert no_plugin_elsewhere.engine_plugin_library(version / "model.plan", side, None) == version / lib.name
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert f'plugins="{lib}"' in readme  # --plugin-lib given: the hint names it
+
+
+def test_plugin_library_found_through_the_shipped_build_and_named_in_the_hint(tmp_path, monkeypatch,
+                                                                              no_plugin_elsewhere):
+    lib = tmp_path / "libs2trt_plugins.so"
+    lib.write_bytes(b"\x7fELF shipped")
+    monkeypatch.setattr(no_plugin_elsewhere, "shipped_plugin_library", lambda: lib)
+    (tmp_path / "e").mkdir()
+    engine = _plugin_engine(tmp_path / "e", lib)
+    R.export_repository(engine, tmp_path / "repo", R.RepoOptions(ensemble=True))
+    copy = tmp_path / "repo" / R.ENGINE / "1" / lib.name
+    assert copy.read_bytes() == lib.read_bytes()
+    assert f'plugins="{copy}"' in (tmp_path / "repo" / "README.md").read_text()
+
+
+def test_plugin_library_with_another_digest_is_not_copied(tmp_path, caplog, no_plugin_elsewhere):
+    lib = tmp_path / "libs2trt_plugins.so"
+    lib.write_bytes(b"\x7fELF rebuilt since")
+    other = tmp_path / "other.so"
+    other.write_bytes(b"\x7fELF the one the engine was built with")
+    (tmp_path / "e").mkdir()
+    engine = _plugin_engine(tmp_path / "e", lib, digest_of=other)
+    with caplog.at_level("WARNING"):
+        R.export_repository(engine, tmp_path / "repo", R.RepoOptions(plugin_lib=str(lib)))
+    assert not (tmp_path / "repo" / R.DETECTOR / "1" / lib.name).exists()
+    assert "SHA-256" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["model.py", "../model.plan", "model.plan.json", "libx.so\n.py"])
+def test_sidecar_cannot_name_a_file_of_the_model_folder(tmp_path, name, no_plugin_elsewhere):
+    (tmp_path / "e").mkdir()
+    lib = tmp_path / "e" / Path(name).name
+    lib.write_bytes(b"print('a sidecar wrote the served code')")
+    engine = _plugin_engine(tmp_path / "e", lib, name=name)
+    R.export_repository(engine, tmp_path / "repo", R.RepoOptions(plugin_lib=str(lib)))
+    version = tmp_path / "repo" / R.DETECTOR / "1"
+    assert "class TritonPythonModel" in (version / "model.py").read_text()
+    assert (version / "model.plan").read_bytes() == b"plan"
+    assert sorted(p.name for p in version.iterdir()) == ["model.plan", "model.plan.json", "model.py"]
