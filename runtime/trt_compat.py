@@ -12,12 +12,15 @@ TensorRT attribute against the real 10.3, recent 10.x and 11.x Python modules:
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import datetime as _dt
 import hashlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +43,9 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 _T = TypeVar("_T")
 # ctypes handles of loaded plugin libraries: kept so a library is loaded once per process.
 _loaded_plugins: dict[Path, ctypes.CDLL] = {}
+# SHA-256 -> the private copy of a library beside an engine whose digest was checked (one per
+# process: a second copy would be a second file, which the dynamic loader loads again).
+_checked_copies: dict[str, Path] = {}
 
 
 def for_trt(min_major: int | None = None, max_major: int | None = None) -> Callable[[_T], _T]:
@@ -212,11 +218,38 @@ def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | Non
     if name and digest:
         beside = Path(engine_path).parent / Path(name).name
         if beside.is_file():
-            if file_sha256(beside) == digest:
-                return beside
+            copy = _checked_copy(beside, digest)
+            if copy is not None:
+                return copy
             log.warning("%s is not the plugin library %s was built with (its SHA-256 differs): not "
                         "loaded", printable(beside), Path(engine_path).name)
     return shipped_plugin_library()
+
+
+def _checked_copy(path: Path, digest: str) -> Path | None:
+    """The bytes of `path` copied into a folder only this process can write, hashed as they are
+    copied; None when their SHA-256 is not `digest`.
+
+    dlopen reads the file again by its path: had the checked file itself been loaded, whoever can
+    write the engine's folder could replace it between the check and the load. The copy is the
+    exact bytes that were checked."""
+    if digest in _checked_copies:
+        return _checked_copies[digest]
+    folder = Path(tempfile.mkdtemp(prefix="s2trt-plugin-"))  # mode 0700
+    copy = folder / path.name
+    h = hashlib.sha256()
+    with open(path, "rb") as src, open(copy, "xb") as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            h.update(block)
+            dst.write(block)
+    if h.hexdigest() != digest:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    copy.chmod(0o500)
+    # A loaded library stays mapped after its file is removed.
+    atexit.register(shutil.rmtree, folder, True)
+    _checked_copies[digest] = copy
+    return copy
 
 
 def load_plugin_library(path: str | Path | None, required: bool) -> Path | None:

@@ -56,6 +56,18 @@ def ctor_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d / "libctor.so"
 
 
+@pytest.fixture(scope="module")
+def other_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another library with a constructor that leaves another trace."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build a test shared library")
+    d = tmp_path_factory.mktemp("other")
+    (d / "other.c").write_text(CTOR_SOURCE.replace("constructor ran", "another library ran"))
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(d / "libother.so"), str(d / "other.c")], check=True)
+    return d / "libother.so"
+
+
 @pytest.fixture
 def marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "constructor-ran"
@@ -69,6 +81,7 @@ def _nothing_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
     monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path / "checkout")
     monkeypatch.setattr(tc, "gpu_info", lambda device=0: (None, None))
+    monkeypatch.setattr(tc, "_checked_copies", {})  # each test's library is a file of its own
 
 
 def _copy(lib: Path, folder: Path, name: str = tc.PLUGIN_LIB_NAME) -> Path:
@@ -124,8 +137,33 @@ def test_library_next_to_the_engine_loads_only_with_the_recorded_digest(
     engine = _plugin_engine(good, plugin_library=beside.name, plugin_sha256=_sha256(beside))
     trt = _trt_with_registry(FakeEngine())
     backend = TrtBackend(engine, trt=trt, cuda=FakeCuda())
-    assert marker.read_text() == "constructor ran\n" and trt.loaded == [str(beside.resolve())]
+    assert marker.read_text() == "constructor ran\n"
+    assert [_sha256(Path(p)) for p in trt.loaded] == [_sha256(beside)]
     backend.close()
+
+
+def test_the_library_loaded_is_the_one_whose_digest_was_checked(
+        tmp_path: Path, ctor_lib: Path, other_lib: Path, marker: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever can write the engine's folder replaces the checked library before it is loaded:
+    dlopen by that path would run the replacement's constructor."""
+    beside = _copy(ctor_lib, tmp_path)
+    engine = _plugin_engine(tmp_path, plugin_library=beside.name, plugin_sha256=_sha256(beside))
+    choose = tc.engine_plugin_library
+
+    def choose_then_replace(*args: object) -> Path | None:
+        chosen = choose(*args)
+        (tmp_path / "swap.so").write_bytes(other_lib.read_bytes())
+        (tmp_path / "swap.so").replace(beside)
+        return chosen
+
+    monkeypatch.setattr(tc, "engine_plugin_library", choose_then_replace)
+    trt = _trt_with_registry(FakeEngine())
+    TrtBackend(engine, trt=trt, cuda=FakeCuda()).close()
+    assert marker.read_text() == "constructor ran\n"
+    assert [_sha256(Path(p)) for p in trt.loaded] == [_sha256(ctor_lib)]
+    loaded = Path(trt.loaded[0])
+    assert loaded.name == tc.PLUGIN_LIB_NAME and loaded.parent.stat().st_mode & 0o077 == 0
 
 
 def test_plugin_library_precedence(tmp_path: Path, ctor_lib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +177,7 @@ def test_plugin_library_precedence(tmp_path: Path, ctor_lib: Path, monkeypatch: 
     monkeypatch.setenv(tc.PLUGIN_ENV, "/opt/env.so")
     assert tc.engine_plugin_library(engine, side, None) == Path("/opt/env.so")
     monkeypatch.delenv(tc.PLUGIN_ENV)
-    assert tc.engine_plugin_library(engine, side, None) == beside
+    assert tc.engine_plugin_library(engine, side, None).read_bytes() == beside.read_bytes()
     assert tc.engine_plugin_library(engine, {**side, "plugin_sha256": "f" * 64}, None) == shipped
     assert tc.engine_plugin_library(engine, None, None) == shipped
 
