@@ -25,6 +25,9 @@ EPILOG = """examples:
   s2infer --onnx demo.onnx video.mp4 --no-save --save-json - | jq .   JSON Lines on stdout
   s2infer --weights best.pt 0 --show                      camera 0, PyTorch reference backend
   s2infer --engine m.engine rtsp://cam/stream --batch 4 -o cam.mp4
+  s2infer --engine m.engine cam1.mp4 rtsp://cam/live 0 --batch 3   several sources, one batch: a video
+                                                          per source, one JSONL with `source` per line
+  s2infer --engine m.engine cams.streams --save-json       the sources a .streams file lists, one a line
   s2infer --triton localhost:8001 video.mp4                the detector served by s2serve
 
 exit codes: 0 done (unreadable files and frames are skipped and reported), 1 nothing could be done or
@@ -35,13 +38,15 @@ terminated (SIGTERM): the outputs so far are complete"""
 
 # Each frame of a batch is its own gRPC request, all sent before waiting on any.
 TRITON_BATCH = 8
+REPORT_S = 10.0  # with --verbose, the per-source table this often while sources are live
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="s2infer", description="Run YOLOv5-S2 detection on images, videos, cameras and streams.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video, camera index (0) or "
-                   "rtsp:// / http:// URL")
+    p.add_argument("source", nargs="+", help="image, folder, glob ('imgs/*.jpg'), video, camera index "
+                   "(0) or rtsp:// / rtmp:// / http:// / udp:// / tcp:// URL; several, or a .streams file "
+                   "listing one per line, run together with their frames batched together")
     m = p.add_argument_group("model (one of --engine, --onnx, --weights, --triton)")
     which = m.add_mutually_exclusive_group(required=True)
     which.add_argument("--engine", metavar="PATH", help="TensorRT engine (with its .engine.json sidecar)")
@@ -78,6 +83,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     i.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse images and video frames larger than N pixels, checked from the file's "
                         "header before decoding (default %(default)s)")
+    i.add_argument("--stream-timeout", type=float, default=10.0, metavar="S",
+                   help="a camera or stream that gives no frame for S seconds has stalled and is "
+                        "reopened; also the time allowed to open it (default 10)")
+    i.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S",
+                   help="a camera or stream that gives no frame for S seconds, reopening with backoff "
+                        "included, ends; the other sources go on (default 60)")
 
     o = p.add_argument_group("output")
     o.add_argument("--save", action=argparse.BooleanOptionalAction, default=True,
@@ -113,6 +124,8 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--batch, --max-det, --vid-stride and --queue-size must be 1 or more")
     if a.max_pixels < 1:
         p.error("--max-pixels must be 1 or more")
+    if not (a.stream_timeout > 0 and a.reconnect_timeout > 0):  # also refuses nan
+        p.error("--stream-timeout and --reconnect-timeout must be above 0 seconds")
     if a.imgsz is not None and len(a.imgsz) not in (1, 2):
         p.error("--imgsz takes one or two numbers (h [w])")
 
@@ -192,7 +205,8 @@ def _check_output_kind(out: Path, kind: str) -> None:
 
 
 def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_dir: Path | None,
-                  out_file: Path | None, jsonl: Path | None) -> None:
+                  out_file: Path | None, jsonl: Path | None,
+                  file_names: dict[str, str] | None = None) -> None:
     """Refuse any output that is an input: a source file, the model, its sidecar, the plugin or cfg."""
     from s2trt.meta import sidecar_path
     from s2trt.runtime.sinks import output_name, writes_in_place
@@ -209,7 +223,8 @@ def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_
         outputs.append(("--save-json", jsonl))
     if save_dir is not None and a.save:
         flag = "-o" if a.output else "--project/--name"
-        outputs += [(flag, save_dir / output_name(kind, p)) for kind, p in items]
+        names = file_names or {}
+        outputs += [(flag, save_dir / (names.get(p) or output_name(kind, p))) for kind, p in items]
     for flag, out in outputs:
         if writes_in_place(out):
             continue
@@ -253,15 +268,23 @@ def _run(a: argparse.Namespace) -> int:
     from s2trt.runtime.pipeline import DetectOptions, Runner
     from s2trt.runtime.sinks import Sinks
     from s2trt.runtime.sources import open_source
+    from s2trt.runtime.streams import LiveOptions, MultiSource, is_multi, output_names
 
     _quiet_opencv(a.verbose)
     if a.half and not a.weights:
         log.warning("--half does nothing with --%s: the precision of an exported model is fixed at "
                     "export (s2export --fp16 makes an FP16 one)", "engine" if a.engine else
                     "onnx" if a.onnx else "triton")
-    source = open_source(a.source, a.vid_stride, a.max_pixels)
+    multi = is_multi(a.source)
+    if multi:
+        source = MultiSource(a.source, a.vid_stride, a.max_pixels,
+                             LiveOptions(a.stream_timeout, a.reconnect_timeout),
+                             report_s=REPORT_S if a.verbose else None)
+    else:
+        source = open_source(a.source[0], a.vid_stride, a.max_pixels)
+    file_names = output_names(source.items)
     save_dir, out_file, jsonl = plan_outputs(a, source.items)
-    check_outputs(a, source.items, save_dir, out_file, jsonl)
+    check_outputs(a, source.items, save_dir, out_file, jsonl, file_names)
     backend = open_backend(a)
     try:
         _check_imgsz(a, backend)
@@ -271,7 +294,7 @@ def _run(a: argparse.Namespace) -> int:
             raise S2Error(f"--classes {max(a.classes)}: the model has {len(names)} classes "
                           f"(0..{len(names) - 1})")
         sinks = Sinks(names, save_dir, out_file, a.save, jsonl, a.show, a.line_width, a.hide_labels,
-                      a.hide_conf)
+                      a.hide_conf, file_names, concurrent=multi)
         h, w = backend.imgsz
         log.info("s2infer: %s, input %dx%d, batch %d, %d classes, %s", backend.name, h, w, a.batch,
                  len(names), "pipelined" if not a.sequential else "sequential")
@@ -290,14 +313,18 @@ def _run(a: argparse.Namespace) -> int:
             finished = getattr(e, "outputs_complete", False)
             raise
         finally:
+            if multi:
+                source.close()  # its reader threads, before the outputs are finished
             bar.close()
             sinks.close(publish=finished)  # a failed run publishes nothing half-written
             if finished:
+                if multi:
+                    log.info("per source:\n%s", source.table())
                 _report(runner.stats, source.problems + sinks.problems, sinks.saved, a.conf_thres)
     finally:
         backend.close()
     if stats.frames == 0:
-        raise S2Error(f"no frame could be read from {a.source}")
+        raise S2Error(f"no frame could be read from {' '.join(a.source)}")
     return 0
 
 

@@ -246,12 +246,18 @@ class Sinks:
 
     Folders are created when the first file goes into them, so a run that writes nothing leaves no
     empty folder. `close(publish=False)` (a failed run) discards the files still being written and
-    removes the folders it created if they stay empty."""
+    removes the folders it created if they stay empty.
+
+    `file_names` maps a source to its file name in the folder (several sources that would share a
+    name get different ones); `concurrent` keeps every video open until close, for sources whose
+    frames come interleaved (several in one run) instead of one after another."""
 
     def __init__(self, names: Sequence[str], save_dir: Path | None, output: Path | None,
                  save: bool, json_path: Path | None, show: bool, line_width: int | None = None,
-                 hide_labels: bool = False, hide_conf: bool = False):
+                 hide_labels: bool = False, hide_conf: bool = False,
+                 file_names: dict[str, str] | None = None, concurrent: bool = False):
         self.names, self.save_dir, self.output, self.save = names, save_dir, output, save
+        self.file_names, self.concurrent = file_names or {}, concurrent
         self.show = show and _has_display()
         if show and not self.show:
             log.warning("--show: no display available here, nothing will be shown")
@@ -266,7 +272,7 @@ class Sinks:
         if self.output is not None and self.save_dir is None:
             return self.output
         assert self.save_dir is not None
-        return self.save_dir / output_name(frame.kind, frame.source)
+        return self.save_dir / (self.file_names.get(frame.source) or output_name(frame.kind, frame.source))
 
     def _folder_for(self, path: Path) -> None:
         if str(path) == "-" or path.parent.is_dir():
@@ -299,8 +305,8 @@ class Sinks:
     def _video(self, frame: Frame, img: np.ndarray) -> VideoSink:
         sink = self.videos.get(frame.source)
         if sink is None:
-            for old in list(self.videos):  # sources run one after another: finish the previous one
-                self._close_video(old, True)
+            for old in [] if self.concurrent else list(self.videos):
+                self._close_video(old, True)  # sources run one after another: finish the previous one
             target = self._target(frame)
             self._folder_for(target)
             sink = VideoSink(target, frame.fps, (img.shape[1], img.shape[0]))

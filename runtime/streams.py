@@ -16,6 +16,7 @@ share the engine's batch. Files and live sources are read differently on purpose
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import threading
@@ -283,9 +284,9 @@ class LiveReader(_Reader):
 
     def __init__(self, kind: str, item: str, st: SourceStats, opts: LiveOptions, problems: list[str],
                  wake: threading.Event, stop: threading.Event, vid_stride: int = 1,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_live):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_live, alone: bool = False):
         super().__init__(wake, stop)
-        self.kind, self.item, self.st, self.opts = kind, item, st, opts
+        self.kind, self.item, self.st, self.opts, self.alone = kind, item, st, opts, alone
         self.problems, self.vid_stride, self.max_pixels, self.opener = (problems, vid_stride,
                                                                          max_pixels, opener)
         self.lock = threading.Lock()
@@ -307,7 +308,10 @@ class LiveReader(_Reader):
             except S2Error as e:
                 if not ever:  # the first open: a wrong URL or camera index is said at once
                     self.first_error = e
-                    self._fail(str(e))
+                    if self.alone:  # the run's error says it, once
+                        self.st.end("failed")
+                    else:
+                        self._fail(str(e))
                     return
                 why = f"reopening failed: {e}"
             else:
@@ -443,7 +447,8 @@ class MultiSource:
                 readers.append(FileReader(lane, self.stats, self._key, wake, self._stop))
             else:
                 readers.append(LiveReader(kind, lane, self.stats[lane], self.live, self.problems, wake,
-                                          self._stop, self.vid_stride, self.max_pixels, self.opener))
+                                          self._stop, self.vid_stride, self.max_pixels, self.opener,
+                                          alone=len(self.lanes) == 1))
         return readers
 
     def __iter__(self) -> Iterator[Frame]:
@@ -501,7 +506,9 @@ class MultiSource:
 def _first_duplicate(items: Iterator[str]) -> str | None:
     seen: set[str] = set()
     for item in items:
-        key = str(Path(item).resolve()) if not _is_live(item) else item
+        # Spelled apart but the same path (./a.mp4, a.mp4): the same outputs. Links are not followed:
+        # two names for one file are two sources, told apart by name.
+        key = os.path.abspath(item) if not _is_live(item) else item
         if key in seen:
             return item
         seen.add(key)

@@ -3,14 +3,16 @@ reconnects, and real MPEG-TS streams served by ffmpeg on 127.0.0.1 (killed and r
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from stream_fixtures import TsServer, make_clip, needs_ffmpeg
-from test_runtime_support import NAMES, tiny_models, write_video
+from test_runtime_support import NAMES, count_frames, tiny_models, write_video
 
 from s2trt.errors import S2Error
 from s2trt.runtime.backend_ort import OrtBackend
@@ -315,3 +317,72 @@ def test_a_folder_of_images_is_one_row_and_its_unreadable_image_a_problem(tmp_pa
     assert set(ms.stats) == {str(imgs), str(video)}
     assert ms.stats[str(imgs)].frames == 2 and ms.stats[str(imgs)].status == "ended"
     assert any("im1.png" in p for p in ms.problems)
+
+
+# --- s2infer with several sources --------------------------------------------------------------
+
+def _s2infer(tmp_path, *argv):
+    from s2trt.runtime.cli import main
+
+    return main(["--onnx", str(tiny_models()["onnx"]), "--conf-thres", "0.7", "--project",
+                 str(tmp_path / "runs"), "-q", *map(str, argv)])
+
+
+def _lines(path):
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines()]
+
+
+def test_s2infer_two_files_and_their_streams_file_match_each_file_alone(tmp_path):
+    (tmp_path / "front").mkdir()
+    (tmp_path / "back").mkdir()
+    a = write_video(tmp_path / "front" / "clip.mp4", 8)
+    b = write_video(tmp_path / "back" / "clip.mp4", 5, 200, 300)
+    alone = {}
+    for v in (a, b):
+        assert _s2infer(tmp_path, v, "--no-save", "--save-json", tmp_path / "alone.jsonl") == 0
+        alone[str(v)] = _lines(tmp_path / "alone.jsonl")
+    streams = tmp_path / "two.streams"
+    streams.write_text(f"# two cameras\n{a}\n{b}\n")
+    for n, specs in enumerate(([a, b], [streams]), 1):
+        assert _s2infer(tmp_path, *specs, "--batch", "4", "--save-json", "--name", f"m{n}") == 0
+        out = tmp_path / "runs" / f"m{n}"
+        # One video per source, named after it; the second clip.mp4 does not overwrite the first.
+        assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "clip_2.mp4", "predictions.jsonl"]
+        assert count_frames(out / "clip.mp4") == 8 and count_frames(out / "clip_2.mp4") == 5
+        recs = _lines(out / "predictions.jsonl")
+        for v in (a, b):
+            assert [r for r in recs if r["source"] == str(v)] == alone[str(v)]
+
+
+@needs_ffmpeg
+def test_s2infer_live_stream_that_dies_ends_alone_and_is_reported(tmp_path, capsys):
+    clip = make_clip(tmp_path / "cam.ts")
+    video = write_video(tmp_path / "v.mp4", 150, 48, 64)
+    with TsServer(clip, "tcp") as server:
+        killer = threading.Timer(3.0, server.kill)
+        killer.start()
+        try:
+            rc = _s2infer(tmp_path, server.url, video, "--save-json", "--stream-timeout", "1",
+                          "--reconnect-timeout", "1.5", "-v")
+        finally:
+            killer.cancel()
+    assert rc == 0
+    out = tmp_path / "runs" / "exp"
+    recs = _lines(out / "predictions.jsonl")
+    cam = [r["frame"] for r in recs if r["source"] == server.url]
+    assert cam and cam == sorted(set(cam))
+    assert [r["frame"] for r in recs if r["source"] == str(video)] == list(range(150))
+    assert count_frames(out / "v.mp4") == 150
+    assert count_frames(out / f"127.0.0.1_{server.port}.mp4") == len(cam)
+    err = capsys.readouterr().err
+    assert "reconnects" in err and "lost" in err and "no frame for" in err
+
+
+def test_videos_of_one_folder_that_share_a_stem_get_a_file_each(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_video(src / "clip.mp4", 3)
+    write_video(src / "clip.avi", 4, fourcc="MJPG")
+    assert _s2infer(tmp_path, src) == 0
+    out = tmp_path / "runs" / "exp"
+    assert count_frames(out / "clip.mp4") + count_frames(out / "clip_2.mp4") == 7  # none overwritten
