@@ -236,6 +236,8 @@ def onnx_file(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _known_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Orin", "8.7"))
+    # With cuda-python installed and no GPU, cudaSetDevice fails before the fake TensorRT is reached.
+    monkeypatch.setattr(tc, "select_device", lambda device: None)
 
 
 def _pinned(trt: FakeTRT) -> list[str]:
