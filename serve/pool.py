@@ -5,7 +5,8 @@ connection drops, or a request gets no answer within the timeout) it is taken ou
 requests are cancelled there and sent to the others, and it is probed again with exponential backoff
 until it answers and serves the same model, when it rejoins. Every request resolves exactly once: an
 attempt that the request has moved on from is ignored. A request fails only when it is rejected (the
-server answered with an error: the same on any server) or when no server is left to try.
+server answered with an error: the same on any server), when no server is left to try, or when it
+went unanswered twice per server (servers that rejoin but never answer).
 
 Only the transport decides: a request is re-sent when its server did not answer, never when it
 answered with an error. A request whose content kills every server it reaches would still reach each
@@ -115,6 +116,9 @@ class ServerPool:
                  unreachable: Callable[[list[tuple[str, str]]], S2Error], *, max_in_flight: int = 16,
                  probe_backoff: tuple[float, float] = (0.5, 30.0)):
         self.servers = [Server(u) for u in urls]
+        # Tries per request: a server that passes its probe but never answers (a stuck model) would
+        # otherwise take a request back after each timeout, and a request would bounce for ever.
+        self._max_attempts = 2 * len(self.servers)
         self._connect = connect
         self._unreachable = unreachable
         self._initial_backoff, self._max_backoff = probe_backoff
@@ -219,6 +223,10 @@ class ServerPool:
                 self._finish(job, result=job.convert(result))
             except S2Error as e:
                 self._finish(job, error=e)
+        elif retry and job.attempt >= self._max_attempts:
+            with self._lock:
+                errors = [(s.url, s.last_error) for s in self.servers]
+            self._finish(job, error=self._unreachable(errors))
         elif retry:
             self._dispatch(job)
         elif isinstance(error, S2Error):

@@ -185,3 +185,31 @@ def test_in_flight_limit_blocks_until_an_answer():
     third.join(2)
     assert not third.is_alive()
     pool.close()
+
+
+def test_a_request_no_server_answers_is_not_resent_forever():
+    """Servers whose health checks pass but whose inference hangs (a stuck model instance): each
+    request times out, the server is taken out, probed back in at once, and the request would bounce
+    between them without end. It gets a bounded number of tries, then the run's one error."""
+    clients: list[FakeClient] = []
+
+    def connect(url):
+        clients.append(FakeClient(url))
+        return clients[-1]
+
+    pool, c = make_pool(["a:1", "b:1"], connect, probe_backoff=(0.01, 0.01))
+    clients += c.values()
+    f = submit(pool, 0)
+    tries = 0
+    while not f.done() and tries < 20:
+        call = next(x for cl in clients for x in cl.pending())
+        deadline = time.monotonic() + 2  # the other server is back before this one times out
+        while not all(s.up for s in pool.servers if s.url != call.client.url) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        call.answer(error=Status("DEADLINE_EXCEEDED", "Deadline Exceeded"))
+        tries += 1
+    assert f.done(), "the request was still being re-sent after 20 timeouts"
+    assert tries <= 2 * len(pool.servers)
+    with pytest.raises(S2Error, match=r"no server left: .*Deadline Exceeded"):
+        f.result()
+    pool.close()
