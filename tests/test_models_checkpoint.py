@@ -166,3 +166,20 @@ def test_malformed_model_config_is_one_clear_error(tmp_path):
     path = make_yolov5_checkpoint(tmp_path, "yolov5n-s2", nc=2, yaml=broken)
     with pytest.raises(S2Error, match=r"model config layer 0: a layer is \[from, number"):
         load_checkpoint(path)
+
+
+def test_legacy_format_loads_and_its_storage_sizes_are_checked(tmp_path):
+    """torch's pre-1.6 format allocates each storage at the size the pickle states, before reading
+    its data: the size is checked against the file first (the zip format reads record sizes)."""
+    model = build_model("yolov5n-s2", nc=2)
+    path = tmp_path / "legacy.pt"
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
+    _outputs_equal(load_checkpoint(path, cfg="yolov5n-s2").model, model, atol=1e-5)
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(12345)}, buf, _use_new_zipfile_serialization=False)
+    data = buf.getvalue()
+    assert data.count(b"M90") == 2  # BININT2 12345: the storage's numel first, then the shape
+    path.write_bytes(data.replace(b"M90", b"J\xff\xff\xff\x7f", 1))
+    with pytest.raises(S2Error, match=r"tensor storage .* claims 2147483647 elements"):
+        load_checkpoint(path)
