@@ -65,8 +65,9 @@ def _export_parser() -> argparse.ArgumentParser:
                    help="also write preprocess -> engine -> postprocess as an ensemble (tensorrt_plan "
                         "for an engine)")
     p.add_argument("--plugin-lib",
-                   help="libs2trt_plugins.so the served model loads (a path on the server). Without it the "
-                        "library the engine was built with (same SHA-256) is copied beside the engine")
+                   help="libs2trt_plugins.so the served model loads (a path on the server). Either way, the "
+                        "library the engine was built with (same SHA-256), when found here, is copied "
+                        "beside the engine, where the served model finds it without this option")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse encoded images whose header declares more pixels, before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,})")
