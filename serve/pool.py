@@ -66,8 +66,9 @@ def parse_urls(spec: str | Sequence[str]) -> list[str]:
 def transport_failure(error: Exception) -> bool:
     status = str(getattr(error, "status", lambda: "")() or "")
     msg = (getattr(error, "message", lambda: str(error))() or str(error)).lower()
+    # gRPC refuses a call on a closed channel before anything is sent (ValueError, grpc/_channel.py).
     return (any(s in status for s in TRANSPORT_FAILURES) or "failed to connect" in msg
-            or "socket closed" in msg)
+            or "socket closed" in msg or "closed channel" in msg)
 
 
 def message(error: Exception) -> str:

@@ -213,3 +213,21 @@ def test_a_request_no_server_answers_is_not_resent_forever():
     with pytest.raises(S2Error, match=r"no server left: .*Deadline Exceeded"):
         f.result()
     pool.close()
+
+
+def test_a_call_refused_by_a_closed_connection_goes_to_another_server():
+    """gRPC refuses to issue a call on a closed channel (ValueError "Cannot invoke RPC on closed
+    channel!", grpc/_channel.py) — e.g. the connection a probe replaced and closed while a dispatch
+    still held it. Nothing reached a server: the request goes elsewhere instead of failing the run."""
+    pool, c = make_pool(["a:1", "b:1"], max_in_flight=8)
+
+    def closed(item, callback):
+        raise ValueError("Cannot invoke RPC on closed channel!")
+
+    c["a:1"].infer = closed
+    futures = [submit(pool, i) for i in range(2)]  # one of them is offered to a first
+    for call in c["b:1"].pending():
+        call.answer("rb")
+    assert [f.result() for f in futures] == [("rb", 0), ("rb", 1)]
+    assert not pool.servers[0].up  # its connection is unusable: replaced when a probe succeeds
+    pool.close()
