@@ -355,8 +355,9 @@ class TrtBackend(BatchedBackend):
 
         The enqueue just made is the one TensorRT needs before a capture (it does the initialisation
         that a capture must not contain); it already computed this batch, so the capture only
-        records. trtexec also synchronises before capturing; the loop need not: a capture runs
-        nothing, and the work issued before it stays ahead of the graph's launches on the stream.
+        records. The host waits for it to finish before capturing, as trtexec
+        (samples/common/sampleInference.cpp, v10.3.0 line 968) and TensorRT-Edge-LLM
+        (engineExecutor.cpp, captureGraph) do: once per buffer set and shape, never in the steady loop.
         Graphs of one context keyed by tensor addresses and shapes, replayed when they match and
         enqueueV3 otherwise, is how NVIDIA's TensorRT-Edge-LLM runs engines on Jetson
         (cpp/runtime/exec/engineExecutor.h). An engine whose layers or plugins cannot be captured
@@ -364,6 +365,8 @@ class TrtBackend(BatchedBackend):
         """
         t0 = time.perf_counter()
         compute = self._compute
+        self.cuda.record(slot.computed, compute)
+        self.cuda.event_synchronize(slot.computed)
         try:
             self.cuda.begin_capture(compute)
         except CaptureFailed as e:

@@ -253,6 +253,7 @@ class FakeContext:
         self.batch = engine.fixed
         self.enqueues = []  # (batch, under capture) per call
         self._warm = None  # shape and addresses of the last enqueue outside a capture
+        self._direct_issued = self._direct_ran = 0  # enqueues outside a capture, issued and run
 
     def set_input_shape(self, name, shape):
         shape = tuple(shape)
@@ -284,14 +285,25 @@ class FakeContext:
             # least once before starting CUDA graph capture." (samples/common/sampleInference.cpp,
             # createEnqueueFunction: v10.3.0 line 961, v11.1 line 1338).
             assert self._warm == state, "capture without an enqueue of the same shape and addresses"
+            # ...and that enqueue has finished: trtexec synchronises the stream before beginning the
+            # capture (sampleInference.cpp v10.3.0 line 968), as TensorRT-Edge-LLM does
+            # (cpp/runtime/exec/engineExecutor.cpp, captureGraph: "Warmup", cudaStreamSynchronize).
+            assert self._direct_ran == self._direct_issued, "capture while the warm-up enqueue is queued"
             if not self.e.capturable:
                 return False  # "the enqueue call may return false if the current CUDA graph capture fails"
         else:
             self._warm = state
         self.enqueues.append((b, capturing))
         addr = dict(self.addr)
-        cuda.issue(stream, lambda: self._run(b, addr), "enqueue")
+        if capturing:
+            cuda.issue(stream, lambda: self._run(b, addr), "enqueue")
+        else:
+            self._direct_issued += 1
+            cuda.issue(stream, lambda: (self._run(b, addr), self._count_direct()), "enqueue")
         return True
+
+    def _count_direct(self):
+        self._direct_ran += 1
 
     def _run(self, b, addr):
         cuda = self.e.cuda
