@@ -256,3 +256,13 @@ def test_config_plan_p6_matches_a_real_build():
         out = model(torch.zeros(1, 3, 256, 256))
     assert plan.stride == [256 / o.shape[2] for o in out] == [8, 16, 32, 64]
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == plan.shapes
+
+
+def test_parameter_count_is_checked_before_building():
+    """Three 4096-channel 3x3 convs are within the per-layer ranges but describe 453 M parameters
+    (1.8 GB): refused from the config alone, where the old code allocated them all first."""
+    d = copy.deepcopy(TINY)
+    d["backbone"] = [[-1, 1, "Conv", [4096, 3, 2]], *[[-1, 1, "Conv", [4096, 3, 1]]] * 3]
+    d["head"] = [[[3], 1, "Detect", ["nc", "anchors"]]]
+    with pytest.raises(S2Error, match=r"describes 453 M parameters, more than s2trt's limit"):
+        DetectionModel(d)
