@@ -6,6 +6,12 @@ NumPy types that tensors and arrays need, `torch.nn` modules, and yolov5 class n
 inert stand-ins that only hold their pickled state. From that state we take the yaml, the class
 names and the state dict, build this project's own model and load the weights into it: nothing of
 the pickled objects' behaviour is reused (v6.0 and v7.0 cache Detect grids differently).
+
+A checkpoint is also a resource claim: a few bytes of pickle can ask NumPy or torch for gigabytes,
+a zip entry can inflate a thousandfold, a config can describe a model of any size. Every size is
+checked before it is allocated: against the file's size (data must be stored in it), against
+YOLOv5's own ranges (models/limits.py), and the weights' shapes against the model the config
+describes, planned on the meta device (models/yolo.py plan_model).
 """
 
 from __future__ import annotations
