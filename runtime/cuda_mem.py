@@ -152,7 +152,10 @@ class CudaPythonMemory:
         # Thread-local, as trtexec captures (samples/common/sampleDevice.h, TrtCudaGraph::beginCapture):
         # other threads' CUDA calls (decoders, another backend) do not invalidate this capture.
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        self._call(self.rt.cudaStreamBeginCapture(self._s(stream), mode), "cudaStreamBeginCapture")
+        err, *_ = self.rt.cudaStreamBeginCapture(self._s(stream), mode)
+        if err != self.rt.cudaError_t.cudaSuccess:
+            self.rt.cudaGetLastError()
+            raise CaptureFailed(f"cudaStreamBeginCapture: {self._error_text(err)}")
 
     def end_capture(self, stream: int) -> int:
         """The instantiated graph of the capture; CaptureFailed (error cleared) when there is none."""

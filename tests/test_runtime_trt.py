@@ -492,6 +492,7 @@ class FakeCudart:
 
     class cudaError_t:
         cudaSuccess, cudaErrorMemoryAllocation, cudaErrorStreamCaptureInvalidated = 0, 2, 901
+        cudaErrorStreamCaptureUnsupported = 900
 
     class cudaMemcpyKind:
         cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
@@ -504,8 +505,9 @@ class FakeCudart:
 
     cudaStreamNonBlocking, cudaEventDisableTiming, cudaHostAllocMapped = 1, 2, 2
 
-    def __init__(self, fail_malloc=False, integrated=0, invalidate_capture=False):
+    def __init__(self, fail_malloc=False, integrated=0, invalidate_capture=False, refuse_capture=False):
         self.fail_malloc, self.integrated, self.invalidate = fail_malloc, integrated, invalidate_capture
+        self.refuse_capture = refuse_capture
         self.calls, self.buffers, self._next = [], [], 99
 
     def _id(self):
@@ -569,7 +571,8 @@ class FakeCudart:
         return self._log("event_sync", event)
 
     def cudaStreamBeginCapture(self, stream, mode):
-        return self._log("begin_capture", stream, mode)
+        self._log("begin_capture", stream, mode)
+        return (self.cudaError_t.cudaErrorStreamCaptureUnsupported,) if self.refuse_capture else (0,)
 
     def cudaStreamEndCapture(self, stream):
         self.calls.append(("end_capture", stream))

@@ -417,6 +417,16 @@ def test_cuda_python_invalidated_capture_is_cleared():
     assert rt.calls[-1] == ("get_last_error",)  # or the next CUDA call would report it
 
 
+def test_cuda_python_capture_that_cannot_begin_is_a_capture_failure():
+    """A refused cudaStreamBeginCapture means no graphs (the backend enqueues directly), not a
+    failed run; its error is cleared like an invalidated capture's."""
+    rt = FakeCudart(refuse_capture=True)
+    mem = CudaPythonMemory(rt)
+    with pytest.raises(CaptureFailed, match="cudaStreamBeginCapture"):
+        mem.begin_capture(mem.stream_handle)
+    assert rt.calls[-1] == ("get_last_error",)
+
+
 def test_cuda_python_names_exist_in_cuda_bindings():
     """Every cudart attribute CudaPythonMemory uses, and its positional arity, in the real bindings."""
     import ast
