@@ -137,7 +137,9 @@ class FakeTRT:
         flags = ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"] + (
             [] if v11 else ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"])
         self.BuilderFlag = SimpleNamespace(**{f: f for f in flags})
-        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=1)  # NvInfer.h 10.3: = 1
+        # NvInfer.h v10.3.0 line 9620 "kSTRONGLY_TYPED = 1"; v11.1 line 11471 "kSTRONGLY_TYPED
+        # TRT_DEPRECATED_ENUM = 0" (there bit 1 is kPREFER_JIT_PYTHON_PLUGINS).
+        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=0 if v11 else 1)
         self.LayerType = SimpleNamespace(QUANTIZE="Q", DEQUANTIZE="DQ", CONVOLUTION="CONV",
                                          CONSTANT="CONSTANT")
         self.DataType = SimpleNamespace(FLOAT="float", HALF="half", INT32="int32", INT64="int64", BOOL="bool",
@@ -474,7 +476,7 @@ def test_trt11_precision_comes_from_the_graph(monkeypatch: pytest.MonkeyPatch, o
             _build(monkeypatch, trt, onnx_file, EngineOptions(precision=requested))
         return
     side = _build(monkeypatch, trt, onnx_file, EngineOptions(precision=requested))
-    assert trt.network.flags == 1 << 1 and trt.config.flags == set()
+    assert trt.network.flags == 1 << 0 and trt.config.flags == set()
     assert side["precision"] == expected and side["precision_path"].startswith("strongly typed")
 
 
