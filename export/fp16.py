@@ -75,6 +75,30 @@ def decode_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def sum_trees(model: onnx.ModelProto) -> list[str]:
+    """Add nodes whose values flow only into a sum reduction (directly or through other such Adds).
+
+    That is the split attention's global sum over the branches, found without matching the whole
+    block, which a Q/DQ graph's extra nodes can break: its terms are added in FP32 like the sum.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n.name)
+    keep: list[str] = []
+    stack = [n for n in model.graph.node if n.op_type in ("ReduceSum", "ReduceMean")]
+    while stack:
+        node = stack.pop()
+        for t in node.input[:1] if node.op_type != "Add" else node.input:
+            p = producer.get(t)
+            if p is not None and p.op_type == "Add" and p.name not in keep \
+                    and all(c == node.name for c in consumers[t]):
+                keep.append(p.name)
+                stack.append(p)
+    return keep
+
+
 def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.ModelProto:
     """FP16 copy of an FP32 graph; `keep_fp32` adds node names to the ones kept in FP32.
 
@@ -82,14 +106,16 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.
     """
     import onnx
 
+    from s2trt.export.onnx_export import name_nodes
     from s2trt.export.surgery import split_attention_nodes
 
-    keep = {*decode_nodes(model), *split_attention_nodes(model), *(keep_fp32 or [])}
-    unknown = set(keep_fp32 or []) - {n.name for n in model.graph.node}
-    if unknown:
-        raise S2Error(f"FP16 conversion: no node named {', '.join(sorted(unknown))} in the graph")
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    name_nodes(out)  # the FP32 set is by name: an unnamed node must not stand for all of them
+    keep = {*decode_nodes(out), *split_attention_nodes(out), *sum_trees(out), *(keep_fp32 or [])}
+    unknown = set(keep_fp32 or []) - {n.name for n in out.graph.node}
+    if unknown:
+        raise S2Error(f"FP16 conversion: no node named {', '.join(sorted(unknown))} in the graph")
     try:
         n_casts, n_fp32 = _Converter(out, keep).run()
     except (ValueError, KeyError) as e:  # a graph this pass cannot type: say where

@@ -105,11 +105,11 @@ def fold_constants(model: onnx.ModelProto, max_rounds: int = 8) -> onnx.ModelPro
         model = gs.export_onnx(graph)
         if len(graph.nodes) == before:
             break
-    _name_nodes(model)
+    name_nodes(model)
     return onnx.shape_inference.infer_shapes(model)
 
 
-def _name_nodes(model: onnx.ModelProto) -> None:
+def name_nodes(model: onnx.ModelProto) -> None:
     """Unique node names: the FP16 converter's block list and error messages refer to them."""
     seen: set[str] = set()
     for i, node in enumerate(model.graph.node):

@@ -238,6 +238,30 @@ def test_qdq_nodes_and_scales_stay_as_they_are():
                                atol=2e-2, rtol=2e-2)
 
 
+def test_a_sum_that_feeds_a_reduction_is_added_in_fp32():
+    """In a Q/DQ graph the attention block no longer matches as a whole; its global sum still must
+    not add FP16 terms (3*H*W of them can pass FP16's 65504): the Add feeding the ReduceSum and the
+    reduction are FP32, with no Cast between them."""
+    from onnx import numpy_helper
+
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.int8(0), "z"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+             numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"]), helper.make_node("Conv", ["a", "w"], ["b"]),
+             helper.make_node("QuantizeLinear", ["a", "s", "z"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "s", "z"], ["ad"]),
+             helper.make_node("Add", ["ad", "b"], ["sum"]),
+             helper.make_node("ReduceSum", ["sum", "axes"], ["y"], keepdims=0)]
+    g = helper.make_graph(nodes, "sum", [helper.make_tensor_value_info("x", F32, [1, 4, 8, 8])],
+                          [helper.make_tensor_value_info("y", F32, [1, 4])], inits)
+    out = to_fp16(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    types = _types(out)
+    producer = {o: n for n in out.graph.node for o in n.output}
+    reduce = next(n for n in out.graph.node if n.op_type == "ReduceSum")
+    assert producer[reduce.input[0]].op_type == "Add" and types[reduce.input[0]] == F32
+    assert types["b"] == F16  # the convolutions stay FP16
+
+
 def island_violations_basic(model: onnx.ModelProto) -> list[str]:
     """Cast chains and FP16 graph I/O only (for graphs without a Detect head)."""
     producer = {o: n for n in model.graph.node for o in n.output}
