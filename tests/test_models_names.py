@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from yolov5_fake import build_model, make_yolov5_checkpoint
 
 from s2trt.errors import S2Error
@@ -76,3 +79,28 @@ def test_bad_data_yaml_is_one_error(tmp_path, content, words):
     data.write_text(content)
     with pytest.raises(S2Error, match=words):
         read_names(data)
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.integers(-1, 4) | st.text(max_size=3), inner, max_size=4),
+    max_leaves=10)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.fixed_dictionaries({}, optional={"names": yaml_values | st.lists(st.text(max_size=5)),
+                                           "nc": yaml_values, "path": yaml_values}) | yaml_values)
+def test_any_data_yaml_gives_names_or_one_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("data") / "data.yaml"
+    path.write_text(yaml.safe_dump(data))
+    try:
+        names = read_names(path)
+    except S2Error as e:
+        assert "\n" not in str(e)
+        return
+    assert names and all(isinstance(n, str) and n.strip() for n in names)
+    if isinstance(data, dict) and data.get("nc") is not None:
+        assert data["nc"] == len(names)
