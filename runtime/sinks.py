@@ -298,6 +298,8 @@ class Sinks:
                 self._write_image(self._target(frame), img)
             else:
                 self._video(frame, img).write(img)
+                if frame.last and self.concurrent:  # published now, not when every source has ended
+                    self._close_video(frame.source, True)
         if self.show:
             cv2.imshow(frame.source, img)
             cv2.waitKey(1)

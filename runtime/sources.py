@@ -39,6 +39,7 @@ class Frame:
     kind: str  # "image" | "video" | "camera" | "stream"
     fps: float = 0.0
     decode_s: float = 0.0  # time spent reading and decoding it
+    last: bool = False  # known to be its source's final frame: that source's outputs can be finished
 
 
 @dataclass

@@ -233,33 +233,48 @@ class FileReader(_Reader):
         self.current: str | None = None  # the stats row being read
 
     def _run(self) -> None:
+        # One frame is held back until the next is read, so that a file's final frame goes out
+        # marked `last` and its video can be finished while the other sources go on.
+        pending: Frame | None = None
         try:
             for f in self.source:
+                if pending is not None:
+                    pending.last = f.source != pending.source
+                    if not self._put(pending):
+                        return
+                pending = f
                 if self.key[f.source] != self.current:  # a folder's next video: the last is read
                     self._end_current("ended")
                     self.current = self.key[f.source]
                     self.stats[self.current].begin()
-                while True:
-                    try:
-                        self.q.put(f, timeout=_POLL_S)
-                        break
-                    except queue.Full:
-                        if self.stop.is_set():
-                            self._end_current("stopped")
-                            return
-                self.wake.set()
+            if pending is not None:
+                pending.last = True
+                if not self._put(pending):
+                    return
             self._end_current("ended")
             for _, item in self.source.items:  # unreadable: reported with the problems
                 self.stats[self.key[item]].end("skipped")
-        except S2Error as e:  # this source alone fails; the others go on
-            self.source.problems.append(f"{e}, this source ended")
-            log.warning("%s, this source ended", e)
-            self._end_current("failed")
-        except Exception as e:  # a decoder error in one source must not stop the others
-            msg = f"{self.current or self.source.items[0][1]}: {type(e).__name__}: {e}"
+        except Exception as e:  # this source alone fails (a decoder error too); the others go on
+            msg = str(e) if isinstance(e, S2Error) else (f"{self.current or self.source.items[0][1]}: "
+                                                         f"{type(e).__name__}: {e}")
             self.source.problems.append(f"{msg}, this source ended")
             log.warning("%s, this source ended", msg)
+            if pending is not None:  # read before the error: it still gets its results
+                pending.last = True
+                self._put(pending)
             self._end_current("failed")
+
+    def _put(self, f: Frame) -> bool:
+        """Queue a frame, waiting while the queue is full; False if the run stopped meanwhile."""
+        while True:
+            try:
+                self.q.put(f, timeout=_POLL_S)
+                self.wake.set()
+                return True
+            except queue.Full:
+                if self.stop.is_set():
+                    self._end_current("stopped")
+                    return False
 
     def _end_current(self, status: str) -> None:
         if self.current is None and status == "failed":  # failed before its first frame

@@ -48,15 +48,18 @@ class TsServer:
 
     def start(self) -> TsServer:
         out = f"{self.url}?listen=1" if self.proto == "tcp" else f"{self.url}?pkt_size=1316"
-        self.proc = subprocess.Popen(
-            [FFMPEG, "-hide_banner", "-loglevel", "quiet", "-re", "-stream_loop", "-1", "-i",
-             str(self.clip), "-c", "copy", "-f", "mpegts", out],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = self.clip.with_suffix(f".{self.port}.log")
+        with open(log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
+                 str(self.clip), "-c", "copy", "-f", "mpegts", out],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         if self.proto == "tcp":  # a reader connecting before the listen socket exists is refused
             deadline = time.monotonic() + 10
             while not self._listening():
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"ffmpeg did not start listening on {self.url}")
+                    raise RuntimeError(f"ffmpeg did not start listening on {self.url} (exit "
+                                       f"{self.proc.poll()}): {log.read_text()[-500:]}")
                 time.sleep(0.05)
         return self
 

@@ -386,3 +386,26 @@ def test_videos_of_one_folder_that_share_a_stem_get_a_file_each(tmp_path):
     assert _s2infer(tmp_path, src) == 0
     out = tmp_path / "runs" / "exp"
     assert count_frames(out / "clip.mp4") + count_frames(out / "clip_2.mp4") == 7  # none overwritten
+
+
+def test_each_file_final_frame_is_marked_so_its_video_is_finished_early(tmp_path):
+    from s2trt.runtime.sinks import Sinks
+
+    (tmp_path / "in").mkdir()
+    a = write_video(tmp_path / "in" / "a.mp4", 3, 48, 64)
+    b = write_video(tmp_path / "in" / "b.mp4", 2, 48, 64)
+    c = write_video(tmp_path / "c.mp4", 4, 48, 64)
+    ms = MultiSource([str(tmp_path / "in"), str(c)])
+    sinks = Sinks(NAMES, tmp_path / "out", None, True, None, False, file_names=output_names(ms.items),
+                  concurrent=True)
+    published_at = {}
+    for n, f in enumerate(ms):
+        assert f.last == (f.index == {str(a): 2, str(b): 1, str(c): 3}[f.source])
+        sinks.write(f, np.zeros((0, 6), np.float32))
+        for p in sinks.saved:
+            published_at.setdefault(p.name, n)
+    total = n + 1
+    sinks.close()
+    assert sorted(published_at) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert min(published_at.values()) < total - 1  # a finished file did not wait for the others
+    assert count_frames(tmp_path / "out" / "a.mp4") == 3 and count_frames(tmp_path / "out" / "c.mp4") == 4
