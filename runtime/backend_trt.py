@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,10 +264,15 @@ class TrtBackend(BatchedBackend):
         """
         self.check_input(batch)
         n = self._check_count(batch.shape[0])
+        return self._submit_host(n, lambda dst: np.copyto(dst, batch, casting="same_kind"))
+
+    def _submit_host(self, n: int, fill: Callable[[np.ndarray], object]) -> Pending:
+        """`fill` writes n items into the next buffer set's pinned input; the last is repeated up to
+        the engine's smallest batch, then the input is uploaded and the batch enqueued."""
         slot = self._free_slot()
-        run_shape = (max(n, self.spec.min), *batch.shape[1:])
+        run_shape = (max(n, self.spec.min), 3, *self.imgsz)
         host_in = slot.host_in[:int(np.prod(run_shape))].reshape(run_shape)
-        np.copyto(host_in[:n], batch, casting="same_kind")
+        fill(host_in[:n])
         host_in[n:] = host_in[n - 1]
         if not self.zero_copy:
             self.cuda.h2d(slot.dev_in, host_in, self._upload)
@@ -417,20 +422,18 @@ class TrtBackend(BatchedBackend):
                     raise
                 log.warning("GPU preprocessing off, frames are letterboxed on the CPU: %s", e)
                 self._letterbox = None
-        slot = self._free_slot()
-        h, w = self.imgsz
-        run_shape = (max(n, self.spec.min), 3, h, w)
-        host_in = slot.host_in[:int(np.prod(run_shape))].reshape(run_shape)
         kw = {"stride": stride, "pad_value": pad_value, "scaleup": scaleup}
-        if host_in.dtype == np.float32:  # straight into pinned memory: no extra copy
-            _, infos = preprocess(frames, (h, w), out=host_in, **kw)
-        else:
-            x, infos = preprocess(frames, (h, w), **kw)
-            np.copyto(host_in[:n], x, casting="same_kind")
-        host_in[n:] = host_in[n - 1]
-        if not self.zero_copy:
-            self.cuda.h2d(slot.dev_in, host_in, self._upload)
-        return self._enqueue(slot, n, run_shape, uploaded=not self.zero_copy), infos
+        infos: list[LetterboxInfo] = []
+
+        def letterbox(dst: np.ndarray) -> None:
+            if dst.dtype == np.float32:  # straight into pinned memory: no extra copy
+                infos.extend(preprocess(frames, self.imgsz, out=dst, **kw)[1])
+            else:
+                x, done = preprocess(frames, self.imgsz, **kw)
+                np.copyto(dst, x, casting="same_kind")
+                infos.extend(done)
+
+        return self._submit_host(n, letterbox), infos
 
     def _submit_gpu_letterbox(self, frames: Sequence[np.ndarray], n: int, stride: int, pad_value: int,
                               scaleup: bool) -> tuple[Pending, list[LetterboxInfo]]:
