@@ -173,8 +173,11 @@ class TritonServer:
         self.bind_host = host
         self.extra_args = list(extra_args or [])
         self.verbose = verbose
-        # Without a key the restricted protocols need one that nobody knows: in effect turned off.
-        self.admin_key = admin_key or secrets.token_urlsafe(32)
+        # Without a key the restricted protocols need one that no client can send: in effect turned
+        # off. Triton takes the key on its command line, which every local user can read (ps, /proc),
+        # so a random key alone would not do; a header value cannot hold a line break (HTTP/1.1 ends
+        # the field there, RFC 9110 5.5; gRPC refuses it as invalid metadata).
+        self.admin_key = admin_key or f"{secrets.token_urlsafe(16)}\n{secrets.token_urlsafe(16)}"
         # The Python backend names its /dev/shm regions with this prefix; a killed server leaves them
         # behind, so stop() removes what carries our (per-server) prefix.
         self.shm_prefix = f"s2trt_{secrets.token_hex(6)}_"

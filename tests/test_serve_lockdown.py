@@ -100,12 +100,36 @@ def test_grpc_admin_protocols_refused_without_the_key_inference_still_works(serv
         c.close()
 
 
+def _sent(server, key: str) -> int | str:
+    """The HTTP status for the key as a client would send it, or why the client refused to."""
+    try:
+        return http(server, "GET", "/v2/logging", key=key)
+    except ValueError as e:  # http.client: "Invalid header value"
+        return str(e)
+
+
 @needs_server
 def test_without_a_key_nobody_can_use_the_admin_protocols(repo):
+    import tritonclient.grpc as g
+
     with S.TritonServer(repo) as s:
         assert s.admin_key and len(s.admin_key) >= 32  # random, never printed
         assert http(s, "GET", "/v2/logging") == 403
         assert http(s, "GET", "/v2/health/ready") == 200
+        # Triton takes the key on its command line, which every local user can read (ps, /proc): the
+        # key made up for "off" must be one that no client can send. A header value cannot hold a
+        # line break (HTTP/1.1 ends the field there, RFC 9110 5.5; gRPC refuses it as invalid metadata).
+        argv = Path(f"/proc/{s.proc.pid}/cmdline").read_bytes().decode().split("\0")
+        seen = next(a for a in argv if a.startswith("--http-restricted-api=")).split("=", 2)[2]
+        assert seen == s.admin_key
+        for key in (seen, seen.replace("\n", ""), seen.replace("\n", " "), seen.split("\n")[0]):
+            assert _sent(s, key) != 200, repr(key)
+        c = g.InferenceServerClient(s.endpoints.grpc_url)
+        try:
+            with pytest.raises(g.InferenceServerException):
+                c.get_log_settings(headers={S.GRPC_ADMIN_HEADER: seen})
+        finally:
+            c.close()
 
 
 def test_s2serve_listens_on_loopback_by_default(tmp_path):
