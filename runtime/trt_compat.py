@@ -12,15 +12,12 @@ TensorRT attribute against the real 10.3, recent 10.x and 11.x Python modules:
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import datetime as _dt
 import hashlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +41,7 @@ _T = TypeVar("_T")
 # ctypes handles of loaded plugin libraries: kept so a library is loaded once per process.
 _loaded_plugins: dict[Path, ctypes.CDLL] = {}
 # SHA-256 -> the private copy of a library beside an engine whose digest was checked (one per
-# process: a second copy would be a second file, which the dynamic loader loads again).
+# process: a second copy would be a second file, which the dynamic loader would load again).
 _checked_copies: dict[str, Path] = {}
 
 
@@ -227,27 +224,26 @@ def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | Non
 
 
 def _checked_copy(path: Path, digest: str) -> Path | None:
-    """The bytes of `path` copied into a folder only this process can write, hashed as they are
-    copied; None when their SHA-256 is not `digest`.
+    """The bytes of `path`, hashed as they are copied into an anonymous in-memory file of this
+    process (memfd), as the path that opens it; None when their SHA-256 is not `digest`.
 
-    dlopen reads the file again by its path: had the checked file itself been loaded, whoever can
-    write the engine's folder could replace it between the check and the load. The copy is the
-    exact bytes that were checked."""
+    dlopen reads a file again by its path: had the checked file itself been loaded, whoever can
+    write the engine's folder could replace it between the check and the load. Nobody else can
+    write the memfd, and unlike a copy under /tmp it loads where /tmp is mounted noexec (Docker's
+    --tmpfs default)."""
     if digest in _checked_copies:
         return _checked_copies[digest]
-    folder = Path(tempfile.mkdtemp(prefix="s2trt-plugin-"))  # mode 0700
-    copy = folder / path.name
+    fd = os.memfd_create(path.name, os.MFD_CLOEXEC)
     h = hashlib.sha256()
-    with open(path, "rb") as src, open(copy, "xb") as dst:
+    with open(path, "rb") as src, open(fd, "wb", closefd=False) as dst:
         for block in iter(lambda: src.read(1 << 20), b""):
             h.update(block)
             dst.write(block)
     if h.hexdigest() != digest:
-        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
         return None
-    copy.chmod(0o500)
-    # A loaded library stays mapped after its file is removed.
-    atexit.register(shutil.rmtree, folder, True)
+    # The descriptor stays open for the life of the process: the path names it.
+    copy = Path(f"/proc/self/fd/{fd}")
     _checked_copies[digest] = copy
     return copy
 
@@ -260,7 +256,8 @@ def load_plugin_library(path: str | Path | None, required: bool) -> Path | None:
             return None
         raise S2Error(f"the {PLUGIN_NAME} plugin library was not found (no --plugin-lib, ${PLUGIN_ENV} "
                       f"unset, no plugins/build/{PLUGIN_LIB_NAME}): build it with `{PLUGIN_BUILD_CMD}`")
-    lib = lib.resolve()
+    if lib not in _checked_copies.values():  # /proc/self/fd/N resolves to no file
+        lib = lib.resolve()
     if lib in _loaded_plugins:
         return lib
     if not lib.is_file():
