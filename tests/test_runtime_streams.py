@@ -409,3 +409,40 @@ def test_each_file_final_frame_is_marked_so_its_video_is_finished_early(tmp_path
     assert sorted(published_at) == ["a.mp4", "b.mp4", "c.mp4"]
     assert min(published_at.values()) < total - 1  # a finished file did not wait for the others
     assert count_frames(tmp_path / "out" / "a.mp4") == 3 and count_frames(tmp_path / "out" / "c.mp4") == 4
+
+
+@needs_ffmpeg
+def test_sigterm_ends_an_endless_live_run_with_every_output_complete(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        pytest.skip("SIGTERM is ignored in this process, so s2infer inherits that and keeps ignoring it")
+    clip = make_clip(tmp_path / "cam.ts")
+    video = write_video(tmp_path / "v.mp4", 6, 48, 64)
+    out = tmp_path / "o"
+    with TsServer(clip, "tcp") as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from s2trt.runtime.cli import main; sys.exit(main())",
+             "--onnx", str(tiny_models()["onnx"]), "--conf-thres", "0.7", server.url, str(video), "-o",
+             str(out), "--save-json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path)
+        partial = out / ".predictions.partial.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if partial.exists() and partial.read_text().count(server.url) >= 20:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "ended before it could be terminated"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "s2infer: terminated"
+    recs = _lines(out / "predictions.jsonl")
+    cam = [r for r in recs if r["source"] == server.url]
+    assert len(cam) >= 20 and count_frames(out / f"127.0.0.1_{server.port}.mp4") == len(cam)
+    assert count_frames(out / "v.mp4") == 6
+    assert not list(out.glob(".*partial*"))
+    table = err[err.index("per source:"):]
+    assert server.url in table and "stopped" in table and "/v.mp4" in table
