@@ -331,6 +331,7 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
         raise S2Error(f"{onnx_path} does not exist")
     meta = _source_metadata(onnx_path, required=True)
     plugin_lib = _prepare_plugin(trt, meta, opts, onnx_path)
+    plugin_sha256 = tc.file_sha256(plugin_lib) if plugin_lib else None
     tc.select_device(opts.device)
     use_device = getattr(opts.calibrator, "use_device", None)
     if use_device is not None:  # a calibrator made before --device was known holds device-0 memory
@@ -381,7 +382,7 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
         write_bytes_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
     extra = {"onnx_file": str(onnx_path), "precision_path": path, "profiles": profiles,
              "workspace_gib": opts.workspace_gib, "fp32_layers": fp32_layers}
-    sidecar = tc.engine_sidecar(trt, precision, plugin_lib, {**meta, **extra}, opts.device)
+    sidecar = tc.engine_sidecar(trt, precision, plugin_lib, plugin_sha256, {**meta, **extra}, opts.device)
     write_json_atomic(sidecar_path(engine_path), sidecar)
     log.info("wrote %s (%.1f MB, %s, TensorRT %s, %s) in %.0f s", engine_path,
              engine_path.stat().st_size / 1e6, precision, trt.__version__, path, time.perf_counter() - t0)

@@ -351,10 +351,11 @@ def select_device(device: int) -> None:
         raise S2Error(f"cannot use CUDA device {device} ({err}): check --device and nvidia-smi")
 
 
-def engine_sidecar(trt: Any, precision: str, plugin_lib: Path | None, meta: dict[str, Any],
-                   device: int = 0) -> dict[str, Any]:
+def engine_sidecar(trt: Any, precision: str, plugin_lib: Path | None, plugin_sha256: str | None,
+                   meta: dict[str, Any], device: int = 0) -> dict[str, Any]:
     """The ONNX metadata plus what ties an engine to its TensorRT version, GPU and plugin library
-    (by file name and SHA-256, the only way the runtime takes a library from a sidecar)."""
+    (by file name and SHA-256, the only way the runtime takes a library from a sidecar). The digest
+    is taken when the library is loaded: the file may be rebuilt during a build of minutes."""
     name, cc = gpu_info(device)
     return {**meta,
             "precision": precision,
@@ -362,7 +363,7 @@ def engine_sidecar(trt: Any, precision: str, plugin_lib: Path | None, meta: dict
             "gpu": name,
             "compute_capability": cc,
             "plugin_library": plugin_lib.name if plugin_lib else None,
-            "plugin_sha256": file_sha256(plugin_lib) if plugin_lib else None,
+            "plugin_sha256": plugin_sha256 if plugin_lib else None,
             "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 

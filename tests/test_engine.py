@@ -575,6 +575,36 @@ def test_plugin_graph_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Path, pl
     assert "version_compatible" not in side and side["plugin_library"] == "libfake.so"
 
 
+def test_sidecar_digest_is_of_the_library_the_build_loaded(monkeypatch: pytest.MonkeyPatch, onnx_file: Path,
+                                                         plugin_so: Path, tmp_path: Path) -> None:
+    """The library is rebuilt while the engine builds (minutes): the sidecar must name the library
+    in the engine, or the runtime would take the new file beside the engine for the one it needs."""
+    lib = tmp_path / "lib" / tc.PLUGIN_LIB_NAME
+    lib.parent.mkdir()
+    shutil.copy(plugin_so, lib)
+    loaded = tc.file_sha256(lib)
+    sidecar_path(onnx_file).write_text(json.dumps({"plugin": "S2SplitAttention", "flavour": "tensorrt"}))
+    meta = ModelMeta(names=NAMES, imgsz=[64, 64], flavour="tensorrt", plugin="S2SplitAttention")
+    monkeypatch.setattr(eng, "read_onnx_meta", lambda p: meta)
+    trt = FakeTRT("10.3.0", creators=(("S2SplitAttention", "1", "s2trt"),))
+    make_builder = trt.Builder
+
+    def builder(logger: object) -> object:
+        b = make_builder(logger)
+        build = b.build_serialized_network
+
+        def build_while_rebuilt(network: object, config: object) -> object:
+            lib.write_bytes(lib.read_bytes() + b"rebuilt")
+            return build(network, config)
+
+        b.build_serialized_network = build_while_rebuilt
+        return b
+
+    trt.Builder = builder
+    side = _build(monkeypatch, trt, onnx_file, EngineOptions(plugin_lib=lib))
+    assert side["plugin_sha256"] == loaded != tc.file_sha256(lib)
+
+
 # ------------------------------------------------------------------------------ engine/machine check
 
 def _sidecar(version: str = "10.3.0", gpu: str = "Orin", cc: str = "8.7", **kw: object) -> dict:
@@ -586,7 +616,7 @@ def test_engine_sidecar_fields(plugin_so: Path) -> None:
     import hashlib
 
     side = tc.engine_sidecar(SimpleNamespace(__version__="10.3.0.26"), "fp16", plugin_so,
-                             {"names": NAMES, "precision": "fp32"})
+                             tc.file_sha256(plugin_so), {"names": NAMES, "precision": "fp32"})
     assert side["names"] == NAMES and side["precision"] == "fp16" and side["tensorrt_version"] == "10.3.0"
     # The library by file name and digest, never the build machine's path (README, "Plugin loading").
     assert (side["gpu"], side["compute_capability"], side["plugin_library"]) == ("Orin", "8.7", "libfake.so")
