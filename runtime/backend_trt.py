@@ -400,6 +400,7 @@ class TrtBackend(BatchedBackend):
 
     def _graphs_off(self, reason: str) -> None:
         self.graph_state = f"off ({reason})"
+        self._graphs.clear()  # what the warning says: every batch from now on is enqueued directly
         log.warning("CUDA graphs off: %s; batches are enqueued directly", reason)
 
     # ------------------------------------------------------------------------ preprocessing

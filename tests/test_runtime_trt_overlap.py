@@ -235,6 +235,24 @@ def test_engine_that_cannot_be_captured_falls_back_once(tmp_path, caplog):
                         backend.enqueue_summary())
 
 
+def test_graphs_off_means_batches_are_enqueued_directly(tmp_path, caplog):
+    """A capture that fails for a later shape turns graphs off, and the warning says batches are now
+    enqueued directly: graphs captured before for other shapes are not launched either, so the
+    host-time summary and the log describe what runs."""
+    engine = FakeEngine(profile=(1, 4, 8))
+    backend, cuda = open_fake(tmp_path, engine)
+    pipelined(backend, [batch_of(2, seed=i) for i in range(2)])  # batch 2: both buffer sets captured
+    engine.capturable = False  # batch 3 cannot be captured
+    launches = [c[0] for c in cuda.calls].count("launch")
+    batches = [batch_of(3, seed=5), *(batch_of(2, seed=i) for i in range(6, 9))]
+    with caplog.at_level(logging.WARNING):
+        outs, _ = pipelined(backend, batches)
+    check_outputs(outs, batches)
+    assert backend.graph_state.startswith("off (") and caplog.text.count("CUDA graphs off") == 1
+    assert [c[0] for c in cuda.calls].count("launch") == launches
+    assert [u for _, u in engine.contexts[0].enqueues[-4:]] == [False] * 4
+
+
 def test_capture_that_cuda_invalidates_falls_back_once(tmp_path, caplog):
     class Invalidating(FakeCuda):
         def end_capture(self, stream):
