@@ -51,6 +51,14 @@ def _dets(result: Any) -> list[np.ndarray]:
     return from_nms_outputs(*(result.as_numpy(k) for k in OUTPUTS))
 
 
+def _meta_json(text: str, where: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise S2Error(f"{where}: the model's s2trt_meta parameter is not JSON ({e}): serve a model "
+                      "repository written by `s2serve export`") from None
+
+
 class TritonClient:
     """Detections from one or several servers running s2trt's model repository (s2trt.serve.repository).
 
@@ -71,20 +79,24 @@ class TritonClient:
         # Start-up checks in parallel, so an unreachable server costs one timeout, not one each.
         with ThreadPoolExecutor(len(self.urls)) as ex:
             found = dict(zip(self.urls, ex.map(self._try_connect, self.urls), strict=True))
-        fatal = [e for e in found.values() if isinstance(e, S2Error) and not isinstance(e, Unreachable)]
-        if fatal:
+        try:
+            fatal = [e for e in found.values() if isinstance(e, S2Error) and not isinstance(e, Unreachable)]
+            if fatal:
+                raise fatal[0]
+            if all(isinstance(c, Exception) for c in found.values()):
+                raise self._unreachable([(u, str(e)) for u, e in found.items()])
+            assert self._meta_props is not None
+            self.meta = ModelMeta.from_props(_meta_json(self._meta_props, f"{self.url}/{model}"),
+                                             f"{self.url}/{model}")
+        except BaseException:
             for c in found.values():
                 if not isinstance(c, Exception):
                     c.close()
-            raise fatal[0]
-        if all(isinstance(c, Exception) for c in found.values()):
-            raise self._unreachable([(u, str(e)) for u, e in found.items()])
+            raise
         for u, c in found.items():
             if isinstance(c, Exception):
                 log.warning("Triton server %s is not answering (%s): starting without it, it joins when "
                             "it answers", u, c)
-        assert self._meta_props is not None
-        self.meta = ModelMeta.from_props(json.loads(self._meta_props), f"{self.url}/{model}")
         self.pool = ServerPool(self.urls, self._connect, self._unreachable, max_in_flight=max_in_flight,
                                probe_backoff=probe_backoff)
         self.pool.start(found)
@@ -120,7 +132,8 @@ class TritonClient:
             with self._meta_lock:
                 if self._meta_props is None:
                     self._meta_props = params_cfg["s2trt_meta"]
-                elif json.loads(params_cfg["s2trt_meta"]) != json.loads(self._meta_props):
+                elif (_meta_json(params_cfg["s2trt_meta"], f"{url}/{self.model}")
+                      != _meta_json(self._meta_props, f"{url}/{self.model}")):
                     raise S2Error(f"Triton at {url} serves a different {self.model!r} than the other "
                                   "server(s) (its s2trt_meta differs): give servers of one model only")
         except InferenceServerException as e:

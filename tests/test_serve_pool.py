@@ -231,3 +231,23 @@ def test_a_call_refused_by_a_closed_connection_goes_to_another_server():
     assert [f.result() for f in futures] == [("rb", 0), ("rb", 1)]
     assert not pool.servers[0].up  # its connection is unusable: replaced when a probe succeeds
     pool.close()
+
+
+@pytest.mark.parametrize("forged", ['{"names": "not a list", "imgsz": 5}', "not JSON {"])
+def test_client_closes_its_connections_when_the_served_metadata_is_refused(monkeypatch, forged):
+    """The servers answer, but the s2trt_meta they serve is not valid metadata: one clear error (an
+    S2Error, never a traceback), and the connections opened to check them are closed."""
+    pytest.importorskip("tritonclient.grpc", reason="needs tritonclient (s2trt[triton])")
+    from s2trt.serve import client as C
+
+    opened: list[FakeClient] = []
+
+    def connect(self, url, timeout=None):
+        self._meta_props = forged
+        opened.append(FakeClient(url))
+        return opened[-1]
+
+    monkeypatch.setattr(C.TritonClient, "_connect", connect)
+    with pytest.raises(S2Error, match="a:1,b:1/s2trt_detector"):
+        C.TritonClient("a:1,b:1")
+    assert len(opened) == 2 and all(c.closed for c in opened)
