@@ -267,7 +267,9 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
     names = [n.name for n in model.graph.node]
     patterns = []
     for node in sorted(model.graph.node, key=lambda n: n.name):
-        if node.name not in island or not node.name or any(c in node.name for c in ",:*"):
+        # trtexec's spec separates pairs at ',' and values at ':', and reads "'" as quoting: a name
+        # with those is left unpinned by both rather than pinned differently.
+        if node.name not in island or not node.name or any(c in node.name for c in ",:*'"):
             continue
         if not all(types.get(o) == onnx.TensorProto.FLOAT for o in node.output if o):
             continue

@@ -402,6 +402,19 @@ def test_island_patterns_after_the_plugin_node(tmp_path: Path) -> None:
     assert eng.fp32_island_patterns(onnx, required=True) == ISLAND_PATTERNS
 
 
+def test_island_names_trtexec_cannot_read_are_left_out(tmp_path: Path) -> None:
+    """trtexec splits --layerPrecisions at ',' and reads a "'" as quoting a name
+    (samples/common/sampleOptions.cpp v10.3.0, getLayerPrecisions l. 481 and splitNameAndValue
+    l. 267-290: two quotes are dropped from the name, any other count is an error), so such a node
+    name would make the printed line pin another layer than the builder, or fail."""
+    onnx = pytest.importorskip("onnx")
+    path = _write_island_onnx(tmp_path / "q.onnx", ModelMeta(names=NAMES, imgsz=[64, 64], batch="dynamic"))
+    model = onnx.load(str(path))
+    next(n for n in model.graph.node if n.name == "/m/Sigmoid").name = "/m/Sig'moid"
+    onnx.save(model, str(path))
+    assert eng.fp32_island_patterns(path, required=True) == ["/m/Mul", "/m/Reshape*"]
+
+
 def test_graph_types_decide_over_metadata(monkeypatch: pytest.MonkeyPatch, onnx_file: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
     """Metadata is a file anyone can edit: the parsed network's own types choose the creation flag."""
