@@ -13,6 +13,7 @@ With `ensemble=True` also: `s2trt_preprocess` -> `s2trt_engine` -> `s2trt_postpr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -216,8 +217,8 @@ def plugin_hint(plugin_lib: str | None) -> str:
 _PLUGIN_FILE = re.compile(r"lib[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.so(\.[0-9]+)*")
 
 
-def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, Path] | None:
-    """(file name, local library) to copy beside a served engine that uses the plugin: the library
+def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, bytes] | None:
+    """(file name, its bytes) to write beside a served engine that uses the plugin: the library
     whose SHA-256 the engine's sidecar records, found beside the engine, at --plugin-lib, at
     $S2TRT_PLUGIN_LIB or in this s2trt's build, under the name the sidecar records. The served
     detector's runtime then finds it beside model.plan by that digest (runtime.trt_compat's
@@ -240,8 +241,10 @@ def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, Path]
     if shipped is not None:
         candidates.append(shipped)
     for lib in candidates:
-        if lib.is_file() and trt_compat.file_sha256(lib) == digest:
-            return target, lib
+        # The bytes that are written are the ones hashed: a rebuild meanwhile cannot slip in.
+        data = lib.read_bytes() if lib.is_file() else None
+        if data is not None and hashlib.sha256(data).hexdigest() == digest:
+            return target, data
     log.warning("no %s here has the SHA-256 that %s records (looked at %s): the model repository has no "
                 "plugin library, so the server needs --plugin-lib, $%s or the library the engine was "
                 "built with", printable(target), printable(sidecar_path(engine).name),
@@ -249,11 +252,11 @@ def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, Path]
     return None
 
 
-def _write_model(repo: Path, name: str, config: str, files: dict[str, Path]) -> None:
+def _write_model(repo: Path, name: str, config: str, files: dict[str, Path | bytes]) -> None:
     version = repo / name / "1"
     version.mkdir(parents=True, exist_ok=True)
     for dst, src in files.items():
-        write_bytes_atomic(version / dst, src.read_bytes())
+        write_bytes_atomic(version / dst, src if isinstance(src, bytes) else src.read_bytes())
     write_bytes_atomic(repo / name / "config.pbtxt", config.encode())
 
 
@@ -270,7 +273,7 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
     if o.kind is None:
         o = replace(o, kind="gpu" if is_engine else "cpu")
     model_file = "model.plan" if is_engine else "model.onnx"
-    files = {model_file: model}
+    files: dict[str, Path | bytes] = {model_file: model}
     plugin = engine_plugin_copy(model, o.plugin_lib) if is_engine else None
     if is_engine:
         files[model_file + ".json"] = sidecar_path(model)  # TrtBackend reads names from it

@@ -358,3 +358,26 @@ def test_sidecar_cannot_name_a_file_of_the_model_folder(tmp_path, name, no_plugi
     assert "class TritonPythonModel" in (version / "model.py").read_text()
     assert (version / "model.plan").read_bytes() == b"plan"
     assert sorted(p.name for p in version.iterdir()) == ["model.plan", "model.plan.json", "model.py"]
+
+
+def test_the_copied_library_is_the_bytes_whose_digest_was_checked(tmp_path, monkeypatch, no_plugin_elsewhere):
+    """A rebuild that replaces the library between the digest check and the copy must not put other
+    bytes into the repository (the served runtime would then refuse them by their digest)."""
+    import hashlib
+
+    lib = tmp_path / "libs2trt_plugins.so"
+    lib.write_bytes(b"\x7fELF the one the engine was built with")
+    (tmp_path / "e").mkdir()
+    engine = _plugin_engine(tmp_path / "e", lib)
+    recorded = json.loads((tmp_path / "e" / "m.engine.json").read_text())["plugin_sha256"]
+    real = no_plugin_elsewhere.file_sha256
+
+    def checked_then_rebuilt(path):
+        digest = real(path)
+        Path(path).write_bytes(b"\x7fELF rebuilt meanwhile")
+        return digest
+
+    monkeypatch.setattr(no_plugin_elsewhere, "file_sha256", checked_then_rebuilt)
+    R.export_repository(engine, tmp_path / "repo", R.RepoOptions(plugin_lib=str(lib)))
+    copy = tmp_path / "repo" / R.DETECTOR / "1" / lib.name
+    assert not copy.exists() or hashlib.sha256(copy.read_bytes()).hexdigest() == recorded
