@@ -177,7 +177,7 @@ class Detector:
             try:
                 s = self.nms.override(params)
                 batch, got = self.prepare(frames_from_inputs(image, frame, self.max_pixels))
-            except (S2Error, ValueError, TypeError) as e:
+            except (S2Error, ValueError, TypeError, ArithmeticError) as e:  # int(inf): OverflowError
                 results.append(e if isinstance(e, S2Error) else S2Error(f"bad request parameters: {e}"))
                 continue
             spans.append((len(results), len(infos), len(got)))

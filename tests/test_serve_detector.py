@@ -147,3 +147,15 @@ def test_repository_writes_the_limit_and_s2serve_export_takes_it(model, tmp_path
     assert cli.main(["export", str(model), str(tmp_path / "r"), "--max-pixels", "5000000", "-q"]) == 0
     config = (tmp_path / "r" / R.DETECTOR / "config.pbtxt").read_text()
     assert 'key: "max_pixels" value: { string_value: "5000000" }' in config
+
+
+@pytest.mark.parametrize("params", [{"max_det": float("inf")}, {"max_det": "many"}, {"conf_thres": [0.5]},
+                                    {"iou_thres": float("nan")}])
+def test_a_request_with_unusable_parameters_fails_alone(det, params):
+    """Request parameters are the client's content like its image: a value the NMS settings cannot
+    take (int(inf) raises OverflowError, which is neither ValueError nor TypeError) fails that request
+    only, not its scheduler batch (triton_model.execute fails every request on an exception)."""
+    good = F.sample_images(2)
+    out = det.run_requests([(None, good[0][None], {}), (None, good[1][None], params)])
+    assert not isinstance(out[0], Exception) and out[0]["num_dets"].shape == (1, 1)
+    assert isinstance(out[1], S2Error), out[1]
