@@ -16,6 +16,7 @@ live server once; the served model refuses image bombs from the header for that 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 # reconnect backoff gRPC would otherwise apply), and tritonclient's own message size limits.
 CHANNEL_ARGS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
                 ("grpc.use_local_subchannel_pool", 1)]
+# Latencies kept per server for the p50/p99 of the end-of-run table: a uniform sample of the whole
+# run (reservoir sampling), so a live camera served for days keeps a fixed memory.
+LATENCY_SAMPLES = 10_000
 # Status codes that mean "no answer from this server"; anything else is the server's answer.
 TRANSPORT_FAILURES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 
@@ -92,7 +96,7 @@ class Server:
     failures: int = 0  # times it was taken out
     moved: int = 0  # requests re-sent elsewhere because it did not answer them
     rejoins: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # a sample of LATENCY_SAMPLES at most
     backoff: float = 0.0
     next_probe: float = 0.0
     last_error: str = ""
@@ -126,6 +130,7 @@ class ServerPool:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._lock = threading.Condition(threading.RLock())
         self._next_id = 0
+        self._sampler = random.Random(0)
         self._turn = 0  # rotates the first choice among servers with equally few outstanding
         self._closed = False
         self._prober = threading.Thread(target=self._probe_loop, name="triton-probe", daemon=True)
@@ -211,7 +216,7 @@ class ServerPool:
             retry = error is not None and not isinstance(error, S2Error) and transport_failure(error)
             if error is None:
                 server.answered += 1
-                server.latencies.append(time.perf_counter() - started)
+                self._sample(server, time.perf_counter() - started)
             elif retry:
                 server.moved += 1
                 job.tried[server.url] = generation
@@ -235,6 +240,15 @@ class ServerPool:
         else:  # the server answered with an error: any other server would say the same
             self._finish(job, error=S2Error(f"Triton server at {server.url} rejected the request: "
                                             f"{message(error)}"))
+
+    def _sample(self, server: Server, seconds: float) -> None:
+        """Reservoir sampling (Vitter's algorithm R), lock held."""
+        if len(server.latencies) < LATENCY_SAMPLES:
+            server.latencies.append(seconds)
+        else:
+            k = self._sampler.randrange(server.answered)
+            if k < LATENCY_SAMPLES:
+                server.latencies[k] = seconds
 
     def _finish(self, job: _Job, result: Any = None, error: Exception | None = None) -> None:
         with self._lock:
