@@ -138,7 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
                           extra_args=args.server_args, verbose=1 if args.verbose else 0,
                           admin_key=os.environ.get(ENV_ADMIN_KEY) or None)
     where = "all interfaces" if args.host in ("0.0.0.0", "") else args.host
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in ("127.0.0.1", "localhost"):
         log.warning("listening on %s: anyone who can reach these ports can run inference (no "
                     "authentication, no TLS)", where)
     log.info("starting %s on %s", server.install.binary, server.repository)

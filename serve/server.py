@@ -161,6 +161,11 @@ class TritonServer:
                  grpc_port: int = 0, metrics_port: int = 0, binary: str | os.PathLike[str] | None = None,
                  log_path: str | os.PathLike[str] | None = None, extra_args: list[str] | None = None,
                  verbose: int = 0, admin_key: str | None = None):
+        if ":" in host:
+            # Triton joins address and port as ADDRESS:PORT, which an IPv6 literal cannot take
+            # ("::1:8001": its gRPC service fails to start, measured with Triton 2.51).
+            raise S2Error(f"IPv6 address {host!r} is not supported by s2serve: use 127.0.0.1 (this machine) "
+                          "or 0.0.0.0 (every interface)")
         self.repository = Path(repository).resolve()
         if not (self.repository.is_dir() and any(p.joinpath("config.pbtxt").is_file()
                                                  for p in self.repository.iterdir())):

@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
 
+from s2trt.errors import S2Error
 from s2trt.serve import cli
 from s2trt.serve import server as S
 
@@ -214,3 +215,16 @@ def test_s2serve_removes_shm_regions_when_its_server_dies(repo):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.parametrize("host", ["::1", "::", "fe80::1%eth0"])
+def test_an_ipv6_host_is_one_clear_error(tmp_path, host, capsys):
+    """Triton joins address and port as "ADDRESS:PORT" ("::1:8001": its gRPC service fails to start,
+    measured with 2.51) and s2serve probed an IPv4 socket (internal error, exit 70): refused up front."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.pbtxt").write_text("")
+    with pytest.raises(S2Error, match="IPv6"):
+        S.TritonServer(tmp_path, host=host)
+    assert cli.main([str(tmp_path), "--host", host]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0.0.0.0" in err[0], err
