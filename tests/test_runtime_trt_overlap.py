@@ -196,7 +196,8 @@ def test_static_engine_is_captured_once_per_buffer_set_and_replayed(tmp_path, ca
     engine = FakeEngine(batch=4)
     backend, cuda = open_fake(tmp_path, engine)
     batches = [batch_of(4, seed=i) for i in range(6)]
-    with caplog.at_level(logging.INFO):
+    # The module's own logger: a CLI test run before may have left the "s2trt" logger at -q.
+    with caplog.at_level(logging.INFO, logger="s2trt.runtime.backend_trt"):
         outs, _ = pipelined(backend, batches)
     check_outputs(outs, batches)  # each graph reads its own buffer set
     ctx = engine.contexts[0]
