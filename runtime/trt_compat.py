@@ -215,11 +215,16 @@ def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | Non
     if name and digest:
         beside = Path(engine_path).parent / Path(name).name
         if beside.is_file():
-            copy = _checked_copy(beside, digest)
-            if copy is not None:
-                return copy
-            log.warning("%s is not the plugin library %s was built with (its SHA-256 differs): not "
-                        "loaded", printable(beside), Path(engine_path).name)
+            try:
+                copy = _checked_copy(beside, digest)
+            except OSError as e:
+                log.warning("%s cannot be read (%s): not loaded", printable(beside),
+                            printable(e.strerror or type(e).__name__))
+            else:
+                if copy is not None:
+                    return copy
+                log.warning("%s is not the plugin library %s was built with (its SHA-256 differs): not "
+                            "loaded", printable(beside), printable(Path(engine_path).name))
     return shipped_plugin_library()
 
 

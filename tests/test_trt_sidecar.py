@@ -167,6 +167,25 @@ def test_the_library_loaded_is_the_one_whose_digest_was_checked(
     assert os.readlink(trt.loaded[0]).startswith(f"/memfd:{tc.PLUGIN_LIB_NAME}")
 
 
+def test_unreadable_library_next_to_the_engine_is_one_line(
+        tmp_path: Path, ctor_lib: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Not a traceback (exit 70): the library is not loaded, and the error says where else to put one."""
+    beside = _copy(ctor_lib, tmp_path)
+    engine = _plugin_engine(tmp_path, plugin_library=beside.name, plugin_sha256=_sha256(beside))
+    real_open = open
+
+    def no_read(file: object, *args: object, **kw: object) -> object:
+        if str(file) == str(beside):  # what open() raises for a file without read permission
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kw)
+
+    monkeypatch.setattr("builtins.open", no_read)
+    with pytest.raises(S2Error, match="needs the S2SplitAttention plugin library"):
+        TrtBackend(engine, trt=_trt_with_registry(FakeEngine()), cuda=FakeCuda())
+    assert "libs2trt_plugins.so cannot be read (Permission denied): not loaded" in caplog.text
+
+
 def test_plugin_library_precedence(tmp_path: Path, ctor_lib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--plugin-lib, then $S2TRT_PLUGIN_LIB, then the digest-checked library beside the engine, then
     the library that ships with s2trt (no file is loaded here: only the choice is made)."""
