@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +41,23 @@ class Backend(Protocol):
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class OverlappedBackend(Protocol):
+    """A backend that takes batch n+1 before batch n's results are read (TensorRT's): `submit`
+    returns at once, `collect` is the only wait. Called from one thread. `preprocess_device` is
+    "gpu" when `submit_frames` letterboxes raw BGR uint8 frames on the device."""
+
+    @property
+    def max_batch(self) -> int: ...
+
+    def submit(self, batch: np.ndarray) -> Any: ...
+
+    def collect(self, pending: Any) -> dict[str, np.ndarray]: ...
+
+    def submit_frames(self, frames: Sequence[np.ndarray], *, stride: int = 32, pad_value: int = 114,
+                      scaleup: bool = True) -> tuple[Any, list]: ...
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "when there is one)")
     m.add_argument("--imgsz", type=int, nargs="+", metavar="N", help="network input h [w]; --onnx and "
                    "--engine take it from the model, --weights defaults to 640")
+    m.add_argument("--no-cuda-graphs", action="store_true", help="--engine: enqueue every batch "
+                   "directly instead of replaying it as a CUDA graph")
+    m.add_argument("--gpu-preprocess", choices=["auto", "on", "off"], default="auto",
+                   help="--engine: letterbox on the GPU with the kernels library (auto: when it is "
+                        "installed; on: required)")
     m.add_argument("--half", action="store_true", help="FP16 inference for --weights on a GPU")
     m.add_argument("--threads", type=int, default=0, help="CPU threads of ONNX Runtime or PyTorch "
                    "(default: all cores)")
@@ -139,7 +144,8 @@ def open_backend(a: argparse.Namespace):
     if a.engine:
         from s2trt.runtime.backend_trt import TrtBackend
 
-        return TrtBackend(a.engine, a.plugin_lib, a.device)
+        return TrtBackend(a.engine, a.plugin_lib, a.device, cuda_graphs=not a.no_cuda_graphs,
+                          gpu_preprocess={"auto": None, "on": True, "off": False}[a.gpu_preprocess])
     if a.onnx:
         from s2trt.runtime.backend_ort import OrtBackend
 
@@ -321,6 +327,10 @@ def _run(a: argparse.Namespace) -> int:
                 if multi:
                     log.info("per source:\n%s", source.table())
                 _report(runner.stats, source.problems + sinks.problems, sinks.saved, a.conf_thres)
+                if hasattr(backend, "enqueue_summary"):
+                    log.debug("%s; letterbox on the %s; batches %s", backend.enqueue_summary(),
+                              "GPU" if runner.gpu_letterbox else "CPU",
+                              "overlapped" if runner.overlap else "one at a time")
     finally:
         backend.close()
     if stats.frames == 0:

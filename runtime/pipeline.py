@@ -6,10 +6,17 @@ queues keep frames in order; the bounds keep memory flat however long the video.
 in the calling thread (pycuda binds its CUDA context to the thread that made it), so Ctrl-C lands
 there: the reader is stopped, the writer finishes the batches already inferred, and the caller
 closes the sinks.
+
+A backend that can overlap (TensorRT: `submit` / `collect`) gets batch n+1 submitted before batch n
+is collected, so the GPU computes n+1 while the writer post-processes n; one batch is pending at a
+time, and on an error or Ctrl-C it is still collected, so that its frames get their results. When
+the backend letterboxes on the GPU, the reader thread passes the frames undecorated and the
+calling thread hands them to `submit_frames`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -22,7 +29,7 @@ import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.runtime.backend import Backend, decode
+from s2trt.runtime.backend import Backend, OverlappedBackend, decode
 from s2trt.runtime.postprocess import scale_boxes
 from s2trt.runtime.preprocess import LetterboxInfo, preprocess
 from s2trt.runtime.sinks import Sinks
@@ -52,6 +59,8 @@ class Batch:
     x: np.ndarray | None = None
     infos: list[LetterboxInfo] | None = None
     outputs: dict[str, np.ndarray] | None = None
+    handle: Any = None  # an overlapping backend's submitted batch
+    submit_s: float = 0.0
 
 
 class Runner:
@@ -69,6 +78,11 @@ class Runner:
         if self.problems is None:
             self.problems = []
         self._letterbox = backend.meta.preprocess_kwargs()
+        # Overlap needs the stage threads, and batches the backend takes in one submit.
+        self.overlap = (self.pipelined and isinstance(backend, OverlappedBackend)
+                        and self.batch <= backend.max_batch)
+        self.gpu_letterbox = self.overlap and getattr(backend, "preprocess_device", "cpu") == "gpu"
+        self._pending: Batch | None = None
 
     # The stages, each timed.
     def _batches(self) -> Iterator[Batch]:
@@ -89,6 +103,8 @@ class Runner:
             yield b
 
     def _prep(self, frames: list[Frame]) -> Batch | None:
+        if self.gpu_letterbox:  # letterboxed by submit_frames, in the calling thread
+            return Batch(frames)
         t0 = time.perf_counter()
         try:
             x, infos = preprocess([f.image for f in frames], self.backend.imgsz, **self._letterbox)
@@ -121,6 +137,42 @@ class Runner:
         self.stats.add("infer", time.perf_counter() - t0, len(b.frames))
         b.x = None  # the input is no longer needed: do not hold it in the writer's queue
         return b
+
+    def _submit(self, b: Batch) -> bool:
+        """Start batch b on an overlapping backend; False if none of its frames could be taken."""
+        t0 = time.perf_counter()
+        if b.x is None:
+            try:
+                b.handle, b.infos = self.backend.submit_frames([f.image for f in b.frames],
+                                                               **self._letterbox)
+            except _FRAME_ERRORS:  # a bad frame: the batch on the CPU, that frame skipped alone
+                b.frames, b.x, b.infos = self._prep_each(b.frames)
+                if not b.frames:
+                    return False
+        if b.handle is None:
+            b.handle = self.backend.submit(b.x)
+        b.x = None
+        b.submit_s = time.perf_counter() - t0
+        return True
+
+    def _collect(self, b: Batch) -> Batch:
+        t0 = time.perf_counter()
+        b.outputs = self.backend.collect(b.handle)
+        b.handle = None
+        # The host's time in submit and collect: with the overlap, not the GPU's time per batch.
+        self.stats.add("infer", b.submit_s + time.perf_counter() - t0, len(b.frames))
+        return b
+
+    def _dispatch(self, b: Batch, q_out: queue.Queue) -> None:
+        """Infer b, or submit it and hand the writer the batch submitted before it."""
+        if not self.overlap:
+            q_out.put(self._infer(b))
+            return
+        if not self._submit(b):
+            return
+        previous, self._pending = self._pending, b
+        if previous is not None:
+            q_out.put(self._collect(previous))
 
     def _write(self, b: Batch) -> None:
         t0 = time.perf_counter()
@@ -191,8 +243,15 @@ class Runner:
                 if isinstance(b, BaseException):
                     source_error = b
                     break
-                q_out.put(self._infer(b))
+                self._dispatch(b, q_out)
+            if self._pending is not None:
+                q_out.put(self._collect(self._pending))
+                self._pending = None
         finally:
+            if self._pending is not None:  # failed or interrupted: the GPU has this batch, keep it
+                with contextlib.suppress(Exception):
+                    q_out.put(self._collect(self._pending))
+                self._pending = None
             stop.set()  # the reader stops at its next frame
             q_out.put(_END)  # the writer finishes what was inferred, then ends
             threads[1].join()
