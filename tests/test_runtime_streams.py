@@ -446,3 +446,18 @@ def test_sigterm_ends_an_endless_live_run_with_every_output_complete(tmp_path):
     assert not list(out.glob(".*partial*"))
     table = err[err.index("per source:"):]
     assert server.url in table and "stopped" in table and "/v.mp4" in table
+
+
+def test_one_output_file_for_several_sources_is_a_usage_error(tmp_path, capsys):
+    a, b = write_video(tmp_path / "a.mp4", 2), write_video(tmp_path / "b.mp4", 2)
+    assert _s2infer(tmp_path, a, b, "-o", tmp_path / "out.mp4") == 2
+    assert "names one file, but 2 sources give a file each" in capsys.readouterr().err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("flag", ["--stream-timeout", "--reconnect-timeout"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_timeouts_must_be_positive(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as e:
+        _s2infer(tmp_path, "rtsp://127.0.0.1:9/cam", flag, value)
+    assert e.value.code == 2 and "must be above 0 seconds" in capsys.readouterr().err
