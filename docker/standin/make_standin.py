@@ -17,7 +17,8 @@ s2infer runs there with ONNX Runtime on the CPU, which is what CI can check with
 Both carry the machine's CA bundle and its pip index settings (http(s) ones only: file:// indexes do
 not exist inside), so that pip in `docker build` reaches the same package index as the machine.
 
-Needs root, debootstrap and a running dockerd (DOCKER_HOST). The root file systems are cached as
+Needs root, debootstrap and a running dockerd (DOCKER_HOST); arm64 on another machine also needs
+qemu-user-static registered with binfmt_misc. The root file systems are cached as
 tar files under $S2TRT_STANDIN_CACHE (default ~/.cache/s2trt-standin), keyed by this file's content,
 the architecture, the CUDA version and the TensorRT headers; another key's files of the same
 architecture are removed when a new one is made.
@@ -28,10 +29,13 @@ from __future__ import annotations
 import argparse
 import configparser
 import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -51,8 +55,9 @@ def log(msg: str) -> None:
 
 
 def run(cmd: list[str], **kw) -> None:
+    """Their output goes to stderr: stdout carries only the KEY=VALUE result lines."""
     log(" ".join(cmd))
-    subprocess.run(cmd, check=True, **kw)
+    subprocess.run(cmd, check=True, stdout=sys.stderr, **kw)
 
 
 def host_arch() -> str:
@@ -160,22 +165,48 @@ def pack(root: Path, tar: Path) -> None:
     run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tar), "."])
 
 
-def docker_import(tar: Path, tag: str, arch: str, kind: str, key: str) -> None:
-    have = subprocess.run(["docker", "image", "inspect", "-f", "{{index .Config.Labels \"s2trt.standin\"}}",
+def image_config(arch: str, kind: str, key: str, diff_id: str) -> dict:
+    path = "/usr/local/cuda/bin:" if kind == "build" else ""
+    return {
+        "architecture": arch,
+        "os": "linux",
+        "config": {
+            "Env": [f"PATH={path}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "LANG=C.UTF-8"],
+            "Cmd": ["/bin/bash"],
+            "Labels": {"s2trt.standin": key, "org.opencontainers.image.description": NOTICE},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created_by": f"docker/standin/make_standin.py ({kind})"}],
+    }
+
+
+def docker_load(tar: Path, tag: str, arch: str, kind: str, key: str) -> None:
+    """`docker load` of a one-layer image made here: unlike `docker import`, which records the daemon's
+    own architecture (docker 20.10), it says arm64 for an arm64 tree, so --platform finds it."""
+    have = subprocess.run(["docker", "image", "inspect", "-f", '{{index .Config.Labels "s2trt.standin"}}',
                            tag], capture_output=True, text=True, check=False)
     if have.returncode == 0 and have.stdout.strip() == key:
         log(f"{tag} already in the daemon")
         return
-    path = "/usr/local/cuda/bin:" if kind == "build" else ""
-    changes = [f"ENV PATH={path}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "ENV LANG=C.UTF-8",
-               f"LABEL s2trt.standin={key}",
-               f'LABEL org.opencontainers.image.description="{NOTICE}"',
-               'CMD ["/bin/bash"]']
-    cmd = ["docker", "import", f"--platform=linux/{arch}"]
-    for c in changes:
-        cmd += ["--change", c]
-    run([*cmd, str(tar), tag], stdout=subprocess.DEVNULL)
+    sha = hashlib.sha256()
+    with tar.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    config = json.dumps(image_config(arch, kind, key, f"sha256:{sha.hexdigest()}")).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": ["layer/layer.tar"]}])
+    log(f"docker load {tag}")
+    with subprocess.Popen(["docker", "load", "-q"], stdin=subprocess.PIPE, stdout=sys.stderr) as load:
+        with tarfile.open(fileobj=load.stdin, mode="w|") as archive:
+            for name, data in ((config_name, config), ("manifest.json", manifest.encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+            archive.add(tar, "layer/layer.tar")
+        load.stdin.close()
+    if load.returncode:
+        raise SystemExit(f"docker load of {tag} failed (exit {load.returncode})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ["runtime", "build"] if cuda is not None else ["runtime"]
     for kind in kinds:
         tag = f"s2trt-standin:{args.arch}-{key}-{kind}"
-        docker_import(out / f"{kind}.tar", tag, args.arch, kind, key)
+        docker_load(out / f"{kind}.tar", tag, args.arch, kind, key)
         print(f"{kind.upper()}_IMAGE={tag}")
     return 0
 
