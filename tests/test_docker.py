@@ -1,7 +1,10 @@
-"""The Dockerfile is linted and its build steps agree with the repo (no docker engine runs here)."""
+"""The Dockerfile is linted and its build steps agree with the repo, and the CI stand-in bases get
+the machine's pip index right (no docker engine runs here; tests/test_docker_image.py builds it)."""
 
 from __future__ import annotations
 
+import configparser
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -54,3 +57,27 @@ def test_entrypoint_and_plugin_path_are_real():
     assert env, "the image tells the runtime where the plugin is"
     assert env.group(1) in (ROOT / "runtime" / "trt_compat.py").read_text()
     assert "USER 10001" in DOCKERFILE, "the image runs as a non-root user"
+
+
+def _standin_module():
+    spec = importlib.util.spec_from_file_location("make_standin", ROOT / "docker/standin/make_standin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_standin_pip_conf_keeps_only_indexes_a_container_reaches(tmp_path, monkeypatch):
+    """file:// indexes and find-links are folders of the machine, absent in the build; http(s) ones
+    are kept, and pip checks TLS against the CA bundle copied into the image."""
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nindex-url = https://mirror.example/simple\n"
+                    "extra-index-url = file:///opt/pypi/simple http://127.0.0.1:3141/simple\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    for var in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(var, raising=False)
+    written = configparser.ConfigParser()
+    written.read_string(_standin_module().pip_conf())
+    assert dict(written["global"]) == {"cert": "/etc/ssl/certs/ca-certificates.crt",
+                                       "index-url": "https://mirror.example/simple",
+                                       "extra-index-url": "http://127.0.0.1:3141/simple"}
+
