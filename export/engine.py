@@ -246,8 +246,7 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
     try:
         import onnx
 
-        from s2trt.export.fp16 import decode_nodes
-        from s2trt.export.surgery import split_attention_nodes
+        from s2trt.export.fp16 import fp32_islands
     except ImportError:
         if not required:
             return None
@@ -262,7 +261,7 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
             return None
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise S2Error(f"{onnx_path} is not a readable ONNX file ({printable(reason, 200)})") from None
-    island = {*decode_nodes(model), *split_attention_nodes(model)}
+    island = fp32_islands(model)
     types = _elem_types(model)
     names = [n.name for n in model.graph.node]
     patterns = []

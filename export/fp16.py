@@ -99,6 +99,15 @@ def sum_trees(model: onnx.ModelProto) -> list[str]:
     return keep
 
 
+def fp32_islands(model: onnx.ModelProto) -> set[str]:
+    """The nodes every reduced-precision build keeps in FP32: the Detect decode and the split
+    attention's sum, MLP and softmax. The FP16 graph and the TensorRT builder's precision pins read
+    this one definition, so both keep the same islands."""
+    from s2trt.export.surgery import split_attention_nodes
+
+    return {*decode_nodes(model), *split_attention_nodes(model), *sum_trees(model)}
+
+
 def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.ModelProto:
     """FP16 copy of an FP32 graph; `keep_fp32` adds node names to the ones kept in FP32.
 
@@ -107,12 +116,11 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.
     import onnx
 
     from s2trt.export.onnx_export import name_nodes
-    from s2trt.export.surgery import split_attention_nodes
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
     name_nodes(out)  # the FP32 set is by name: an unnamed node must not stand for all of them
-    keep = {*decode_nodes(out), *split_attention_nodes(out), *sum_trees(out), *(keep_fp32 or [])}
+    keep = fp32_islands(out) | set(keep_fp32 or [])
     unknown = set(keep_fp32 or []) - {n.name for n in out.graph.node}
     if unknown:
         raise S2Error(f"FP16 conversion: no node named {', '.join(sorted(unknown))} in the graph")
