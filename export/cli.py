@@ -146,8 +146,9 @@ def request(args: argparse.Namespace) -> Any:
         from s2trt.calib.pipeline import check_int8_args
 
         if args.fp16:
-            raise S2Error("--int8 and --fp16 exclude each other: an INT8 engine already runs the layers "
-                          "kept in float in FP16 where TensorRT allows it")
+            raise S2Error("--int8 and --fp16 exclude each other: the INT8 export already writes an "
+                          "INT8+FP16 graph (<name>-int8-fp16.onnx, its unquantized layers in FP16), and "
+                          "that is what the engine is built from")
         check_int8_args(args)  # a bad --calib fails now, not after the export
     nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
     return ExportRequest(weights=args.weights, cfg=args.cfg, imgsz=args.imgsz,
@@ -228,7 +229,7 @@ def _main(args: argparse.Namespace) -> int:
     qdq = int8_stage(args, state) if args.int8 else None
     if args.onnx_only:
         return EXIT_OK
-    if qdq is not None:  # the graph whose accuracy was measured; TensorRT 10 and 11 build it as is
+    if qdq is not None:  # a typed Q/DQ graph: TensorRT 10 and 11 build it strongly typed, as is
         return build(qdq, engine_options(args, state.imgsz))
     target = next(a.path for a in state.artifacts if a.flavour == ("portable" if args.no_plugin
                                                                      else "tensorrt"))
@@ -236,7 +237,10 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def int8_stage(args: argparse.Namespace, state: Any) -> Path:
-    """The INT8 Q/DQ graph of the portable FP32 export (s2trt.calib), with its accuracy report."""
+    """The INT8 graphs of the portable FP32 export (s2trt.calib), with their accuracy report.
+
+    Returns the graph the engine is built from: the INT8+FP16 one where it could be made.
+    """
     from s2trt.calib.pipeline import int8_path, quantize_export
     from s2trt.calib.report import format_table
 
@@ -246,9 +250,20 @@ def int8_stage(args: argparse.Namespace, state: Any) -> Path:
     result = quantize_export(portable, out, args)
     print(f"  {out}  {_size(out)}  (portable int8 Q/DQ, {result['method']} calibration)")
     print(f"  {out.with_suffix('.json')}")
+    mixed = Path(result["int8_fp16"]) if result.get("int8_fp16") else None
+    if mixed is not None:
+        print(f"  {mixed}  {_size(mixed)}  (int8 Q/DQ, float layers FP16: the graph TensorRT builds)")
+        print(f"  {mixed.with_suffix('.json')}")
     report = result["accuracy"]
     lines = format_table(report).splitlines() if report is not None else [result["accuracy_note"]]
     print("\n".join(f"  {line}" for line in lines))
+    if mixed is not None:
+        return mixed
+    if not args.onnx_only:
+        # Strongly typed TensorRT (11, and 10 for a Q/DQ graph) runs every unquantized layer in the
+        # graph's own type, so this engine keeps the Detect convs and the attention MLP in FP32.
+        log.warning("no INT8+FP16 graph could be made (the reason is logged above), so the engine is "
+                    "built from %s, whose unquantized layers run in FP32", out.name)
     return out
 
 

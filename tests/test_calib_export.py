@@ -45,7 +45,8 @@ def test_demo_int8_within_one_map50_point(data: Path, tmp_path: Path, capsys) ->
 @pytest.mark.parametrize("extra, message", [
     ([], "--int8 needs"),
     (["--calib", "/nonexistent/images"], "calibration source not found"),
-    (["--calib", "x", "--fp16"], "--int8 and --fp16 exclude each other"),
+    (["--calib", "x", "--fp16"], "--int8 and --fp16 exclude each other: the INT8 export already writes "
+                                 "an INT8+FP16 graph"),
 ])
 def test_bad_int8_options_fail_before_exporting(tmp_path: Path, capsys, extra: list[str],
                                                 message: str) -> None:

@@ -323,3 +323,41 @@ def test_tensorrt_flavour_check_catches_a_wrong_plugin_node(ckpt, tmp_path, caps
     err = capsys.readouterr().err
     assert "parity check failed" in err and "tensorrt fp32 (ONNX Runtime" in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("mixed_made", [True, False])
+def test_int8_engine_is_built_from_the_int8_fp16_graph(ckpt, tmp_path, monkeypatch, capsys, mixed_made):
+    """Strongly typed TensorRT (11, and 10 for a typed graph: export/engine.py) runs unquantized
+    layers in the graph's own type, so the engine must come from `-int8-fp16.onnx`, not the Q/DQ
+    graph whose float layers are FP32 (calibration and the builder stubbed: this is the CLI's choice)."""
+    import s2trt.calib.pipeline as calib
+    import s2trt.export.engine as engine
+
+    def fake_quantize(portable, out, args):
+        out.write_bytes(b"int8")
+        mixed = calib.int8_fp16_path(out)
+        if mixed_made:
+            mixed.write_bytes(b"int8+fp16")
+        return {"method": "percentile", "accuracy": None, "accuracy_note": "not measured",
+                "int8_fp16": str(mixed) if mixed_made else None}
+
+    built = []
+
+    def fake_build(onnx_path, engine_path, opts):
+        built.append((Path(onnx_path), opts.precision))
+        Path(engine_path).write_bytes(b"plan")
+        return {}
+
+    monkeypatch.setattr(calib, "check_int8_args", lambda args: None)
+    monkeypatch.setattr(calib, "quantize_export", fake_quantize)
+    monkeypatch.setattr(engine, "build_engine", fake_build)
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--no-plugin", "-o", str(tmp_path), "-q", "--int8",
+                 "--calib", str(tmp_path)]) == 0
+    stem = ckpt[0].stem
+    expected = tmp_path / (f"{stem}-int8-fp16.onnx" if mixed_made else f"{stem}-int8.onnx")
+    assert built == [(expected, "int8")]
+    captured = capsys.readouterr()
+    assert (str(tmp_path / f"{stem}-int8-fp16.onnx") in captured.out) == mixed_made
+    warned = [line for line in captured.err.splitlines() if "no INT8+FP16 graph" in line]
+    assert len(warned) == (0 if mixed_made else 1)
+    assert all(f"{stem}-int8.onnx" in line and "FP32" in line for line in warned)
