@@ -39,8 +39,8 @@ examples:
 
 
 # Options that shape the exported graph; an .onnx input was exported already.
-EXPORT_ONLY = ("cfg", "imgsz", "batch", "dynamic", "opset", "nms", "conf_thres", "iou_thres", "max_det",
-               "topk", "simplify", "output", "full_reference")
+EXPORT_ONLY = ("cfg", "names", "imgsz", "batch", "dynamic", "opset", "nms", "conf_thres", "iou_thres",
+               "max_det", "topk", "simplify", "output", "full_reference")
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -54,6 +54,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--cfg", help="model config (bundled name such as yolov5s-s2, or a yaml file); "
                    "needed for a plain state_dict, else read from the checkpoint")
+    g.add_argument("--names", metavar="YAML|FILE|LIST",
+                   help="class names when the checkpoint has none (a plain state_dict) or to replace "
+                   "its own: a YOLOv5 data yaml (names: list or {0: name}), a text file with one name "
+                   "per line, or a comma-separated list")
     g.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="N",
                    help="input size: one value (square) or two (h w), multiples of the stride "
                    "(default 640)")
@@ -151,7 +155,7 @@ def request(args: argparse.Namespace) -> Any:
                           "that is what the engine is built from")
         check_int8_args(args)  # a bad --calib fails now, not after the export
     nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
-    return ExportRequest(weights=args.weights, cfg=args.cfg, imgsz=args.imgsz,
+    return ExportRequest(weights=args.weights, cfg=args.cfg, names=args.names, imgsz=args.imgsz,
                          batch=None if args.dynamic else args.batch, opset=args.opset, fp16=args.fp16,
                          nms=nms, plugin=not args.no_plugin, output=args.output, simplify=args.simplify,
                          full_reference=args.full_reference)

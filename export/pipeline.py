@@ -38,6 +38,7 @@ DYNAMIC_PARITY_BATCH = 2
 class ExportRequest:
     weights: Path
     cfg: str | None = None
+    names: str | None = None  # --names: a data yaml, a one-name-per-line file or "a,b,c"
     imgsz: list[int] = field(default_factory=lambda: [640])
     batch: int | None = 1  # None: dynamic batch
     opset: int = onnx_export.DEFAULT_OPSET
@@ -114,7 +115,7 @@ def load(state: ExportState) -> None:
 
     req = state.req
     check_writable(req.portable_path().parent)
-    loaded = load_checkpoint(req.weights, req.cfg)
+    loaded = load_checkpoint(req.weights, req.cfg, names=req.names)
     if req.plugin and not loaded.has_s2attention:
         raise S2Error(f"{req.weights.name} has no S2Attention block, so there is nothing for the "
                       f"{OP_TYPE} plugin to replace: rerun with --no-plugin (the TensorRT engine is then "

@@ -361,3 +361,26 @@ def test_int8_engine_is_built_from_the_int8_fp16_graph(ckpt, tmp_path, monkeypat
     warned = [line for line in captured.err.splitlines() if "no INT8+FP16 graph" in line]
     assert len(warned) == (0 if mixed_made else 1)
     assert all(f"{stem}-int8.onnx" in line and "FP32" in line for line in warned)
+
+
+def test_names_name_the_classes_of_a_state_dict(tmp_path, capsys):
+    """A plain state_dict has no class names: --names gives them (a data yaml here), and a list of
+    the wrong length is one line, exit 1, no files."""
+    sd = tmp_path / "sd.pt"
+    torch.save(build_model("yolov5n-s2", nc=3).state_dict(), sd)
+    data = tmp_path / "data.yaml"
+    data.write_text("nc: 3\nnames: [cat, dog, 'no']\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main([str(sd), "--cfg", "yolov5n-s2", "--names", str(data), "--imgsz", SMALL, "--onnx-only",
+                 "--no-plugin", "-o", str(out), "-q"]) == 0
+    assert read_onnx_meta(out / "sd.onnx").names == ["cat", "dog", "no"]
+    assert json.loads((out / "sd.json").read_text())["names"] == ["cat", "dog", "no"]
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    assert main([str(sd), "--cfg", "yolov5n-s2", "--names", "cat,dog", "--imgsz", SMALL, "--onnx-only",
+                 "--no-plugin", "-o", str(bad), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 class names given for a model of 3 classes" in err[0], err
+    assert not list(bad.iterdir())
