@@ -461,3 +461,14 @@ def test_timeouts_must_be_positive(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as e:
         _s2infer(tmp_path, "rtsp://127.0.0.1:9/cam", flag, value)
     assert e.value.code == 2 and "must be above 0 seconds" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_among_several_sources_ends_alone(tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", 5)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    assert _s2infer(tmp_path, bad, video, "--save-json") == 0
+    out = tmp_path / "runs" / "exp"
+    assert [r["frame"] for r in _lines(out / "predictions.jsonl")] == list(range(5))
+    assert count_frames(out / "v.mp4") == 5
+    assert f"{bad}: not a readable image, this source ended" in capsys.readouterr().err
