@@ -90,9 +90,12 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("-o", "--output", type=Path,
-                   help="portable ONNX file or folder (default: beside the weights); the TensorRT "
-                   "flavour goes beside it as <name>.trt.onnx, each with a <name>.json sidecar")
+    # str, not Path: a trailing slash (a folder to make) must survive.
+    g.add_argument("-o", "--output",
+                   help="portable ONNX file (.onnx) or folder (default: beside the weights); a folder "
+                   "that does not exist (a name ending in / or without a suffix) is made when the files "
+                   "are written; the TensorRT flavour goes beside the ONNX as <name>.trt.onnx, each "
+                   "with a <name>.json sidecar")
     g.add_argument("--onnx-only", action="store_true",
                    help="stop after the ONNX files, even where TensorRT is installed")
 

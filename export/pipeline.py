@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +46,9 @@ class ExportRequest:
     fp16: bool = False
     nms: NMSConfig | None = None
     plugin: bool = True  # also write the TensorRT flavour with the S2SplitAttention node
-    output: Path | None = None  # the portable ONNX path (a folder: <weights stem>.onnx inside it)
+    # The portable ONNX path, or a folder for <weights stem>.onnx: one that exists, ends in a slash
+    # (kept as typed, since Path drops it) or has no suffix; a missing folder is made at commit time.
+    output: str | Path | None = None
     simplify: bool = False
     full_reference: bool = False  # also run the TensorRT flavour whole under onnx.reference (slow)
 
@@ -57,11 +60,13 @@ class ExportRequest:
         name = self.weights.stem + ("-fp16" if self.fp16 else "") + ".onnx"
         if self.output is None:
             return self.weights.with_name(name)
-        if self.output.is_dir():
-            return self.output / name
-        if self.output.suffix != ".onnx":
-            raise S2Error(f"--output {self.output} must be a folder or a file name ending in .onnx")
-        return self.output
+        out = Path(self.output)
+        if out.is_dir() or str(self.output).endswith(("/", os.sep)) or (not out.suffix and not out.exists()):
+            return out / name
+        if out.suffix != ".onnx":
+            raise S2Error(f"--output {self.output} must be a folder or a file name ending in .onnx (for a "
+                          f"new folder with a dot in its name, end it in a slash: {out}/)")
+        return out
 
 
 def tensorrt_path(portable: Path) -> Path:

@@ -384,3 +384,23 @@ def test_names_name_the_classes_of_a_state_dict(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2 class names given for a model of 3 classes" in err[0], err
     assert not list(bad.iterdir())
+
+
+@pytest.mark.parametrize("output", ["out/", "out", "out.v2/"])
+def test_missing_output_folder_is_made_like_the_folder_of_a_missing_file(ckpt, tmp_path, output):
+    """One rule (issue 15 item 11): `-o new/model.onnx` makes new/, so `-o out/` (or a name without
+    a suffix) makes out/ too, when the files are written."""
+    rc = main([str(ckpt[0]), "--imgsz", SMALL, "--no-plugin", "--onnx-only", "-o", f"{tmp_path}/{output}",
+               "-q"])  # not tmp_path / output: Path drops the slash
+    assert rc == 0
+    folder = tmp_path / output.rstrip("/")
+    assert sorted(p.name for p in folder.iterdir()) == [f"{ckpt[0].stem}.json", f"{ckpt[0].stem}.onnx"]
+    assert read_onnx_meta(folder / f"{ckpt[0].stem}.onnx").flavour == "portable"
+
+
+def test_output_with_another_suffix_is_refused_before_any_work(ckpt, tmp_path, capsys):
+    assert main([str(ckpt[0]), "--imgsz", SMALL, "--onnx-only", "-o", str(tmp_path / "model.txt"),
+                 "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be a folder or a file name ending in .onnx" in err[0], err
+    assert not list(tmp_path.iterdir())
