@@ -32,7 +32,7 @@ import numpy as np
 from s2trt.errors import S2Error
 from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
 from s2trt.runtime.sinks import output_name
-from s2trt.runtime.sources import STREAM_SCHEMES, Frame, Source, open_capture, open_source
+from s2trt.runtime.sources import STREAM_SCHEMES, Frame, Source, _bgr, open_capture, open_source
 
 log = logging.getLogger(__name__)
 
@@ -315,13 +315,13 @@ class LiveReader(_Reader):
         self.st.begin()
         last_frame = time.monotonic()
         delay = self.opts.backoff_s
-        ever = False  # ever gave a frame
+        opened = False  # once opened, a failure to reopen is a drop to ride out, not a wrong address
         why = ""
         while not self.stop.is_set():
             try:
                 cap = self.opener(self.kind, self.item, self.opts.read_timeout_s)
             except S2Error as e:
-                if not ever:  # the first open: a wrong URL or camera index is said at once
+                if not opened:  # the first open: a wrong URL or camera index is said at once
                     self.first_error = e
                     if self.alone:  # the run's error says it, once
                         self.st.end("failed")
@@ -330,6 +330,7 @@ class LiveReader(_Reader):
                     return
                 why = f"reopening failed: {e}"
             else:
+                opened = True
                 try:
                     got = self._read(cap)
                 finally:
@@ -337,7 +338,7 @@ class LiveReader(_Reader):
                 if got < 0 or self.stop.is_set():
                     return
                 if got:
-                    ever, self.lost = True, True
+                    self.lost = True
                     last_frame, delay = time.monotonic(), self.opts.backoff_s
                 why = "the stream stalled or closed"
             waited = time.monotonic() - last_frame
@@ -401,14 +402,6 @@ class LiveReader(_Reader):
     @property
     def finished(self) -> bool:
         return self.done and self.slot is None
-
-
-def _bgr(img: np.ndarray) -> np.ndarray:
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    return img
 
 
 # --- the scheduler -----------------------------------------------------------------------------

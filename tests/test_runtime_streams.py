@@ -472,3 +472,13 @@ def test_an_unreadable_file_among_several_sources_ends_alone(tmp_path, capsys):
     assert [r["frame"] for r in _lines(out / "predictions.jsonl")] == list(range(5))
     assert count_frames(out / "v.mp4") == 5
     assert f"{bad}: not a readable image, this source ended" in capsys.readouterr().err
+
+
+def test_a_stream_that_opened_once_is_reopened_even_before_its_first_frame():
+    # Opens, gives nothing (a camera still starting), then refuses once: a drop to ride out, not a
+    # wrong address.
+    opener = scripted(FakeCap(0), S2Error("refused"), FakeCap(3))
+    ms = MultiSource(["rtsp://cam/a"], live=FAST, opener=opener)
+    got = list(ms)
+    assert got and int(got[-1].image[0, 0, 0]) == 2
+    assert ms.stats["rtsp://cam/a"].status == "lost"
