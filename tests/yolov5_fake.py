@@ -1,9 +1,14 @@
 """Write checkpoints in the exact pickle format of YOLOv5's train.py, without the yolov5 repo.
 
-Throw-away modules named `models.common`, `models.yolo` and `utils.*` are created in a temp dir;
+Throw-away modules named `models.common` and `models.yolo` are created in a temp dir;
 every module of an s2trt model is re-classed to the same-named class there, so the pickle names
 `models.yolo.DetectionModel`, `models.common.C3`, ... exactly as a real checkpoint does. The modules
 are removed from sys.modules afterwards, so loading cannot fall back on them.
+
+The layout follows checkpoints that the real train.py of yolov5 tags v6.0 and v7.0 wrote (with an
+S2Attention added to their models/common.py; torch 2.13, NumPy 1.23 and 2.2): the top-level keys of each
+release, `hyp` a plain dict, v6.0's float64 `class_weights` (a DoubleStorage), the best_fitness
+and optimizer NumPy values, and what strip_optimizer() sets to None.
 """
 
 from __future__ import annotations
@@ -35,31 +40,24 @@ class Detect(_y.Detect): pass
 class DetectionModel(_y.DetectionModel): pass
 Model = DetectionModel
 """
-_UTILS = """
-class Hyp(dict):
-    pass
-"""
 
 
 @contextlib.contextmanager
 def _fake_yolov5(root: Path, release: str):
     pkg = root / f"fake_yolov5_{release.replace('.', '_')}"
     (pkg / "models").mkdir(parents=True, exist_ok=True)
-    (pkg / "utils").mkdir(exist_ok=True)
     (pkg / "models" / "__init__.py").write_text("")
-    (pkg / "utils" / "__init__.py").write_text("")
     (pkg / "models" / "common.py").write_text(textwrap.dedent(_COMMON))
     yolo = _YOLO if release != "v6.0" else _YOLO.replace(
         "class DetectionModel(_y.DetectionModel): pass\nModel = DetectionModel",
         "class Model(_y.DetectionModel): pass")
     (pkg / "models" / "yolo.py").write_text(textwrap.dedent(yolo))
-    (pkg / "utils" / "general.py").write_text(textwrap.dedent(_UTILS))
     saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in ("models", "utils")}
     for k in saved:
         del sys.modules[k]
     sys.path.insert(0, str(pkg))
     try:
-        yield tuple(importlib.import_module(m) for m in ("models.common", "models.yolo", "utils.general"))
+        yield tuple(importlib.import_module(m) for m in ("models.common", "models.yolo"))
     finally:
         sys.path.remove(str(pkg))
         for k in [k for k in sys.modules if k.split(".")[0] in ("models", "utils")]:
@@ -117,14 +115,17 @@ def make_yolov5_checkpoint(tmp_path: Path, cfg: str | dict = "yolov5s-s2", nc: i
     tmp_path = Path(tmp_path)
     stem = f"{cfg if isinstance(cfg, str) else 'custom'}-{release}{'-stripped' if stripped else ''}"
     out = tmp_path / f"{stem}.pt"
-    with _fake_yolov5(tmp_path, release) as (common, yolo, general):
+    with _fake_yolov5(tmp_path, release) as (common, yolo):
         _reclass(model, common, yolo)
         model.names = names
         model.nc = nc
         if yaml is not None:  # what the pickle claims the architecture is
             model.yaml = yaml
-        model.hyp = general.Hyp(lr0=0.01, box=0.05)
-        model.class_weights = torch.ones(nc)
+        model.yaml_file = f"{cfg}.yaml" if isinstance(cfg, str) else "custom.yaml"
+        model.inplace = True
+        model.hyp = {"lr0": 0.01, "box": 0.05, "anchor_t": 4.0}
+        # v6.0 keeps labels_to_class_weights' float64 tensor (pickled as a DoubleStorage).
+        model.class_weights = torch.ones(nc, dtype=torch.float64 if release == "v6.0" else torch.float32)
         det = model.model[-1]
         # Grid caches as the release left them; the loader must never reuse them.
         det.grid = [torch.full((1, 3, 2, 2, 2), 7.0)] * det.nl
@@ -141,21 +142,34 @@ def make_yolov5_checkpoint(tmp_path: Path, cfg: str | dict = "yolov5s-s2", nc: i
             with torch.no_grad():
                 for p in model.parameters():
                     p.add_(0.25)
-        model.train()
+            model.train()
+        else:  # strip_optimizer(): the EMA model, frozen
+            for p in model.parameters():
+                p.requires_grad = False
         opt_state = None if stripped else {
             "state": {0: {"momentum_buffer": torch.zeros(3)}},
-            "param_groups": [{"lr": np.float64(0.01), "momentum": 0.937, "params": [0]}],
+            "param_groups": [{"lr": 0.01, "momentum": np.float64(0.937), "initial_lr": 0.01,
+                              "params": [0]}],
         }
+        best_fitness = None if stripped and release != "v6.0" else np.array([0.61])
         ckpt = {
             "epoch": -1 if stripped else 41,
-            "best_fitness": np.array([0.61]),
+            "best_fitness": best_fitness,
             "model": model,
             "ema": ema,
             "updates": None if stripped else 1234,
             "optimizer": opt_state,
-            "opt": {"imgsz": 640, "epochs": 300, "save_dir": "runs/train/exp", "cfg": "s2.yaml"},
-            "git": {"remote": "https://example.invalid/yolov5", "branch": "master"},
-            "date": "2026-11-25T12:00:00",
         }
+        if release == "v6.0":
+            ckpt["wandb_id"] = None
+            if stripped:
+                ckpt["training_results"] = None
+        else:
+            ckpt.update({
+                "opt": {"imgsz": 640, "epochs": 300, "save_dir": "runs/train/exp", "cfg": "s2.yaml",
+                        "hyp": dict(model.hyp)},
+                "git": {"remote": None, "branch": None, "commit": None},
+                "date": "2026-11-25T12:00:00",
+            })
         torch.save(ckpt, out)
     return out
