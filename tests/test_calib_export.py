@@ -40,6 +40,7 @@ def test_demo_int8_within_one_map50_point(data: Path, tmp_path: Path, capsys) ->
     assert set(acc["rows"]) == {"fp32", "fp16", "int8-percentile", "int8+fp16"}
     assert all(r["drop_mAP50"] <= 1.0 for r in acc["rows"].values())
     assert (tmp_path / "demo-int8-fp16.onnx").is_file()
+    assert f"{tmp_path / 'demo-int8-fp16.onnx'}" in out  # listed: the graph an engine is built from
 
 
 @pytest.mark.parametrize("extra, code, message", [
