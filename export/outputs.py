@@ -14,24 +14,6 @@ from s2trt.errors import S2Error
 from s2trt.meta import FILE_MODE
 
 
-def check_writable(folder: Path) -> None:
-    """Fail early, before minutes of work, when the output folder cannot take files.
-
-    A missing folder is made at commit time (like `runs/` in YOLOv5), so a failed export leaves no
-    empty folder behind; here its nearest existing parent must be a writable folder.
-    """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise S2Error(f"output folder {folder} is not a folder ({existing} is a file)")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise S2Error(f"cannot write to output folder {folder}: {e.strerror or e}") from None
-
-
 class StagedFiles:
     """Collect (path, bytes) pairs; commit() writes them all or none."""
 

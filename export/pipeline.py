@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from s2trt.errors import S2Error
 from s2trt.export import onnx_export, parity
 from s2trt.export.nms import NMSConfig
-from s2trt.export.outputs import StagedFiles, check_writable
+from s2trt.export.outputs import StagedFiles
 from s2trt.export.plugin_reference import OP_TYPE
-from s2trt.meta import ModelMeta, sidecar_path
+from s2trt.meta import ModelMeta, check_writable, sidecar_path
 
 if TYPE_CHECKING:
     import onnx

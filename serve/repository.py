@@ -18,12 +18,20 @@ import json
 import logging
 import os
 import re
+import shutil
 import site
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s2trt.errors import S2Error
-from s2trt.meta import ModelMeta, read_onnx_meta, read_sidecar, sidecar_path, write_bytes_atomic
+from s2trt.meta import (
+    ModelMeta,
+    check_writable,
+    read_onnx_meta,
+    read_sidecar,
+    sidecar_path,
+    write_bytes_atomic,
+)
 from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
@@ -284,6 +292,22 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
         raise S2Error(f"{model} has a fixed batch of {meta.batch}: the tensorrt_plan ensemble needs an "
                       f"engine built with --dynamic (its profile's max batch >= --max-batch "
                       f"{o.max_batch_size})")
+    check_writable(repo)
+    made = repo  # the outermost folder this export creates, removed again if it fails
+    while not made.parent.exists():
+        made = made.parent
+    existed = made.exists()
+    try:
+        return _write_repository(repo, o, meta, model_file, files, plugin, is_engine)
+    except OSError as e:  # read-only file system, disk full: one line, and no half-written repository
+        if not existed:
+            shutil.rmtree(made, ignore_errors=True)
+        raise S2Error(f"cannot write the model repository {repo}: {e.strerror or e}") from None
+
+
+def _write_repository(repo: Path, o: RepoOptions, meta: ModelMeta, model_file: str,
+                      files: dict[str, Path | bytes], plugin: tuple[str, bytes] | None,
+                      is_engine: bool) -> list[str]:
     repo.mkdir(parents=True, exist_ok=True)
     stage_py = {"model.py": _HERE / "triton_stage.py"}
     written = [DETECTOR]

@@ -381,3 +381,30 @@ def test_the_copied_library_is_the_bytes_whose_digest_was_checked(tmp_path, monk
     R.export_repository(engine, tmp_path / "repo", R.RepoOptions(plugin_lib=str(lib)))
     copy = tmp_path / "repo" / R.DETECTOR / "1" / lib.name
     assert not copy.exists() or hashlib.sha256(copy.read_bytes()).hexdigest() == recorded
+
+
+def test_s2serve_export_where_nothing_can_be_written_is_one_line(onnx_model, tmp_path, capsys):
+    from s2trt.serve.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["export", str(onnx_model), str(blocker / "repo")]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"s2serve: error: output folder {blocker / 'repo'} is not a folder ({blocker} is a file)")
+
+
+def test_a_write_failure_midway_is_one_line_and_leaves_no_repository(onnx_model, tmp_path, monkeypatch,
+                                                                     capsys):
+    """A read-only file system or a full disk while the models are written (the check before writing
+    passed): exit 1 with the reason, and the folder it created is gone."""
+    from s2trt.serve.cli import main
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(R, "_write_model", full)
+    repo = tmp_path / "new" / "repo"
+    assert main(["export", str(onnx_model), str(repo)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"s2serve: error: cannot write the model repository {repo}: No space left on device")
+    assert not (tmp_path / "new").exists()
