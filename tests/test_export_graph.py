@@ -113,3 +113,24 @@ def test_metadata_round_trips(dynamic_graph):
     back = ModelMeta.from_props(props)
     assert back.names == ["a", "b"] and back.imgsz == IMGSZ and back.batch == "dynamic"
     assert "torch" in back.versions and "onnx" in back.versions
+
+
+def test_reference_run_shows_users_no_overflow_warning():
+    """onnx.reference's Sigmoid overflows on large negative logits (to the right answer); the export's
+    --full-reference check must not print that RuntimeWarning to users."""
+    import warnings
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from s2trt.export.parity import run_reference
+
+    g = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (y,) = run_reference(model, np.array([[-1000.0, 0.0, 1000.0]], dtype=np.float32))
+    np.testing.assert_allclose(y, [[0.0, 0.5, 1.0]])
