@@ -16,7 +16,8 @@ ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt:24.08-py3
 ARG RUNTIME_IMAGE=nvcr.io/nvidia/tensorrt:24.08-py3
 
 FROM ${BASE_IMAGE} AS build
-ARG CUDA_ARCHS="80;86;89;90"
+# Empty: the plugin's own default list (T4 … H100 and PTX for newer GPUs); a Jetson passes 87.
+ARG CUDA_ARCHS=""
 # Empty: found where the base image keeps NvInfer.h (/usr/include/<arch>-linux-gnu on NGC and L4T).
 ARG TENSORRT_INCLUDE_DIR=""
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -24,7 +25,7 @@ WORKDIR /src
 COPY plugins/ plugins/
 RUN TRT_INC="${TENSORRT_INCLUDE_DIR:-$(dirname "$(find /usr/include /usr/local /opt -name NvInfer.h -print -quit)")}" \
     && cmake -S plugins -B plugins/build -DCMAKE_BUILD_TYPE=Release \
-        -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}" -DTENSORRT_INCLUDE_DIR="${TRT_INC}" \
+        ${CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}"} -DTENSORRT_INCLUDE_DIR="${TRT_INC}" \
     && cmake --build plugins/build -j"$(nproc)"
 COPY pyproject.toml README.md ./
 COPY core/ core/
