@@ -41,6 +41,11 @@ junk = st.recursive(
 class Thing(torch.nn.Module):
     """Pickled as `models.fuzz.Thing`: the loader sees it as a YOLOv5 class and makes a stand-in."""
 
+    def __repr__(self) -> str:
+        # nn.Module's repr walks _modules, which the strategy replaces with junk: Hypothesis must be
+        # able to print a falsifying example.
+        return f"Thing({sorted(self.__dict__)})"
+
 
 @contextlib.contextmanager
 def fuzz_module():
