@@ -237,6 +237,10 @@ class Runner:
                 try:
                     b = q_in.get(timeout=_POLL_S)
                 except queue.Empty:
+                    # A stalled stream must not hold the batch already on the GPU until its next frame.
+                    if self._pending is not None:
+                        q_out.put(self._collect(self._pending))
+                        self._pending = None
                     continue
                 if b is _END:
                     break

@@ -9,6 +9,8 @@ submit and collect from one thread.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from test_runtime_trt import FakeEngine, open_fake
@@ -111,3 +113,30 @@ def test_batches_larger_than_one_submit_take_the_splitting_path(tmp_path):
     backend, _ = open_fake(tmp_path, FakeEngine(profile=(1, 4, 4)))
     got, runner = run(backend, frames(9), batch=6)
     assert not runner.overlap and [i for i, _ in got] == list(range(9))
+
+
+def test_a_stalled_stream_still_gets_the_batch_already_submitted(tmp_path):
+    """A live stream that stops sending must not hold the last submitted batch's results until the
+    next frame (or the reconnect timeout): the caller collects it as soon as the input runs dry."""
+    backend, _ = open_fake(tmp_path, FakeEngine(profile=(1, 4, 8)))
+    written = threading.Event()
+    waited: list[bool] = []
+
+    class SignallingSink(ListSink):
+        def write(self, frame, dets):
+            super().write(frame, dets)
+            if len(self.got) == 4:
+                written.set()
+
+    def stalling():
+        fr = frames(8)
+        yield from fr[:4]
+        waited.append(written.wait(timeout=5))  # the stream stalls until batch 1 is written
+        yield from fr[4:]
+
+    sink = SignallingSink()
+    runner = Runner(backend, stalling(), sink, DetectOptions(conf_thres=0.0), batch=4)
+    assert runner.overlap
+    runner.run()
+    assert waited == [True]
+    assert [i for i, _ in sink.got] == list(range(8))
