@@ -246,7 +246,7 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
     try:
         import onnx
 
-        from s2trt.export.fp16 import fp32_islands
+        from s2trt.export.fp16 import elem_types, fp32_islands
     except ImportError:
         if not required:
             return None
@@ -262,7 +262,7 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise S2Error(f"{onnx_path} is not a readable ONNX file ({printable(reason, 200)})") from None
     island = fp32_islands(model)
-    types = _elem_types(model)
+    types = elem_types(model)
     names = [n.name for n in model.graph.node]
     patterns = []
     for node in sorted(model.graph.node, key=lambda n: n.name):
@@ -275,41 +275,6 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
         alone = all(m in island for m in names if m.startswith(node.name))
         patterns.append(node.name + "*" if alone else node.name)
     return patterns
-
-
-_INT64_OPS = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "NonMaxSuppression"}
-_BOOL_OPS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not",
-             "IsNaN", "IsInf"}
-
-
-def _elem_types(model: Any) -> dict[str, int]:
-    """The element type of every tensor. ONNX shape inference stops at an op it does not know (the
-    plugin node), and everything after it would have no type: there the types are carried forward
-    in graph order (integer ops by their definition, the rest like their first data input)."""
-    import onnx
-
-    g = onnx.shape_inference.infer_shapes(model).graph
-    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input, *g.output)
-             if v.type.tensor_type.elem_type}
-    types.update({t.name: t.data_type for t in g.initializer})
-    for node in g.node:
-        attrs = {a.name: a for a in node.attribute}
-        data = node.input[1:2] if node.op_type == "Where" else node.input
-        follow = next((types[i] for i in data if i in types), None)
-        for k, out in enumerate(node.output):
-            if not out or out in types:
-                continue
-            if node.op_type in _INT64_OPS or (node.op_type == "TopK" and k == 1):
-                types[out] = onnx.TensorProto.INT64
-            elif node.op_type in _BOOL_OPS:
-                types[out] = onnx.TensorProto.BOOL
-            elif node.op_type == "Cast":
-                types[out] = attrs["to"].i
-            elif node.op_type == "Constant" and "value" in attrs:
-                types[out] = attrs["value"].t.data_type
-            elif follow is not None:
-                types[out] = follow
-    return types
 
 
 def _use_timing_cache(config: Any, path: Path) -> None:

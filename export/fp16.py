@@ -140,7 +140,7 @@ class _Converter:
 
         self.model, self.graph, self.keep = model, model.graph, keep
         self.F16, self.F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
-        self.types = _elem_types(model)
+        self.types = elem_types(model)
         self.inits = {i.name: i for i in self.graph.initializer}
         self.now: dict[str, int] = {}  # float tensor -> its type in the new graph
         self.casts: dict[tuple[str, int], str] = {}
@@ -253,19 +253,36 @@ def _to_half(a: object) -> object:
         return np.asarray(a, np.float32).clip(-65504, 65504).astype(np.float16)
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor; a custom op's outputs take its first input's type."""
+_INT64_OPS = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "NonMaxSuppression"}
+_BOOL_OPS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Not",
+             "IsNaN", "IsInf"}
+
+
+def elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """The element type of every tensor. ONNX shape inference stops at an op it does not know (the
+    plugin node), and everything after it would have no type: there the types are carried forward
+    in graph order (integer ops by their definition, the rest like their first data input)."""
     import onnx
 
-    from s2trt.export.plugin_reference import OP_DOMAIN
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    g = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input, *g.output)
              if v.type.tensor_type.elem_type}
-    types.update({i.name: i.data_type for i in g.initializer})
+    types.update({t.name: t.data_type for t in g.initializer})
     for node in g.node:
-        if node.domain == OP_DOMAIN and node.input and node.input[0] in types:
-            for t in node.output:
-                types.setdefault(t, types[node.input[0]])
+        attrs = {a.name: a for a in node.attribute}
+        data = node.input[1:2] if node.op_type == "Where" else node.input
+        follow = next((types[i] for i in data if i in types), None)
+        for k, out in enumerate(node.output):
+            if not out or out in types:
+                continue
+            if node.op_type in _INT64_OPS or (node.op_type == "TopK" and k == 1):
+                types[out] = onnx.TensorProto.INT64
+            elif node.op_type in _BOOL_OPS:
+                types[out] = onnx.TensorProto.BOOL
+            elif node.op_type == "Cast":
+                types[out] = attrs["to"].i
+            elif node.op_type == "Constant" and "value" in attrs:
+                types[out] = attrs["value"].t.data_type
+            elif follow is not None:
+                types[out] = follow
     return types
