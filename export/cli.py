@@ -140,6 +140,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.int8 and not args.calib:
         parser.error("--int8 needs --calib SOURCE: the calibration images (a folder, a glob, a video "
                      "or a YOLO data yaml)")
+    if args.int8 and args.fp16:
+        parser.error("--int8 and --fp16 exclude each other: the INT8 export already writes an INT8+FP16 "
+                     "graph (<name>-int8-fp16.onnx, its unquantized layers in FP16), and that is what the "
+                     "engine is built from")
+    if args.batch < 1:
+        parser.error(f"--batch {args.batch} must be 1 or more")
     return args
 
 
@@ -147,15 +153,9 @@ def request(args: argparse.Namespace) -> Any:
     from s2trt.export.nms import NMSConfig
     from s2trt.export.pipeline import ExportRequest
 
-    if args.batch < 1:
-        raise S2Error(f"--batch {args.batch} must be 1 or more")
     if args.int8:
         from s2trt.calib.pipeline import check_int8_args
 
-        if args.fp16:
-            raise S2Error("--int8 and --fp16 exclude each other: the INT8 export already writes an "
-                          "INT8+FP16 graph (<name>-int8-fp16.onnx, its unquantized layers in FP16), and "
-                          "that is what the engine is built from")
         check_int8_args(args)  # a bad --calib fails now, not after the export
     nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
     return ExportRequest(weights=args.weights, cfg=args.cfg, names=args.names, imgsz=args.imgsz,

@@ -46,7 +46,7 @@ def test_demo_int8_within_one_map50_point(data: Path, tmp_path: Path, capsys) ->
 @pytest.mark.parametrize("extra, code, message", [
     ([], 2, "--int8 needs --calib"),  # the command line alone says so: a usage error
     (["--calib", "/nonexistent/images"], 1, "calibration source not found"),
-    (["--calib", "x", "--fp16"], 1, "--int8 and --fp16 exclude each other: the INT8 export already writes "
+    (["--calib", "x", "--fp16"], 2, "--int8 and --fp16 exclude each other: the INT8 export already writes "
                                     "an INT8+FP16 graph"),
 ])
 def test_bad_int8_options_fail_before_exporting(tmp_path: Path, capsys, extra: list[str], code: int,

@@ -272,6 +272,8 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     (["--nms", "--topk", "5000"], "at most 3840"),
     (["--topk", "0"], "use 1..3840"),
     (["--int8"], "--int8 needs --calib"),
+    (["--int8", "--calib", "imgs/", "--fp16"], "--int8 and --fp16 exclude each other"),
+    (["--batch", "0"], "--batch 0 must be 1 or more"),
 ])
 def test_bad_command_line_exits_2_before_any_work(ckpt, tmp_path, capsys, args, message):
     out = tmp_path / "out"
