@@ -416,13 +416,9 @@ class TrtBackend(BatchedBackend):
         for i, f in enumerate(frames):
             check_frame(f, i)
         if self._letterbox is not None:
-            try:
-                return self._submit_gpu_letterbox(frames, n, stride, pad_value, scaleup)
-            except S2Error as e:
-                if self._letterbox_required:
-                    raise
-                log.warning("GPU preprocessing off, frames are letterboxed on the CPU: %s", e)
-                self._letterbox = None
+            submitted = self._submit_gpu_letterbox(frames, n, stride, pad_value, scaleup)
+            if submitted is not None:
+                return submitted
         kw = {"stride": stride, "pad_value": pad_value, "scaleup": scaleup}
         infos: list[LetterboxInfo] = []
 
@@ -437,7 +433,9 @@ class TrtBackend(BatchedBackend):
         return self._submit_host(n, letterbox), infos
 
     def _submit_gpu_letterbox(self, frames: Sequence[np.ndarray], n: int, stride: int, pad_value: int,
-                              scaleup: bool) -> tuple[Pending, list[LetterboxInfo]]:
+                              scaleup: bool) -> tuple[Pending, list[LetterboxInfo]] | None:
+        """None when the letterbox kernel cannot run here (then it is off for good); the upload and
+        the enqueue are not the kernel's: their errors are the batch's, raised as they are."""
         from s2trt.runtime.gpu_preprocess import DeviceFrame
 
         slot = self._free_slot()
@@ -451,8 +449,16 @@ class TrtBackend(BatchedBackend):
             self.cuda.h2d(dev, host[:offset], self._upload)
         run = max(n, self.spec.min)
         placed += [placed[-1]] * (run - n)
-        infos = self._letterbox(placed, slot.dev_in, self.imgsz, half=self.input.dtype == np.float16,
-                                stream=self._upload, stride=stride, pad_value=pad_value, scaleup=scaleup)
+        try:
+            infos = self._letterbox(placed, slot.dev_in, self.imgsz, half=self.input.dtype == np.float16,
+                                    stream=self._upload, stride=stride, pad_value=pad_value,
+                                    scaleup=scaleup)
+        except S2Error as e:
+            if self._letterbox_required:
+                raise
+            log.warning("GPU preprocessing off, frames are letterboxed on the CPU: %s", e)
+            self._letterbox = None
+            return None
         return self._enqueue(slot, n, (run, 3, *self.imgsz), uploaded=True), list(infos[:n])
 
     def _staging(self, slot: _Slot, nbytes: int) -> tuple[np.ndarray, int]:

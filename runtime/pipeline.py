@@ -31,7 +31,7 @@ import numpy as np
 from s2trt.errors import S2Error
 from s2trt.runtime.backend import Backend, OverlappedBackend, decode
 from s2trt.runtime.postprocess import scale_boxes
-from s2trt.runtime.preprocess import LetterboxInfo, preprocess
+from s2trt.runtime.preprocess import LetterboxInfo, check_frame, preprocess
 from s2trt.runtime.sinks import Sinks
 from s2trt.runtime.sources import Frame
 from s2trt.runtime.stats import Stats
@@ -142,13 +142,18 @@ class Runner:
         """Start batch b on an overlapping backend; False if none of its frames could be taken."""
         t0 = time.perf_counter()
         if b.x is None:
+            # Frames are checked here so that only a bad frame takes the CPU path: an error of the
+            # backend itself (enqueue, CUDA) is the run's, and must not be retried frame by frame.
             try:
-                b.handle, b.infos = self.backend.submit_frames([f.image for f in b.frames],
-                                                               **self._letterbox)
+                for i, f in enumerate(b.frames):
+                    check_frame(f.image, i)
             except _FRAME_ERRORS:  # a bad frame: the batch on the CPU, that frame skipped alone
                 b.frames, b.x, b.infos = self._prep_each(b.frames)
                 if not b.frames:
                     return False
+            else:
+                b.handle, b.infos = self.backend.submit_frames([f.image for f in b.frames],
+                                                               **self._letterbox)
         if b.handle is None:
             b.handle = self.backend.submit(b.x)
         b.x = None

@@ -16,6 +16,7 @@ import pytest
 from test_runtime_trt import FakeEngine, open_fake
 from test_runtime_trt_overlap import FakeLetterbox
 
+from s2trt.errors import S2Error
 from s2trt.runtime.pipeline import DetectOptions, Runner
 from s2trt.runtime.preprocess import LetterboxInfo
 from s2trt.runtime.sources import Frame
@@ -140,3 +141,21 @@ def test_a_stalled_stream_still_gets_the_batch_already_submitted(tmp_path):
     runner.run()
     assert waited == [True]
     assert [i for i, _ in sink.got] == list(range(8))
+
+
+def test_a_backend_error_is_the_runs_not_a_bad_frame_retried_on_the_cpu(tmp_path):
+    engine = FakeEngine(profile=(1, 4, 8))
+    backend, _ = open_fake(tmp_path, engine, backend_kw={"letterbox": InfoLetterbox(engine)})
+    enqueues = []
+
+    def failing(stream):
+        enqueues.append(stream)
+        return False  # enqueueV3's failure (see test_runtime_trt_overlap)
+
+    backend.context.execute_async_v3 = failing
+    sink = ListSink()
+    runner = Runner(backend, frames(4), sink, DetectOptions(conf_thres=0.0), batch=4)
+    assert runner.gpu_letterbox
+    with pytest.raises(S2Error, match="TensorRT failed to run"):
+        runner.run()
+    assert len(enqueues) == 1 and not runner.problems and not sink.got

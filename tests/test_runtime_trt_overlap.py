@@ -558,3 +558,22 @@ def test_cuda_python_memory_on_a_gpu():
         assert (back == 7.0).all() and isinstance(mem.integrated, bool)
     finally:
         mem.close()
+
+
+def test_an_enqueue_failure_is_not_taken_for_a_gpu_letterbox_failure(tmp_path, caplog):
+    # enqueueV3 returns false on failure (NvInferRuntime.h 10.3.0 line 4256, IExecutionContext::enqueueV3:
+    # "return True if the kernels were enqueued successfully, false otherwise"): the batch's error,
+    # raised once; the letterbox kernel worked and stays on.
+    engine = FakeEngine(profile=(1, 4, 8))
+    backend, _ = open_fake(tmp_path, engine, backend_kw={"letterbox": FakeLetterbox(engine)})
+    enqueues = []
+
+    def failing(stream):
+        enqueues.append(stream)
+        return False
+
+    backend.context.execute_async_v3 = failing
+    with caplog.at_level(logging.WARNING), pytest.raises(S2Error, match="TensorRT failed to run"):
+        backend.submit_frames(frames())
+    assert len(enqueues) == 1
+    assert backend.preprocess_device == "gpu" and "GPU preprocessing off" not in caplog.text
