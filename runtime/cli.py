@@ -214,7 +214,7 @@ def _check_output_is_a_folder(out: Path, n: int) -> None:
     from s2trt.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
 
     if out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS and not out.is_dir():
-        raise UsageError(f"-o {out} names one file, but {n} sources give a file each: name a folder")
+        raise UsageError(f"-o {out} names one file, but {n} inputs give a file each: name a folder")
 
 
 def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_dir: Path | None,
@@ -296,7 +296,7 @@ def _run(a: argparse.Namespace) -> int:
     else:
         source = open_source(a.source[0], a.vid_stride, a.max_pixels)
     file_names = output_names(source.items)
-    if multi and a.output and len(source.items) > 1:
+    if a.output and len(source.items) > 1:  # a folder or glob gives several files as well
         _check_output_is_a_folder(Path(a.output), len(source.items))
     save_dir, out_file, jsonl = plan_outputs(a, source.items)
     check_outputs(a, source.items, save_dir, out_file, jsonl, file_names)

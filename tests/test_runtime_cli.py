@@ -320,3 +320,15 @@ def test_an_image_its_output_format_cannot_hold_is_not_saved_and_the_rest_go_on(
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "c.jpg", "predictions.jsonl"]
     assert [Path(r["source"]).name for r in read_jsonl(out / "predictions.jsonl")] == ["a.jpg", "b.pfm",
                                                                                         "c.jpg"]
+
+
+@pytest.mark.parametrize("glob", [False, True])
+def test_one_output_file_for_a_folder_of_images_is_a_usage_error(tmp_path, capsys, glob):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(src / f"{i}.jpg"), scene(i))
+    out = tmp_path / "out.mp4"
+    assert run(tmp_path, src / "*.jpg" if glob else src, "-o", out) == 2
+    assert "names one file, but 2 inputs give a file each: name a folder" in capsys.readouterr().err
+    assert not out.exists()

@@ -451,7 +451,7 @@ def test_sigterm_ends_an_endless_live_run_with_every_output_complete(tmp_path):
 def test_one_output_file_for_several_sources_is_a_usage_error(tmp_path, capsys):
     a, b = write_video(tmp_path / "a.mp4", 2), write_video(tmp_path / "b.mp4", 2)
     assert _s2infer(tmp_path, a, b, "-o", tmp_path / "out.mp4") == 2
-    assert "names one file, but 2 sources give a file each" in capsys.readouterr().err
+    assert "names one file, but 2 inputs give a file each" in capsys.readouterr().err
     assert not (tmp_path / "out.mp4").exists()
 
 
