@@ -245,6 +245,8 @@ def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_
             if _same_file(out, path):
                 shown = out if flag == "--save-json" or out == out_file else out.parent
                 raise UsageError(f"{flag} {shown} would overwrite {what} {path}: choose another output")
+    if out_file is not None and out_file.is_dir():
+        raise UsageError(f"-o {out_file} is a folder: name a file to write")
     if jsonl is not None and jsonl.is_dir():
         raise UsageError(f"--save-json {jsonl} is a folder: name a file (or give no PATH for "
                          "predictions.jsonl in the output folder)")

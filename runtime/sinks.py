@@ -97,6 +97,8 @@ def writes_in_place(path: str | Path) -> bool:
         st = os.stat(path)
     except OSError:
         return False
+    if stat.S_ISDIR(st.st_mode):  # not a stream either: the caller refuses it as a file to write
+        return False
     if not stat.S_ISREG(st.st_mode):
         return True
     # /dev/stdout redirected to a file is a regular file: known by the /dev or /proc links on the way

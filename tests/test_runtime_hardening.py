@@ -398,6 +398,7 @@ def test_which_outputs_are_written_in_place(tmp_path):
     link.symlink_to("/dev/stdout")
     assert [writes_in_place(p) for p in ("-", "/dev/null", fifo, link, "/proc/self/fd/2")] == [True] * 5
     assert not writes_in_place(plain) and not writes_in_place(tmp_path / "new.jsonl")
+    assert not writes_in_place(tmp_path)  # a folder is no pipe or device
     if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):  # a plain file that lives in /dev
         with tempfile.NamedTemporaryFile(dir="/dev/shm", suffix=".jsonl") as f:
             assert not writes_in_place(f.name)
@@ -408,6 +409,14 @@ def test_save_json_onto_a_folder_is_refused_up_front(tmp_path, capsys):
     cv2.imwrite(str(img), scene(0))
     assert run(tmp_path, img, "--save-json", tmp_path) == 2
     assert f"--save-json {tmp_path} is a folder" in last_error_line(capsys.readouterr().err)
+
+
+def test_output_file_onto_an_existing_folder_is_refused_up_front(tmp_path, capsys):
+    video, out = write_video(tmp_path / "v.mp4", 3), tmp_path / "out.mp4"
+    out.mkdir()
+    assert run(tmp_path, video, "-o", out) == 2
+    assert f"-o {out} is a folder: name a file" in last_error_line(capsys.readouterr().err)
+    assert not any(out.iterdir())
     assert not (tmp_path / "runs").exists()
 
 
