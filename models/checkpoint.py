@@ -318,7 +318,9 @@ def _module_state(root: Any, path: Any) -> OrderedDict[str, Any]:
         return S2Error(f"{path}: malformed YOLOv5 checkpoint ({what})")
 
     def table(d: dict, key: str, prefix: str) -> dict:
-        t = d.get(key) or {}
+        # `or {}` would ask a stored tensor for its truth value: a RuntimeError, not this one line.
+        t = d.get(key)
+        t = {} if t is None else t
         if not isinstance(t, dict) or not all(isinstance(k, str) and k for k in t):
             raise bad(f"{prefix or 'the model'}'s {key} is {brief(t)}")
         return t
@@ -329,7 +331,8 @@ def _module_state(root: Any, path: Any) -> OrderedDict[str, Any]:
             raise bad(f"{prefix or 'the model'} is a {type(m).__name__}, not a module")
         if depth > _MAX_DEPTH or len(out) > _MAX_TENSORS:
             raise bad(f"modules nested deeper than {_MAX_DEPTH} or more than {_MAX_TENSORS} tensors")
-        skip = d.get("_non_persistent_buffers_set") or set()
+        skip = d.get("_non_persistent_buffers_set")
+        skip = set() if skip is None else skip
         if not isinstance(skip, (set, frozenset)):
             raise bad(f"{prefix}_non_persistent_buffers_set is {brief(skip)}")
         tensors = list(table(d, "_parameters", prefix).items())

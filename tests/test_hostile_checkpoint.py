@@ -271,3 +271,16 @@ def test_parameter_count_is_checked_before_building():
     d["head"] = [[[3], 1, "Detect", ["nc", "anchors"]]]
     with pytest.raises(S2Error, match=r"describes 453 M parameters, more than s2trt's limit"):
         DetectionModel(d)
+
+
+@pytest.mark.parametrize("key", ["_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"])
+def test_a_tensor_where_the_module_keeps_a_table_is_one_error(tmp_path, key):
+    """Found by the property above: a stored tensor in place of a module's table was asked for its truth
+    value (`or {}`), a RuntimeError (exit 70) instead of the loader's one line."""
+    model = tiny_tree()
+    model.__dict__[key] = torch.zeros(2)
+    path = tmp_path / "odd.pt"
+    with fuzz_module():
+        torch.save({"model": model, "ema": None}, path)
+    with pytest.raises(S2Error, match="malformed YOLOv5 checkpoint"):
+        load_checkpoint(path)
