@@ -282,7 +282,7 @@ def _run(a: argparse.Namespace) -> int:
 
     from s2trt.runtime.pipeline import DetectOptions, Runner
     from s2trt.runtime.sinks import Sinks
-    from s2trt.runtime.sources import open_source
+    from s2trt.runtime.sources import open_source, shown
     from s2trt.runtime.streams import LiveOptions, MultiSource, is_multi, output_names
 
     _quiet_opencv(a.verbose)
@@ -345,7 +345,7 @@ def _run(a: argparse.Namespace) -> int:
     finally:
         backend.close()
     if stats.frames == 0:
-        raise S2Error(f"no frame could be read from {' '.join(a.source)}")
+        raise S2Error(f"no frame could be read from {' '.join(map(shown, a.source))}")
     return 0
 
 

@@ -33,7 +33,7 @@ from s2trt.runtime.backend import Backend, OverlappedBackend, decode
 from s2trt.runtime.postprocess import scale_boxes
 from s2trt.runtime.preprocess import LetterboxInfo, check_frame, preprocess
 from s2trt.runtime.sinks import Sinks
-from s2trt.runtime.sources import Frame
+from s2trt.runtime.sources import Frame, shown
 from s2trt.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Runner:
             try:
                 x, info = preprocess([f.image], self.backend.imgsz, **self._letterbox)
             except _FRAME_ERRORS as e:
-                what = f.source if f.kind == "image" else f"{f.source}: frame {f.index}"
+                what = shown(f.source) if f.kind == "image" else f"{shown(f.source)}: frame {f.index}"
                 msg = f"{what}: {_one_line(e)}, skipped"
                 self.problems.append(msg)
                 log.warning("%s", msg)

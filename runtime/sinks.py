@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.runtime.sources import Frame
+from s2trt.runtime.sources import Frame, shown
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def output_name(kind: str, source: str) -> str:
     if kind == "camera":
         return f"camera{source}.mp4"
     if kind == "stream":
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.split("://", 1)[-1]).strip("_")[:60]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", shown(source).split("://", 1)[-1]).strip("_")[:60]
         return f"{stem or 'stream'}.mp4"
     p = Path(source)
     if kind != "image":
@@ -303,7 +303,7 @@ class Sinks:
                 if frame.last and self.concurrent:  # published now, not when every source has ended
                     self._close_video(frame.source, True)
         if self.show:
-            cv2.imshow(frame.source, img)
+            cv2.imshow(shown(frame.source), img)
             cv2.waitKey(1)
 
     def _video(self, frame: Frame, img: np.ndarray) -> VideoSink:

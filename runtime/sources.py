@@ -29,6 +29,8 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 STREAM_TIMEOUT_MS = 10000
 MAX_PIXELS_HINT = "raise it with --max-pixels"
 MAX_READ_FAILURES = 30  # consecutive undecodable frames before a video is given up as truncated
+# A URL's user:password@ (up to the last @ before the path: a password may hold an unescaped @).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
 @dataclass
@@ -157,6 +159,12 @@ def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None
                       f"of {max_pixels / 1e6:g} megapixels ({MAX_PIXELS_HINT})")
 
 
+def shown(item: str) -> str:
+    """A source as logged, tabled and used in file names: a stream URL without its credentials,
+    which must not reach logs or shared output folders. The stream itself is opened with item."""
+    return _USERINFO.sub(r"\1", item)
+
+
 def open_capture(kind: str, item: str) -> cv2.VideoCapture:
     if kind == "camera":
         cap = cv2.VideoCapture(int(item))
@@ -171,7 +179,7 @@ def open_capture(kind: str, item: str) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(item)
     if not cap.isOpened():
         what = "stream" if kind == "stream" else "video"
-        raise S2Error(f"cannot open {what} {item} (unreachable, unsupported codec or not a video)")
+        raise S2Error(f"cannot open {what} {shown(item)} (unreachable, unsupported codec or not a video)")
     return cap
 
 

@@ -32,7 +32,15 @@ import numpy as np
 from s2trt.errors import S2Error
 from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
 from s2trt.runtime.sinks import output_name
-from s2trt.runtime.sources import STREAM_SCHEMES, Frame, Source, _bgr, open_capture, open_source
+from s2trt.runtime.sources import (
+    STREAM_SCHEMES,
+    Frame,
+    Source,
+    _bgr,
+    open_capture,
+    open_source,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +85,7 @@ def open_live(kind: str, item: str, timeout_s: float) -> Capture:
     cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
                                                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     if not cap.isOpened():
-        raise S2Error(f"cannot open stream {item} (unreachable, unsupported codec or not a video)")
+        raise S2Error(f"cannot open stream {shown(item)} (unreachable, unsupported codec or not a video)")
     return cap
 
 
@@ -112,11 +120,12 @@ class SourceStats:
 
 
 def format_table(stats: Sequence[SourceStats]) -> str:
-    width = max([len("source"), *(len(s.source) for s in stats)])
+    names = [shown(s.source) for s in stats]
+    width = max([len("source"), *map(len, names)])
     width = min(width, 60)
     lines = [f"{'source':<{width}}{'frames':>8}{'FPS':>8}{'dropped':>9}{'reconnects':>12}  status"]
-    for s in stats:
-        name = s.source if len(s.source) <= width else "…" + s.source[-(width - 1):]
+    for s, name in zip(stats, names, strict=True):
+        name = name if len(name) <= width else "…" + name[-(width - 1):]
         lines.append(f"{name:<{width}}{s.frames:>8}{s.fps:>8.1f}{s.dropped:>9}{s.reconnects:>12}  "
                      f"{s.status}")
     return "\n".join(lines)
@@ -302,6 +311,7 @@ class LiveReader(_Reader):
                  max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_live, alone: bool = False):
         super().__init__(wake, stop)
         self.kind, self.item, self.st, self.opts, self.alone = kind, item, st, opts, alone
+        self.shown = shown(item)  # in messages: the URL without its credentials
         self.problems, self.vid_stride, self.max_pixels, self.opener = (problems, vid_stride,
                                                                          max_pixels, opener)
         self.lock = threading.Lock()
@@ -343,11 +353,11 @@ class LiveReader(_Reader):
                 why = "the stream stalled or closed"
             waited = time.monotonic() - last_frame
             if waited >= self.opts.reconnect_timeout_s:
-                self._fail(f"{self.item}: no frame for {waited:.0f} s ({why}), gave up after "
+                self._fail(f"{self.shown}: no frame for {waited:.0f} s ({why}), gave up after "
                            f"{self.st.reconnects} reconnect(s)", status="lost")
                 return
             wait = min(delay, self.opts.reconnect_timeout_s - waited)  # a last try at the deadline
-            log.warning("%s: %s; reconnecting in %.1f s", self.item, why, wait)
+            log.warning("%s: %s; reconnecting in %.1f s", self.shown, why, wait)
             if self.stop.wait(wait):
                 break
             delay = min(delay * 2, self.opts.max_backoff_s)
@@ -371,14 +381,14 @@ class LiveReader(_Reader):
                 continue
             h, w = img.shape[:2]
             if h * w > self.max_pixels:
-                self._fail(f"{self.item}: frames of {w}x{h} are {w * h / 1e6:.1f} megapixels, above "
+                self._fail(f"{self.shown}: frames of {w}x{h} are {w * h / 1e6:.1f} megapixels, above "
                            f"the limit of {self.max_pixels / 1e6:g} megapixels (raise it with "
                            "--max-pixels)")
                 return -1
             if self.lost:
                 self.lost = False
                 self.st.reconnects += 1
-                log.warning("%s: reconnected", self.item)
+                log.warning("%s: reconnected", self.shown)
             frame = Frame(_bgr(img), self.item, self.index, self.kind, fps, time.perf_counter() - t0)
             self.index += 1
             kept += 1
@@ -441,7 +451,7 @@ class MultiSource:
                 self.stats.setdefault(self._key[item], SourceStats(self._key[item], k))
         dup = _first_duplicate(item for _, item in self.items)
         if dup is not None:  # a folder and a file in it, say: their frames could not be told apart
-            raise S2Error(f"{dup} is given twice (directly and through a folder, glob or .streams)")
+            raise S2Error(f"{shown(dup)} is given twice (directly and through a folder, glob or .streams)")
         totals = [lane.total for k, lane in self.lanes if k == "file"]
         live = any(k != "file" for k, _ in self.lanes)
         self.total = None if live or None in totals else sum(totals)

@@ -18,7 +18,7 @@ from s2trt.errors import S2Error
 from s2trt.runtime.backend_ort import OrtBackend
 from s2trt.runtime.pipeline import DetectOptions, Runner
 from s2trt.runtime.sinks import record
-from s2trt.runtime.sources import open_source
+from s2trt.runtime.sources import open_source, shown
 from s2trt.runtime.streams import (
     LiveOptions,
     MultiSource,
@@ -110,7 +110,7 @@ def scripted(*steps):
     opened = []
 
     def opener(kind, item, timeout_s):
-        step = next(it, S2Error(f"cannot open stream {item}"))
+        step = next(it, S2Error(f"cannot open stream {shown(item)}"))  # as open_live says it
         if isinstance(step, Exception):
             raise step
         opened.append(step)
@@ -482,3 +482,27 @@ def test_a_stream_that_opened_once_is_reopened_even_before_its_first_frame():
     got = list(ms)
     assert got and int(got[-1].image[0, 0, 0]) == 2
     assert ms.stats["rtsp://cam/a"].status == "lost"
+
+
+def test_stream_credentials_never_reach_logs_tables_or_file_names(caplog):
+    url = "rtsp://admin:s3cr@t@cam.example:554/live?ch=1"
+    assert shown(url) == "rtsp://cam.example:554/live?ch=1"
+    for kept in ("rtsp://cam/a@b", "imgs/me@home.jpg", "0", "rtsp://cam/x?u=a@b"):
+        assert shown(kept) == kept  # an @ after the host, or outside a URL, is no credential
+    opened = []
+    steps = scripted(FakeCap(3), S2Error("refused"), FakeCap(2, first=3))
+
+    def opener(kind, item, timeout_s):
+        opened.append(item)
+        return steps(kind, item, timeout_s)
+
+    opts = LiveOptions(read_timeout_s=0.5, reconnect_timeout_s=0.3, backoff_s=0.02, max_backoff_s=0.1)
+    ms = MultiSource([url], live=opts, opener=opener)
+    with caplog.at_level(logging.WARNING):
+        got = list(ms)
+    assert got and set(opened) == {url}  # the stream itself is opened with its credentials
+    assert "reconnected" in caplog.text and ms.problems
+    shown_text = "\n".join([caplog.text, *ms.problems, ms.table()])
+    assert "cam.example:554/live" in shown_text
+    assert "admin" not in shown_text and "s3cr" not in shown_text
+    assert output_names([("stream", url)]) == {url: "cam.example_554_live_ch_1.mp4"}
