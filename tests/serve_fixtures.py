@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -119,3 +122,18 @@ def successes(server: object) -> float:
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     return sum(float(x.split()[-1]) for x in text.splitlines()
                if x.startswith("nv_inference_request_success"))
+
+
+def http_status(url: str, method: str = "GET", body: dict | None = None, key: str | None = None) -> int:
+    """The HTTP status Triton answers, with the s2serve admin key header when given."""
+    from s2trt.serve.server import ADMIN_HEADER
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if key is not None:
+        req.add_header(ADMIN_HEADER, key)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code

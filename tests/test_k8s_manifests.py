@@ -149,17 +149,6 @@ def test_autoscaling_series_exist_in_tritons_metrics():
         assert series in rules["metricsQuery"] and series in S.METRICS  # S.METRICS: checked on a real server
 
 
-def http_status(url: str, key: str | None = None) -> int:
-    req = urllib.request.Request(url)
-    if key:
-        req.add_header(S.ADMIN_HEADER, key)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 @pytest.mark.skipif(not F.have_tritonserver(), reason=F.NO_SERVER)
 def test_the_deployments_arguments_run_on_a_real_tritonserver(exported):
     """The container's args as they are (Triton 2.51 accepts their syntax), with the repository, the
@@ -180,9 +169,9 @@ def test_the_deployments_arguments_run_on_a_real_tritonserver(exported):
                                        *([f"--backend-directory={backend_dir}"] if backend_dir else [])]
     with srv:
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-            assert http_status(e.http_url + container()[probe]["httpGet"]["path"]) == 200
-        assert http_status(e.http_url + "/v2/logging") == 403
-        assert http_status(e.http_url + "/v2/logging", key) == 200
+            assert F.http_status(e.http_url + container()[probe]["httpGet"]["path"]) == 200
+        assert F.http_status(e.http_url + "/v2/logging") == 403
+        assert F.http_status(e.http_url + "/v2/logging", key=key) == 200
         from s2trt.serve.client import TritonClient
 
         with TritonClient(e.grpc_url) as client:

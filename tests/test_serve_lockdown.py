@@ -4,14 +4,11 @@ refused without the admin key (inference still served), loopback by default, the
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,15 +37,7 @@ def server(repo):
 
 
 def http(server, method: str, path: str, body: dict | None = None, key: str | None = None) -> int:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(server.endpoints.http_url + path, data=data, method=method)
-    if key is not None:
-        req.add_header(S.ADMIN_HEADER, key)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return F.http_status(server.endpoints.http_url + path, method, body, key)
 
 
 # Triton 2.51's HTTP routes (docs: protocol/extension_{logging,trace,shared_memory,model_repository}.md).
