@@ -516,10 +516,6 @@ class MultiSource:
     def table(self) -> str:
         return format_table(list(self.stats.values()))
 
-    @property
-    def dropped(self) -> int:
-        return sum(s.dropped for s in self.stats.values())
-
 
 def _first_duplicate(items: Iterator[str]) -> str | None:
     seen: set[str] = set()
