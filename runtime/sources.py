@@ -183,8 +183,10 @@ def open_capture(kind: str, item: str) -> cv2.VideoCapture:
     return cap
 
 
-def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
-    """Parse a source argument the way YOLOv5's detect.py does."""
+def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+                alone: bool = True) -> Source:
+    """Parse a source argument the way YOLOv5's detect.py does. `alone`: the run's only source, so a
+    lone video that cannot be opened fails here; among others it fails alone when it is read."""
     if vid_stride < 1:
         raise S2Error("--vid-stride must be 1 or more")
     if re.fullmatch(r"\d+", spec):
@@ -207,12 +209,12 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
              if Path(f).is_file()]
     if not items:
         raise S2Error(f"{spec} matches no files")
-    return Source(items, vid_stride, max_pixels, total=_count(items, vid_stride))
+    return Source(items, vid_stride, max_pixels, total=_count(items, vid_stride, alone))
 
 
-def _count(items: list[tuple[str, str]], vid_stride: int) -> int | None:
-    """Frames the items will give, when every one can tell; a lone video that cannot be opened fails
-    here, before the model is loaded."""
+def _count(items: list[tuple[str, str]], vid_stride: int, alone: bool = True) -> int | None:
+    """Frames the items will give, when every one can tell; the run's lone video that cannot be
+    opened fails here, before the model is loaded."""
     total: int | None = 0
     for kind, path in items:
         if kind == "image":
@@ -221,7 +223,7 @@ def _count(items: list[tuple[str, str]], vid_stride: int) -> int | None:
         try:
             cap = open_capture(kind, path)
         except S2Error:
-            if len(items) == 1:
+            if alone and len(items) == 1:
                 raise
             total = None
             continue

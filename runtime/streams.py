@@ -435,8 +435,11 @@ class MultiSource:
         self.items: list[tuple[str, str]] = []
         self.stats: dict[str, SourceStats] = {}
         self._key: dict[str, str] = {}  # each input -> its row in stats
-        for spec in expand_specs(specs):
-            src = open_source(spec, vid_stride, max_pixels)  # files are checked before the model loads
+        expanded = expand_specs(specs)
+        for spec in expanded:
+            # Files are checked before the model loads; a video that cannot be opened among other
+            # sources is left to its reader, which reports it and ends that source alone.
+            src = open_source(spec, vid_stride, max_pixels, alone=len(expanded) == 1)
             kind = src.items[0][0]
             if kind in LIVE_KINDS:
                 self.lanes.append((kind, src.items[0][1]))

@@ -506,3 +506,27 @@ def test_stream_credentials_never_reach_logs_tables_or_file_names(caplog):
     assert "cam.example:554/live" in shown_text
     assert "admin" not in shown_text and "s3cr" not in shown_text
     assert output_names([("stream", url)]) == {url: "cam.example_554_live_ch_1.mp4"}
+
+
+def test_a_video_that_cannot_be_opened_among_several_sources_fails_alone(tmp_path, capsys):
+    # README: videos that cannot be opened "are skipped alone" in multi-source runs.
+    video, bad = write_video(tmp_path / "v.mp4", 5), tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    assert _s2infer(tmp_path, bad, video, "--save-json", "-v") == 0
+    out = tmp_path / "runs" / "exp"
+    assert [r["frame"] for r in _lines(out / "predictions.jsonl")] == list(range(5))
+    assert count_frames(out / "v.mp4") == 5
+    err = capsys.readouterr().err
+    assert f"cannot open video {bad}" in err and "this source ended" in err
+    table = err[err.index("per source:"):].splitlines()
+    rows = [ln.split() for ln in table[2:] if ln.startswith(("/", "…"))]  # long paths are cut short
+    assert [(r[0].rsplit("/", 1)[-1], r[-1]) for r in rows] == [("bad.mp4", "failed"), ("v.mp4", "ended")]
+
+
+def test_a_lone_video_that_cannot_be_opened_fails_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(S2Error, match="cannot open video"):
+        MultiSource([str(bad)])
+    assert _s2infer(tmp_path, bad) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("s2infer: error: cannot open video")
