@@ -46,27 +46,27 @@ __attribute__((constructor)) static void s2trt_test_constructor(void)
 """
 
 
-@pytest.fixture(scope="module")
-def ctor_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_library(factory: pytest.TempPathFactory, name: str, source: str) -> Path:
+    """lib<name>.so built from C source in a fresh temporary folder."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build a test shared library")
-    d = tmp_path_factory.mktemp("ctor")
-    (d / "ctor.c").write_text(CTOR_SOURCE)
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(d / "libctor.so"), str(d / "ctor.c")], check=True)
-    return d / "libctor.so"
+    d = factory.mktemp(name)
+    (d / f"{name}.c").write_text(source)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(d / f"lib{name}.so"), str(d / f"{name}.c")], check=True)
+    return d / f"lib{name}.so"
+
+
+@pytest.fixture(scope="module")
+def ctor_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_library(tmp_path_factory, "ctor", CTOR_SOURCE)
 
 
 @pytest.fixture(scope="module")
 def other_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another library with a constructor that leaves another trace."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to build a test shared library")
-    d = tmp_path_factory.mktemp("other")
-    (d / "other.c").write_text(CTOR_SOURCE.replace("constructor ran", "another library ran"))
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(d / "libother.so"), str(d / "other.c")], check=True)
-    return d / "libother.so"
+    source = CTOR_SOURCE.replace("constructor ran", "another library ran")
+    return shared_library(tmp_path_factory, "other", source)
 
 
 @pytest.fixture
