@@ -104,16 +104,6 @@ def long_video(path: Path, frames: int = 3000, size: tuple[int, int] = (96, 80))
     return path
 
 
-def video_frames(path: Path) -> int:
-    """Frames that decode, counted by reading them (container headers may be wrong or missing)."""
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
 def successes(server: object) -> float:
     """nv_inference_request_success summed over the server's models (Prometheus text format)."""
     import urllib.request

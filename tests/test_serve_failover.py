@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
+from test_runtime_support import count_frames
 
 from s2trt.errors import S2Error
 
@@ -122,7 +123,7 @@ def test_kill_9_mid_video_no_frame_lost_results_identical(servers, video, tmp_pa
 
     assert proc.returncode == 0, err
     assert (run / "p.jsonl").read_text() == (ref / "p.jsonl").read_text()  # every frame, exactly once
-    assert F.video_frames(run / "out.mp4") == FRAMES
+    assert count_frames(run / "out.mp4") == FRAMES
     assert f"Triton server {victim.endpoints.grpc_url} failed" in err
     row = next(x for x in err.splitlines() if x.startswith(victim.endpoints.grpc_url))
     assert row.split()[-1] == "down" and int(row.split()[-3]) >= 1  # its unanswered requests re-sent
@@ -148,7 +149,7 @@ def test_all_servers_killed_one_clear_error_outputs_so_far_complete(servers, vid
     records = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert 0 < len(records) < FRAMES
     assert [r["frame"] for r in records] == list(range(len(records)))  # in order, none missing
-    assert F.video_frames(tmp_path / "out.mp4") == len(records)
+    assert count_frames(tmp_path / "out.mp4") == len(records)
 
 
 def test_a_server_that_stops_answering_is_left_and_rejoins(servers):
