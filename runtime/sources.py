@@ -165,7 +165,9 @@ def shown(item: str) -> str:
     return _USERINFO.sub(r"\1", item)
 
 
-def open_capture(kind: str, item: str) -> cv2.VideoCapture:
+def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000) -> cv2.VideoCapture:
+    """Open a video, camera or network stream. A stream's open and each read give up after
+    timeout_s, so an unreachable host fails fast and a stalled stream returns from grab()."""
     if kind == "camera":
         cap = cv2.VideoCapture(int(item))
         if not cap.isOpened():
@@ -173,8 +175,9 @@ def open_capture(kind: str, item: str) -> cv2.VideoCapture:
                           "program, and is the index right?)")
         return cap
     if kind == "stream":  # an unreachable host must not hang the run: FFmpeg waits 30 s+ otherwise
-        cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
-                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
+        ms = max(int(timeout_s * 1000), 1)
+        cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     else:
         cap = cv2.VideoCapture(item)
     if not cap.isOpened():

@@ -76,19 +76,6 @@ class Capture(Protocol):
 Opener = Callable[[str, str, float], Capture]
 
 
-def open_live(kind: str, item: str, timeout_s: float) -> Capture:
-    """Open a camera or network stream; a stream's open and each read give up after timeout_s, so a
-    stalled stream returns from grab() instead of hanging its reader."""
-    if kind == "camera":
-        return open_capture(kind, item)
-    ms = max(int(timeout_s * 1000), 1)
-    cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
-    if not cap.isOpened():
-        raise S2Error(f"cannot open stream {shown(item)} (unreachable, unsupported codec or not a video)")
-    return cap
-
-
 @dataclass
 class SourceStats:
     """One source's counters, shown in the end-of-run table (the images of a folder or glob share
@@ -308,7 +295,7 @@ class LiveReader(_Reader):
 
     def __init__(self, kind: str, item: str, st: SourceStats, opts: LiveOptions, problems: list[str],
                  wake: threading.Event, stop: threading.Event, vid_stride: int = 1,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_live, alone: bool = False):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_capture, alone: bool = False):
         super().__init__(wake, stop)
         self.kind, self.item, self.st, self.opts, self.alone = kind, item, st, opts, alone
         self.shown = shown(item)  # in messages: the URL without its credentials
@@ -425,7 +412,7 @@ class MultiSource:
 
     def __init__(self, specs: Sequence[str], vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
                  live: LiveOptions | None = None, report_s: float | None = None,
-                 opener: Opener = open_live):
+                 opener: Opener = open_capture):
         self.live = live or LiveOptions()
         self.live.check()
         self.vid_stride, self.max_pixels, self.report_s, self.opener = (vid_stride, max_pixels,

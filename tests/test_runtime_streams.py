@@ -110,7 +110,7 @@ def scripted(*steps):
     opened = []
 
     def opener(kind, item, timeout_s):
-        step = next(it, S2Error(f"cannot open stream {shown(item)}"))  # as open_live says it
+        step = next(it, S2Error(f"cannot open stream {shown(item)}"))  # as open_capture says it
         if isinstance(step, Exception):
             raise step
         opened.append(step)
