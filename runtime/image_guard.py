@@ -245,3 +245,10 @@ def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: s
     if w * h > max_pixels:
         raise S2Error(f"{what}: {w}x{h} is {w * h / 1e6:.1f} megapixels, above the limit of "
                       f"{max_pixels / 1e6:g} megapixels" + (f" ({hint})" if hint else ""))
+
+
+def check_frame_pixels(w: int, h: int, max_pixels: int, what: str, hint: str = "") -> None:
+    """The same limit for decoded video or stream frames, whose size the container reports."""
+    if w * h > max_pixels:
+        raise S2Error(f"{what}: frames of {w}x{h} are {w * h / 1e6:.1f} megapixels, above the limit of "
+                      f"{max_pixels / 1e6:g} megapixels" + (f" ({hint})" if hint else ""))

@@ -18,7 +18,12 @@ import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_image_bytes, image_size_from_header
+from s2trt.runtime.image_guard import (
+    DEFAULT_MAX_PIXELS,
+    check_frame_pixels,
+    check_image_bytes,
+    image_size_from_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +158,11 @@ def _bgr(img: np.ndarray) -> np.ndarray:
 
 def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None:
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    if w * h > max_pixels:
+    try:
+        check_frame_pixels(w, h, max_pixels, item, MAX_PIXELS_HINT)
+    except S2Error:
         cap.release()
-        raise S2Error(f"{item}: frames of {w}x{h} are {w * h / 1e6:.1f} megapixels, above the limit "
-                      f"of {max_pixels / 1e6:g} megapixels ({MAX_PIXELS_HINT})")
+        raise
 
 
 def shown(item: str) -> str:

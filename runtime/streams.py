@@ -30,9 +30,10 @@ import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
+from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_frame_pixels
 from s2trt.runtime.sinks import output_name
 from s2trt.runtime.sources import (
+    MAX_PIXELS_HINT,
     STREAM_SCHEMES,
     Frame,
     Source,
@@ -367,10 +368,10 @@ class LiveReader(_Reader):
             if not ok or img is None or img.size == 0:
                 continue
             h, w = img.shape[:2]
-            if h * w > self.max_pixels:
-                self._fail(f"{self.shown}: frames of {w}x{h} are {w * h / 1e6:.1f} megapixels, above "
-                           f"the limit of {self.max_pixels / 1e6:g} megapixels (raise it with "
-                           "--max-pixels)")
+            try:
+                check_frame_pixels(w, h, self.max_pixels, self.shown, MAX_PIXELS_HINT)
+            except S2Error as e:
+                self._fail(str(e))
                 return -1
             if self.lost:
                 self.lost = False
