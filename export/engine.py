@@ -297,7 +297,7 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
         raise S2Error(f"{onnx_path} does not exist")
     meta = _source_metadata(onnx_path, required=True)
     plugin_lib = _prepare_plugin(trt, meta, opts, onnx_path)
-    plugin_sha256 = tc.file_sha256(plugin_lib) if plugin_lib else None
+    plugin_sha256 = tc.plugin_library_sha256(plugin_lib) if plugin_lib else None
     tc.select_device(opts.device)
     use_device = getattr(opts.calibrator, "use_device", None)
     if use_device is not None:  # a calibrator made before --device was known holds device-0 memory

@@ -38,11 +38,12 @@ PLUGIN_BUILD_CMD = ("cmake -S plugins -B plugins/build -DTENSORRT_INCLUDE_DIR=<T
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _T = TypeVar("_T")
-# ctypes handles of loaded plugin libraries: kept so a library is loaded once per process.
-_loaded_plugins: dict[Path, ctypes.CDLL] = {}
-# SHA-256 -> the private copy of a library beside an engine whose digest was checked (one per
-# process: a second copy would be a second file, which the dynamic loader would load again).
-_checked_copies: dict[str, Path] = {}
+# A library as given (resolved) -> (the private copy the loader opened, its SHA-256, the ctypes
+# handle): kept so a library is loaded once per process.
+_loaded_plugins: dict[Path, tuple[Path, str, ctypes.CDLL]] = {}
+# SHA-256 -> the private copy of those bytes (one per process: a second copy would be a second file,
+# which the dynamic loader would load again).
+_copies: dict[str, Path] = {}
 
 
 def for_trt(min_major: int | None = None, max_major: int | None = None) -> Callable[[_T], _T]:
@@ -187,14 +188,6 @@ def shipped_plugin_library() -> Path | None:
     return None
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | None,
                           explicit: str | Path | None) -> Path | None:
     """The plugin library the runtime may load for an engine: --plugin-lib, else $S2TRT_PLUGIN_LIB,
@@ -216,7 +209,7 @@ def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | Non
         beside = Path(engine_path).parent / Path(name).name
         if beside.is_file():
             try:
-                copy = _checked_copy(beside, digest)
+                copy, _ = _private_copy(beside, digest)
             except OSError as e:
                 log.warning("%s cannot be read (%s): not loaded", printable(beside),
                             printable(e.strerror or type(e).__name__))
@@ -228,54 +221,79 @@ def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | Non
     return shipped_plugin_library()
 
 
-def _checked_copy(path: Path, digest: str) -> Path | None:
+def _private_copy(path: Path, digest: str | None = None) -> tuple[Path | None, str]:
     """The bytes of `path`, hashed as they are copied into an anonymous in-memory file of this
-    process (memfd), as the path that opens it; None when their SHA-256 is not `digest`.
+    process (memfd): (the path that opens the copy, their SHA-256); the copy is None when `digest`
+    is given and the bytes' SHA-256 is another.
 
-    dlopen reads a file again by its path: had the checked file itself been loaded, whoever can
-    write the engine's folder could replace it between the check and the load. Nobody else can
-    write the memfd, and unlike a copy under /tmp it loads where /tmp is mounted noexec (Docker's
-    --tmpfs default)."""
-    if digest in _checked_copies:
-        return _checked_copies[digest]
+    The loader maps the file it opens, and a file rewritten in place (`cp` over it, a rebuild)
+    changes what is mapped under the running process: its relocated pages revert to the file's, and
+    the process crashes at the latest when it exits. Nobody else can write the memfd, so the bytes
+    hashed are the bytes that run, and unlike a copy under /tmp it loads where /tmp is mounted
+    noexec (Docker's --tmpfs default)."""
+    if digest in _copies:
+        return _copies[digest], digest
     fd = os.memfd_create(path.name, os.MFD_CLOEXEC)
     h = hashlib.sha256()
-    with open(path, "rb") as src, open(fd, "wb", closefd=False) as dst:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            h.update(block)
-            dst.write(block)
-    if h.hexdigest() != digest:
+    try:
+        with open(path, "rb") as src, open(fd, "wb", closefd=False) as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                h.update(block)
+                dst.write(block)
+    except BaseException:
         os.close(fd)
-        return None
-    # The descriptor stays open for the life of the process: the path names it.
-    copy = Path(f"/proc/self/fd/{fd}")
-    _checked_copies[digest] = copy
-    return copy
+        raise
+    sha = h.hexdigest()
+    if digest is not None and sha != digest:
+        os.close(fd)
+        return None, sha
+    if sha in _copies:  # the same bytes under another name: loaded once
+        os.close(fd)
+    else:  # the descriptor stays open for the life of the process: the path names it
+        _copies[sha] = Path(f"/proc/self/fd/{fd}")
+    return _copies[sha], sha
 
 
 def load_plugin_library(path: str | Path | None, required: bool) -> Path | None:
-    """Load the plugin library globally (its creators register with TensorRT on load)."""
+    """Load the plugin library globally (its creators register with TensorRT on load), from a
+    private copy of its bytes (see _private_copy); the library as given (resolved) is returned, and
+    plugin_library_sha256 tells the digest of what was loaded."""
     lib = Path(path).expanduser() if path else default_plugin_library()
     if lib is None:
         if not required:
             return None
         raise S2Error(f"the {PLUGIN_NAME} plugin library was not found (no --plugin-lib, ${PLUGIN_ENV} "
                       f"unset, no plugins/build/{PLUGIN_LIB_NAME}): build it with `{PLUGIN_BUILD_CMD}`")
-    if lib not in _checked_copies.values():  # /proc/self/fd/N resolves to no file
+    if lib not in _copies.values():  # /proc/self/fd/N resolves to no file
         lib = lib.resolve()
     if lib in _loaded_plugins:
         return lib
     if not lib.is_file():
         raise S2Error(f"plugin library {printable(lib)} does not exist: build it with `{PLUGIN_BUILD_CMD}` "
                       f"or point --plugin-lib / ${PLUGIN_ENV} at it")
+    if lib in _copies.values():
+        copy, sha = lib, next(d for d, c in _copies.items() if c == lib)
+    else:
+        try:
+            copy, sha = _private_copy(lib)
+        except OSError as e:
+            raise S2Error(f"cannot read plugin library {printable(lib)} "
+                          f"({printable(e.strerror or type(e).__name__)})") from None
     try:
-        _loaded_plugins[lib] = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        handle = ctypes.CDLL(str(copy), mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = reason.replace(str(copy), str(lib))
         raise S2Error(f"cannot load plugin library {printable(lib)} ({printable(reason)}): rebuild it "
                       f"against the TensorRT installed here with `{PLUGIN_BUILD_CMD}`") from None
+    _loaded_plugins[lib] = (copy, sha, handle)
     log.info("loaded plugin library %s", lib)
     return lib
+
+
+def plugin_library_sha256(lib: Path) -> str:
+    """The SHA-256 of the bytes load_plugin_library loaded for `lib`, whatever the file holds now."""
+    return _loaded_plugins[lib][1]
 
 
 def check_plugin_registered(trt: Any, name: str = PLUGIN_NAME, version: str = PLUGIN_VERSION,
@@ -288,7 +306,8 @@ def check_plugin_registered(trt: Any, name: str = PLUGIN_NAME, version: str = PL
     registry = trt.get_plugin_registry()
     creator = registry.get_creator(name, version, namespace)
     if creator is None and library is not None:
-        registry.load_library(str(library))
+        # The loaded copy: the path given would be a second file to the loader, loaded again.
+        registry.load_library(str(_loaded_plugins[library][0] if library in _loaded_plugins else library))
         creator = registry.get_creator(name, version, namespace)
     if creator is None:
         where = (f"{printable(library)} is loaded but registers no such creator: rebuild it against TensorRT "

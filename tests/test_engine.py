@@ -8,12 +8,14 @@ test_trt_api.py.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import logging
 import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -530,6 +532,32 @@ def test_plugin_library_loads_globally(plugin_so: Path) -> None:
     assert ctypes.CDLL(None).s2trt_engine_test_marker() == 42
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_plugin_library_rewritten_in_place_while_loaded(plugin_so: Path, tmp_path: Path) -> None:
+    """`cp` or a rebuild over the loaded library (truncate, then write) drops the relocated pages of
+    a file the loader mapped: the process jumped to an unrelocated address when it exited (SIGSEGV,
+    exit 139, after every test had passed). A private copy is loaded, so nothing changes under it."""
+    lib = tmp_path / tc.PLUGIN_LIB_NAME
+    shutil.copy(plugin_so, lib)
+    script = textwrap.dedent(f"""
+        import ctypes, sys
+        from pathlib import Path
+        from s2trt.runtime import trt_compat as tc
+        lib = Path({str(lib)!r})
+        tc.load_plugin_library(lib, required=True)
+        digest = tc.plugin_library_sha256(lib.resolve())
+        lib.write_bytes(lib.read_bytes() + b"rebuilt")
+        assert ctypes.CDLL(None).s2trt_engine_test_marker() == 42
+        print(digest)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == hashlib.sha256(plugin_so.read_bytes()).hexdigest() != _sha256(lib)
+
+
 def test_plugin_library_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(S2Error, match=r"does not exist: build it with `cmake -S plugins -B plugins/build"):
         tc.load_plugin_library(tmp_path / "libs2trt_plugins.so", required=False)
@@ -552,10 +580,14 @@ def test_plugin_registry_check(plugin_so: Path) -> None:
     key = ("S2SplitAttention", "1", "s2trt")
     tc.check_plugin_registered(FakeTRT("10.3.0", creators=(key,)))
     trt = FakeTRT("11.4.0")
+    lib = tc.load_plugin_library(plugin_so, required=True)
     with pytest.raises(S2Error, match=r"no plugin s2trt::S2SplitAttention version 1: .*libfake\.so is loaded "
                                       r"but registers no such creator: rebuild it against TensorRT 11\.4\.0"):
-        tc.check_plugin_registered(trt, library=plugin_so)
-    assert trt.loaded_libraries == [str(plugin_so)]  # tried getCreators()-style registration first
+        tc.check_plugin_registered(trt, library=lib)
+    # Tried getCreators()-style registration first, on the copy that was loaded: the file's own path
+    # would be a second library to the loader.
+    (registered,) = trt.loaded_libraries
+    assert registered.startswith("/proc/self/fd/") and _sha256(Path(registered)) == _sha256(plugin_so)
     with pytest.raises(S2Error, match="load the plugin library with --plugin-lib"):
         tc.check_plugin_registered(trt)
 
@@ -595,7 +627,7 @@ def test_sidecar_digest_is_of_the_library_the_build_loaded(monkeypatch: pytest.M
     lib = tmp_path / "lib" / tc.PLUGIN_LIB_NAME
     lib.parent.mkdir()
     shutil.copy(plugin_so, lib)
-    loaded = tc.file_sha256(lib)
+    loaded = _sha256(lib)
     sidecar_path(onnx_file).write_text(json.dumps({"plugin": "S2SplitAttention", "flavour": "tensorrt"}))
     meta = ModelMeta(names=NAMES, imgsz=[64, 64], flavour="tensorrt", plugin="S2SplitAttention")
     monkeypatch.setattr(eng, "read_onnx_meta", lambda p: meta)
@@ -615,7 +647,7 @@ def test_sidecar_digest_is_of_the_library_the_build_loaded(monkeypatch: pytest.M
 
     trt.Builder = builder
     side = _build(monkeypatch, trt, onnx_file, EngineOptions(plugin_lib=lib))
-    assert side["plugin_sha256"] == loaded != tc.file_sha256(lib)
+    assert side["plugin_sha256"] == loaded != _sha256(lib)
 
 
 # ------------------------------------------------------------------------------ engine/machine check
@@ -626,14 +658,12 @@ def _sidecar(version: str = "10.3.0", gpu: str = "Orin", cc: str = "8.7", **kw: 
 
 
 def test_engine_sidecar_fields(plugin_so: Path) -> None:
-    import hashlib
-
     side = tc.engine_sidecar(SimpleNamespace(__version__="10.3.0.26"), "fp16", plugin_so,
-                             tc.file_sha256(plugin_so), {"names": NAMES, "precision": "fp32"})
+                             _sha256(plugin_so), {"names": NAMES, "precision": "fp32"})
     assert side["names"] == NAMES and side["precision"] == "fp16" and side["tensorrt_version"] == "10.3.0"
     # The library by file name and digest, never the build machine's path (README, "Plugin loading").
     assert (side["gpu"], side["compute_capability"], side["plugin_library"]) == ("Orin", "8.7", "libfake.so")
-    assert side["plugin_sha256"] == hashlib.sha256(plugin_so.read_bytes()).hexdigest()
+    assert side["plugin_sha256"] == _sha256(plugin_so)
     assert side["built_at"].endswith("+00:00")
 
 

@@ -370,17 +370,19 @@ def test_the_copied_library_is_the_bytes_whose_digest_was_checked(tmp_path, monk
     (tmp_path / "e").mkdir()
     engine = _plugin_engine(tmp_path / "e", lib)
     recorded = json.loads((tmp_path / "e" / "m.engine.json").read_text())["plugin_sha256"]
-    real = no_plugin_elsewhere.file_sha256
+    real_read = Path.read_bytes
 
-    def checked_then_rebuilt(path):
-        digest = real(path)
-        Path(path).write_bytes(b"\x7fELF rebuilt meanwhile")
-        return digest
+    def read_then_rebuilt(self):
+        data = real_read(self)
+        if self == lib:
+            lib.write_bytes(b"\x7fELF rebuilt meanwhile")
+        return data
 
-    monkeypatch.setattr(no_plugin_elsewhere, "file_sha256", checked_then_rebuilt)
+    monkeypatch.setattr(Path, "read_bytes", read_then_rebuilt)
     R.export_repository(engine, tmp_path / "repo", R.RepoOptions(plugin_lib=str(lib)))
     copy = tmp_path / "repo" / R.DETECTOR / "1" / lib.name
-    assert not copy.exists() or hashlib.sha256(copy.read_bytes()).hexdigest() == recorded
+    assert hashlib.sha256(real_read(copy)).hexdigest() == recorded
+    assert real_read(lib) == b"\x7fELF rebuilt meanwhile"  # the rebuild happened after the one read
 
 
 def test_s2serve_export_where_nothing_can_be_written_is_one_line(onnx_model, tmp_path, capsys):

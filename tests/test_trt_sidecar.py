@@ -82,7 +82,7 @@ def _nothing_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
     monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path / "checkout")
     monkeypatch.setattr(tc, "gpu_info", lambda device=0: (None, None))
-    monkeypatch.setattr(tc, "_checked_copies", {})  # each test's library is a file of its own
+    monkeypatch.setattr(tc, "_copies", {})  # each test's library is a file of its own
 
 
 def _copy(lib: Path, folder: Path, name: str = tc.PLUGIN_LIB_NAME) -> Path:
