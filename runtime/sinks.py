@@ -218,7 +218,7 @@ def record(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> dict:
     """The JSONL schema: one frame, its size, and parallel lists of boxes, scores, classes and names."""
     cls = [int(c) for c in dets[:, 5]]
     return {
-        "source": frame.source,
+        "source": shown(frame.source),  # results files are shared: a stream without its credentials
         "frame": frame.index,
         "width": int(frame.image.shape[1]),
         "height": int(frame.image.shape[0]),

@@ -148,9 +148,11 @@ def expand_specs(specs: Sequence[str]) -> list[str]:
         out += read_streams_file(spec) if spec.lower().endswith(STREAMS_SUFFIX) else [spec]
     seen: set[str] = set()
     for spec in out:
-        if spec in seen:  # its frames could not be told apart in the outputs
-            raise S2Error(f"source {spec} is given twice")
-        seen.add(spec)
+        # Its frames could not be told apart in the outputs, which name a stream without its
+        # credentials: the same stream with other credentials is the same source.
+        if shown(spec) in seen:
+            raise S2Error(f"source {shown(spec)} is given twice")
+        seen.add(shown(spec))
     return out
 
 

@@ -506,6 +506,11 @@ def test_stream_credentials_never_reach_logs_tables_or_file_names(caplog):
     assert "cam.example:554/live" in shown_text
     assert "admin" not in shown_text and "s3cr" not in shown_text
     assert output_names([("stream", url)]) == {url: "cam.example_554_live_ch_1.mp4"}
+    # Results files are shared too: the JSONL names the stream as the logs do.
+    rec = record(got[0], np.zeros((0, 6), np.float32), NAMES)
+    assert rec["source"] == "rtsp://cam.example:554/live?ch=1"
+    with pytest.raises(S2Error, match=r"^source rtsp://cam\.example:554/live\?ch=1 is given twice$"):
+        expand_specs([url, "rtsp://viewer:other@cam.example:554/live?ch=1"])
 
 
 def test_a_video_that_cannot_be_opened_among_several_sources_fails_alone(tmp_path, capsys):
