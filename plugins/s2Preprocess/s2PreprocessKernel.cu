@@ -10,6 +10,8 @@
  */
 #include "s2PreprocessKernel.h"
 
+#include "../common/s2trtConvert.cuh"
+
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -38,20 +40,7 @@ struct FrameBatch
     FrameDesc f[kFramesPerLaunch];
 };
 
-template <typename T>
-__device__ __forceinline__ T fromLevel(float v);
-
-template <>
-__device__ __forceinline__ float fromLevel<float>(float v)
-{
-    return v;
-}
-
-template <>
-__device__ __forceinline__ __half fromLevel<__half>(float v)
-{
-    return __float2half_rn(v);
-}
+using s2trt::fromFloat;
 
 // cv2's source indices and fixed-point weights (sum about 2048) for resized coordinate d along an axis of
 // n source pixels: the coordinate in double rounded to float, weights rounded half to even.
@@ -111,9 +100,9 @@ __global__ void __launch_bounds__(kThreads) letterboxKernel(
         }
     }
     T* o = out + int64_t(blockIdx.y) * 3 * plane + p;
-    o[0] = fromLevel<T>(level[2] * toUnit); // R
-    o[plane] = fromLevel<T>(level[1] * toUnit);
-    o[2 * plane] = fromLevel<T>(level[0] * toUnit);
+    o[0] = fromFloat<T>(level[2] * toUnit); // R
+    o[plane] = fromFloat<T>(level[1] * toUnit);
+    o[2 * plane] = fromFloat<T>(level[0] * toUnit);
 }
 
 // Python's round(): half to even.

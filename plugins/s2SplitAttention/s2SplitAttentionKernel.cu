@@ -18,6 +18,8 @@
  */
 #include "s2SplitAttentionKernel.h"
 
+#include "../common/s2trtConvert.cuh"
+
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -42,30 +44,8 @@ constexpr int kHiddenBatch = 8;
 constexpr int kAttendBatch = 4;
 constexpr size_t kWorkspaceAlign = 256;
 
-__device__ __forceinline__ float toFloat(float v)
-{
-    return v;
-}
-
-__device__ __forceinline__ float toFloat(__half v)
-{
-    return __half2float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T fromFloat(float v);
-
-template <>
-__device__ __forceinline__ float fromFloat<float>(float v)
-{
-    return v;
-}
-
-template <>
-__device__ __forceinline__ __half fromFloat<__half>(float v)
-{
-    return __float2half_rn(v);
-}
+using s2trt::fromFloat;
+using s2trt::toFloat;
 
 // V consecutive elements moved as one aligned load/store (16 bytes when V * sizeof(T) == 16).
 template <typename T, int V>
