@@ -1,9 +1,11 @@
-"""Small inputs for the calib tests: a random-weight YOLOv5n-S2 ONNX and synthetic labelled images."""
+"""Small inputs for the calib tests (a random-weight YOLOv5n-S2 ONNX, synthetic labelled images) and
+the graph walks their Q/DQ checks share."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -91,3 +93,32 @@ def write_video(path: Path, n: int, size: tuple[int, int] = (96, 128)) -> Path:
         writer.write(np.full((h, w, 3), 10 * i, np.uint8))
     writer.release()
     return path
+
+
+def readers(model: Any) -> dict[str, list]:
+    """Tensor name -> the nodes of an ONNX graph that read it."""
+    out: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def concat_quantizers(model: Any) -> dict[str, set[tuple[float, int]]]:
+    """For each Concat that reads dequantized tensors: the (scale, zero point) of every Q and DQ
+    around it (its inputs' pairs and the Qs reading its output). TensorRT elides the Concat only when
+    these compare equal (developer guide, "Q/DQ Layer-Placement Recommendations")."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    prod = {o: n for n in model.graph.node for o in n.output}
+    after = readers(model)
+    out: dict[str, set[tuple[float, int]]] = {}
+    for cat in (n for n in model.graph.node if n.op_type == "Concat"):
+        dqs = [prod[t] for t in cat.input if t in prod and prod[t].op_type == "DequantizeLinear"
+               and prod[t].input[0] not in inits]
+        if dqs:
+            nodes = [*dqs, *(prod[d.input[0]] for d in dqs),
+                     *(r for r in after.get(cat.output[0], []) if r.op_type == "QuantizeLinear")]
+            out[cat.name] = {(float(inits[n.input[1]]), int(inits[n.input[2]])) for n in nodes}
+    return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from calib_helpers import export_random_model, write_images
+from calib_helpers import concat_quantizers, export_random_model, readers, write_images
 
 from s2trt.calib.data import Preprocessing, open_reader
 from s2trt.calib.qdq import find_detect_nodes, mixed_int8_fp16, quantize_qdq
@@ -52,10 +52,7 @@ def test_qdq_pairs_are_fp16_without_casts(graphs) -> None:
     assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 19
     types = _types(m)
     prod = {o: n for n in m.graph.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in m.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    after = readers(m)
     qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
     dqs = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
     assert len(qs) > 50 and len(dqs) > 100
@@ -65,9 +62,9 @@ def test_qdq_pairs_are_fp16_without_casts(graphs) -> None:
         assert types[q.input[0]] == types[q.input[1]], q.name
     for dq in dqs:
         assert types[dq.input[1]] == types[dq.output[0]], dq.name
-        assert all(r.op_type != "Cast" for r in readers[dq.output[0]]), dq.name
+        assert all(r.op_type != "Cast" for r in after[dq.output[0]]), dq.name
         # Every pair that feeds a convolution is FP16: the INT8 conv writes FP16 for FP16 compute.
-        if any(r.op_type == "Conv" for r in readers[dq.output[0]]):
+        if any(r.op_type == "Conv" for r in after[dq.output[0]]):
             assert types[dq.output[0]] == F16, dq.name
     # Only data movement between a DQ and a Q that also feeds an FP32 island stays FP32 (the S2
     # shifts' slices, whose third branch the attention weights in FP32).
@@ -119,19 +116,7 @@ def test_concats_still_compare_equal_scales(graphs) -> None:
     """Item 4's Concat rule survives the FP16 conversion: TensorRT compares the scales of the Q/DQ
     pairs around a Concat for equality, whether a pair is FP16 or stays FP32 (at an FP32 island)."""
     _, _, m = graphs
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
-    prod = {o: n for n in m.graph.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in m.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    checked = 0
-    for cat in (n for n in m.graph.node if n.op_type == "Concat"):
-        dqs = [prod[t] for t in cat.input if t in prod and prod[t].op_type == "DequantizeLinear"]
-        if not dqs:
-            continue
-        checked += 1
-        nodes = [*dqs, *(prod[d.input[0]] for d in dqs),
-                 *(r for r in readers.get(cat.output[0], []) if r.op_type == "QuantizeLinear")]
-        assert len({float(inits[n.input[1]]) for n in nodes}) == 1, cat.name
-    assert checked == 23
+    per_concat = concat_quantizers(m)
+    assert len(per_concat) == 23
+    for name, params in per_concat.items():
+        assert len(params) == 1, (name, params)

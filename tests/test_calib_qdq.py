@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from calib_helpers import export_random_model, write_images
+from calib_helpers import concat_quantizers, export_random_model, readers, write_images
 
 from s2trt.calib.data import Preprocessing, open_reader
 from s2trt.calib.qdq import (
@@ -193,11 +193,6 @@ def _dq_source(model: onnx.ModelProto, tensor: str):
     return prod[dq.input[0]], dq
 
 
-def _qparams(model: onnx.ModelProto, node) -> tuple[float, int]:
-    inits = _inits(model)
-    return float(inits[node.input[1]]), int(inits[node.input[2]])
-
-
 def _from_conv(model: onnx.ModelProto, tensor: str) -> bool:
     """Computed by a Conv, through its SiLU (x * Sigmoid(x)), looking through a Q/DQ pair."""
     prod = _producers(model)
@@ -214,21 +209,11 @@ def test_every_concat_reads_its_inputs_at_one_scale(quantized) -> None:
     Q it meets has the same scale (developer guide, Q/DQ placement: "scales of Q1 and Q2 are compared
     for equality"); the YOLOv5 recipe gives every Concat input the Concat output's quantizer."""
     _, _, q = quantized
-    consumers: dict[str, list] = {}
-    for n in q.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    checked = 0
-    for cat in (n for n in q.graph.node if n.op_type == "Concat"):
-        pairs = [p for t in cat.input if (p := _dq_source(q, t)) is not None]
-        if not pairs:
-            continue
-        checked += 1
-        params = {_qparams(q, node) for qq, dq in pairs for node in (qq, dq)}
-        params |= {_qparams(q, c) for c in consumers.get(cat.output[0], []) if c.op_type == "QuantizeLinear"}
-        assert len(params) == 1, (cat.name, params)
+    per_concat = concat_quantizers(q)
     # Every Concat of the backbone, neck and shifts reads INT8 (the Detect decode's stay float).
-    assert checked == 23
+    assert len(per_concat) == 23
+    for name, params in per_concat.items():
+        assert len(params) == 1, (name, params)
 
 
 def test_residual_adds_quantize_only_the_skip(quantized) -> None:
@@ -237,10 +222,7 @@ def test_residual_adds_quantize_only_the_skip(quantized) -> None:
     skip input's Q/DQ is what lets the fused Conv+Add write INT8. The recipe quantizes the Bottleneck
     skip with cv1's input quantizer: here the very same Q/DQ pair."""
     _, _, q = quantized
-    readers: dict[str, list] = {}
-    for n in q.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    after = readers(q)
     residual = [n for n in q.graph.node if n.op_type == "Add"
                 and any(_from_conv(q, t) for t in n.input) and len(n.input) == 2
                 and all(_from_conv(q, t) or _dq_source(q, t) for t in n.input)]
@@ -250,6 +232,6 @@ def test_residual_adds_quantize_only_the_skip(quantized) -> None:
         assert sum(p is not None for p in pairs) == 1, add.name
         skip = next(t for t, p in zip(add.input, pairs, strict=True) if p is not None)
         branch = next(t for t, p in zip(add.input, pairs, strict=True) if p is None)
-        assert _from_conv(q, branch) and [r.name for r in readers[branch]] == [add.name]
+        assert _from_conv(q, branch) and [r.name for r in after[branch]] == [add.name]
         # The skip's dequantized tensor also feeds the next convolution (Bottleneck cv1).
-        assert any(r.op_type == "Conv" for r in readers[skip]), add.name
+        assert any(r.op_type == "Conv" for r in after[skip]), add.name
