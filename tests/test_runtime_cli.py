@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import IMGSZ, NAMES, count_frames, scene, tiny_models, write_video
+from test_runtime_support import IMGSZ, NAMES, count_frames, scene, signal_mid_run, tiny_models, write_video
 
 from s2trt.runtime.backend import decode
 from s2trt.runtime.backend_ort import OrtBackend
@@ -201,13 +200,7 @@ def test_ctrl_c_leaves_playable_video_and_valid_jsonl(tmp_path):
            "--conf-thres", CONF]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = out / ".predictions.partial.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if partial.exists() and partial.stat().st_size > 2000:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    signal_mid_run(proc, lambda: partial.exists() and partial.stat().st_size > 2000, signal.SIGINT, 60)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "s2infer: interrupted" in err and "Traceback" not in err

@@ -13,14 +13,13 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import count_frames, scene, tiny_models, write_video
+from test_runtime_support import count_frames, scene, signal_mid_run, tiny_models, write_video
 
 from s2trt.runtime.cli import main
 
@@ -347,13 +346,7 @@ def test_sigterm_finishes_the_outputs_and_exits_143(tmp_path):
     out = tmp_path / "o"
     proc = spawn(tmp_path, video, "-o", out, "--save-json")
     partial = out / ".predictions.partial.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if partial.exists() and partial.stat().st_size > 2000:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "finished before it could be terminated"
-    proc.send_signal(signal.SIGTERM)
+    signal_mid_run(proc, lambda: partial.exists() and partial.stat().st_size > 2000, signal.SIGTERM, 120)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert last_error_line(err) == "s2infer: terminated"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from stream_fixtures import TsServer, make_clip, needs_ffmpeg
-from test_runtime_support import NAMES, count_frames, tiny_models, write_video
+from test_runtime_support import NAMES, count_frames, signal_mid_run, tiny_models, write_video
 
 from s2trt.errors import S2Error
 from s2trt.runtime.backend_ort import OrtBackend
@@ -429,13 +429,8 @@ def test_sigterm_ends_an_endless_live_run_with_every_output_complete(tmp_path):
              str(out), "--save-json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=tmp_path)
         partial = out / ".predictions.partial.jsonl"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if partial.exists() and partial.read_text().count(server.url) >= 20:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "ended before it could be terminated"
-        proc.send_signal(signal.SIGTERM)
+        signal_mid_run(proc, lambda: partial.exists() and partial.read_text().count(server.url) >= 20,
+                       signal.SIGTERM, 120)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "s2infer: terminated"

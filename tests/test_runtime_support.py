@@ -9,8 +9,11 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
+import subprocess
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -110,3 +113,15 @@ def count_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
+
+
+def signal_mid_run(proc: subprocess.Popen, ready: Callable[[], bool], sig: int, wait_s: float) -> None:
+    """Send `sig` to `proc` once ready() says the run has got far enough (within wait_s), failing
+    the test when the run ended before it could be signalled."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be signalled"
+    proc.send_signal(sig)
