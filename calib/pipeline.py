@@ -234,7 +234,7 @@ def trt_calibrator(onnx_path: Path, args: argparse.Namespace | Int8Options,
     """A TensorRT ≤ 10 calibrator (entropy or minmax) over the same images, for EngineOptions.
 
     TensorRT calibrates a dynamic-batch network at the opt shape of its calibration profile, so
-    with the builder's `engine_options` the batches are made that size. After the build, the
+    with the builder's `engine_options` the batches are made that size, on its --device. After the build, the
     calibrator's `error` holds what stopped calibration, if anything did.
     """
     from s2trt.calib.trt_calibrator import make_calibrator
@@ -248,4 +248,5 @@ def trt_calibrator(onnx_path: Path, args: argparse.Namespace | Int8Options,
         if profile is not None:
             o = replace(o, batch=profile[1][0])
     method = DEFAULT_TRT_METHOD.value if o.method in (None, ALL_METHODS) else o.method
-    return make_calibrator(onnx_path, _reader(Path(onnx_path), meta, o), method, o.cache)
+    device = engine_options.device if engine_options is not None else 0
+    return make_calibrator(onnx_path, _reader(Path(onnx_path), meta, o), method, o.cache, device)

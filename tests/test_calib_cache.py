@@ -214,6 +214,10 @@ def test_calibration_batch_follows_the_engine_profile(tmp_path: Path, monkeypatc
                              EngineOptions(precision="int8"))
     assert default.get_batch_size() == 8  # the builder's default opt batch
     assert default.method == "entropy"  # TensorRT's calibrator default, not the Q/DQ one
+    # s2export's path: the calibrator is made on the build's --device, not moved there later.
+    assert default.device == 0
+    on_1 = trt_calibrator(dyn, opts, EngineOptions(precision="int8", device=1))
+    assert on_1.device == 1
 
 
 def test_calibration_memory_is_on_the_build_device(model: Path, tmp_path: Path, monkeypatch) -> None:
