@@ -50,38 +50,12 @@ def _timed(predict: Callable[[np.ndarray], np.ndarray], clock: list[float]) -> C
     return run
 
 
-def _basic_session_predictor(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], int | None]:
-    """An ORT CPU session with only basic graph optimizations.
-
-    ORT's extended optimizations fuse DQ → Concat → Q into QLinearConcat, which has no FP16 kernel,
-    so an INT8+FP16 graph does not load with them; they change how ORT runs the graph, not its math.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        if fixed is not None and n < fixed:
-            x = np.concatenate((x, np.zeros((fixed - n, *x.shape[1:]), x.dtype)))
-        return sess.run(None, {inp.name: x})[0][:n]
-
-    return predict, fixed
-
-
 def evaluate_onnx(path: Path, data: str | Path, split: str, imgsz: int, batch: int,
                   limit: int | None, basic_optimizations: bool = False) -> dict[str, Any]:
     """mAP of one ONNX file in an ORT CPU session, with its mean inference time per image."""
     from s2trt.runtime.evaluate import evaluate, onnx_predictor
 
-    if basic_optimizations:
-        predict, fixed_batch = _basic_session_predictor(path)
-    else:
-        predict, fixed_batch, _ = onnx_predictor(path)
+    predict, fixed_batch, _ = onnx_predictor(path, basic_optimizations)
     clock = [0.0, 0]
     r = evaluate(_timed(predict, clock), data, split, imgsz, fixed_batch or batch, limit=limit)
     return {"mAP50": r["mAP50"], "mAP50-95": r["mAP50-95"], "images": r["images"],

@@ -170,15 +170,24 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def onnx_predictor(path: str | Path) -> tuple[Predict, int | None, int | None]:
-    """(predict, fixed batch or None, square input size or None) of an ONNX Runtime CPU session."""
+def onnx_predictor(path: str | Path,
+                   basic_optimizations: bool = False) -> tuple[Predict, int | None, int | None]:
+    """(predict, fixed batch or None, square input size or None) of an ONNX Runtime CPU session.
+
+    basic_optimizations: ORT's extended optimizations fuse DQ -> Concat -> Q into QLinearConcat,
+    which has no FP16 kernel, so an INT8+FP16 graph loads only without them; they change how ORT
+    runs the graph, not its math.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
         raise missing("onnxruntime", "ort", "evaluating an ONNX model") from None
     if not Path(path).is_file():
         raise S2Error(f"ONNX model not found: {path}")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    if basic_optimizations:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     shape = inp.shape
     fixed_batch = shape[0] if isinstance(shape[0], int) else None
