@@ -145,12 +145,11 @@ def fp16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx
     from onnx import helper, numpy_helper
 
-    from s2trt.export.plugin_reference import OP_DOMAIN
+    from s2trt.export.fp16 import elem_types
 
     f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    types.update({i.name: i.data_type for i in model.graph.initializer})
+    types = elem_types(model)  # also past the plugin node, which shape inference does not know
+    outputs = {o.name for o in model.graph.output}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -162,12 +161,10 @@ def fp16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in g.node:
         nodes.append(node)
         is_cast16 = node.op_type == "Cast" and helper.get_attribute_value(node.attribute[0]) == f16
-        # A custom op has no shape inference: its output type is its first input's (S2SplitAttention).
-        custom16 = node.domain == OP_DOMAIN and types.get(node.input[0]) == f16
         for k, t in enumerate(node.output):
             if is_cast16:
                 node.output[k] = f"{t}/half"
-            elif types.get(t) == f16 or custom16:
+            elif types.get(t) == f16 and t not in outputs:
                 node.output[k] = f"{t}/raw"
                 nodes.append(helper.make_node("Cast", [f"{t}/raw"], [f"{t}/half"], to=f16))
             else:
