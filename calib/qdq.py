@@ -490,13 +490,13 @@ _MOVE_OPS = {"Concat", "MaxPool", "Resize", "Slice", "Reshape", "Transpose", "Sq
              "Identity"}
 
 
-def mixed_int8_fp16(qmodel: Any, keep_fp32: Sequence[str] | None = None) -> Any:
+def mixed_int8_fp16(qmodel: Any) -> Any:
     """The Q/DQ graph with everything it leaves unquantized in FP16, for strongly typed TensorRT.
 
     TensorRT 11 builds a Q/DQ graph strongly typed: what is not quantized runs in the type the graph
     gives it, FP32 here, so the Detect convs and everything between Q/DQ pairs would stay FP32. This
     makes those FP16 with the exporter's converter (its FP32 islands: the box decode and the split
-    attention's sum, MLP and softmax; `keep_fp32` adds node names), and puts the Q/DQ pairs in FP16:
+    attention's sum, MLP and softmax), and puts the Q/DQ pairs in FP16:
     FP16 scales, so a Q reads and a DQ writes FP16 directly. TensorRT 10.3 NvInfer.h, IQuantizeLayer:
     "For strongly typed networks, input data type must match the scale data type"; IDequantizeLayer:
     "output data type is inferred from scale data type". Inputs and outputs stay FP32.
@@ -507,9 +507,9 @@ def mixed_int8_fp16(qmodel: Any, keep_fp32: Sequence[str] | None = None) -> Any:
 
     if _default_opset(qmodel) < QDQ_FP16_OPSET:
         qmodel = version_converter.convert_version(qmodel, QDQ_FP16_OPSET)
-    keep = [*find_attention_nodes(qmodel), *(keep_fp32 or [])]
-    mixed = to_fp16(qmodel, keep_fp32=keep)
-    log.debug("INT8+FP16: %d Q/DQ nodes in FP16", qdq_in_fp16(mixed))
+    mixed = to_fp16(qmodel, keep_fp32=find_attention_nodes(qmodel))
+    n = qdq_in_fp16(mixed)
+    log.debug("INT8+FP16: %d Q/DQ nodes in FP16", n)
     return mixed
 
 
