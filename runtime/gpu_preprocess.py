@@ -24,7 +24,6 @@ from s2trt.runtime.preprocess import LetterboxInfo, _as_hw, letterbox_geometry
 KERNELS_LIB_NAME = "libs2trt_kernels.so"
 KERNELS_ENV = "S2TRT_KERNELS_LIB"
 KERNELS_BUILD_CMD = "cmake -S plugins -B plugins/build && cmake --build plugins/build"
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DTYPE_FLOAT32 = 0  # s2PreprocessKernel.h: S2PP_DTYPE_*
 DTYPE_FLOAT16 = 1
@@ -48,13 +47,9 @@ def default_kernels_library() -> Path | None:
     env = os.environ.get(KERNELS_ENV)
     if env:
         return Path(env).expanduser()
-    import s2trt
+    from s2trt.runtime.trt_compat import shipped_plugin_library
 
-    for candidate in (_REPO_ROOT / "plugins" / "build" / KERNELS_LIB_NAME,
-                      Path(s2trt.__file__).resolve().parent / KERNELS_LIB_NAME):
-        if candidate.is_file():
-            return candidate
-    return None
+    return shipped_plugin_library(KERNELS_LIB_NAME)
 
 
 class GpuLetterbox:

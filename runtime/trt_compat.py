@@ -177,12 +177,12 @@ def default_plugin_library() -> Path | None:
     return shipped_plugin_library()
 
 
-def shipped_plugin_library() -> Path | None:
-    """The CMake build output of this checkout, else a library installed next to the package."""
+def shipped_plugin_library(name: str = PLUGIN_LIB_NAME) -> Path | None:
+    """The CMake build output of this checkout, else a library installed next to the package: the
+    plugin library, or another library plugins/ builds (`name`)."""
     import s2trt
 
-    for candidate in (_REPO_ROOT / "plugins" / "build" / PLUGIN_LIB_NAME,
-                      Path(s2trt.__file__).resolve().parent / PLUGIN_LIB_NAME):
+    for candidate in (_REPO_ROOT / "plugins" / "build" / name, Path(s2trt.__file__).resolve().parent / name):
         if candidate.is_file():
             return candidate
     return None
