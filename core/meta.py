@@ -77,9 +77,7 @@ class ModelMeta:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "model") -> ModelMeta:
-        if not isinstance(d, dict):
-            raise S2Error(f"{source}: expected a JSON object of s2trt metadata, found "
-                          f"{type(d).__name__}")
+        """From a sidecar as read_sidecar returns it (a JSON object: it refuses anything else)."""
         return cls.from_props({k: v if isinstance(v, str) else json.dumps(v) for k, v in d.items()
                                if k in {f.name for f in fields(cls)}}, source)
 

@@ -93,10 +93,7 @@ def _source_metadata(onnx_path: Path, required: bool) -> dict[str, Any]:
 
     On a Jetson without the onnx package the sidecar alone is enough.
     """
-    side = read_sidecar(onnx_path) or {}
-    if not isinstance(side, dict):
-        raise S2Error(f"{printable(sidecar_path(onnx_path).name)} is not an s2trt sidecar (a JSON object "
-                      "expected): export the model again, or delete the file")
+    side = read_sidecar(onnx_path) or {}  # a JSON object: read_sidecar refuses anything else
     try:
         try:
             meta = read_onnx_meta(onnx_path)

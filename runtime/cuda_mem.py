@@ -81,9 +81,7 @@ class CudaPythonMemory:
     def _call(self, result: Any, what: str) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if err != self.rt.cudaError_t.cudaSuccess:
-            _, msg = self.rt.cudaGetErrorString(err)
-            text = msg.decode() if isinstance(msg, bytes) else str(msg)
-            raise S2Error(f"CUDA error in {what}: {text}")
+            raise S2Error(f"CUDA error in {what}: {self._error_text(err)}")
         return None if not rest else rest[0] if len(rest) == 1 else rest
 
     def _keep(self, obj: Any, pool: list[Any]) -> int:

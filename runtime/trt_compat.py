@@ -414,11 +414,8 @@ def read_engine_sidecar(engine_path: str | Path) -> dict[str, Any] | None:
     JSON object s2trt writes (wrong types would otherwise fail deep inside the runtime)."""
     side = read_sidecar(engine_path)
     where = sidecar_path(engine_path).name
-    if side is None:
+    if side is None:  # read_sidecar refuses anything but a JSON object
         return None
-    if not isinstance(side, dict):
-        raise S2Error(f"{printable(where)} is not an s2trt engine sidecar (a JSON object expected, not "
-                      f"{_json_type(side)}): rebuild the engine, or delete the file to run without it")
     for key, types in ENGINE_FIELDS.items():
         value = side.get(key)
         fmt = _FORMATS.get(key)
