@@ -192,16 +192,24 @@ def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 10
     return cap
 
 
+def live_kind(spec: str) -> str | None:
+    """"camera" for a camera index, "stream" for a stream URL, None for a file, folder or glob."""
+    if re.fullmatch(r"\d+", spec):
+        return "camera"
+    if spec.lower().startswith(STREAM_SCHEMES):
+        return "stream"
+    return None
+
+
 def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
                 alone: bool = True) -> Source:
     """Parse a source argument the way YOLOv5's detect.py does. `alone`: the run's only source, so a
     lone video that cannot be opened fails here; among others it fails alone when it is read."""
     if vid_stride < 1:
         raise S2Error("--vid-stride must be 1 or more")
-    if re.fullmatch(r"\d+", spec):
-        return Source([("camera", spec)], vid_stride, max_pixels)
-    if spec.lower().startswith(STREAM_SCHEMES):
-        return Source([("stream", spec)], vid_stride, max_pixels)
+    live = live_kind(spec)
+    if live is not None:
+        return Source([(live, spec)], vid_stride, max_pixels)
     if any(c in spec for c in "*?["):
         files = sorted(glob.glob(spec, recursive=True))
         if not files:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,10 +33,10 @@ from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_frame_pixels
 from s2trt.runtime.sinks import output_name
 from s2trt.runtime.sources import (
     MAX_PIXELS_HINT,
-    STREAM_SCHEMES,
     Frame,
     Source,
     _bgr,
+    live_kind,
     open_capture,
     open_source,
     shown,
@@ -159,12 +158,8 @@ def expand_specs(specs: Sequence[str]) -> list[str]:
 def is_multi(specs: Sequence[str]) -> bool:
     """Whether these positional sources need the multi-source reader: several of them, a .streams
     file, or a live source (which gets the newest-frame policy even alone)."""
-    return len(specs) > 1 or any(s.lower().endswith(STREAMS_SUFFIX) or _is_live(s) for s in specs)
-
-
-def _is_live(spec: str) -> bool:
-    """A camera index or a stream URL, as open_source tells them."""
-    return bool(re.fullmatch(r"\d+", spec)) or spec.lower().startswith(STREAM_SCHEMES)
+    return len(specs) > 1 or any(s.lower().endswith(STREAMS_SUFFIX) or live_kind(s) is not None
+                                 for s in specs)
 
 
 def output_names(items: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -515,7 +510,7 @@ def _first_duplicate(items: Iterator[str]) -> str | None:
     for item in items:
         # Spelled apart but the same path (./a.mp4, a.mp4): the same outputs. Links are not followed:
         # two names for one file are two sources, told apart by name.
-        key = os.path.abspath(item) if not _is_live(item) else item
+        key = os.path.abspath(item) if live_kind(item) is None else item
         if key in seen:
             return item
         seen.add(key)
