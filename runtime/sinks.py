@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
+from s2trt.meta import check_writable
 from s2trt.runtime.sources import Frame, shown
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,7 @@ def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Pat
         while path.exists():
             path = base.with_name(f"{base.name}{n}")
             n += 1
-    existing = next(p for p in (path, *path.parents) if p.exists())  # a relative path ends at "."
-    if not existing.is_dir():
-        raise S2Error(f"cannot create output folder {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise S2Error(f"cannot write into {path}: {existing} is not writable")
+    check_writable(path)
     return path
 
 
