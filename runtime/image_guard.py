@@ -239,7 +239,11 @@ def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: s
     if size is None:
         raise S2Error(f"{what}: not an image format whose size can be checked before decoding "
                       f"({FORMATS})")
-    w, h = size
+    check_image_size(*size, max_pixels, what, hint)
+
+
+def check_image_size(w: int, h: int, max_pixels: int, what: str, hint: str = "") -> None:
+    """check_image_bytes for a size already read with image_size_from_header."""
     if w * h == 0:
         raise S2Error(f"{what}: the header declares a {w}x{h} image (no pixels)")
     if w * h > max_pixels:

@@ -22,6 +22,7 @@ from s2trt.runtime.image_guard import (
     DEFAULT_MAX_PIXELS,
     check_frame_pixels,
     check_image_bytes,
+    check_image_size,
     image_size_from_header,
 )
 
@@ -73,11 +74,12 @@ class Source:
         except OSError as e:
             self._bad(S2Error(f"{path}: cannot read: {e.strerror or e}"))
             return
-        if image_size_from_header(data) is None:  # OpenCV would not read it either (or unchecked)
+        size = image_size_from_header(data)
+        if size is None:  # OpenCV would not read it either (or unchecked)
             self._bad(S2Error(f"{path}: not a readable image"))
             return
         try:
-            check_image_bytes(data, self.max_pixels, path, MAX_PIXELS_HINT)
+            check_image_size(*size, self.max_pixels, path, MAX_PIXELS_HINT)
         except S2Error as e:
             self._bad(e)
             return
