@@ -179,6 +179,12 @@ class Runner:
         if previous is not None:
             q_out.put(self._collect(previous))
 
+    def _flush(self, q_out: queue.Queue) -> None:
+        """Hand the writer the batch the GPU still holds, if any."""
+        if self._pending is not None:
+            q_out.put(self._collect(self._pending))
+            self._pending = None
+
     def _write(self, b: Batch) -> None:
         t0 = time.perf_counter()
         o = self.opts
@@ -243,9 +249,7 @@ class Runner:
                     b = q_in.get(timeout=_POLL_S)
                 except queue.Empty:
                     # A stalled stream must not hold the batch already on the GPU until its next frame.
-                    if self._pending is not None:
-                        q_out.put(self._collect(self._pending))
-                        self._pending = None
+                    self._flush(q_out)
                     continue
                 if b is _END:
                     break
@@ -253,14 +257,11 @@ class Runner:
                     source_error = b
                     break
                 self._dispatch(b, q_out)
-            if self._pending is not None:
-                q_out.put(self._collect(self._pending))
-                self._pending = None
+            self._flush(q_out)
         finally:
-            if self._pending is not None:  # failed or interrupted: the GPU has this batch, keep it
-                with contextlib.suppress(Exception):
-                    q_out.put(self._collect(self._pending))
-                self._pending = None
+            with contextlib.suppress(Exception):  # failed or interrupted: the GPU has this batch, keep it
+                self._flush(q_out)
+            self._pending = None
             stop.set()  # the reader stops at its next frame
             q_out.put(_END)  # the writer finishes what was inferred, then ends
             threads[1].join()
