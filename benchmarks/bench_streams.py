@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,12 +55,6 @@ def make_clip(ffmpeg: str, work: Path, seconds: float) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def listening(port: int) -> bool:
     want = f":{port:04X} "
     return any(want in ln and ln.split()[3] == "0A"
@@ -69,6 +62,8 @@ def listening(port: int) -> bool:
 
 
 def serve(ffmpeg: str, clip: Path, n: int) -> tuple[list[str], list[subprocess.Popen]]:
+    from s2trt.serve.server import free_port
+
     urls, procs = [], []
     for _ in range(n):
         port = free_port()
