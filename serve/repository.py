@@ -281,18 +281,19 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
     if o.kind is None:
         o = replace(o, kind="gpu" if is_engine else "cpu")
     model_file = "model.plan" if is_engine else "model.onnx"
-    files: dict[str, Path | bytes] = {model_file: model}
-    plugin = engine_plugin_copy(model, o.plugin_lib) if is_engine else None
-    if is_engine:
-        files[model_file + ".json"] = sidecar_path(model)  # TrtBackend reads names from it
-    if plugin is not None:
-        files[plugin[0]] = plugin[1]
     if o.ensemble and is_engine and meta.batch != "dynamic":
         # Triton's TensorRT backend batches on the first dimension, which must be dynamic in the plan.
         raise S2Error(f"{model} has a fixed batch of {meta.batch}: the tensorrt_plan ensemble needs an "
                       f"engine built with --dynamic (its profile's max batch >= --max-batch "
                       f"{o.max_batch_size})")
     check_writable(repo)
+    files: dict[str, Path | bytes] = {model_file: model}
+    # The plugin library is read and hashed only once the export can go ahead.
+    plugin = engine_plugin_copy(model, o.plugin_lib) if is_engine else None
+    if is_engine:
+        files[model_file + ".json"] = sidecar_path(model)  # TrtBackend reads names from it
+    if plugin is not None:
+        files[plugin[0]] = plugin[1]
     made = repo  # the outermost folder this export creates, removed again if it fails
     while not made.parent.exists():
         made = made.parent
