@@ -11,6 +11,7 @@
 #include "s2PreprocessKernel.h"
 
 #include "../common/s2trtConvert.cuh"
+#include "../common/s2trtLaunch.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -40,6 +41,7 @@ struct FrameBatch
     FrameDesc f[kFramesPerLaunch];
 };
 
+using s2trt::DeviceLauncher;
 using s2trt::fromFloat;
 
 // cv2's source indices and fixed-point weights (sum about 2048) for resized coordinate d along an axis of
@@ -144,20 +146,6 @@ int geometry(int h, int w, int dstH, int dstW, int scaleup, int* g)
 
 // Launches on the GPU with the launch's own status (see s2SplitAttentionKernel.cu); the CPU emulation
 // passes its own launcher.
-struct DeviceLauncher
-{
-    template <typename... Params, typename... Args>
-    cudaError_t operator()(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream,
-        bool /* programmatic */, Args... args) const
-    {
-        cudaLaunchConfig_t config{};
-        config.gridDim = grid;
-        config.blockDim = block;
-        config.stream = stream;
-        return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
-    }
-};
-
 struct Request
 {
     unsigned char const* const* frames;

@@ -19,6 +19,8 @@
 #include "s2SplitAttentionKernel.h"
 
 #include "../common/s2trtConvert.cuh"
+#include "../common/s2trtCudaError.h"
+#include "../common/s2trtLaunch.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -44,6 +46,8 @@ constexpr int kHiddenBatch = 8;
 constexpr int kAttendBatch = 4;
 constexpr size_t kWorkspaceAlign = 256;
 
+using s2trt::clearOwnError;
+using s2trt::DeviceLauncher;
 using s2trt::fromFloat;
 using s2trt::toFloat;
 
@@ -305,16 +309,6 @@ bool aligned16(void const* p)
 
 // A failed runtime call also leaves its error in the calling thread's "last error" slot, where the
 // next cudaGetLastError() of TensorRT or the application would find it and blame its own launch.
-// Only our own error is cleared: when `pendingBefore` (a cudaPeekAtLastError() taken before the call)
-// shows an earlier, unrelated error, it stays for its owner to see.
-void clearOwnError(cudaError_t pendingBefore)
-{
-    if (pendingBefore == cudaSuccess)
-    {
-        static_cast<void>(cudaGetLastError());
-    }
-}
-
 // Devices whose compute capability is cached; an ordinal beyond them is queried on every call.
 constexpr int kCachedDevices = 64;
 
@@ -368,26 +362,6 @@ bool useProgrammaticLaunch(cudaStream_t stream)
 // also return, and clear, the error of some earlier launch that is not ours). forward() takes the
 // launcher as a parameter so that the CPU emulation in plugins/emulation/ runs this file's host logic
 // and kernels unchanged.
-struct DeviceLauncher
-{
-    template <typename... Params, typename... Args>
-    cudaError_t operator()(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, bool programmatic,
-        Args... args) const
-    {
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t config{};
-        config.gridDim = grid;
-        config.blockDim = block;
-        config.dynamicSmemBytes = 0;
-        config.stream = stream;
-        config.attrs = attr;
-        config.numAttrs = programmatic ? 1 : 0;
-        return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
-    }
-};
-
 // A programmatic launch that the driver or the stream refuses is retried as an ordinary, fully
 // ordered one; the refusal's error is ours and does not outlive the retry.
 template <typename Launcher, typename... Params, typename... Args>

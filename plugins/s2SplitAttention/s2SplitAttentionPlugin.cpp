@@ -2,6 +2,8 @@
 
 #include "s2SplitAttentionKernel.h"
 
+#include "../common/s2trtCudaError.h"
+
 #include <cuda_runtime_api.h>
 
 #include <exception>
@@ -83,10 +85,7 @@ void checkDeviceCode()
         || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess
         || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
     {
-        if (pending == cudaSuccess)
-        {
-            static_cast<void>(cudaGetLastError());
-        }
+        clearOwnError(pending);
     }
     std::string const cc = std::to_string(major) + "." + std::to_string(minor);
     throw std::runtime_error("libs2trt_plugins.so has no code for GPU " + std::to_string(device)
@@ -104,9 +103,9 @@ DeviceWeights::~DeviceWeights()
         // At process exit the CUDA context may already be gone; nothing useful can be done then, but the
         // failure must not be left for someone else's cudaGetLastError (an earlier error stays).
         cudaError_t const pending = cudaPeekAtLastError();
-        if (cudaFree(mData) != cudaSuccess && pending == cudaSuccess)
+        if (cudaFree(mData) != cudaSuccess)
         {
-            static_cast<void>(cudaGetLastError());
+            clearOwnError(pending);
         }
     }
 }
