@@ -434,7 +434,7 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
         raise S2Error(f"{where.rsplit(': ', 1)[0]}: {e}") from None
     _check_fits(plan.shapes, state, path)
     try:
-        model = DetectionModel(model_yaml)
+        model = DetectionModel(model_yaml, plan=plan)
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as e:
         raise S2Error(f"{path}: malformed YOLOv5 checkpoint, its model cannot be rebuilt "

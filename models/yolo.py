@@ -251,13 +251,14 @@ class DetectionModel(nn.Module):
     """A YOLOv5 model from a yaml dict or file; state-dict keys are `model.<i>.<...>`."""
 
     def __init__(self, cfg: dict[str, Any] | str | Path = "yolov5s-s2.yaml", ch: int = 3,
-                 nc: int | None = None):
+                 nc: int | None = None, plan: ModelPlan | None = None):
+        """`plan`: plan_model's result for this very config, when the caller has it already."""
         super().__init__()
         d = dict(cfg) if isinstance(cfg, dict) else load_config(cfg)
         d["ch"] = d.get("ch", ch)
         if nc is not None:
             d["nc"] = nc
-        plan = plan_model(d)
+        plan = plan or plan_model(d)
         self.yaml = d
         self.model, self.save = parse_model(check_config(d), [d["ch"]])
         self.names = [str(i) for i in range(self.yaml["nc"])]
