@@ -178,9 +178,13 @@ def plan_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]]
     save_dir = out_file = None
     if a.output:
         out = Path(a.output)
-        if len(items) == 1 and out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS:
+        names_a_file = out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
+        if len(items) == 1 and names_a_file:
             _check_output_kind(out, items[0][0])
             out_file = out
+        elif names_a_file and not out.is_dir():  # a folder or glob gives several files as well
+            raise UsageError(f"-o {out} names one file, but {len(items)} inputs give a file each: "
+                             "name a folder")
         elif wants_dir:
             save_dir = increment_dir(out.parent, out.name, exist_ok=True)
     elif wants_dir:
@@ -208,13 +212,6 @@ def _check_output_kind(out: Path, kind: str) -> None:
     if kind != "image" and ext in IMAGE_EXTS:
         raise UsageError(f"-o {out}: the input is a {kind}, so the output is an annotated video: name it "
                          ".mp4 (or .avi, .mkv, .ts)")
-
-
-def _check_output_is_a_folder(out: Path, n: int) -> None:
-    from s2trt.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
-
-    if out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS and not out.is_dir():
-        raise UsageError(f"-o {out} names one file, but {n} inputs give a file each: name a folder")
 
 
 def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_dir: Path | None,
@@ -298,8 +295,6 @@ def _run(a: argparse.Namespace) -> int:
     else:
         source = open_source(a.source[0], a.vid_stride, a.max_pixels)
     file_names = output_names(source.items)
-    if a.output and len(source.items) > 1:  # a folder or glob gives several files as well
-        _check_output_is_a_folder(Path(a.output), len(source.items))
     save_dir, out_file, jsonl = plan_outputs(a, source.items)
     check_outputs(a, source.items, save_dir, out_file, jsonl, file_names)
     backend = open_backend(a)
