@@ -18,7 +18,7 @@ from typing import Any
 
 from s2trt.errors import S2Error
 from s2trt.meta import read_sidecar, sidecar_path, write_bytes_atomic, write_json_atomic
-from s2trt.text import printable
+from s2trt.text import first_line, printable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def graph_digest(onnx_path: str | Path) -> str:
     try:
         model = onnx.load(str(onnx_path))
     except Exception as e:
-        raise S2Error(f"{onnx_path} is not a readable ONNX file ({str(e).splitlines()[0][:200]})") from None
+        raise S2Error(f"{onnx_path} is not a readable ONNX file ({first_line(e, 200)})") from None
     h = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
     for op in sorted((o.domain, o.version) for o in model.opset_import):
         h.update(repr(op).encode())

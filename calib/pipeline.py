@@ -41,6 +41,7 @@ from s2trt.meta import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,7 @@ def write_int8_fp16(qdq: Path, out: Path) -> Path | None:
     try:
         mixed = mixed_int8_fp16(onnx.load(str(qdq)))
     except Exception as e:  # the converter's failure must not cost the user the INT8 graph
-        log.warning("INT8+FP16 graph not written: %s", str(e).splitlines()[0][:200] if str(e) else
-                    type(e).__name__)
+        log.warning("INT8+FP16 graph not written: %s", first_line(e, 200))
         return None
     write_bytes_atomic(out, mixed.SerializeToString())
     return out

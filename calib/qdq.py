@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import S2Error, missing
+from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ def preprocess_for_quantization(src: Path, dst: Path) -> Any:
         q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     except Exception as e:  # best effort: quantization works without it, a little less tidily
         log.warning("ONNX Runtime's quantization pre-processing failed (%s); quantizing as is",
-                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+                    first_line(e))
         dst.write_bytes(src.read_bytes())
     model = onnx.load(str(dst))
     ensure_node_names(model)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from s2trt.text import first_line
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DROP = 1.0  # mAP50 points
@@ -34,7 +36,7 @@ def fp16_graph(onnx_fp32: Path, work_dir: Path) -> tuple[Path | None, str | None
     try:
         model = to_fp16(onnx.load(str(onnx_fp32)))
     except Exception as e:  # the report must not fail an INT8 export because FP16 could not be made
-        return None, f"FP16 skipped: conversion failed ({str(e).splitlines()[0][:160]})"
+        return None, f"FP16 skipped: conversion failed ({first_line(e, 160)})"
     path = work_dir / "fp16.onnx"
     onnx.save(model, str(path))
     return path, None

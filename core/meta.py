@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import S2Error
+from s2trt.text import first_line
 
 PRODUCER = "s2trt"
 
@@ -226,7 +227,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any] | None:
             raise S2Error(f"{p} is {p.stat().st_size} bytes; an s2trt sidecar is a few KB")
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as e:  # bad JSON or UTF-8, nesting, digits
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        reason = first_line(e, 200)
         raise S2Error(f"cannot read {p}: {reason}") from None
     if not isinstance(data, dict):
         raise S2Error(f"{p} holds a JSON {type(data).__name__}, not the object s2trt writes")
@@ -240,7 +241,7 @@ def read_onnx_meta(path: str | Path) -> ModelMeta:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        reason = first_line(e, 200)
         raise S2Error(f"{path} is not a readable ONNX file ({reason})") from None
     return ModelMeta.from_props({p.key: p.value for p in model.metadata_props}, str(path))
 
@@ -279,7 +280,7 @@ def _names_from_data_yaml(content: str, source: str) -> list[str]:
     try:
         data = yaml.safe_load(content)
     except (yaml.YAMLError, ValueError, RecursionError) as e:
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        reason = first_line(e, 200)
         raise S2Error(f"{source} is not valid YAML ({reason})") from None
     if not isinstance(data, dict) or "names" not in data:
         raise S2Error(f"{source} has no 'names:' entry (a YOLOv5 data yaml lists its classes "

@@ -34,3 +34,10 @@ def shell_arg(value: object) -> str:
     """One shell word for a suggested command: printable, then quoted where the shell would split
     or expand it."""
     return shlex.quote(printable(value))
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception's message for a one-line error: its first line (cut to `limit`), or the
+    exception's type when it has no message."""
+    text = str(e)
+    return text.splitlines()[0][:limit] if text else type(e).__name__

@@ -24,7 +24,7 @@ from s2trt.meta import (
     write_json_atomic,
 )
 from s2trt.runtime import trt_compat as tc
-from s2trt.text import printable
+from s2trt.text import first_line, printable
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def fp32_island_patterns(onnx_path: Path, required: bool) -> list[str] | None:
     except Exception as e:  # onnx raises protobuf's and OS errors alike
         if not required:
             return None
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise S2Error(f"{onnx_path} is not a readable ONNX file ({printable(reason, 200)})") from None
     island = fp32_islands(model)
     types = elem_types(model)

@@ -28,6 +28,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from s2trt.errors import S2Error
+from s2trt.text import first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -127,7 +128,7 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.
     try:
         n_casts, n_fp32 = _Converter(out, keep).run()
     except (ValueError, KeyError) as e:  # a graph this pass cannot type: say where
-        raise S2Error(f"FP16 conversion failed: {str(e).splitlines()[0][:200]}") from None
+        raise S2Error(f"FP16 conversion failed: {first_line(e, 200)}") from None
     log.debug("FP16: %d nodes kept in FP32, %d Casts at the region borders", n_fp32, n_casts)
     return out
 

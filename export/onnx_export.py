@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from s2trt.errors import S2Error
+from s2trt.text import first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -85,7 +86,7 @@ def torch_to_onnx(loaded: LoadedModel, imgsz: Sequence[int], batch: int | None,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes=dynamic, do_constant_folding=True)
         except Exception as e:  # an opset the installed torch cannot write, mostly
-            raise S2Error(f"torch.onnx.export failed at opset {opset}: {str(e).splitlines()[0][:200]}"
+            raise S2Error(f"torch.onnx.export failed at opset {opset}: {first_line(e, 200)}"
                           ) from None
     return onnx.load_from_string(buf.getvalue())
 
@@ -155,7 +156,7 @@ def check_model(model: onnx.ModelProto | bytes) -> None:
     try:
         onnx.checker.check_model(model, full_check=False)
     except onnx.checker.ValidationError as e:
-        raise S2Error(f"onnx.checker rejects the exported graph: {str(e).splitlines()[0][:300]}"
+        raise S2Error(f"onnx.checker rejects the exported graph: {first_line(e, 300)}"
                       ) from None
 
 

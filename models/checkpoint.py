@@ -30,6 +30,7 @@ from typing import Any
 from s2trt.errors import S2Error
 from s2trt.meta import MAX_NAME
 from s2trt.models.limits import brief
+from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def read_pickle(path: str | Path) -> Any:
     except S2Error:
         raise
     except Exception as e:  # zip, pickle and storage errors of a truncated or foreign file
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise S2Error(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
 
 

@@ -17,6 +17,7 @@ from s2trt.models import limits
 from s2trt.models.common import C3, SPPF, Bottleneck, Concat, Conv
 from s2trt.models.limits import brief, check_anchors, check_config, is_int, is_real
 from s2trt.models.s2attention import S2Attention
+from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ def load_config(name: str | Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             d = yaml.safe_load(f)
     except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        reason = first_line(e, 200)
         raise S2Error(f"cannot read model config {path}: {reason}") from None
     missing = [k for k in ("nc", "anchors", "backbone", "head") if not isinstance(d, dict) or k not in d]
     if missing:

@@ -10,6 +10,7 @@ import numpy as np
 from s2trt.errors import S2Error, missing
 from s2trt.meta import ModelMeta
 from s2trt.runtime.backend import BatchedBackend, BatchSpec, check_meta_imgsz, output_layout
+from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class OrtBackend(BatchedBackend):
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # ORT raises its own types for a corrupt or unsupported graph
-            reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            reason = first_line(e, 300)
             raise S2Error(f"cannot load {path} with onnxruntime ({reason})") from None
         self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
         inputs = self.session.get_inputs()

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from s2trt.errors import MissingDependencyError, S2Error
 from s2trt.meta import read_sidecar, sidecar_path
-from s2trt.text import printable, shell_arg
+from s2trt.text import first_line, printable, shell_arg
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def import_tensorrt(purpose: str) -> Any:
                 "with JetPack (sudo apt install python3-libnvinfer), elsewhere use an NVIDIA TensorRT "
                 "container (nvcr.io/nvidia/tensorrt) or pip install tensorrt "
                 "--extra-index-url https://pypi.nvidia.com") from None
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise MissingDependencyError(
             f"{purpose} needs TensorRT, but its Python module cannot load the TensorRT libraries "
             f"({reason}): install the libraries of the same version (JetPack, the NVIDIA container, "
@@ -282,7 +282,7 @@ def load_plugin_library(path: str | Path | None, required: bool) -> Path | None:
     try:
         handle = ctypes.CDLL(str(copy), mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         reason = reason.replace(str(copy), str(lib))
         raise S2Error(f"cannot load plugin library {printable(lib)} ({printable(reason)}): rebuild it "
                       f"against the TensorRT installed here with `{PLUGIN_BUILD_CMD}`") from None
