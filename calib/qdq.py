@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import S2Error, missing
+from s2trt.export.fp16 import graph_index
 from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,6 @@ class Exclusions:
 
 # ----------------------------------------------------------------------------- graph structure
 
-def _index(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    producer = {o: n for n in graph.node for o in n.output if o}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    return producer, consumers
-
-
 def ensure_node_names(model: Any) -> None:
     """ORT excludes nodes by name: give unnamed nodes unique names first."""
     used = {n.name for n in model.graph.node if n.name}
@@ -122,7 +114,7 @@ def find_detect_nodes(model: Any) -> list[str]:
     Walking back from the outputs, every path ends at a convolution: the first ones met are the
     Detect head's 1x1 convs.
     """
-    producer, _ = _index(model.graph)
+    producer, _ = graph_index(model.graph)
     found: dict[str, None] = {}
     convs = 0
     stack = [o.name for o in model.graph.output]
@@ -147,7 +139,7 @@ def find_detect_nodes(model: Any) -> list[str]:
 def find_attention_nodes(model: Any) -> list[str]:
     """Each split attention's global path: ReduceSum → MLP (MatMul/Gemm, GELU) → Softmax, then the
     reshapes of the softmax weights, the Muls they scale the branches with and the Adds of those."""
-    producer, consumers = _index(model.graph)
+    producer, consumers = graph_index(model.graph)
     found: dict[str, None] = {}
     for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
         back, stack = {sm.name: sm}, list(sm.input)
@@ -331,7 +323,7 @@ def keep_excluded_inputs_float(model: Any, excluded: Iterable[str]) -> int:
     shares its input with a neck conv would still read INT8-rounded values. Returns how many inputs
     were restored; Q/DQ pairs left without a consumer are removed.
     """
-    producer, _ = _index(model.graph)
+    producer, _ = graph_index(model.graph)
     inits = {i.name for i in model.graph.initializer}
     names = set(excluded)
     restored = 0
@@ -403,7 +395,7 @@ def quantize_residual_skips_only(model: Any) -> int:
     cv2); the skip keeps its Q/DQ pair, which it shares with the branch's first conv. Returns how many
     Adds were changed.
     """
-    producer, consumers = _index(model.graph)
+    producer, consumers = graph_index(model.graph)
     inits = {i.name for i in model.graph.initializer}
     changed = 0
     for add in (n for n in model.graph.node if n.op_type == "Add"):
@@ -434,7 +426,7 @@ def share_concat_scales(model: Any) -> int:
     import numpy as np
     from onnx import numpy_helper
 
-    producer, consumers = _index(model.graph)
+    producer, consumers = graph_index(model.graph)
     init_map = {i.name: i for i in model.graph.initializer}
     inits = set(init_map)
     parent: dict[str, str] = {}
@@ -533,7 +525,7 @@ def qdq_in_fp16(model: Any) -> int:
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
-    producer, consumers = _index(model.graph)
+    producer, consumers = graph_index(model.graph)
     inits = {i.name: i for i in model.graph.initializer}
     made: dict[str, str] = {}
 
@@ -650,7 +642,7 @@ def _copy_metadata(src: Any, dst: Any) -> None:
 def qdq_stats(model: Any) -> dict[str, int]:
     ops = [n.op_type for n in model.graph.node]
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    producer, _ = _index(model.graph)
+    producer, _ = graph_index(model.graph)
     int8_convs = sum(1 for c in convs if (p := producer.get(c.input[1])) is not None
                      and p.op_type == "DequantizeLinear")
     return {"quantize_nodes": ops.count("QuantizeLinear"), "dequantize_nodes": ops.count("DequantizeLinear"),

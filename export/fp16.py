@@ -25,7 +25,7 @@ precision of their inputs, so a Cast sits next to the compute that needs it, nev
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from s2trt.errors import S2Error
 from s2trt.text import first_line
@@ -61,6 +61,16 @@ FIXED_INPUTS = {"Resize": frozenset({1, 2}), "Upsample": frozenset({1})}
 FP16_TOL = 5e-2
 
 
+def graph_index(graph: onnx.GraphProto) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """(tensor -> the node that writes it, tensor -> the nodes that read it) of an ONNX graph."""
+    producer = {o: n for n in graph.node for o in n.output if o}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
 def decode_nodes(model: onnx.ModelProto) -> list[str]:
     """Nodes between the graph outputs and the last Conv nodes before them (the Detect decode)."""
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -82,11 +92,7 @@ def sum_trees(model: onnx.ModelProto) -> list[str]:
     That is the split attention's global sum over the branches, found without matching the whole
     block, which a Q/DQ graph's extra nodes can break: its terms are added in FP32 like the sum.
     """
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[str]] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n.name)
+    producer, consumers = graph_index(model.graph)
     keep: list[str] = []
     stack = [n for n in model.graph.node if n.op_type in ("ReduceSum", "ReduceMean")]
     while stack:
@@ -94,7 +100,7 @@ def sum_trees(model: onnx.ModelProto) -> list[str]:
         for t in node.input[:1] if node.op_type != "Add" else node.input:
             p = producer.get(t)
             if p is not None and p.op_type == "Add" and p.name not in keep \
-                    and all(c == node.name for c in consumers[t]):
+                    and all(c.name == node.name for c in consumers[t]):
                 keep.append(p.name)
                 stack.append(p)
     return keep
