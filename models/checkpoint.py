@@ -66,6 +66,7 @@ def _standin_class(module: str, name: str) -> type:
     # item and list hooks let pickled dict or list subclasses fill it without failing.
     return type(name, (torch.nn.Module,), {
         "__module__": f"s2trt.standin.{module}",
+        "_s2trt_origin": (module, name),
         "__init__": lambda self, *a, **k: torch.nn.Module.__init__(self),
         "__setitem__": lambda self, k, v: self.__dict__.setdefault("_items", {}).__setitem__(k, v),
         "extend": lambda self, v: self.__dict__.setdefault("_list", []).extend(v),
@@ -74,12 +75,39 @@ def _standin_class(module: str, name: str) -> type:
     })
 
 
+# v7.0's Segment.__init__ stores `self.detect = Detect.forward`, which pickles as
+# getattr(models.yolo.Detect, 'forward'): in every seg checkpoint (docs/DESIGN.md §1).
+_HEAD_METHODS = {(("models.yolo", "Detect"), "forward"), (("models.yolo", "Segment"), "forward")}
+
+
+@dataclass(frozen=True)
+class HeadMethod:
+    """What getattr(<YOLOv5 head class>, 'forward') unpickles to: a name, never called."""
+
+    cls: str
+    name: str
+
+
+def _head_method(obj: Any, name: Any, *default: Any) -> HeadMethod:
+    """The one getattr a YOLOv5 pickle makes; any other is refused before it is evaluated."""
+    origin = obj.__dict__.get("_s2trt_origin") if isinstance(obj, type) else None
+    if default or (origin, name) not in _HEAD_METHODS:
+        what = ".".join(origin) if origin else type(obj).__name__
+        raise UnsafeCheckpointError(
+            f"the checkpoint's pickle calls getattr({what}, {brief(name)}); s2trt's allow-list "
+            "admits only getattr(<YOLOv5 Detect/Segment class>, 'forward'); refusing to load it "
+            "(it may run code)")
+    return HeadMethod(origin[1], name)
+
+
 def _resolve(module: str, name: str, budget: _Budget) -> Any:
     import importlib
 
     import numpy as np
     import torch
 
+    if module in ("builtins", "__builtin__") and name == "getattr":
+        return _head_method
     if (module, name) in _ALLOWED:
         if module == "__builtin__":
             module = "builtins"
@@ -249,6 +277,11 @@ class LoadedModel:
         return len(self.names)
 
     @property
+    def nm(self) -> int:
+        """Mask coefficients per detection (a v7.0 Segment head), 0 for Detect."""
+        return int(self.model.model[-1].nm)
+
+    @property
     def has_s2attention(self) -> bool:
         return any(layer[2] == "S2Attention" for layer in self.cfg["head"] + self.cfg["backbone"])
 
@@ -380,13 +413,15 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
 
     from s2trt.meta import read_names
     from s2trt.models.limits import check_config
+    from s2trt.models.releases import identify
     from s2trt.models.yolo import DetectionModel, load_config, plan_model
 
     given = read_names(names) if names is not None else None  # a typo fails before the load
     obj = read_pickle(path)
-    names_raw, info = None, {}
+    names_raw, info, keys, model_class = None, {}, None, None
     if isinstance(obj, Mapping) and not _is_state_dict(obj):
         info = _info(obj)
+        keys = [k for k in obj if isinstance(k, str)]
         names_raw = obj.get("names")
         key = next((k for k in ("ema", "model", "state_dict") if obj.get(k) is not None), None)
         if key is None:
@@ -405,11 +440,18 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
         state, source, model_yaml = OrderedDict(obj), "state_dict", None
     elif isinstance(obj, torch.nn.Module):
         state, source = _module_state(obj, path), "yolov5"
+        model_class = type(obj).__name__
         model_yaml = obj.__dict__.get("yaml")
         names_raw = obj.__dict__.get("names", names_raw)
     else:
         raise S2Error(f"{path} does not contain a YOLOv5 model (found {type(obj).__name__})")
 
+    release = identify(keys, model_class, state)
+    info["release"] = release.tag
+    if model_class in release.unsupported:
+        raise S2Error(f"{path} holds a YOLOv5 {release.tag} {model_class}, "
+                      f"{release.unsupported[model_class]}; s2trt exports detection and "
+                      "segmentation models")
     if cfg is not None:
         model_yaml = load_config(cfg) if not isinstance(cfg, dict) else dict(cfg)
     if model_yaml is None:
@@ -418,8 +460,6 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
     model_yaml = check_config(model_yaml, where)
     if names_raw is None:
         names_raw = model_yaml.get("names")
-    # v5.x pickled Detect.anchor_grid as a buffer; it is derived, so it is rebuilt, not loaded.
-    state = OrderedDict((k, v) for k, v in state.items() if not k.endswith(".anchor_grid"))
     model_yaml = {k: model_yaml[k] for k in _CONFIG_KEYS if k in model_yaml}
     model_yaml["nc"] = _nc_from_state(state, model_yaml)
     if given is not None:
@@ -430,12 +470,15 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
             log.info("class names from %s replace the checkpoint's", brief(names))
         names_raw = given
     try:
-        plan = plan_model(model_yaml)
+        plan = plan_model(model_yaml, release=release)
     except S2Error as e:
         raise S2Error(f"{where.rsplit(': ', 1)[0]}: {e}") from None
+    detect = len(model_yaml["backbone"]) + len(model_yaml["head"]) - 1
+    for migrate in release.migrations:
+        state = migrate(state, detect, plan.stride)
     _check_fits(plan.shapes, state, path)
     try:
-        model = DetectionModel(model_yaml, plan=plan)
+        model = DetectionModel(model_yaml, plan=plan, release=release)
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError, RuntimeError) as e:
         raise S2Error(f"{path}: malformed YOLOv5 checkpoint, its model cannot be rebuilt "
@@ -451,18 +494,22 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
 
 
 # What a rebuilt model's config keeps: the keys that check_config vouched for.
-_CONFIG_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head", "ch")
+_CONFIG_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head", "ch",
+                "activation")
 
 
 def _nc_from_state(state: Mapping, model_yaml: dict) -> int:
     """The class count the weights were trained with, read from the Detect conv's shape."""
+    from s2trt.models.parse import outputs_per_anchor
+
     detect = len(model_yaml["backbone"]) + len(model_yaml["head"]) - 1
     w = state.get(f"model.{detect}.m.0.weight")
     anchors = model_yaml["anchors"]
     na = len(anchors[0]) // 2 if isinstance(anchors, list) else int(anchors)
-    if w is None or w.dim() != 4 or w.shape[0] % na or w.shape[0] // na <= 5:
+    extra = outputs_per_anchor(model_yaml) - model_yaml["nc"]  # 5, plus Segment's masks
+    if w is None or w.dim() != 4 or w.shape[0] % na or w.shape[0] // na <= extra:
         return int(model_yaml["nc"])
-    return w.shape[0] // na - 5
+    return w.shape[0] // na - extra
 
 
 def _check_fits(own: Mapping[str, tuple[int, ...]], state: Mapping, path: Any) -> None:

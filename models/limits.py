@@ -104,6 +104,9 @@ def check_config(d: Any, source: str = "model config") -> dict[str, Any]:
     ch = d.get("ch", 3)
     _need(is_int(ch) and 1 <= ch <= MAX_INPUT_CHANNELS, source,
           f"ch {brief(ch)} is not an input channel count in 1..{MAX_INPUT_CHANNELS}")
+    act = d.get("activation")
+    _need(act is None or (isinstance(act, str) and len(act) <= 64), source,
+          f"activation {brief(act)} is not a short module expression such as nn.SiLU()")
     check_anchors(d["anchors"], source)
     layers = []
     for part in ("backbone", "head"):

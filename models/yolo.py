@@ -1,4 +1,5 @@
-"""YOLOv5 v6.0 Detect head, DetectionModel and parse_model, built from a yaml dict."""
+"""YOLOv5's heads (Detect, v7.0's Segment) and the model built from a yaml dict (its
+models/yolo.py); the layers come from models/parse.py's registry."""
 
 from __future__ import annotations
 
@@ -14,29 +15,23 @@ from torch import nn
 
 from s2trt.errors import S2Error
 from s2trt.models import limits
-from s2trt.models.common import C3, SPPF, Bottleneck, Concat, Conv
-from s2trt.models.limits import brief, check_anchors, check_config, is_int, is_real
-from s2trt.models.s2attention import S2Attention
+from s2trt.models.common import Conv, Proto
+from s2trt.models.limits import check_config
+from s2trt.models.releases import LATEST, Release
 from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
-# Module names a yaml may use. A name is looked up here, never eval()'d.
-MODULES: dict[str, type[nn.Module]] = {
-    "Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF, "Concat": Concat,
-    "S2Attention": S2Attention, "nn.Upsample": nn.Upsample, "Upsample": nn.Upsample,
-    "nn.BatchNorm2d": nn.BatchNorm2d,
-}
-
 
 class Detect(nn.Module):
-    """Three 1x1 convs, and in eval mode YOLOv5's box decode: (B, N, 5 + nc) in input pixels."""
+    """1x1 convs per level, and in eval mode YOLOv5's box decode: (B, N, no) in input pixels."""
 
     def __init__(self, nc: int = 80, anchors: Any = (), ch: tuple[int, ...] = ()):
         super().__init__()
         self.nc = nc
+        self.nm = 0  # mask coefficients after the class scores (Segment)
         self.no = nc + 5
         self.nl = len(anchors)
         self.na = len(anchors[0]) // 2
@@ -54,16 +49,20 @@ class Detect(nn.Module):
                 out.append(p)
                 continue
             grid, anchor_grid = self._grid(i, nx, ny, p)
-            y = p.sigmoid()
+            y = self._activate(p)
             xy = (y[..., 0:2] * 2 + grid) * self.stride[i]
             wh = (y[..., 2:4] * 2) ** 2 * anchor_grid
             out.append(torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, self.no))
         return out if self.training else torch.cat(out, 1)
 
+    def _activate(self, p: torch.Tensor) -> torch.Tensor:
+        return p.sigmoid()
+
     def _grid(self, i: int, nx: int, ny: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Cell offsets (v7.0 convention: xy - 0.5) and anchors in pixels, built per call.
 
-        Never cached from a checkpoint: v6.0 and v7.0 cached grids under different conventions.
+        Never cached from a checkpoint: releases cached grids under different conventions
+        (models/releases.py).
         """
         d, t = like.device, like.dtype
         yv, xv = torch.meshgrid(torch.arange(ny, device=d, dtype=t),
@@ -73,98 +72,29 @@ class Detect(nn.Module):
         return grid, anchor_grid
 
 
-def make_divisible(x: float, divisor: int = 8) -> int:
-    return math.ceil(x / divisor) * divisor
+class Segment(Detect):
+    """v7.0's head: Detect with nm raw mask coefficients per box, and Proto's masks at stride 4.
 
+    Eval output: (detections (B, N, 5 + nc + nm), prototypes (B, nm, H/4, W/4)).
+    """
 
-def _arg(a: Any, nc: int, anchors: Any) -> Any:
-    if not isinstance(a, str):
-        return a
-    return {"None": None, "True": True, "False": False, "nc": nc, "anchors": anchors}.get(a, a)
+    def __init__(self, nc: int = 80, anchors: Any = (), nm: int = 32, npr: int = 256,
+                 ch: tuple[int, ...] = ()):
+        super().__init__(nc, anchors, ch)
+        self.nm = nm
+        self.npr = npr
+        self.no = 5 + nc + nm
+        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self.proto = Proto(ch[0], npr, nm)
 
+    def forward(self, x: list[torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        p = self.proto(x[0])
+        return super().forward(x), p
 
-def _check_layer_args(i: int, m: type[nn.Module], args: list[Any], c2: Any) -> None:
-    """The computed sizes of one layer against YOLOv5's ranges, before it is built."""
-    where = f"model config layer {i}"
-    if m in (Conv, Bottleneck, SPPF, C3) and not (is_int(c2) and 1 <= c2 <= limits.MAX_CHANNELS):
-        raise S2Error(f"{where}: {brief(c2)} output channels after width_multiple; YOLOv5 "
-                      f"layers have 1..{limits.MAX_CHANNELS}")
-    if m in (Conv, SPPF) and len(args) > 2:
-        k = args[2]
-        if not (is_int(k) and 1 <= k <= limits.MAX_KERNEL):
-            raise S2Error(f"{where}: kernel {brief(k)} is outside 1..{limits.MAX_KERNEL}")
-    if m is Conv and len(args) > 3 and not (is_int(args[3]) and 1 <= args[3] <= limits.MAX_CONV_STRIDE):
-        raise S2Error(f"{where}: stride {brief(args[3])} is outside 1..{limits.MAX_CONV_STRIDE}")
-    if m is nn.Upsample:
-        size, scale = [*args, None, None][:2]
-        if size is not None or not (is_real(scale) and 1 <= scale <= limits.MAX_UPSAMPLE):
-            raise S2Error(f"{where}: Upsample takes [None, scale] with a scale in "
-                          f"1..{limits.MAX_UPSAMPLE} (got {brief(args)})")
-
-
-def parse_model(d: dict[str, Any], ch: list[int]) -> tuple[nn.Sequential, list[int]]:
-    """Build the layer list of a checked YOLOv5 yaml dict (limits.check_config); ch[0] is the
-    number of input channels."""
-    anchors, nc = d["anchors"], d["nc"]
-    gd, gw = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
-    na = len(anchors[0]) // 2 if isinstance(anchors, list) else anchors
-    no = na * (nc + 5)
-    layers, save, c2 = [], [], ch[-1]
-    for i, (f, n, name, args) in enumerate(d["backbone"] + d["head"]):
-        if name == "Detect":
-            m: type[nn.Module] = Detect
-        elif name in MODULES:
-            m = MODULES[name]
-        else:
-            raise S2Error(f"model config layer {i} uses module {brief(name)}, which s2trt does not "
-                          f"implement (known: {', '.join([*sorted(MODULES), 'Detect'])})")
-        args = [_arg(a, nc, anchors) for a in args]
-        n = max(round(n * gd), 1) if n > 1 else n
-        if n > limits.MAX_REPEATS:
-            raise S2Error(f"model config layer {i}: {n} repeats after depth_multiple; YOLOv5 "
-                          f"layers have 1..{limits.MAX_REPEATS}")
-        if m in (Conv, Bottleneck, SPPF, C3):
-            c1, c2 = ch[f], args[0]
-            if c2 != no and is_real(c2):
-                c2 = make_divisible(c2 * gw, 8)
-            args = [c1, c2, *args[1:]]
-            if m is C3:
-                args.insert(2, n)
-                n = 1
-        elif m is nn.BatchNorm2d:
-            args = [ch[f]]
-        elif m is Concat:
-            c2 = sum(ch[x] for x in f)
-        elif m is Detect:
-            if len(args) != 2:
-                raise S2Error(f"model config layer {i}: Detect takes [nc, anchors]")
-            check_anchors(args[1], f"model config layer {i}")
-            args.append([ch[x] for x in f])
-            if isinstance(args[1], int):  # anchors given as a count: values come from weights
-                args[1] = [list(range(args[1] * 2))] * len(f)
-            if len(args[1]) != len(args[2]):
-                raise S2Error(f"model config layer {i}: Detect reads {len(args[2])} layers but "
-                              f"has anchors for {len(args[1])}")
-        elif m is S2Attention:
-            # The yaml's argument is the width before width_multiple; the block maps its
-            # input channels to the same number, so it is sized from the input.
-            c2 = ch[f]
-            args = [c2]
-        else:
-            c2 = ch[f]
-        _check_layer_args(i, m, args, c2)
-        if n > 1 and (m in (Detect, Concat) or (m in (Conv, Bottleneck, SPPF) and args[0] != c2)):
-            # n copies run in a chain, so each must take what the one before gives
-            raise S2Error(f"model config layer {i}: {name} cannot be repeated {n} times "
-                          + ("" if m in (Detect, Concat) else f"from {args[0]} to {c2} channels"))
-        m_ = nn.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)
-        m_.i, m_.f, m_.type = i, f, name
-        save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
-        layers.append(m_)
-        if i == 0:
-            ch = []
-        ch.append(c2)
-    return nn.Sequential(*layers), sorted(save)
+    def _activate(self, p: torch.Tensor) -> torch.Tensor:
+        # The mask coefficients stay linear: predict.py multiplies them with the prototypes.
+        k = self.nc + 5
+        return torch.cat((p[..., :k].sigmoid(), p[..., k:]), -1)
 
 
 def _run(layers: nn.Sequential, save: list[int], x: torch.Tensor) -> Any:
@@ -189,42 +119,21 @@ class ModelPlan:
         return sum(math.prod(s) for s in self.shapes.values())
 
 
-def _out_size(m: nn.Module, h: Any, i: int) -> int:
-    """One layer's output height (or width) for input size h, from its construction arguments:
-    the sizes of a config are known without running it, so no activation is ever allocated."""
-    if isinstance(m, nn.Sequential) and not isinstance(m, C3):  # n repeats of one module
-        for sub in m:
-            h = _out_size(sub, h, i)
-        return h
-    if isinstance(m, Concat):
-        if len(set(h)) != 1:
-            raise S2Error(f"model config layer {i}: Concat of inputs of different sizes {h}")
-        return h[0]
-    if isinstance(m, Conv):
-        c = m.conv
-        return (h + 2 * c.padding[0] - c.kernel_size[0]) // c.stride[0] + 1
-    if isinstance(m, SPPF):
-        if m.m.kernel_size % 2 == 0:
-            raise S2Error(f"model config layer {i}: SPPF needs an odd kernel, not {m.m.kernel_size}")
-        return h
-    if isinstance(m, nn.Upsample):
-        return math.floor(h * m.scale_factor)
-    return h  # Bottleneck, C3, S2Attention, BatchNorm2d keep the size (stride-1, padded convs)
-
-
-def plan_model(cfg: dict[str, Any], ch: int = 3) -> ModelPlan:
+def plan_model(cfg: dict[str, Any], ch: int = 3, release: Release = LATEST) -> ModelPlan:
     """Check a config against YOLOv5's ranges and count its parameters before building it."""
+    from s2trt.models.parse import out_size, parse_model  # parse.py builds the heads above
+
     d = check_config(cfg)
     ch = d.get("ch", ch)
     try:
         with torch.device("meta"):
-            layers = parse_model(d, [ch])[0]
+            layers = parse_model(d, [ch], release)[0]
     except (TypeError, ValueError, LookupError, RuntimeError, ArithmeticError) as e:
         raise S2Error(f"model config cannot be built ({type(e).__name__}: "
                       f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
     detect = layers[-1]
     if not isinstance(detect, Detect):
-        raise S2Error("model config must end in a Detect layer")
+        raise S2Error("model config must end in a Detect or Segment layer")
     shapes = {f"model.{k}": tuple(v.shape) for k, v in layers.state_dict().items()}
     numel = sum(math.prod(s) for s in shapes.values())
     if numel > limits.MAX_PARAMS:
@@ -237,7 +146,7 @@ def plan_model(cfg: dict[str, Any], ch: int = 3) -> ModelPlan:
         h = sizes[-1] if sizes else s
         if m.f != -1:
             h = sizes[m.f] if isinstance(m.f, int) else [h if j == -1 else sizes[j] for j in m.f]
-        sizes.append(_out_size(m, h, m.i))
+        sizes.append(out_size(m, h, m.i))
         if not 1 <= sizes[-1] <= s * limits.MAX_UPSAMPLE:
             raise S2Error(f"model config layer {m.i}: a {s}x{s} input becomes {sizes[-1]} pixels "
                           "high here; check its kernels, strides and Upsample scales")
@@ -252,16 +161,21 @@ class DetectionModel(nn.Module):
     """A YOLOv5 model from a yaml dict or file; state-dict keys are `model.<i>.<...>`."""
 
     def __init__(self, cfg: dict[str, Any] | str | Path = "yolov5s-s2.yaml", ch: int = 3,
-                 nc: int | None = None, plan: ModelPlan | None = None):
-        """`plan`: plan_model's result for this very config, when the caller has it already."""
+                 nc: int | None = None, plan: ModelPlan | None = None,
+                 release: Release = LATEST):
+        """`plan`: plan_model's result for this very config, when the caller has it already;
+        `release`: the YOLOv5 release whose blocks to build (a checkpoint's, models/releases.py)."""
+        from s2trt.models.parse import parse_model  # parse.py builds the heads above
+
         super().__init__()
         d = dict(cfg) if isinstance(cfg, dict) else load_config(cfg)
         d["ch"] = d.get("ch", ch)
         if nc is not None:
             d["nc"] = nc
-        plan = plan or plan_model(d)
+        plan = plan or plan_model(d, release=release)
         self.yaml = d
-        self.model, self.save = parse_model(check_config(d), [d["ch"]])
+        self.release = release.tag
+        self.model, self.save = parse_model(check_config(d), [d["ch"]], release)
         self.names = [str(i) for i in range(self.yaml["nc"])]
         m = self.model[-1]
         m.stride = torch.tensor(plan.stride)
@@ -273,7 +187,8 @@ class DetectionModel(nn.Module):
     def detect(self) -> Detect:
         return self.model[-1]
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+    def forward(self, x: torch.Tensor) -> Any:
+        """Eval: detections (B, N, no), with Segment a pair (detections, prototypes)."""
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> Any:
@@ -289,7 +204,7 @@ class DetectionModel(nn.Module):
             for mi, s in zip(m.m, m.stride, strict=True):
                 b = mi.bias.view(m.na, -1)
                 b[:, 4] += math.log(8 / (640 / s) ** 2)
-                b[:, 5:] += math.log(0.6 / (m.nc - 0.99999))
+                b[:, 5:5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
 
 
 def config_path(name: str | Path) -> Path:
