@@ -325,6 +325,8 @@ ENQUEUE_RUNTIME_CALLS = {
     "cudaDeviceGetAttribute",  # first forward on a device only (cached; test_plugin_emulation checks)
     "cudaPeekAtLastError", "cudaGetLastError",  # clearing only an error of our own
     "cudaGetErrorString",      # the logged message
+    # Programmatic launch inside a capture only where runtime and driver can record it (CUDA 12.3+).
+    "cudaStreamIsCapturing", "cudaRuntimeGetVersion", "cudaDriverGetVersion",
 }
 
 
@@ -336,6 +338,8 @@ def test_enqueue_reaches_no_allocation_copy_or_sync(include_dir):
     runtime_calls = {name for name in reached if re.fullmatch(r"cuda[A-Z]\w*", name)}
     assert runtime_calls <= ENQUEUE_RUNTIME_CALLS, runtime_calls - ENQUEUE_RUNTIME_CALLS
     assert "cudaLaunchKernelExC" in runtime_calls  # the walk does reach the kernels' host code
+    # The capture state is asked before a programmatic launch (test_plugin_emulation checks the decision).
+    assert "cudaStreamIsCapturing" in runtime_calls
     assert not {name for name in reached if "DeviceWeights::" in name}
 
 

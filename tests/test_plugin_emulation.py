@@ -56,6 +56,7 @@ class Emulation:
                                              + [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p])
         lib.s2sa_emulate_set_device.argtypes = [ctypes.c_int] * 4
         lib.s2sa_emulate_set_last_error.argtypes = [ctypes.c_int]
+        lib.s2sa_emulate_set_capture.argtypes = [ctypes.c_int] * 3
         lib.s2sa_workspace_size.restype = ctypes.c_size_t
         lib.s2sa_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.s2sa_error_string.restype = ctypes.c_char_p
@@ -75,6 +76,11 @@ class Emulation:
                    refuse_programmatic: bool = False) -> None:
         """Each test takes its own ordinal: the library caches per device what it learnt."""
         self.lib.s2sa_emulate_set_device(ordinal, major, int(fail_queries), int(refuse_programmatic))
+
+    def set_capture(self, status: int, runtime: int = 13000, driver: int = 13000) -> None:
+        """What every stream answers to cudaStreamIsCapturing (-1: the query fails), and the CUDA runtime
+        and driver versions (1000 * major + 10 * minor) the library sees."""
+        self.lib.s2sa_emulate_set_capture(status, runtime, driver)
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +149,61 @@ def test_refused_programmatic_launch_is_retried_as_an_ordinary_one(emu, pending)
     emu.lib.s2sa_emulate_set_last_error(pending)
     check_against_references(run_kernel(emu, HostMemoryOnStream(), xs, w1, w2), xs, w1, w2)
     assert (emu.lib.s2sa_emulate_last_error() != 0) == (pending != 0)
+
+
+# ---- programmatic launch under CUDA graph capture (issue 25, item 6) ------------------------------------
+
+# cudaStreamCaptureStatus
+CAPTURE_NONE, CAPTURE_ACTIVE, CAPTURE_INVALIDATED = 0, 1, 2
+
+
+@pytest.fixture
+def capturing(emu):
+    """The fake streams report an active capture; back to no capture after the test."""
+    yield emu
+    emu.set_capture(CAPTURE_NONE)
+
+
+# (runtime, driver): graph edges that carry a programmatic dependency exist from CUDA 12.3 on, in both.
+CAPTURE_VERSIONS = [((13000, 13000), True), ((12030, 12030), True), ((12080, 12020), False),
+                    ((12020, 12080), False), ((12000, 12000), False)]
+
+
+@pytest.mark.parametrize(("versions", "programmatic"), CAPTURE_VERSIONS,
+                         ids=[f"runtime{r}-driver{d}" for (r, d), _ in CAPTURE_VERSIONS])
+def test_capture_gets_programmatic_launch_only_where_cuda_can_record_it(capturing, versions, programmatic):
+    """Where the runtime or the driver predates CUDA 12.3 a programmatic launch into a capturing stream
+    would be refused and invalidate the capture (a retry cannot repair that): the forward must decide
+    before launching and launch ordinarily, leaving the capture intact."""
+    xs, w1, w2 = make_problem(3, 8, 2, 4, np.float32, seed=4)
+    capturing.set_device(ordinal=20 + CAPTURE_VERSIONS.index((versions, programmatic)), major=9)
+    capturing.set_capture(CAPTURE_ACTIVE, *versions)
+    capturing.lib.s2sa_emulate_set_last_error(0)
+    check_against_references(run_kernel(capturing, HostMemoryOnStream(), xs, w1, w2), xs, w1, w2)
+    assert capturing.lib.s2sa_emulate_capture_status() == CAPTURE_ACTIVE
+    assert capturing.lib.s2sa_emulate_programmatic_launches() == (2 if programmatic else 0)
+    assert capturing.lib.s2sa_emulate_last_error() == 0
+
+
+@pytest.mark.parametrize("pending", [0, 2], ids=["none-pending", "unrelated-pending"])
+def test_unknown_capture_state_means_ordinary_launches(capturing, pending):
+    """A capture query that fails says nothing about the capture: ordinary launches are always correct.
+    The query's own error is not left behind, someone else's stays."""
+    xs, w1, w2 = make_problem(2, 8, 2, 4, np.float16, seed=5)
+    capturing.set_device(ordinal=30 + pending, major=9)
+    capturing.set_capture(-1)
+    capturing.lib.s2sa_emulate_set_last_error(pending)
+    check_against_references(run_kernel(capturing, HostMemoryOnStream(), xs, w1, w2), xs, w1, w2)
+    assert capturing.lib.s2sa_emulate_programmatic_launches() == 0
+    assert (capturing.lib.s2sa_emulate_last_error() != 0) == (pending != 0)
+
+
+def test_capture_on_old_cuda_stays_intact_before_sm90(capturing):
+    """Before sm_90 no programmatic launch is attempted, whatever the capture: the old-CUDA capture
+    stays intact and the forward succeeds."""
+    xs, w1, w2 = make_problem(2, 8, 2, 4, np.float32, seed=6)
+    capturing.set_device(ordinal=33, major=8)
+    capturing.set_capture(CAPTURE_ACTIVE, 12000, 12000)
+    check_against_references(run_kernel(capturing, HostMemoryOnStream(), xs, w1, w2), xs, w1, w2)
+    assert capturing.lib.s2sa_emulate_capture_status() == CAPTURE_ACTIVE
+    assert capturing.lib.s2sa_emulate_programmatic_launches() == 0

@@ -1,5 +1,6 @@
-"""The S2SplitAttention kernel through its C ABI (ctypes), against the float64 reference of DESIGN §1
-(tests/reference.py) and the op's NumPy implementation that the exporter uses (export/plugin_reference.py).
+"""The S2SplitAttention kernel through its C ABI (ctypes), against the float64 reference of
+docs/DESIGN.md §1 (tests/reference.py) and the op's NumPy implementation that the exporter uses
+(export/plugin_reference.py).
 
 Argument checking and the references themselves run on the CPU; everything that touches device memory
 is marked gpu. Device memory comes from torch (CUDA build) or cupy, whichever is installed.
@@ -161,7 +162,7 @@ def test_invalid_arguments_are_refused_before_any_launch(lib):
     assert lib.s2sa_error_string(CUDA_ERROR_INVALID_VALUE) == b"invalid argument"
 
 
-# ---- CPU: the op's NumPy implementation agrees with the float64 reference of DESIGN §1 ---------------
+# ---- CPU: the op's NumPy implementation agrees with the float64 reference of docs/DESIGN.md §1 -------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 16, 1, 1), (3, 12, 4, 6)])

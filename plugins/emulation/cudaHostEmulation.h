@@ -9,6 +9,10 @@
  * failing queries, refused programmatic launches) answers cudaGetDevice / cudaDeviceGetAttribute,
  * counts the queries, and keeps the per-thread last-error slot that cudaGetLastError /
  * cudaPeekAtLastError read, so tests can see whether a forward swallows an error it does not own.
+ * A fake stream capture (cudaStreamIsCapturing, with the runtime and driver versions that
+ * cudaRuntimeGetVersion / cudaDriverGetVersion report) refuses a programmatic launch that those
+ * versions cannot record in a graph and is invalidated by it, as a real capture is by a refused call;
+ * the launches of a capture still run at once, standing in for the graph's replay.
  */
 #ifndef S2TRT_CUDA_HOST_EMULATION_H
 #define S2TRT_CUDA_HOST_EMULATION_H
@@ -54,7 +58,14 @@ struct FakeDevice
     std::atomic<bool> refuseProgrammatic{false};
     std::atomic<int> queries{0};
     std::atomic<int> programmaticLaunches{0};
+    // cudaStreamCaptureStatus of every stream, or -1: the capture query fails.
+    std::atomic<int> capture{cudaStreamCaptureStatusNone};
+    std::atomic<int> runtimeVersion{CUDART_VERSION};
+    std::atomic<int> driverVersion{CUDART_VERSION};
 };
+
+// CUDA 12.3: the first runtime and driver that record a programmatic launch in a captured graph.
+constexpr int kCaptureRecordsProgrammatic = 12030;
 
 inline FakeDevice gDevice;
 inline thread_local cudaError_t tLastError = cudaSuccess;
@@ -86,6 +97,29 @@ inline cudaError_t fakeDeviceGetAttribute(int* value, cudaDeviceAttr attr, int /
     return cudaSuccess;
 }
 
+inline cudaError_t fakeStreamIsCapturing(cudaStream_t /* stream */, cudaStreamCaptureStatus* status)
+{
+    int const capture = gDevice.capture.load();
+    if (capture < 0)
+    {
+        return recordError(cudaErrorInvalidResourceHandle);
+    }
+    *status = static_cast<cudaStreamCaptureStatus>(capture);
+    return cudaSuccess;
+}
+
+inline cudaError_t fakeRuntimeGetVersion(int* version)
+{
+    *version = gDevice.runtimeVersion.load();
+    return cudaSuccess;
+}
+
+inline cudaError_t fakeDriverGetVersion(int* version)
+{
+    *version = gDevice.driverVersion.load();
+    return cudaSuccess;
+}
+
 inline cudaError_t fakeGetLastError()
 {
     cudaError_t const status = tLastError;
@@ -105,8 +139,18 @@ struct HostLauncher
     cudaError_t operator()(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t /* stream */,
         bool programmatic, Args... args) const
     {
+        if (gDevice.capture.load() == cudaStreamCaptureStatusInvalidated)
+        {
+            return recordError(cudaErrorStreamCaptureInvalidated);
+        }
         if (programmatic)
         {
+            if (gDevice.capture.load() == cudaStreamCaptureStatusActive
+                && std::min(gDevice.runtimeVersion.load(), gDevice.driverVersion.load()) < kCaptureRecordsProgrammatic)
+            {
+                gDevice.capture = cudaStreamCaptureStatusInvalidated;
+                return recordError(cudaErrorStreamCaptureUnsupported);
+            }
             if (gDevice.refuseProgrammatic.load())
             {
                 return recordError(cudaErrorNotSupported);
@@ -152,6 +196,9 @@ struct HostLauncher
 #define blockIdx (s2trt::emulation::tBlockIdx)
 #define cudaGetDevice s2trt::emulation::fakeGetDevice
 #define cudaDeviceGetAttribute s2trt::emulation::fakeDeviceGetAttribute
+#define cudaStreamIsCapturing s2trt::emulation::fakeStreamIsCapturing
+#define cudaRuntimeGetVersion s2trt::emulation::fakeRuntimeGetVersion
+#define cudaDriverGetVersion s2trt::emulation::fakeDriverGetVersion
 #define cudaGetLastError s2trt::emulation::fakeGetLastError
 #define cudaPeekAtLastError s2trt::emulation::fakePeekAtLastError
 

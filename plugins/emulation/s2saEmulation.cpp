@@ -28,6 +28,21 @@ extern "C" S2SA_API void s2sa_emulate_set_device(int ordinal, int major, int fai
     d.programmaticLaunches = 0;
 }
 
+// The capture state every stream reports from now on (a cudaStreamCaptureStatus, or -1: the query
+// fails) and the runtime and driver versions the library sees.
+extern "C" S2SA_API void s2sa_emulate_set_capture(int status, int runtime_version, int driver_version)
+{
+    auto& d = s2trt::emulation::gDevice;
+    d.capture = status;
+    d.runtimeVersion = runtime_version;
+    d.driverVersion = driver_version;
+}
+
+extern "C" S2SA_API int s2sa_emulate_capture_status(void)
+{
+    return s2trt::emulation::gDevice.capture.load();
+}
+
 extern "C" S2SA_API int s2sa_emulate_device_queries(void)
 {
     return s2trt::emulation::gDevice.queries.load();

@@ -11,7 +11,8 @@
  *                         streams that channel's rows, so the attention weights never go to memory.
  * On sm_90+ launches 2 and 3 use programmatic dependent launch: their blocks get resident and pull
  * their weight rows into L2 while the previous kernel finishes, which hides most launch gaps
- * (S2SA_NO_PDL=1 turns it off, to compare). A buffer the previous launch writes (`a`, `hid`) is
+ * (S2SA_NO_PDL=1 turns it off, to compare; inside a graph capture only where CUDA can record it, see
+ * s2trt::captureAllowsProgrammatic). A buffer the previous launch writes (`a`, `hid`) is
  * therefore written while the reading kernel already runs: it is never `const __restrict__` (which lets
  * the compiler use the read-only cache, valid only for data constant over the kernel's lifetime) and is
  * read with ld.global.cg (L2, coherent) after griddepcontrol.wait.
@@ -46,6 +47,7 @@ constexpr int kHiddenBatch = 8;
 constexpr int kAttendBatch = 4;
 constexpr size_t kWorkspaceAlign = 256;
 
+using s2trt::captureAllowsProgrammatic;
 using s2trt::clearOwnError;
 using s2trt::DeviceLauncher;
 using s2trt::fromFloat;
@@ -343,8 +345,10 @@ int currentDeviceMajor()
     return major;
 }
 
-// Programmatic dependent launch needs sm_90 and a real stream (the implicitly synchronizing default
-// streams are left alone); the environment switch exists to measure its effect.
+// Programmatic dependent launch needs sm_90, a real stream (the implicitly synchronizing default
+// streams are left alone) and, while TensorRT or the application captures the stream into a CUDA graph,
+// a runtime and driver that can record it there (s2trt::captureAllowsProgrammatic); the environment
+// switch exists to measure its effect.
 bool useProgrammaticLaunch(cudaStream_t stream)
 {
     if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread)
@@ -355,7 +359,7 @@ bool useProgrammaticLaunch(cudaStream_t stream)
         char const* v = std::getenv("S2SA_NO_PDL");
         return v != nullptr && v[0] != '\0' && v[0] != '0';
     }();
-    return !disabled && currentDeviceMajor() >= 9;
+    return !disabled && currentDeviceMajor() >= 9 && captureAllowsProgrammatic(stream);
 }
 
 // Launches on the GPU and returns that launch's own status (never cudaGetLastError(), which would
@@ -363,7 +367,8 @@ bool useProgrammaticLaunch(cudaStream_t stream)
 // launcher as a parameter so that the CPU emulation in plugins/emulation/ runs this file's host logic
 // and kernels unchanged.
 // A programmatic launch that the driver or the stream refuses is retried as an ordinary, fully
-// ordered one; the refusal's error is ours and does not outlive the retry.
+// ordered one; the refusal's error is ours and does not outlive the retry. (Under graph capture a
+// refusal would already have invalidated the capture: useProgrammaticLaunch asks first.)
 template <typename Launcher, typename... Params, typename... Args>
 cudaError_t launchDependent(Launcher const& launch, void (*kernel)(Params...), dim3 grid, dim3 block,
     cudaStream_t stream, bool programmatic, Args... args)

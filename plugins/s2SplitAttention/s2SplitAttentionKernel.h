@@ -2,7 +2,7 @@
  * S2SplitAttention CUDA kernels behind a plain C ABI, so that tests can drive them through ctypes
  * without TensorRT and the TensorRT glue stays free of CUDA device code.
  *
- * Math (DESIGN §1, step 4), for inputs x1, x2, x3 of shape (B, C, H, W), NCHW:
+ * Math (docs/DESIGN.md §1, step 4), for inputs x1, x2, x3 of shape (B, C, H, W), NCHW:
  *   a[b, c]      = sum over h, w of (x1 + x2 + x3)[b, c, h, w]
  *   hid[b, :]    = GELU_erf(W1 · a[b, :])            W1: (C, C) row-major (out, in)
  *   hat[b, k, c] = (W2 · hid[b, :])[k * C + c]        W2: (3C, C) row-major (out, in)
