@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import NamedTuple
@@ -57,15 +58,18 @@ def base_documents() -> list[tuple[str, dict]]:
     return [(f"{p.name}:{d['kind']}:{d['metadata']['name']}", d) for p in files for d in load(p)]
 
 
-def one(docs, kind: str, name: str | None = None) -> dict:
-    found = [d for d in (x[1] if isinstance(x, tuple) else x for x in docs)
-             if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+def base_objects() -> list[dict]:
+    return [d for _, d in base_documents()]
+
+
+def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, (kind, name, len(found))
     return found[0]
 
 
-def container(docs=None) -> dict:
-    return one(docs or base_documents(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+def container(docs: list[dict] | None = None) -> dict:
+    return one(docs or base_objects(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
 
 
 def args() -> dict[str, str]:
@@ -74,26 +78,32 @@ def args() -> dict[str, str]:
 
 def adapter_rules() -> dict[str, dict]:
     """The Prometheus Adapter rules by the metric name each serves."""
-    rules = yaml.safe_load(one(base_documents(), "ConfigMap")["data"]["rules.yaml"])["rules"]
+    rules = yaml.safe_load(one(base_objects(), "ConfigMap")["data"]["rules.yaml"])["rules"]
     return {r["name"]["as"]: r for r in rules}
 
 
-def hpa_metric(docs) -> str:
+def hpa_metric(docs: list[dict]) -> str:
     metric = one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]
     assert "selector" not in metric  # each rule names its models itself
     return metric["name"]
 
 
-_RATE = re.compile(r'rate\((\w+)\{<<\.LabelMatchers>>,model(=~|=)"([^"]*)"\}\[(\d+)([smh])\]\)')
+def duration_s(text: str) -> int:
+    m = re.fullmatch(r"(\d+)([smh])", text)
+    assert m, text
+    return int(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+_RATE = re.compile(r'rate\((\w+)\{<<\.LabelMatchers>>,model(=~|=)"([^"]*)"\}\[(\w+)\]\)')
 
 
 def rate_terms(rule: dict) -> list[tuple[str, set[str], int]]:
     """(series, models, window in seconds) of every rate() in the rule's query."""
     terms = []
-    for series, op, value, n, unit in _RATE.findall(rule["metricsQuery"]):
+    for series, op, value, window in _RATE.findall(rule["metricsQuery"]):
         models = set(value.split("|")) if op == "=~" else {value}
         assert all(re.fullmatch(r"\w+", m) for m in models), value  # names, not patterns
-        terms.append((series, models, int(n) * {"s": 1, "m": 60, "h": 3600}[unit]))
+        terms.append((series, models, duration_s(window)))
     assert rule["metricsQuery"].count("rate(") == len(terms) == 2, rule["metricsQuery"]
     return terms
 
@@ -101,13 +111,10 @@ def rate_terms(rule: dict) -> list[tuple[str, set[str], int]]:
 def queued_and_answered(rule: dict) -> tuple[set[str], set[str]]:
     """The models whose queue time the rule sums, and the models whose answered requests divide it."""
     terms = {series: models for series, models, _ in rate_terms(rule)}
+    query = rule["metricsQuery"]
+    assert query.index("nv_inference_queue_duration_us") < query.index(" / ") \
+        < query.index("nv_inference_request_success"), query
     return terms["nv_inference_queue_duration_us"], terms["nv_inference_request_success"]
-
-
-def duration_s(text: str) -> int:
-    m = re.fullmatch(r"(\d+)([smh])", text)
-    assert m, text
-    return int(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]]
 
 
 def matches(selector: dict, labels: dict) -> bool:
@@ -232,7 +239,7 @@ def test_the_validators_are_not_rubber_stamps(offline):
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     import jsonschema
 
-    docs = base_documents()
+    docs = base_objects()
     bad = copy.deepcopy(one(docs, "Deployment"))
     bad["spec"]["template"]["spec"]["containers"][0]["ports"][0]["contianerPort"] = 8000  # a typo
     with pytest.raises(kv.ValidationError):
@@ -270,7 +277,7 @@ def test_every_file_is_rendered_or_documented_as_not_applied():
 
 def test_base_renders_as_written(rendered):
     key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
-    written = sorted((d for _, d in base_documents() if d["kind"] != "ConfigMap"), key=key)
+    written = sorted((d for d in base_objects() if d["kind"] != "ConfigMap"), key=key)
     assert sorted(rendered.base, key=key) == written
 
 
@@ -334,7 +341,7 @@ def allowed(policy: dict, namespace_labels: dict, port: str) -> bool:
 
 
 def test_network_policy_admits_inference_from_labelled_namespaces_and_metrics_from_monitoring():
-    docs = base_documents()
+    docs = base_objects()
     policy = one(docs, "NetworkPolicy")
     ports = {p["name"] for p in container()["ports"]}
     assert ports == {"http", "grpc", "metrics"}
@@ -354,7 +361,7 @@ def test_network_policy_admits_inference_from_labelled_namespaces_and_metrics_fr
 
 
 def test_disruption_budget_and_spread_keep_a_pod_serving():
-    docs = base_documents()
+    docs = base_objects()
     pdb = one(docs, "PodDisruptionBudget")["spec"]
     hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
     assert one(docs, "Deployment")["spec"]["replicas"] >= hpa["minReplicas"] >= 2
@@ -368,7 +375,7 @@ def test_disruption_budget_and_spread_keep_a_pod_serving():
 
 
 def test_pods_mount_the_claim_read_only_from_any_node():
-    docs = base_documents()
+    docs = base_objects()
     pvc = one(docs, "PersistentVolumeClaim")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes share it
     volume = next(v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
@@ -382,7 +389,7 @@ def test_pods_mount_the_claim_read_only_from_any_node():
 
 def test_rate_windows_hold_enough_samples():
     """rate() needs two samples in its window: at the default 60 s scrape a 1 m window holds one."""
-    interval = duration_s(one(base_documents(), "PodMonitor")["spec"]["podMetricsEndpoints"][0]["interval"])
+    interval = duration_s(one(base_objects(), "PodMonitor")["spec"]["podMetricsEndpoints"][0]["interval"])
     for name, rule in adapter_rules().items():
         for series, _, window in rate_terms(rule):
             assert window >= 2 * PROMETHEUS_DEFAULT_SCRAPE_S, (name, series, window)
@@ -450,7 +457,7 @@ def test_ports_match_s2serve_and_the_services():
     a = args()
     assert {k: int(a[f"{k}-port"]) for k in want} == want
     assert {p["name"]: p["containerPort"] for p in container()["ports"]} == want
-    docs = base_documents()
+    docs = base_objects()
     for svc in ("s2trt-triton", "s2trt-triton-pods"):
         for port in one(docs, "Service", svc)["spec"]["ports"]:
             assert port["targetPort"] in want and port["port"] == want[port["targetPort"]]
@@ -535,8 +542,16 @@ def test_the_deployments_arguments_and_the_adapter_rules_on_a_real_tritonserver(
     ensemble = adapter_rules()[hpa_metric(rendered.ensemble)]
     images = [cv2.imencode(".png", im)[1].tobytes() for im in F.sample_images(3)]
 
-    def metrics() -> str:
-        return urllib.request.urlopen(e.metrics_url, timeout=10).read().decode()
+    def settled(want: dict[str, int]) -> str:
+        """The metrics once these models' request counters reached `want`: Triton counts a request
+        after sending its response, so the client can be a moment ahead of the counters."""
+        deadline = time.monotonic() + 30
+        while True:
+            text = urllib.request.urlopen(e.metrics_url, timeout=10).read().decode()
+            success = counters(text, "nv_inference_request_success")
+            if all(success.get(m) == n for m, n in want.items()) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.2)
 
     with srv:
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
@@ -544,14 +559,19 @@ def test_the_deployments_arguments_and_the_adapter_rules_on_a_real_tritonserver(
         assert F.http_status(e.http_url + "/v2/logging") == 403
         assert F.http_status(e.http_url + "/v2/logging", key=key) == 200
 
+        n = len(images)
         assert all(infer_image(e.http_url, R.ENSEMBLE, im) == 200 for im in images)
-        text = metrics()
-        assert rule_sums(ensemble, text)[1] == len(images)
+        steps = queued_and_answered(ensemble)[0]
+        text = settled({R.ENSEMBLE: n, **dict.fromkeys(steps, n)})
+        queued, answered = rule_sums(ensemble, text)
+        assert answered == n
+        assert all(counters(text, "nv_inference_request_success")[m] == n for m in steps)  # each step once
+        # Where the ensemble's requests wait: in its steps' queues (each one's dynamic batcher), not
+        # in the ensemble's own.
+        assert queued > counters(text, "nv_inference_queue_duration_us")[R.ENSEMBLE]
         assert rule_sums(detector, text) == (0, 0)  # the detector's rule sees none of it
-        steps = counters(text, "nv_inference_request_success")
-        assert all(steps[m] == len(images) for m in queued_and_answered(ensemble)[0])  # each step once
 
         assert all(infer_image(e.http_url, R.DETECTOR, im) == 200 for im in images[:2])
-        text = metrics()
+        text = settled({R.DETECTOR: 2})
         assert rule_sums(detector, text)[1] == 2
-        assert rule_sums(ensemble, text)[1] == len(images)
+        assert rule_sums(ensemble, text)[1] == n
