@@ -272,7 +272,7 @@ def test_every_file_is_rendered_or_documented_as_not_applied():
         for entry in spec.get("resources", []) + [p["path"] for p in spec.get("patches", []) if "path" in p]:
             path = (kustomization.parent / entry).resolve()
             reached.add(path / "kustomization.yaml" if path.is_dir() else path)
-    assert set(K8S.rglob("*.yaml")) == {p.resolve() for p in reached}
+    assert {p.resolve() for p in K8S.rglob("*.yaml")} == {p.resolve() for p in reached}
 
 
 def test_base_renders_as_written(rendered):
