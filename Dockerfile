@@ -29,6 +29,8 @@ RUN TRT_INC="${TENSORRT_INCLUDE_DIR:-$(dirname "$(find /usr/include /usr/local /
     && cmake --build plugins/build -j"$(nproc)"
 COPY pyproject.toml README.md ./
 COPY core/ core/
+COPY trt/ trt/
+COPY detect/ detect/
 COPY models/ models/
 COPY export/ export/
 COPY calib/ calib/

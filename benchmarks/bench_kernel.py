@@ -161,7 +161,7 @@ def bench_preprocess(args) -> None:
     import cv2
     import numpy as np
 
-    from s2trt.runtime.preprocess import preprocess
+    from s2trt.detect.letterbox import preprocess
 
     rng = np.random.default_rng(0)
     fh, fw = args.frame_size
@@ -180,7 +180,7 @@ def bench_preprocess(args) -> None:
     except ImportError:
         gpu = False
     if gpu:
-        from s2trt.runtime.gpu_preprocess import DeviceFrame, GpuLetterbox
+        from s2trt.runtime.backends.gpu_letterbox import DeviceFrame, GpuLetterbox
 
         letterbox = GpuLetterbox(args.lib)
         host_frames = [torch.from_numpy(f).pin_memory() for f in frames]

@@ -156,11 +156,11 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.detect.letterbox import preprocess
+    from s2trt.runtime.backends.ort import OrtBackend
+    from s2trt.runtime.inputs.sources import Frame, open_source
+    from s2trt.runtime.outputs.sinks import Sinks
     from s2trt.runtime.pipeline import DetectOptions, Runner
-    from s2trt.runtime.preprocess import preprocess
-    from s2trt.runtime.sinks import Sinks
-    from s2trt.runtime.sources import Frame, open_source
 
     work = Path(tempfile.mkdtemp(prefix="s2bench-"))
     model, model_what = resolve_model(a.onnx, work)
@@ -276,7 +276,7 @@ def bench_trt(engine: str | Path, frames: list[np.ndarray], batch: int, repeats:
               make_backend=None) -> dict[str, tuple[float, float, str]]:
     """Per mode of TRT_MODES: (best FPS, host CPU ms per frame, what the backend ended up using)."""
     if make_backend is None:
-        from s2trt.runtime.backend_trt import TrtBackend as make_backend
+        from s2trt.runtime.backends.trt import TrtBackend as make_backend
 
     results = {}
     for mode, (overlapped, kw) in TRT_MODES.items():

@@ -85,7 +85,7 @@ def load_images(folder: Path | None, n: int) -> list[bytes]:
 
 
 def baseline(model: Path, images: list[bytes], requests: int, threads: int) -> tuple[float, list[float]]:
-    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.backends.ort import OrtBackend
     from s2trt.serve.detector import Detector, NmsSettings, decode_image
 
     det = Detector(OrtBackend(model, "cpu", threads), NmsSettings())
@@ -100,7 +100,7 @@ def baseline(model: Path, images: list[bytes], requests: int, threads: int) -> t
 
 def load(url: str, images: list[bytes], clients: int, per_client: int) -> tuple[float, list[float], int]:
     from s2trt.errors import S2Error
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     lat: list[float] = []
     errors = [0]

@@ -97,17 +97,17 @@ class NullSink:
 
 def open_backend(a: argparse.Namespace, model: Path):
     if a.engine:
-        from s2trt.runtime.backend_trt import TrtBackend
+        from s2trt.runtime.backends.trt import TrtBackend
 
         return TrtBackend(a.engine, a.plugin_lib, "cuda")
-    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.backends.ort import OrtBackend
 
     return OrtBackend(model, a.device, a.threads)
 
 
 def run_once(a, backend, specs: list[str]) -> dict:
+    from s2trt.runtime.inputs.streams import LiveOptions, MultiSource
     from s2trt.runtime.pipeline import DetectOptions, Runner
-    from s2trt.runtime.streams import LiveOptions, MultiSource
 
     ms = MultiSource(specs, live=LiveOptions(read_timeout_s=10, reconnect_timeout_s=30))
     runner = Runner(backend, ms, NullSink(), DetectOptions(), batch=a.batch or len(specs))

@@ -40,7 +40,7 @@ def latency_ms(path: Path, shape: tuple[int, ...], warmup: int, iters: int, basi
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    if basic:  # see runtime.evaluate.onnx_predictor: ORT's QLinearConcat fusion has no FP16 kernel
+    if basic:  # see detect.evaluate.onnx_predictor: ORT's QLinearConcat fusion has no FP16 kernel
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)

@@ -3,7 +3,7 @@
 A source is a folder of images, a glob, a video file (every Nth frame) or a split of a YOLO data yaml.
 The selection is deterministic: paths are sorted and a seeded sample of `size` of them is taken, so
 two runs on the same source calibrate on the same pixels. Frames go through the runtime's own
-`preprocess`, so calibration sees exactly what inference sees (DESIGN §6).
+`preprocess`, so calibration sees exactly what inference sees (docs/DESIGN.md §6).
 
 `CalibrationReader` speaks ONNX Runtime's CalibrationDataReader protocol (get_next() -> {input: batch}
 or None, rewind(), len(), set_range()) and also yields plain batches for the TensorRT calibrator.
@@ -23,9 +23,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from s2trt.detect.letterbox import preprocess
+from s2trt.detect.media import IMAGE_EXTS, VIDEO_EXTS
 from s2trt.errors import S2Error
-from s2trt.runtime.preprocess import preprocess
-from s2trt.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _images_in(folder: Path) -> list[str]:
 
 
 def _yaml_split_images(data: Path, split: str | None) -> list[str]:
-    from s2trt.runtime.evaluate import read_data_yaml
+    from s2trt.detect.evaluate import read_data_yaml
 
     d = read_data_yaml(data)
     available = [s for s in YAML_SPLIT_ORDER if d.get(s)]

@@ -1,4 +1,4 @@
-"""INT8 Q/DQ ONNX with ONNX Runtime static quantization, placed the way TensorRT wants it (DESIGN §5).
+"""INT8 Q/DQ ONNX with ONNX Runtime static quantization, placed the way TensorRT wants it (docs/DESIGN.md §5).
 
 TensorRT ≥ 11 builds INT8 only from explicit QuantizeLinear/DequantizeLinear pairs; 10.x accepts them
 too. The placement follows TensorRT's Q/DQ recommendations: symmetric INT8 (zero point 0) everywhere,

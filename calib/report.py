@@ -55,7 +55,7 @@ def _timed(predict: Callable[[np.ndarray], np.ndarray], clock: list[float]) -> C
 def evaluate_onnx(path: Path, data: str | Path, split: str, imgsz: int, batch: int,
                   limit: int | None, basic_optimizations: bool = False) -> dict[str, Any]:
     """mAP of one ONNX file in an ORT CPU session, with its mean inference time per image."""
-    from s2trt.runtime.evaluate import evaluate, onnx_predictor
+    from s2trt.detect.evaluate import evaluate, onnx_predictor
 
     predict, fixed_batch, _ = onnx_predictor(path, basic_optimizations)
     clock = [0.0, 0]

@@ -16,7 +16,7 @@ from s2trt.calib.cache import cache_key, graph_digest, load_cache, save_cache
 from s2trt.calib.data import CalibrationReader
 from s2trt.calib.qdq import CalibMethod
 from s2trt.errors import S2Error
-from s2trt.runtime.trt_compat import for_trt, import_tensorrt, is_strongly_typed_only
+from s2trt.trt.versions import for_trt, import_tensorrt, is_strongly_typed_only
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ def _calibrator_class(trt: Any, method: str) -> type:
                 self._start()
 
         def _start(self) -> None:
-            from s2trt.runtime import trt_compat
-            from s2trt.runtime.cuda_mem import open_cuda
+            from s2trt.trt.cuda_mem import open_cuda
+            from s2trt.trt.gpu import select_device
 
-            trt_compat.select_device(self.device)  # cudaMalloc and the stream use the current device
+            select_device(self.device)  # cudaMalloc and the stream use the current device
             self._mem = open_cuda()
             h, w = self.reader.prep.imgsz
             self._dev = self._mem.malloc(self.reader.batch * 3 * h * w * 4)

@@ -1,4 +1,4 @@
-"""The metadata contract between export, engine builder, runtime and serving (DESIGN §3).
+"""The metadata contract between export, engine builder, runtime and serving (docs/DESIGN.md §3).
 
 An export stores it twice: as ONNX `metadata_props` (string values; lists and dicts JSON-encoded)
 and in a sidecar `<name>.json` beside the file (the same keys plus reports such as parity). An
@@ -37,7 +37,7 @@ class ModelMeta:
     versions: dict[str, str] = field(default_factory=dict)
 
     def preprocess_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of s2trt.runtime.preprocess.preprocess that this export implies."""
+        """The keyword arguments of s2trt.detect.letterbox.preprocess that this export implies."""
         lb = self.letterbox or {}
         return {"stride": int(self.stride), "pad_value": int(lb.get("pad_value", 114)),
                 "scaleup": bool(lb.get("scaleup", True))}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from s2trt.runtime.preprocess import letterbox
+from s2trt.detect.letterbox import letterbox
 
 PAD = 114
 

@@ -35,8 +35,8 @@ def _main(args: argparse.Namespace) -> int:
     import torch
 
     from s2trt.demo.torch_backend import torch_predictor
+    from s2trt.detect.evaluate import evaluate
     from s2trt.models import load_checkpoint
-    from s2trt.runtime.evaluate import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)

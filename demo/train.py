@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from s2trt.demo.augment import augment
+from s2trt.detect.evaluate import label_path, read_data_yaml, split_images
 from s2trt.errors import S2Error
-from s2trt.runtime.evaluate import label_path, read_data_yaml, split_images
 
 log = logging.getLogger("s2trt.demo.train")  # not __name__: it is __main__ under -m
 
@@ -115,7 +115,7 @@ def save_checkpoint(path: Path, ema: ModelEMA, epoch: int, fitness: float, opt: 
 
 def validate(ema: ModelEMA, data_yaml: str, imgsz: int, device: str, limit: int | None) -> dict[str, float]:
     from s2trt.demo.torch_backend import torch_predictor
-    from s2trt.runtime.evaluate import evaluate
+    from s2trt.detect.evaluate import evaluate
 
     model = copy.deepcopy(ema.ema)
     return evaluate(torch_predictor(model, device), data_yaml, "val", imgsz, batch=16, limit=limit)

@@ -1,6 +1,6 @@
-"""Build a TensorRT engine from an s2trt ONNX export, on TensorRT 10 (Jetson) and 11 (DESIGN §4-§5).
+"""Build a TensorRT engine from an s2trt ONNX export, on TensorRT 10 (Jetson) and 11 (docs/DESIGN.md §4-§5).
 
-TensorRT is imported lazily and every version difference goes through s2trt.runtime.trt_compat.
+TensorRT is imported lazily and every version difference goes through s2trt.trt.versions.
 Without TensorRT, manual_build_hint() gives the commands that build the engine on the target.
 """
 
@@ -23,14 +23,22 @@ from s2trt.meta import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from s2trt.runtime import trt_compat as tc
 from s2trt.text import first_line, printable
+from s2trt.trt import gpu, versions
+from s2trt.trt.plugin_lib import (
+    PLUGIN_LIB_NAME,
+    PLUGIN_NAME,
+    default_plugin_library,
+    ensure_plugin,
+    plugin_library_sha256,
+)
+from s2trt.trt.sidecar import engine_sidecar
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_BATCH = 16
-INPUT_NAME = "images"  # the ONNX contract's input (DESIGN §3)
+INPUT_NAME = "images"  # the ONNX contract's input (docs/DESIGN.md §3)
 Shape = tuple[int, int, int, int]
 
 
@@ -44,7 +52,7 @@ class EngineOptions:
     timing_cache: Path | None = None  # read when present, written after the build
     device: int = 0
     verbose: bool = False
-    plugin_lib: Path | None = None  # default: trt_compat.default_plugin_library()
+    plugin_lib: Path | None = None  # default: s2trt.trt.plugin_lib.default_plugin_library()
     calibrator: object | None = None  # TensorRT ≤ 10 INT8 calibrator (s2trt.calib)
     use_plugin: bool = True
 
@@ -119,13 +127,13 @@ def _prepare_plugin(trt: Any, meta: dict[str, Any], opts: EngineOptions, onnx_pa
         raise S2Error(f"{onnx_path.name} contains the {printable(plugin_op, 60)} plugin node, so "
                       "--no-plugin cannot build it: use the portable ONNX of the same export (flavour "
                       "'portable')")
-    return tc.ensure_plugin(trt, opts.plugin_lib, required=True)
+    return ensure_plugin(trt, opts.plugin_lib, required=True)
 
 
 def _parse_network(trt: Any, builder: Any, logger: Any, onnx_path: Path,
                    strongly_typed: bool) -> tuple[Any, Any]:
     """(network, parser); the parser owns weights the network uses, so it lives as long."""
-    network = tc.create_network(trt, builder, strongly_typed)
+    network = versions.create_network(trt, builder, strongly_typed)
     parser = trt.OnnxParser(network, logger)
     log.info("parsing %s", onnx_path)
     _parse(trt, parser, onnx_path)
@@ -139,7 +147,7 @@ def _parse(trt: Any, parser: Any, onnx_path: Path) -> None:
     errors = [printable(" ".join(str(parser.get_error(i)).split())) for i in range(parser.num_errors)]
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     hint = ""
-    if any(tc.PLUGIN_NAME in e for e in errors):
+    if any(PLUGIN_NAME in e for e in errors):
         hint = "; load the plugin library with --plugin-lib or build the portable ONNX with --no-plugin"
     raise S2Error(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: "
                   f"{' | '.join(errors[:3]) or 'no parser error reported'}{more}{hint}")
@@ -217,13 +225,13 @@ def _configure_precision(trt: Any, config: Any, network: Any, opts: EngineOption
         raise S2Error(f"INT8 needs calibration: give calibration images (--calib) or build the Q/DQ "
                       f"ONNX of `s2export model.pt --int8`; {name} has no Q/DQ nodes")
     calibrator = opts.calibrator if mode.int8 else None
-    tc.set_precision_flags(trt, config, mode.precision, calibrator)
+    versions.set_precision_flags(trt, config, mode.precision, calibrator)
     if calibrator is not None and profile is not None:
-        tc.set_calibration_profile(config, profile)
+        versions.set_calibration_profile(config, profile)
     patterns: list[str] = []
     if mode.pin_islands:
         patterns = fp32_island_patterns(onnx_path, required=True)
-        pinned = tc.pin_fp32_layers(trt, config, network, patterns)
+        pinned = versions.pin_fp32_layers(trt, config, network, patterns)
         log.info("FP32 islands: %d layers pinned to FP32 (precision constraints obeyed)", len(pinned))
     how = "INT8 calibrator" if calibrator is not None else "builder"
     return f"builder flags ({how}{', FP32 islands pinned' if patterns else ''})", patterns
@@ -286,7 +294,7 @@ def _use_timing_cache(config: Any, path: Path) -> None:
 
 def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dict[str, Any]:
     """Build, write the engine atomically with its sidecar JSON, and return the sidecar."""
-    trt = tc.import_tensorrt("building a TensorRT engine")
+    trt = versions.import_tensorrt("building a TensorRT engine")
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if opts.precision not in PRECISIONS:
         raise S2Error(f"unknown precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -294,15 +302,15 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
         raise S2Error(f"{onnx_path} does not exist")
     meta = _source_metadata(onnx_path, required=True)
     plugin_lib = _prepare_plugin(trt, meta, opts, onnx_path)
-    plugin_sha256 = tc.plugin_library_sha256(plugin_lib) if plugin_lib else None
-    tc.select_device(opts.device)
+    plugin_sha256 = plugin_library_sha256(plugin_lib) if plugin_lib else None
+    gpu.select_device(opts.device)
     use_device = getattr(opts.calibrator, "use_device", None)
     if use_device is not None:  # a calibrator made before --device was known holds device-0 memory
         use_device(opts.device)
 
     logger = trt.Logger(trt.Logger.VERBOSE if opts.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    typed_only = tc.is_strongly_typed_only(trt)
+    typed_only = versions.is_strongly_typed_only(trt)
     if typed_only and opts.calibrator is not None:
         raise S2Error(f"TensorRT {trt.__version__} has no INT8 calibrator: build the Q/DQ ONNX that "
                       "`s2export model.pt --int8 --calib <images>` writes")
@@ -345,7 +353,7 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
         write_bytes_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
     extra = {"onnx_file": str(onnx_path), "precision_path": path, "profiles": profiles,
              "workspace_gib": opts.workspace_gib, "fp32_layers": fp32_layers}
-    sidecar = tc.engine_sidecar(trt, precision, plugin_lib, plugin_sha256, {**meta, **extra}, opts.device)
+    sidecar = engine_sidecar(trt, precision, plugin_lib, plugin_sha256, {**meta, **extra}, opts.device)
     write_json_atomic(sidecar_path(engine_path), sidecar)
     log.info("wrote %s (%.1f MB, %s, TensorRT %s, %s) in %.0f s", engine_path,
              engine_path.stat().st_size / 1e6, precision, trt.__version__, path, time.perf_counter() - t0)
@@ -402,7 +410,7 @@ def manual_build_hint(onnx_path: Path, opts: EngineOptions) -> str:
             s2 += [f"--{key}", fmt_shape(shape)]
             trtexec.append(f"--{key}Shapes={INPUT_NAME}:{fmt_shape(shape)}")
     if meta.get("plugin") and opts.use_plugin:
-        lib = opts.plugin_lib or tc.default_plugin_library() or Path("plugins/build") / tc.PLUGIN_LIB_NAME
+        lib = opts.plugin_lib or default_plugin_library() or Path("plugins/build") / PLUGIN_LIB_NAME
         if opts.plugin_lib:
             s2 += ["--plugin-lib", str(lib)]
         # --dynamicPlugins goes through IPluginRegistry::loadLibrary, which calls the library's

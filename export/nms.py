@@ -1,4 +1,5 @@
-"""In-graph NMS in standard ONNX ops (DESIGN §3): TopK pre-filter -> NonMaxSuppression -> padded outputs.
+"""In-graph NMS in standard ONNX ops (docs/DESIGN.md §3): TopK pre-filter -> NonMaxSuppression ->
+padded outputs.
 
 Outputs, the layout TensorRT's EfficientNMS users know: `num_dets` (B, 1) int32, `det_boxes` (B, K, 4)
 x1y1x2y2 in input pixels, `det_scores` (B, K), `det_classes` (B, K) int32, K = max_det; entries past

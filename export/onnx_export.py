@@ -33,7 +33,7 @@ OUTPUT_NAME = "output0"
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # Slice/Concat/Softmax semantics and NonMaxSuppression as TensorRT 10 parses them
 
-# Ops that mean in-place indexing leaked into the graph (DESIGN §1), or helper chains that the
+# Ops that mean in-place indexing leaked into the graph (docs/DESIGN.md §1), or helper chains that the
 # folding should have removed. None belongs in an exported s2trt graph.
 FORBIDDEN_OPS = frozenset({"ScatterND", "ScatterElements", "Scatter", "Where", "Expand",
                            "ConstantOfShape", "Loop", "If", "NonZero"})
@@ -161,7 +161,7 @@ def check_model(model: onnx.ModelProto | bytes) -> None:
 
 
 def set_metadata(model: onnx.ModelProto, meta: ModelMeta, extra: dict[str, Any] | None = None) -> None:
-    """Replace the graph's metadata_props with the s2trt contract (DESIGN §3)."""
+    """Replace the graph's metadata_props with the s2trt contract (docs/DESIGN.md §3)."""
     import json
 
     props = meta.to_props()

@@ -85,7 +85,7 @@ def sample_input(imgsz: Sequence[int], batch: int = 1, stride: int = 32) -> tupl
     variants = [img, img[:, ::-1], img[::-1], img[::-1, ::-1]]
     frames = [np.ascontiguousarray(variants[i % 4]) for i in range(batch)]
     try:
-        from s2trt.runtime.preprocess import preprocess
+        from s2trt.detect.letterbox import preprocess
     except ImportError:  # the runtime package is optional for exporting
         return _plain_letterbox(frames, imgsz), source
     x, _ = preprocess(frames, list(imgsz), stride=stride)

@@ -233,7 +233,7 @@ def nms_agreement(outs: list[Any], raw: Any, cfg: NMSConfig) -> dict[str, Any]:
     import numpy as np
 
     try:
-        from s2trt.runtime.postprocess import from_nms_outputs, non_max_suppression
+        from s2trt.detect.boxes import from_nms_outputs, non_max_suppression
     except ImportError:
         return {"detections": [int(n) for n in np.ravel(outs[0])]}
     got = from_nms_outputs(*outs)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 # The op is the plugin: one definition of its name, namespace and version (the creator's).
-from s2trt.runtime.trt_compat import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from s2trt.trt.plugin_lib import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 OP_TYPE = PLUGIN_NAME
 OP_DOMAIN = "s2trt"

@@ -1,8 +1,11 @@
 """s2trt.runtime: the detection runtime behind s2infer.
 
-Shared pieces others import: `preprocess` (letterbox, preprocess, LetterboxInfo), `postprocess`
-(non_max_suppression, scale_boxes, from_nms_outputs), `backend` (the Backend protocol,
-BatchedBackend, decode), `image_guard` (an encoded image's size from its header, checked against a
-pixel limit before decoding). Backends live in backend_ort / backend_trt / backend_torch and are imported
-only when used, so importing this package pulls in neither torch, onnxruntime nor tensorrt.
+- inputs/: where frames come from (files, cameras, streams);
+- backends/: where they run (ONNX Runtime, TensorRT, PyTorch, Triton), behind one Backend protocol;
+- outputs/: where detections go (sinks);
+- pipeline.py: the threaded read → preprocess → infer → postprocess → write loop; stats.py its timings;
+- cli.py: s2infer, a thin face over the pipeline; evaluate.py: `python -m s2trt.runtime.evaluate`.
+
+Letterbox, NMS and image limits are s2trt.detect's; TensorRT support is s2trt.trt's. Backends are
+imported only when used, so importing this package pulls in neither torch, onnxruntime nor tensorrt.
 """

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from s2trt.cli import add_verbosity, run_main, sigterm_as_interrupt
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 from s2trt.errors import S2Error, UsageError
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 
 log = logging.getLogger("s2trt.runtime")
 
@@ -137,20 +137,20 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 def open_backend(a: argparse.Namespace):
     if a.triton:
-        from s2trt.serve.client import TritonBackend
+        from s2trt.runtime.backends.triton import TritonBackend
 
         return TritonBackend(a.triton, a.triton_model, conf_thres=a.conf_thres, iou_thres=a.iou_thres,
                              agnostic=a.agnostic_nms, max_det=a.max_det)
     if a.engine:
-        from s2trt.runtime.backend_trt import TrtBackend
+        from s2trt.runtime.backends.trt import TrtBackend
 
         return TrtBackend(a.engine, a.plugin_lib, a.device, cuda_graphs=not a.no_cuda_graphs,
                           gpu_preprocess={"auto": None, "on": True, "off": False}[a.gpu_preprocess])
     if a.onnx:
-        from s2trt.runtime.backend_ort import OrtBackend
+        from s2trt.runtime.backends.ort import OrtBackend
 
         return OrtBackend(a.onnx, a.device, a.threads)
-    from s2trt.runtime.backend_torch import TorchBackend
+    from s2trt.runtime.backends.pytorch import TorchBackend
 
     size = a.imgsz or [640]
     return TorchBackend(a.weights, (size[0], size[-1]), a.device, a.cfg, a.half, a.threads)
@@ -171,8 +171,8 @@ def plan_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]]
     """(save_dir, output_file, jsonl_path) from --project/--name, -o and --save-json.
 
     Nothing is created here: folders appear with the first file written into them."""
-    from s2trt.runtime.sinks import increment_dir
-    from s2trt.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
+    from s2trt.detect.media import IMAGE_EXTS, VIDEO_EXTS
+    from s2trt.runtime.outputs.sinks import increment_dir
 
     wants_dir = a.save or (a.save_json == "")
     save_dir = out_file = None
@@ -199,8 +199,8 @@ def plan_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]]
 
 def _check_output_kind(out: Path, kind: str) -> None:
     """-o names one file: it must be the kind of file the input gives (never renamed behind the user)."""
-    from s2trt.runtime.sinks import WRITABLE_IMAGE_EXTS
-    from s2trt.runtime.sources import IMAGE_EXTS
+    from s2trt.detect.media import IMAGE_EXTS
+    from s2trt.runtime.outputs.sinks import WRITABLE_IMAGE_EXTS
 
     ext = out.suffix.lower()
     if kind == "image" and ext not in IMAGE_EXTS:
@@ -219,7 +219,7 @@ def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_
                   file_names: dict[str, str] | None = None) -> None:
     """Refuse any output that is an input: a source file, the model, its sidecar, the plugin or cfg."""
     from s2trt.meta import sidecar_path
-    from s2trt.runtime.sinks import output_name, writes_in_place
+    from s2trt.runtime.outputs.sinks import output_name, writes_in_place
 
     inputs = [(Path(p), "the input") for kind, p in items if kind in ("image", "video")]
     model = a.engine or a.onnx or a.weights
@@ -277,10 +277,10 @@ def _main(a: argparse.Namespace) -> int:
 def _run(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from s2trt.runtime.inputs.sources import open_source, shown
+    from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, is_multi, output_names
+    from s2trt.runtime.outputs.sinks import Sinks
     from s2trt.runtime.pipeline import DetectOptions, Runner
-    from s2trt.runtime.sinks import Sinks
-    from s2trt.runtime.sources import open_source, shown
-    from s2trt.runtime.streams import LiveOptions, MultiSource, is_multi, output_names
 
     _quiet_opencv(a.verbose)
     if a.half and not a.weights:

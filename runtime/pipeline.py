@@ -28,12 +28,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from s2trt.detect.boxes import scale_boxes
+from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
 from s2trt.errors import S2Error
-from s2trt.runtime.backend import Backend, OverlappedBackend, decode
-from s2trt.runtime.postprocess import scale_boxes
-from s2trt.runtime.preprocess import LetterboxInfo, check_frame, preprocess
-from s2trt.runtime.sinks import Sinks
-from s2trt.runtime.sources import Frame, shown
+from s2trt.runtime.backends.base import Backend, OverlappedBackend, decode
+from s2trt.runtime.inputs.sources import Frame, shown
+from s2trt.runtime.outputs.sinks import Sinks
 from s2trt.runtime.stats import Stats
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 
 from s2trt.cli import add_verbosity, run_main
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 from s2trt.errors import EXIT_OK, S2Error
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 
 log = logging.getLogger("s2trt.serve")
 

@@ -1,7 +1,7 @@
 """What the Triton model `s2trt_detector` does per batch of requests, free of Triton's own API.
 
 Requests carry encoded images (`IMAGE`: the file's bytes as a uint8 vector, one image per row) or
-uint8 BGR frames (`FRAME`, (h, w, 3)); the answer is DESIGN §3's NMS layout, padded to `max_det`.
+uint8 BGR frames (`FRAME`, (h, w, 3)); the answer is docs/DESIGN.md §3's NMS layout, padded to `max_det`.
 Requests of one scheduler batch run through the network together, and a bad request (undecodable
 bytes, an image bomb, a frame that cannot be letterboxed, both inputs or none) fails alone.
 """
@@ -16,13 +16,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from s2trt.detect.boxes import scale_boxes, to_layout
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_image_bytes
+from s2trt.detect.letterbox import LetterboxInfo, preprocess
 from s2trt.errors import S2Error
-from s2trt.runtime.backend import Backend, decode
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_image_bytes
-from s2trt.runtime.postprocess import scale_boxes
-from s2trt.runtime.preprocess import LetterboxInfo, preprocess
-
-INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
+from s2trt.runtime.backends.base import Backend, decode
+from s2trt.runtime.backends.triton import INPUT_FRAME, INPUT_IMAGE
 
 
 @dataclass
@@ -86,20 +85,6 @@ def frames_from_inputs(image: np.ndarray | None, frame: np.ndarray | None,
     return [decode_image(row, i, max_pixels) for i, row in enumerate(image)]
 
 
-def to_layout(dets: Sequence[np.ndarray], max_det: int) -> dict[str, np.ndarray]:
-    """Per-image (n, 6) detections -> num_dets (B, 1), det_boxes (B, K, 4), det_scores, det_classes."""
-    b = len(dets)
-    num = np.zeros((b, 1), dtype=np.int32)
-    boxes = np.zeros((b, max_det, 4), dtype=np.float32)
-    scores = np.zeros((b, max_det), dtype=np.float32)
-    classes = np.zeros((b, max_det), dtype=np.int32)
-    for i, d in enumerate(dets):
-        n = min(len(d), max_det)
-        num[i, 0] = n
-        boxes[i, :n], scores[i, :n], classes[i, :n] = d[:n, :4], d[:n, 4], d[:n, 5]
-    return {"num_dets": num, "det_boxes": boxes, "det_scores": scores, "det_classes": classes}
-
-
 def open_backend(model_file: Path, device: str = "CPU", device_id: int = 0, threads: int = 0,
                  plugin_lib: str | None = None) -> Backend:
     """s2trt's own runtime backend for the file: a TensorRT engine, or ONNX Runtime for .onnx."""
@@ -108,10 +93,10 @@ def open_backend(model_file: Path, device: str = "CPU", device_id: int = 0, thre
     # Triton names the instance's device; the runtime takes "cpu" or "cuda:N".
     where = "cpu" if device == "CPU" else f"cuda:{device_id}"
     if model_file.suffix == ".onnx":
-        from s2trt.runtime.backend_ort import OrtBackend
+        from s2trt.runtime.backends.ort import OrtBackend
 
         return OrtBackend(model_file, device=where, threads=threads)
-    from s2trt.runtime.backend_trt import TrtBackend
+    from s2trt.runtime.backends.trt import TrtBackend
 
     return TrtBackend(model_file, plugin_lib, where)
 

@@ -1,8 +1,8 @@
-"""Write a Triton model repository for an s2trt model (DESIGN §7).
+"""Write a Triton model repository for an s2trt model (docs/DESIGN.md §7).
 
 Always: `s2trt_detector`, a Python-backend model running s2trt's own runtime (ONNX Runtime for a
 .onnx, TensorRT for an .engine) with the shared letterbox and NMS. Inputs: `IMAGE` (an encoded image
-file as a uint8 vector) or `FRAME` (uint8 BGR frames, (h, w, 3)); outputs: DESIGN §3's NMS layout in
+file as a uint8 vector) or `FRAME` (uint8 BGR frames, (h, w, 3)); outputs: docs/DESIGN.md §3's NMS layout in
 frame pixels.
 
 With `ensemble=True` also: `s2trt_preprocess` -> `s2trt_engine` -> `s2trt_postprocess` wrapped in the
@@ -23,6 +23,7 @@ import site
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.errors import S2Error
 from s2trt.meta import (
     ModelMeta,
@@ -32,7 +33,6 @@ from s2trt.meta import (
     sidecar_path,
     write_bytes_atomic,
 )
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,10 @@ def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, bytes
     """(file name, its bytes) to write beside a served engine that uses the plugin: the library
     whose SHA-256 the engine's sidecar records, found beside the engine, at --plugin-lib, at
     $S2TRT_PLUGIN_LIB or in this s2trt's build, under the name the sidecar records. The served
-    detector's runtime then finds it beside model.plan by that digest (runtime.trt_compat's
+    detector's runtime then finds it beside model.plan by that digest (s2trt.trt.plugin_lib's
     engine_plugin_library). None, with a warning, when no local library has that digest."""
-    from s2trt.runtime import trt_compat
     from s2trt.text import printable
+    from s2trt.trt.plugin_lib import PLUGIN_ENV, shipped_plugin_library
 
     side = read_sidecar(engine) or {}
     name, digest = side.get("plugin_library"), side.get("plugin_sha256")
@@ -244,8 +244,8 @@ def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, bytes
                     "model repository", printable(sidecar_path(engine).name), printable(name))
         return None
     candidates = [engine.parent / target]
-    candidates += [Path(p).expanduser() for p in (plugin_lib, os.environ.get(trt_compat.PLUGIN_ENV)) if p]
-    shipped = trt_compat.shipped_plugin_library()
+    candidates += [Path(p).expanduser() for p in (plugin_lib, os.environ.get(PLUGIN_ENV)) if p]
+    shipped = shipped_plugin_library()
     if shipped is not None:
         candidates.append(shipped)
     for lib in candidates:
@@ -256,7 +256,7 @@ def engine_plugin_copy(engine: Path, plugin_lib: str | None) -> tuple[str, bytes
     log.warning("no %s here has the SHA-256 that %s records (looked at %s): the model repository has no "
                 "plugin library, so the server needs --plugin-lib, $%s or the library the engine was "
                 "built with", printable(target), printable(sidecar_path(engine).name),
-                ", ".join(printable(str(c)) for c in candidates), trt_compat.PLUGIN_ENV)
+                ", ".join(printable(str(c)) for c in candidates), PLUGIN_ENV)
     return None
 
 

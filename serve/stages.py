@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from s2trt.detect.boxes import scale_boxes, to_layout
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
+from s2trt.detect.letterbox import LetterboxInfo, preprocess
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backend import decode
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS
-from s2trt.runtime.postprocess import scale_boxes
-from s2trt.runtime.preprocess import LetterboxInfo, preprocess
-from s2trt.serve.detector import NmsSettings, decode_image, open_backend, to_layout
+from s2trt.runtime.backends.base import decode
+from s2trt.serve.detector import NmsSettings, decode_image, open_backend
 from s2trt.serve.repository import LETTERBOX
 
 Arrays = Mapping[str, np.ndarray]

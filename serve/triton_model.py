@@ -26,8 +26,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         _add_site_dirs(params.get("python_path", ""))
+        from s2trt.runtime.backends.triton import INPUT_FRAME, INPUT_IMAGE
         from s2trt.serve import pb_io
-        from s2trt.serve.detector import INPUT_FRAME, INPUT_IMAGE, Detector
+        from s2trt.serve.detector import Detector
 
         pb_io.quiet_capsule_deleter()
         self.io = pb_io

@@ -1,4 +1,4 @@
-"""Float64 NumPy reference of the S2Attention block, written from DESIGN §1, not from the module.
+"""Float64 NumPy reference of the S2Attention block, written from docs/DESIGN.md §1, not from the module.
 
 Layouts follow the spec: the block is defined channels-last per pixel; these functions take NCHW
 arrays (B, C, H, W) and return NCHW.

@@ -93,7 +93,7 @@ CURRENT_DEVICE = [0]  # what cudaSetDevice made current, as the CUDA runtime kee
 @pytest.fixture(autouse=True)
 def _cuda_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     CURRENT_DEVICE[0] = 0
-    monkeypatch.setattr("s2trt.runtime.trt_compat.select_device",
+    monkeypatch.setattr("s2trt.trt.gpu.select_device",
                         lambda device: CURRENT_DEVICE.__setitem__(0, device))
 
 
@@ -137,7 +137,7 @@ def test_calibrator_feeds_batches_and_writes_the_cache(model: Path, tmp_path: Pa
     reader.drop_last = True
     expected = list(reader.batches())
     cuda = FakeCuda()
-    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", lambda: cuda)
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", lambda: cuda)
     fake = _fake_trt()
     cls = trt_calibrator._calibrator_class(fake, "minmax")
     assert issubclass(cls, fake.IInt8MinMaxCalibrator)
@@ -179,7 +179,7 @@ def test_make_calibrator_checks_before_tensorrt(model: Path, tmp_path: Path, mon
 def test_a_failed_calibration_is_never_cached(model: Path, tmp_path: Path, monkeypatch) -> None:
     write_images(tmp_path / "imgs", 1)
     reader = open_reader(tmp_path / "imgs", PREP, size=1, batch=1, progress=False)
-    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", FakeCuda)
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", FakeCuda)
     cal = trt_calibrator._calibrator_class(_fake_trt(), "entropy")(reader, None, tmp_path / "m.calib",
                                                                    _key(model))
     cal.error = S2Error("frame 3 could not be decoded")
@@ -192,7 +192,7 @@ def test_calibrator_errors_end_calibration_without_raising(model: Path, tmp_path
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"no jpeg")
     reader = open_reader(tmp_path / "imgs", PREP, size=1, batch=1, progress=False)
-    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", FakeCuda)
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", FakeCuda)
     cal = trt_calibrator._calibrator_class(_fake_trt(), "entropy")(reader, None, None, _key(model))
     assert cal.get_batch(["images"]) is None  # TensorRT sees the end of the data, not an exception
     assert isinstance(cal.error, S2Error) and "bad.jpg" in str(cal.error)
@@ -205,7 +205,7 @@ def test_calibration_batch_follows_the_engine_profile(tmp_path: Path, monkeypatc
 
     write_images(tmp_path / "imgs", 8)
     monkeypatch.setattr("s2trt.calib.trt_calibrator.import_tensorrt", lambda purpose: _fake_trt())
-    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", FakeCuda)
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", FakeCuda)
     dyn = export_random_model(tmp_path / "dyn.onnx", imgsz=64, dynamic=True)
     opts = Int8Options(calib=str(tmp_path / "imgs"), method="minmax", size=8)
     cal = trt_calibrator(dyn, opts, EngineOptions(precision="int8", opt_shape=(3, 3, 64, 64)))
@@ -233,7 +233,7 @@ def test_calibration_memory_is_on_the_build_device(model: Path, tmp_path: Path, 
     write_images(tmp_path / "imgs", 2)
     reader = open_reader(tmp_path / "imgs", PREP, size=2, batch=1, progress=False)
     mems: list[FakeCuda] = []
-    monkeypatch.setattr("s2trt.runtime.cuda_mem.open_cuda", lambda: mems.append(FakeCuda()) or mems[-1])
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", lambda: mems.append(FakeCuda()) or mems[-1])
     monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: _fake_trt())
     cal = trt_calibrator.make_calibrator(model, reader, "entropy")  # before --device is applied
     onnx_file = _write_onnx(tmp_path / "m.onnx", ModelMeta(names=["a"], imgsz=[64, 64], batch=1))
@@ -252,8 +252,8 @@ def test_calibration_memory_is_on_the_build_device(model: Path, tmp_path: Path, 
         return b
 
     fake.Builder = builder
-    monkeypatch.setattr("s2trt.runtime.trt_compat.import_tensorrt", lambda purpose: fake)
-    monkeypatch.setattr("s2trt.runtime.trt_compat.gpu_info", lambda device=0: ("GPU 1", "8.6"))
+    monkeypatch.setattr("s2trt.trt.versions.import_tensorrt", lambda purpose: fake)
+    monkeypatch.setattr("s2trt.trt.gpu.gpu_info", lambda device=0: ("GPU 1", "8.6"))
     build_engine(onnx_file, tmp_path / "m.engine", EngineOptions(precision="int8", calibrator=cal, device=1))
     assert pointers == [(1, 1), (1, 1)]  # both batches from device-1 memory, read while device 1 builds
     assert set(mems[0].device_of.values()) == {0} and mems[0].closed  # the first buffer, given back

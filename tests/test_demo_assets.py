@@ -10,8 +10,8 @@ import pytest
 
 from s2trt.demo.assets import ASSETS
 from s2trt.demo.shapes import CLASSES
-from s2trt.runtime.postprocess import non_max_suppression, scale_boxes
-from s2trt.runtime.preprocess import preprocess
+from s2trt.detect.boxes import non_max_suppression, scale_boxes
+from s2trt.detect.letterbox import preprocess
 
 CHECKPOINT = ASSETS / "demo.pt"
 FRAMES = list(range(0, 250, 25))  # 10 frames, one every second

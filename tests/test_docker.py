@@ -55,7 +55,7 @@ def test_entrypoint_and_plugin_path_are_real():
     assert entry in project["project"]["scripts"]
     env = re.search(r"ENV (S2TRT_PLUGIN_LIB)=(\S+)", DOCKERFILE)
     assert env, "the image tells the runtime where the plugin is"
-    assert env.group(1) in (ROOT / "runtime" / "trt_compat.py").read_text()
+    assert env.group(1) in (ROOT / "trt" / "plugin_lib.py").read_text()
     assert "USER 10001" in DOCKERFILE, "the image runs as a non-root user"
 
 

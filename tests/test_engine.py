@@ -26,7 +26,7 @@ from s2trt.errors import MissingDependencyError, S2Error
 from s2trt.export import engine as eng
 from s2trt.export.engine import EngineOptions, build_engine, manual_build_hint, resolve_profile
 from s2trt.meta import ModelMeta, sidecar_path
-from s2trt.runtime import trt_compat as tc
+from s2trt.trt import gpu, plugin_lib, sidecar, versions
 
 NAMES = ["person", "car"]
 
@@ -130,7 +130,7 @@ class _Config:
 
 
 class FakeTRT:
-    """What export/engine.py and trt_compat.py touch, per major version."""
+    """What export/engine.py and s2trt.trt touch, per major version."""
 
     def __init__(self, version: str, shape: tuple = (-1, 3, 64, 64), graph: str = "fp32",
                  parse_errors: tuple[str, ...] = (), creators: tuple = ()) -> None:
@@ -239,9 +239,9 @@ def onnx_file(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _known_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Orin", "8.7"))
+    monkeypatch.setattr(gpu, "gpu_info", lambda device=0: ("Orin", "8.7"))
     # With cuda-python installed and no GPU, cudaSetDevice fails before the fake TensorRT is reached.
-    monkeypatch.setattr(tc, "select_device", lambda device: None)
+    monkeypatch.setattr(gpu, "select_device", lambda device: None)
 
 
 def _pinned(trt: FakeTRT) -> list[str]:
@@ -251,7 +251,7 @@ def _pinned(trt: FakeTRT) -> list[str]:
 
 
 def _build(monkeypatch: pytest.MonkeyPatch, trt: FakeTRT, onnx: Path, opts: EngineOptions) -> dict:
-    monkeypatch.setattr(tc, "import_tensorrt", lambda purpose: trt)
+    monkeypatch.setattr(versions, "import_tensorrt", lambda purpose: trt)
     return build_engine(onnx, onnx.with_suffix(".engine"), opts)
 
 
@@ -273,14 +273,14 @@ def test_tensorrt_module_without_its_libraries(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     with pytest.raises(MissingDependencyError, match=r"cannot load the TensorRT libraries \(libnvinfer"):
-        tc.import_tensorrt("running an engine")
+        versions.import_tensorrt("running an engine")
 
 
 def test_versions() -> None:
-    assert tc.trt_version(SimpleNamespace(__version__="10.7.0.post1")) == (10, 7, 0)
-    assert tc.trt_version(SimpleNamespace(__version__="10.3.0.26")) == (10, 3, 0)
-    assert not tc.is_strongly_typed_only(SimpleNamespace(__version__="10.16.1.11"))
-    assert tc.is_strongly_typed_only(SimpleNamespace(__version__="11.0.0.114"))
+    assert versions.trt_version(SimpleNamespace(__version__="10.7.0.post1")) == (10, 7, 0)
+    assert versions.trt_version(SimpleNamespace(__version__="10.3.0.26")) == (10, 3, 0)
+    assert not versions.is_strongly_typed_only(SimpleNamespace(__version__="10.16.1.11"))
+    assert versions.is_strongly_typed_only(SimpleNamespace(__version__="11.0.0.114"))
 
 
 # ------------------------------------------------------------------------------ manual build hint
@@ -289,8 +289,8 @@ def test_hint_for_dynamic_fp32_graph_with_plugin(tmp_path: Path, monkeypatch: py
     onnx = tmp_path / "model.onnx"  # only its sidecar is here: the Jetson case without the onnx package
     sidecar_path(onnx).write_text(json.dumps(asdict(ModelMeta(
         names=NAMES, imgsz=[64, 64], batch="dynamic", flavour="tensorrt", plugin="S2SplitAttention"))))
-    monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
-    monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path)  # no plugin built here
+    monkeypatch.delenv(plugin_lib.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(plugin_lib, "_REPO_ROOT", tmp_path)  # no plugin built here
     opts = EngineOptions(precision="fp16", workspace_gib=2, timing_cache=tmp_path / "t.cache")
     lines = manual_build_hint(onnx, opts).splitlines()
     s2, trtexec = (shlex.split(line) for line in lines[:2])
@@ -527,7 +527,7 @@ def plugin_so(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_plugin_library_loads_globally(plugin_so: Path) -> None:
-    assert tc.load_plugin_library(plugin_so, required=True) == plugin_so.resolve()
+    assert plugin_lib.load_plugin_library(plugin_so, required=True) == plugin_so.resolve()
     # RTLD_GLOBAL: TensorRT (and the process) can see the library's symbols.
     assert ctypes.CDLL(None).s2trt_engine_test_marker() == 42
 
@@ -540,15 +540,15 @@ def test_plugin_library_rewritten_in_place_while_loaded(plugin_so: Path, tmp_pat
     """`cp` or a rebuild over the loaded library (truncate, then write) drops the relocated pages of
     a file the loader mapped: the process jumped to an unrelocated address when it exited (SIGSEGV,
     exit 139, after every test had passed). A private copy is loaded, so nothing changes under it."""
-    lib = tmp_path / tc.PLUGIN_LIB_NAME
+    lib = tmp_path / plugin_lib.PLUGIN_LIB_NAME
     shutil.copy(plugin_so, lib)
     script = textwrap.dedent(f"""
         import ctypes, sys
         from pathlib import Path
-        from s2trt.runtime import trt_compat as tc
+        from s2trt.trt import gpu, plugin_lib, sidecar, versions
         lib = Path({str(lib)!r})
-        tc.load_plugin_library(lib, required=True)
-        digest = tc.plugin_library_sha256(lib.resolve())
+        plugin_lib.load_plugin_library(lib, required=True)
+        digest = plugin_lib.plugin_library_sha256(lib.resolve())
         lib.write_bytes(lib.read_bytes() + b"rebuilt")
         assert ctypes.CDLL(None).s2trt_engine_test_marker() == 42
         print(digest)
@@ -560,36 +560,36 @@ def test_plugin_library_rewritten_in_place_while_loaded(plugin_so: Path, tmp_pat
 
 def test_plugin_library_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(S2Error, match=r"does not exist: build it with `cmake -S plugins -B plugins/build"):
-        tc.load_plugin_library(tmp_path / "libs2trt_plugins.so", required=False)
+        plugin_lib.load_plugin_library(tmp_path / "libs2trt_plugins.so", required=False)
     text = tmp_path / "notelf.so"
     text.write_text("not a shared library\n")
     with pytest.raises(S2Error, match=r"cannot load plugin library .*notelf\.so \(.*(ELF|too short).*\): "
                                       r"rebuild it .*cmake --build plugins/build"):
-        tc.load_plugin_library(text, required=True)
-    monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
-    monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path)
-    assert tc.default_plugin_library() is None
-    assert tc.load_plugin_library(None, required=False) is None
+        plugin_lib.load_plugin_library(text, required=True)
+    monkeypatch.delenv(plugin_lib.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(plugin_lib, "_REPO_ROOT", tmp_path)
+    assert plugin_lib.default_plugin_library() is None
+    assert plugin_lib.load_plugin_library(None, required=False) is None
     with pytest.raises(S2Error, match=r"plugin library was not found.*cmake -S plugins"):
-        tc.load_plugin_library(None, required=True)
-    monkeypatch.setenv(tc.PLUGIN_ENV, str(text))
-    assert tc.default_plugin_library() == text
+        plugin_lib.load_plugin_library(None, required=True)
+    monkeypatch.setenv(plugin_lib.PLUGIN_ENV, str(text))
+    assert plugin_lib.default_plugin_library() == text
 
 
 def test_plugin_registry_check(plugin_so: Path) -> None:
     key = ("S2SplitAttention", "1", "s2trt")
-    tc.check_plugin_registered(FakeTRT("10.3.0", creators=(key,)))
+    plugin_lib.check_plugin_registered(FakeTRT("10.3.0", creators=(key,)))
     trt = FakeTRT("11.4.0")
-    lib = tc.load_plugin_library(plugin_so, required=True)
+    lib = plugin_lib.load_plugin_library(plugin_so, required=True)
     with pytest.raises(S2Error, match=r"no plugin s2trt::S2SplitAttention version 1: .*libfake\.so is loaded "
                                       r"but registers no such creator: rebuild it against TensorRT 11\.4\.0"):
-        tc.check_plugin_registered(trt, library=lib)
+        plugin_lib.check_plugin_registered(trt, library=lib)
     # Tried getCreators()-style registration first, on the copy that was loaded: the file's own path
     # would be a second library to the loader.
     (registered,) = trt.loaded_libraries
     assert registered.startswith("/proc/self/fd/") and _sha256(Path(registered)) == _sha256(plugin_so)
     with pytest.raises(S2Error, match="load the plugin library with --plugin-lib"):
-        tc.check_plugin_registered(trt)
+        plugin_lib.check_plugin_registered(trt)
 
 
 def test_ensure_plugin_registers_the_library(plugin_so: Path, tmp_path: Path,
@@ -599,10 +599,10 @@ def test_ensure_plugin_registers_the_library(plugin_so: Path, tmp_path: Path,
         get_creator=lambda *key: key if key in trt.creators else None,
         load_library=lambda path: trt.creators.append(("S2SplitAttention", "1", "s2trt")))
     monkeypatch.setattr(trt, "get_plugin_registry", lambda: registry)
-    assert tc.ensure_plugin(trt, plugin_so, required=True) == plugin_so.resolve()
-    monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
-    monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path)
-    assert tc.ensure_plugin(FakeTRT("11.4.0"), None, required=False) is None
+    assert plugin_lib.ensure_plugin(trt, plugin_so, required=True) == plugin_so.resolve()
+    monkeypatch.delenv(plugin_lib.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(plugin_lib, "_REPO_ROOT", tmp_path)
+    assert plugin_lib.ensure_plugin(FakeTRT("11.4.0"), None, required=False) is None
 
 
 def test_plugin_graph_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Path, plugin_so: Path) -> None:
@@ -624,7 +624,7 @@ def test_sidecar_digest_is_of_the_library_the_build_loaded(monkeypatch: pytest.M
                                                          plugin_so: Path, tmp_path: Path) -> None:
     """The library is rebuilt while the engine builds (minutes): the sidecar must name the library
     in the engine, or the runtime would take the new file beside the engine for the one it needs."""
-    lib = tmp_path / "lib" / tc.PLUGIN_LIB_NAME
+    lib = tmp_path / "lib" / plugin_lib.PLUGIN_LIB_NAME
     lib.parent.mkdir()
     shutil.copy(plugin_so, lib)
     loaded = _sha256(lib)
@@ -658,7 +658,7 @@ def _sidecar(version: str = "10.3.0", gpu: str = "Orin", cc: str = "8.7", **kw: 
 
 
 def test_engine_sidecar_fields(plugin_so: Path) -> None:
-    side = tc.engine_sidecar(SimpleNamespace(__version__="10.3.0.26"), "fp16", plugin_so,
+    side = sidecar.engine_sidecar(SimpleNamespace(__version__="10.3.0.26"), "fp16", plugin_so,
                              _sha256(plugin_so), {"names": NAMES, "precision": "fp32"})
     assert side["names"] == NAMES and side["precision"] == "fp16" and side["tensorrt_version"] == "10.3.0"
     # The library by file name and digest, never the build machine's path (README, "Plugin loading").
@@ -668,27 +668,27 @@ def test_engine_sidecar_fields(plugin_so: Path) -> None:
 
 
 def test_compatible_engine_passes(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0.26"))
-    monkeypatch.setattr(tc, "gpu_info", lambda device=0: (None, None))  # no CUDA module: version only
-    tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
+    sidecar.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0.26"))
+    monkeypatch.setattr(gpu, "gpu_info", lambda device=0: (None, None))  # no CUDA module: version only
+    sidecar.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
     with caplog.at_level(logging.WARNING):
-        tc.check_engine_compatible("model.engine", None, SimpleNamespace(__version__="10.3.0"))
+        sidecar.check_engine_compatible("model.engine", None, SimpleNamespace(__version__="10.3.0"))
     assert "no sidecar" in caplog.text
 
 
 def test_engine_from_other_version_or_gpu_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     here = SimpleNamespace(__version__="10.8.0.43")
-    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("NVIDIA H100", "9.0"))
+    monkeypatch.setattr(gpu, "gpu_info", lambda device=0: ("NVIDIA H100", "9.0"))
     with pytest.raises(S2Error) as e:
-        tc.check_engine_compatible("/models/model.engine", _sidecar(), here)
+        sidecar.check_engine_compatible("/models/model.engine", _sidecar(), here)
     assert str(e.value) == ("model.engine was built with TensorRT 10.3.0 on Orin (sm_87); this is TensorRT "
                             "10.8.0 on NVIDIA H100 (sm_90): rebuild it on this machine with: "
                             "s2export model.onnx --fp16")
     with pytest.raises(S2Error, match=r"TensorRT 10\.3\.0 on Orin.*TensorRT 10\.3\.0 on NVIDIA H100"):
-        tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
-    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Orin", "8.7"))
+        sidecar.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setattr(gpu, "gpu_info", lambda device=0: ("Orin", "8.7"))
     with pytest.raises(S2Error, match=r"built with TensorRT 10\.3\.0 .* this is TensorRT 10\.16\.1"):
-        tc.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.16.1.11"))
+        sidecar.check_engine_compatible("model.engine", _sidecar(), SimpleNamespace(__version__="10.16.1.11"))
 
 
 def test_no_engine_is_version_compatible(monkeypatch: pytest.MonkeyPatch,
@@ -699,8 +699,8 @@ def test_no_engine_is_version_compatible(monkeypatch: pytest.MonkeyPatch,
     side = _sidecar(version="10.3.0", version_compatible=True)
     for later in ("10.16.1.11", "11.4.0"):
         with pytest.raises(S2Error, match=r"built with TensorRT 10\.3\.0 .* rebuild it on this machine"):
-            tc.check_engine_compatible("m.engine", side, SimpleNamespace(__version__=later))
-    monkeypatch.setattr(tc, "gpu_info", lambda device=0: ("Jetson AGX Orin", "8.7"))
+            sidecar.check_engine_compatible("m.engine", side, SimpleNamespace(__version__=later))
+    monkeypatch.setattr(gpu, "gpu_info", lambda device=0: ("Jetson AGX Orin", "8.7"))
     with caplog.at_level(logging.WARNING):
-        tc.check_engine_compatible("m.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
+        sidecar.check_engine_compatible("m.engine", _sidecar(), SimpleNamespace(__version__="10.3.0"))
     assert "same compute capability" in caplog.text

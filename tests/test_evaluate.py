@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from s2trt.demo.synth import generate
+from s2trt.detect.evaluate import coco_map, evaluate
 from s2trt.errors import S2Error
-from s2trt.runtime.evaluate import coco_map, evaluate
 
 pytest.importorskip("faster_coco_eval")
 
@@ -128,7 +128,8 @@ def test_onnx_cli_pads_the_last_fixed_batch(data: Path, tmp_path: Path,
     pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 
-    from s2trt.runtime.evaluate import main, onnx_predictor
+    from s2trt.detect.evaluate import onnx_predictor
+    from s2trt.runtime.evaluate import main
 
     # A fixed-batch-4 graph whose output is one box per image, scaled by each image's mean pixel
     # so every row of the batch is distinct: (4, 1, 10).

@@ -296,8 +296,8 @@ def test_fp16_parity_of_the_trained_demo_model_at_640():
     and an FP16 export must not change what is detected."""
     from pathlib import Path
 
+    from s2trt.detect.boxes import non_max_suppression
     from s2trt.models import load_checkpoint
-    from s2trt.runtime.postprocess import non_max_suppression
 
     demo = Path(__file__).resolve().parents[1] / "demo" / "assets" / "demo.pt"
     lm = load_checkpoint(demo)

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
+from s2trt.detect.boxes import from_nms_outputs, non_max_suppression
 from s2trt.errors import S2Error
 from s2trt.export import onnx_export, parity
 from s2trt.export.nms import NMS_OUTPUTS, NMSConfig, append_nms, nms_graph
-from s2trt.runtime.postprocess import from_nms_outputs, non_max_suppression
 
 
 def clustered_raw(batch: int, n: int, nc: int, seed: int) -> np.ndarray:

@@ -26,7 +26,7 @@ GOOD = ModelMeta(names=["cat", "dog"], imgsz=[64, 64]).to_props()
 
 
 def well_typed(m: ModelMeta) -> bool:
-    """The contract of DESIGN §3, written from the spec, independent of core/meta.py."""
+    """The contract of docs/DESIGN.md §3, written from the spec, independent of core/meta.py."""
     def is_int(x, lo, hi):
         return type(x) is int and lo <= x <= hi
 

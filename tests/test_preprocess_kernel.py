@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from test_plugin_build import kernels_build_dir, kernels_library, prebuilt
 
+from s2trt.detect.letterbox import letterbox_geometry, preprocess
 from s2trt.errors import S2Error
-from s2trt.runtime.gpu_preprocess import DeviceFrame, GpuLetterbox
-from s2trt.runtime.preprocess import letterbox_geometry, preprocess
+from s2trt.runtime.backends.gpu_letterbox import DeviceFrame, GpuLetterbox
 
 STEP = 1 / 255
 # FP16 output: one more rounding, at most half an FP16 ulp of a value <= 1 (2^-12).

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from test_runtime_support import IMGSZ, NAMES, export_onnx, scene, tiny_models
 
+from s2trt.detect.boxes import scale_boxes
+from s2trt.detect.letterbox import preprocess
 from s2trt.errors import S2Error
-from s2trt.runtime.backend import decode
-from s2trt.runtime.backend_ort import OrtBackend, choose_providers
-from s2trt.runtime.postprocess import scale_boxes
-from s2trt.runtime.preprocess import preprocess
+from s2trt.runtime.backends.base import decode
+from s2trt.runtime.backends.ort import OrtBackend, choose_providers
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def ort_backend(models):
 @pytest.fixture(scope="module")
 def torch_backend(models):
     pytest.importorskip("torch")
-    from s2trt.runtime.backend_torch import TorchBackend
+    from s2trt.runtime.backends.pytorch import TorchBackend
 
     return TorchBackend(models["pt"], IMGSZ, device="cpu")
 
@@ -129,7 +129,8 @@ def test_wrong_input_size_is_one_clear_error(ort_backend):
 
 
 def nms_graph_model(tmp_path):
-    """A graph with the DESIGN §3 NMS outputs: two fixed boxes whose scores come from the image mean."""
+    """A graph with the docs/DESIGN.md §3 NMS outputs: two fixed boxes whose scores come from the image
+    mean."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -204,8 +205,8 @@ def test_runtime_imports_no_heavy_framework():
     code = (
         "import sys, contextlib, io\n"
         "import s2trt.runtime, s2trt.runtime.cli as cli\n"
-        "import s2trt.runtime.pipeline, s2trt.runtime.sources, s2trt.runtime.sinks\n"
-        "import s2trt.runtime.backend, s2trt.runtime.backend_trt, s2trt.runtime.cuda_mem\n"
+        "import s2trt.runtime.pipeline, s2trt.runtime.inputs.sources, s2trt.runtime.outputs.sinks\n"
+        "import s2trt.runtime.backends.base, s2trt.runtime.backends.trt, s2trt.trt.cuda_mem\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try:\n"
         "        cli.main(['--help'])\n"
@@ -231,7 +232,7 @@ def test_ort_cuda_and_torch_cuda_agree_with_cpu(models, ort_backend):
         np.testing.assert_allclose(gpu, cpu, rtol=1e-2, atol=1e-2)
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
-        from s2trt.runtime.backend_torch import TorchBackend
+        from s2trt.runtime.backends.pytorch import TorchBackend
 
         tb = TorchBackend(models["pt"], IMGSZ, device="cuda")
         np.testing.assert_allclose(tb.infer(x)["output0"], cpu, rtol=1e-2, atol=1e-2)

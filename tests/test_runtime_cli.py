@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from test_runtime_support import IMGSZ, NAMES, count_frames, scene, signal_mid_run, tiny_models, write_video
 
-from s2trt.runtime.backend import decode
-from s2trt.runtime.backend_ort import OrtBackend
+from s2trt.detect.boxes import scale_boxes
+from s2trt.detect.letterbox import preprocess
+from s2trt.runtime.backends.base import decode
+from s2trt.runtime.backends.ort import OrtBackend
 from s2trt.runtime.cli import main
-from s2trt.runtime.postprocess import scale_boxes
-from s2trt.runtime.preprocess import preprocess
 
 CONF = "0.7"  # the tiny model's scores spread over 0..1: keep a readable number of boxes
 
@@ -217,9 +217,9 @@ def rss_mb():
 
 
 def test_memory_stays_flat_on_a_long_video(tmp_path):
+    from s2trt.runtime.inputs.sources import open_source
+    from s2trt.runtime.outputs.sinks import Sinks
     from s2trt.runtime.pipeline import DetectOptions, Runner
-    from s2trt.runtime.sinks import Sinks
-    from s2trt.runtime.sources import open_source
 
     video = write_video(tmp_path / "long.mp4", 900, 360, 640)
     backend = OrtBackend(tiny_models()["onnx"], device="cpu")
@@ -241,7 +241,7 @@ def test_memory_stays_flat_on_a_long_video(tmp_path):
 
 
 def test_annotate_draws_boxes_and_labels_where_the_detections_are():
-    from s2trt.runtime.sinks import PALETTE, annotate
+    from s2trt.runtime.outputs.sinks import PALETTE, annotate
 
     img = np.zeros((200, 300, 3), np.uint8)
     det = np.array([[50, 80, 150, 180, 0.9, 2]], np.float32)

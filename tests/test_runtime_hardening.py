@@ -383,7 +383,7 @@ def test_the_ctrl_c_test_skips_when_sigint_is_ignored(tmp_path):
 
 
 def test_which_outputs_are_written_in_place(tmp_path):
-    from s2trt.runtime.sinks import writes_in_place
+    from s2trt.runtime.outputs.sinks import writes_in_place
 
     plain, fifo, link = tmp_path / "a.jsonl", tmp_path / "f", tmp_path / "out"
     plain.write_text("")

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_image_bytes, image_size_from_header
 from s2trt.errors import S2Error
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_image_bytes, image_size_from_header
 
 ENCODINGS = [(".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []),
              (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 60]),

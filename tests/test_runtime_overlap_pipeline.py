@@ -3,7 +3,7 @@ frames handed to the GPU letterbox, and the batch in flight still written on Ctr
 
 Runs the TensorRT backend on test_runtime_trt's fakes (FakeCuda keeps CUDA's ordering contract: work
 runs only when the host waits for it, so the call log shows where the host waited). The contract
-relied on is TrtBackend.submit / collect's (runtime/backend_trt.py): at most two batches in flight,
+relied on is TrtBackend.submit / collect's (runtime/backends/trt.py): at most two batches in flight,
 submit and collect from one thread.
 """
 
@@ -16,14 +16,15 @@ import pytest
 from test_runtime_trt import FakeEngine, open_fake
 from test_runtime_trt_overlap import FakeLetterbox
 
+from s2trt.detect.letterbox import LetterboxInfo
 from s2trt.errors import S2Error
+from s2trt.runtime.inputs.sources import Frame
 from s2trt.runtime.pipeline import DetectOptions, Runner
-from s2trt.runtime.preprocess import LetterboxInfo
-from s2trt.runtime.sources import Frame
 
 
 class InfoLetterbox(FakeLetterbox):
-    """FakeLetterbox returning LetterboxInfo per frame, as runtime.gpu_preprocess.GpuLetterbox does."""
+    """FakeLetterbox returning LetterboxInfo per frame, as runtime.backends.gpu_letterbox.GpuLetterbox
+    does."""
 
     def __call__(self, frames, out, imgsz, **kw):
         geometry = super().__call__(frames, out, imgsz, **kw)

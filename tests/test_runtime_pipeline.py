@@ -9,9 +9,9 @@ import pytest
 
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backend import BatchedBackend, BatchSpec
+from s2trt.runtime.backends.base import BatchedBackend, BatchSpec
+from s2trt.runtime.inputs.sources import Frame
 from s2trt.runtime.pipeline import DetectOptions, Runner
-from s2trt.runtime.sources import Frame
 from s2trt.runtime.stats import RESERVOIR, Stats
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from s2trt.detect.boxes import from_nms_outputs, non_max_suppression, scale_boxes
+from s2trt.detect.letterbox import LetterboxInfo, letterbox, preprocess
 from s2trt.errors import S2Error
-from s2trt.runtime.postprocess import from_nms_outputs, non_max_suppression, scale_boxes
-from s2trt.runtime.preprocess import LetterboxInfo, letterbox, preprocess
 
 
 def ref_iou(a, b):

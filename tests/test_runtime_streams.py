@@ -15,11 +15,9 @@ from stream_fixtures import TsServer, make_clip, needs_ffmpeg
 from test_runtime_support import NAMES, count_frames, signal_mid_run, tiny_models, write_video
 
 from s2trt.errors import S2Error
-from s2trt.runtime.backend_ort import OrtBackend
-from s2trt.runtime.pipeline import DetectOptions, Runner
-from s2trt.runtime.sinks import record
-from s2trt.runtime.sources import open_source, shown
-from s2trt.runtime.streams import (
+from s2trt.runtime.backends.ort import OrtBackend
+from s2trt.runtime.inputs.sources import open_source, shown
+from s2trt.runtime.inputs.streams import (
     LiveOptions,
     MultiSource,
     expand_specs,
@@ -27,6 +25,8 @@ from s2trt.runtime.streams import (
     output_names,
     read_streams_file,
 )
+from s2trt.runtime.outputs.sinks import record
+from s2trt.runtime.pipeline import DetectOptions, Runner
 
 FAST = LiveOptions(read_timeout_s=0.5, reconnect_timeout_s=0.4, backoff_s=0.05, max_backoff_s=0.1)
 
@@ -193,7 +193,7 @@ def test_live_frames_above_max_pixels_end_that_source():
 def test_verbose_reports_per_source_counters_periodically(caplog):
     ms = MultiSource(["rtsp://cam/a"], live=FAST, report_s=0.05,
                      opener=scripted(FakeCap(40, period=0.005)))
-    with caplog.at_level(logging.INFO, logger="s2trt.runtime.streams"):
+    with caplog.at_level(logging.INFO, logger="s2trt.runtime.inputs.streams"):
         list(ms)
     reports = [r.getMessage() for r in caplog.records if "per source so far" in r.getMessage()]
     assert len(reports) >= 2 and "rtsp://cam/a" in reports[0] and "dropped" in reports[0]
@@ -389,7 +389,7 @@ def test_videos_of_one_folder_that_share_a_stem_get_a_file_each(tmp_path):
 
 
 def test_each_file_final_frame_is_marked_so_its_video_is_finished_early(tmp_path):
-    from s2trt.runtime.sinks import Sinks
+    from s2trt.runtime.outputs.sinks import Sinks
 
     (tmp_path / "in").mkdir()
     a = write_video(tmp_path / "in" / "a.mp4", 3, 48, 64)

@@ -1,7 +1,7 @@
 """Tiny random-weight models for the runtime tests (no tests here; the other test_runtime_* import it).
 
 The real exporter is developed separately; these models are exported with torch.onnx directly so the
-runtime is tested against the DESIGN §3 contract itself.
+runtime is tested against the docs/DESIGN.md §3 contract itself.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s2trt.runtime.preprocess import preprocess
+from s2trt.detect.letterbox import preprocess
 
 NAMES = ["ball", "cube", "cone", "ring", "star"]
 IMGSZ = (128, 160)  # small and non-square: catches h/w mix-ups
@@ -65,7 +65,7 @@ def _tiny_model():
 
 def export_onnx(model, names: list[str], imgsz: tuple[int, int], path: Path,
                 batch: int | str = "dynamic") -> Path:
-    """torch.onnx export with the DESIGN §3 names and the s2trt metadata (not the real exporter)."""
+    """torch.onnx export with the docs/DESIGN.md §3 names and the s2trt metadata (not the real exporter)."""
     import onnx
     import torch
 

@@ -18,8 +18,8 @@ import pytest
 
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backend import decode
-from s2trt.runtime.backend_trt import TrtBackend, cuda_index, describe_engine, numpy_dtype
+from s2trt.runtime.backends.base import decode
+from s2trt.runtime.backends.trt import TrtBackend, cuda_index, describe_engine, numpy_dtype
 
 H, W, N, NC = 64, 96, 7, 3
 
@@ -611,7 +611,7 @@ class FakeCudart:
 
 
 def test_cuda_python_memory_calls_and_errors():
-    from s2trt.runtime.cuda_mem import CudaPythonMemory
+    from s2trt.trt.cuda_mem import CudaPythonMemory
 
     rt = FakeCudart()
     mem = CudaPythonMemory(rt)
@@ -637,9 +637,9 @@ def test_real_engine_matches_onnxruntime(tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT's Python module is not installed")
     from test_runtime_support import IMGSZ, scene, tiny_models
 
+    from s2trt.detect.letterbox import preprocess
     from s2trt.export.engine import EngineOptions, build_engine
-    from s2trt.runtime.backend_ort import OrtBackend
-    from s2trt.runtime.preprocess import preprocess
+    from s2trt.runtime.backends.ort import OrtBackend
 
     onnx_path = tiny_models()["onnx"]
     engine = tmp_path / "tiny.engine"

@@ -43,9 +43,9 @@ from test_runtime_trt import (
     open_fake,
 )
 
+from s2trt.detect.letterbox import letterbox_geometry, preprocess
 from s2trt.errors import S2Error
-from s2trt.runtime.cuda_mem import CaptureFailed, CudaPythonMemory
-from s2trt.runtime.preprocess import letterbox_geometry, preprocess
+from s2trt.trt.cuda_mem import CaptureFailed, CudaPythonMemory
 
 SYNCS = ("event_synchronize", "synchronize")
 
@@ -197,7 +197,7 @@ def test_static_engine_is_captured_once_per_buffer_set_and_replayed(tmp_path, ca
     backend, cuda = open_fake(tmp_path, engine)
     batches = [batch_of(4, seed=i) for i in range(6)]
     # The module's own logger: a CLI test run before may have left the "s2trt" logger at -q.
-    with caplog.at_level(logging.INFO, logger="s2trt.runtime.backend_trt"):
+    with caplog.at_level(logging.INFO, logger="s2trt.runtime.backends.trt"):
         outs, _ = pipelined(backend, batches)
     check_outputs(outs, batches)  # each graph reads its own buffer set
     ctx = engine.contexts[0]
@@ -264,7 +264,7 @@ def test_capture_that_cuda_invalidates_falls_back_once(tmp_path, caplog):
     engine.cuda = cuda = Invalidating()
     from test_runtime_trt import fake_trt, make_engine
 
-    from s2trt.runtime.backend_trt import TrtBackend
+    from s2trt.runtime.backends.trt import TrtBackend
 
     backend = TrtBackend(make_engine(tmp_path), trt=fake_trt(engine), cuda=cuda, gpu_preprocess=False)
     batches = [batch_of(2, seed=i) for i in range(4)]
@@ -284,7 +284,7 @@ def test_cuda_graphs_can_be_turned_off(tmp_path):
 # ------------------------------------------------------------------------ GPU preprocessing
 
 class FakeLetterbox:
-    """runtime.gpu_preprocess.GpuLetterbox's call contract: uint8 BGR frames at device pointers ->
+    """runtime.backends.gpu_letterbox.GpuLetterbox's call contract: uint8 BGR frames at device pointers ->
     the (n, 3, h, w) input at `out`, written by work on `stream`; LetterboxInfo per frame back."""
 
     def __init__(self, engine, fail=False):
@@ -362,7 +362,7 @@ def test_cpu_letterbox_writes_straight_into_pinned_memory(tmp_path):
 
 
 def test_kernels_library_missing_means_cpu_or_a_clear_error(tmp_path, monkeypatch, caplog):
-    from s2trt.runtime.backend_trt import _open_letterbox
+    from s2trt.runtime.backends.trt import _open_letterbox
 
     monkeypatch.setenv("S2TRT_KERNELS_LIB", str(tmp_path / "nope.so"))
     assert _open_letterbox(False) is None
@@ -384,7 +384,7 @@ def test_gpu_letterbox_with_the_kernels_own_source(tmp_path):
     """The real kernel source (CPU emulation of plugins/s2Preprocess) as the device work."""
     from test_plugin_build import kernels_build_dir
 
-    from s2trt.runtime.gpu_preprocess import GpuLetterbox
+    from s2trt.runtime.backends.gpu_letterbox import GpuLetterbox
 
     path = kernels_build_dir() / "libs2sa_emulation.so"
     if not path.is_file():
@@ -452,7 +452,7 @@ def test_cuda_python_names_exist_in_cuda_bindings():
     import inspect
 
     runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda-bindings) not installed")
-    from s2trt.runtime import cuda_mem
+    from s2trt.trt import cuda_mem
 
     tree = ast.parse(inspect.getsource(cuda_mem.CudaPythonMemory))
     used = {}
@@ -490,7 +490,7 @@ def test_gpu_benchmark_mode_runs_every_way_on_fakes(tmp_path, monkeypatch):
 
     from test_runtime_trt import fake_trt, make_engine
 
-    from s2trt.runtime.backend_trt import TrtBackend
+    from s2trt.runtime.backends.trt import TrtBackend
 
     spec = importlib.util.spec_from_file_location(
         "bench_runtime", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_runtime.py")
@@ -519,7 +519,7 @@ def test_cuda_python_memory_on_a_gpu():
     """The same calls on a real GPU (no TensorRT needed): event ordering across streams, a captured
     copy replayed from a graph (it reads its pinned source at each launch), mapped host memory."""
     pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda-bindings) not installed")
-    from s2trt.runtime.cuda_mem import open_cuda
+    from s2trt.trt.cuda_mem import open_cuda
 
     mem = open_cuda()
     try:

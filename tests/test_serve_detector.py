@@ -24,7 +24,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture
 def det(model):
-    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.backends.ort import OrtBackend
 
     backend = OrtBackend(model, "cpu", threads=1)
     yield D.Detector(backend, D.NmsSettings(max_det=100))
@@ -118,7 +118,7 @@ def test_image_bombs_refused_from_the_header_before_decoding(det, monkeypatch):
 
 
 def test_the_pixel_limit_comes_from_the_model_config(model):
-    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.backends.ort import OrtBackend
 
     img = F.sample_images(1)[0]  # 240 x 320 = 76,800 pixels
     data = np.frombuffer(F.encode_jpeg(img), np.uint8)[None]

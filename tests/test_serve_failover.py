@@ -91,7 +91,7 @@ def s2infer(video: Path, url: str, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_requests_spread_over_servers_least_outstanding_first(servers):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     srv = servers(2)
     frames = F.sample_images(6)
@@ -153,7 +153,7 @@ def test_all_servers_killed_one_clear_error_outputs_so_far_complete(servers, vid
 
 
 def test_a_server_that_stops_answering_is_left_and_rejoins(servers):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     srv = servers(2)
     frames = F.sample_images(4)
@@ -176,7 +176,7 @@ def test_a_server_that_stops_answering_is_left_and_rejoins(servers):
 
 
 def test_starts_without_an_unreachable_server_and_fails_when_none_answers(servers):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
     from s2trt.serve.server import free_port
 
     srv = servers(1)

@@ -1,5 +1,5 @@
-"""The failover logic of s2trt.serve.pool without servers: fake clients whose calls the test answers,
-fails or leaves hanging, so every interleaving below is deterministic."""
+"""The failover logic of s2trt.runtime.backends.triton_pool without servers: fake clients whose calls
+the test answers, fails or leaves hanging, so every interleaving below is deterministic."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from s2trt.errors import S2Error
-from s2trt.serve import pool as P
+from s2trt.runtime.backends import triton_pool as P
 
 
 class Status(Exception):
@@ -238,7 +238,7 @@ def test_client_closes_its_connections_when_the_served_metadata_is_refused(monke
     """The servers answer, but the s2trt_meta they serve is not valid metadata: one clear error (an
     S2Error, never a traceback), and the connections opened to check them are closed."""
     pytest.importorskip("tritonclient.grpc", reason="needs tritonclient (s2trt[triton])")
-    from s2trt.serve import client as C
+    from s2trt.runtime.backends import triton as C
 
     opened: list[FakeClient] = []
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s2trt.detect.boxes import from_nms_outputs, to_layout
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta, write_json_atomic
-from s2trt.runtime.postprocess import from_nms_outputs
 from s2trt.serve import repository as R
-from s2trt.serve.detector import Detector, NmsSettings, frames_from_inputs, to_layout
+from s2trt.serve.detector import Detector, NmsSettings, frames_from_inputs
 
 NAMES = ["a", "b", "c"]
 
@@ -291,11 +291,11 @@ def _plugin_engine(folder: Path, library: Path, digest_of: Path | None = None,
 
 @pytest.fixture
 def no_plugin_elsewhere(monkeypatch):
-    from s2trt.runtime import trt_compat
+    from s2trt.trt import plugin_lib
 
-    monkeypatch.delenv(trt_compat.PLUGIN_ENV, raising=False)
-    monkeypatch.setattr(trt_compat, "shipped_plugin_library", lambda: None)
-    return trt_compat
+    monkeypatch.delenv(plugin_lib.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(plugin_lib, "shipped_plugin_library", lambda: None)
+    return plugin_lib
 
 
 def test_engine_plugin_library_is_copied_where_the_served_runtime_finds_it(tmp_path, no_plugin_elsewhere):
@@ -310,9 +310,9 @@ def test_engine_plugin_library_is_copied_where_the_served_runtime_finds_it(tmp_p
     for model in (R.DETECTOR, R.ENGINE):
         version = tmp_path / "repo" / model / "1"
         assert (version / lib.name).read_bytes() == lib.read_bytes()
-    # The served detector's runtime (trt_compat, the only rule it follows without --plugin-lib) picks
-    # the copy by the digest the copied sidecar records (it loads a private copy of those bytes, so
-    # only the bytes are compared).
+    # The served detector's runtime (s2trt.trt.plugin_lib, the only rule it follows without
+    # --plugin-lib) picks the copy by the digest the copied sidecar records (it loads a private copy
+    # of those bytes, so only the bytes are compared).
     version = tmp_path / "repo" / R.DETECTOR / "1"
     side = json.loads((version / "model.plan.json").read_text())
     found = no_plugin_elsewhere.engine_plugin_library(version / "model.plan", side, None)

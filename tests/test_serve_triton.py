@@ -78,7 +78,7 @@ def images():
 @pytest.fixture(scope="module")
 def local(model, images):
     """The local runtime's detections: ONNX Runtime backend, shared letterbox and NMS."""
-    from s2trt.runtime.backend_ort import OrtBackend
+    from s2trt.runtime.backends.ort import OrtBackend
     from s2trt.serve.detector import Detector, NmsSettings
 
     def run(conf_thres=0.25):
@@ -100,7 +100,7 @@ def assert_same(got, want):
 @pytest.mark.parametrize("model_name, as_frames",
                          [(R.DETECTOR, False), (R.DETECTOR, True), (R.ENSEMBLE, False)])
 def test_server_detections_equal_local_runtime(server, images, local, model_name, as_frames):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     want = local()
     assert sum(len(w) for w in want) > 10  # the comparison is not between empty lists
@@ -110,7 +110,7 @@ def test_server_detections_equal_local_runtime(server, images, local, model_name
 
 
 def test_request_parameters_override_server_thresholds(server, images, local):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     want = local(conf_thres=0.6)
     assert sum(len(w) for w in want) < sum(len(w) for w in local())
@@ -120,11 +120,11 @@ def test_request_parameters_override_server_thresholds(server, images, local):
 
 def test_s2infer_backend_matches_onnx_backend(server, model, images):
     """The runtime's own path (letterbox -> backend.infer -> decode -> scale) with both backends."""
-    from s2trt.runtime.backend import decode
-    from s2trt.runtime.backend_ort import OrtBackend
-    from s2trt.runtime.postprocess import scale_boxes
-    from s2trt.runtime.preprocess import preprocess
-    from s2trt.serve.client import TritonBackend
+    from s2trt.detect.boxes import scale_boxes
+    from s2trt.detect.letterbox import preprocess
+    from s2trt.runtime.backends.base import decode
+    from s2trt.runtime.backends.ort import OrtBackend
+    from s2trt.runtime.backends.triton import TritonBackend
 
     frames = [frame for _, frame in images]
     results = []
@@ -138,7 +138,7 @@ def test_s2infer_backend_matches_onnx_backend(server, model, images):
 
 
 def test_load_8_clients_50_requests_each(server, images, local):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     want = local()
     n_clients, n_requests = 8, 50
@@ -220,7 +220,7 @@ def test_malformed_requests_get_an_error_and_the_server_keeps_serving(server, im
 
 
 def test_bad_image_fails_only_its_own_request(server, images):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     with TritonClient(server.endpoints.grpc_url) as client:
         bad = client.submit(b"garbage")
@@ -233,7 +233,7 @@ def test_bad_image_fails_only_its_own_request(server, images):
 @pytest.mark.parametrize("model_name", [R.DETECTOR, R.ENSEMBLE])
 def test_degenerate_images_in_busy_batches_do_not_fail_their_batch_mates(server, images, model_name):
     """Issue 15: one 1x5000 image failed the other requests of its scheduler batch (135 of 240)."""
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     degenerate = [cv2.imencode(".png", np.full(shape, 90, np.uint8))[1].tobytes()
                   for shape in ((1, 5000, 3), (5000, 1, 3))]
@@ -260,7 +260,7 @@ def test_degenerate_images_in_busy_batches_do_not_fail_their_batch_mates(server,
 
 
 def test_client_names_what_is_wrong_with_the_model(server):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     with pytest.raises(S2Error, match="no ready model 'nope'"):
         TritonClient(server.endpoints.grpc_url, "nope")
@@ -281,7 +281,7 @@ def model_metrics(server, model=R.DETECTOR) -> dict[str, float]:
 
 def test_documented_metrics_move_with_the_requests(server, images):
     """Each series README and the HPA rely on exists for the model and counts what it says."""
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     before = model_metrics(server)
     assert set(before) == set(S.METRICS), set(S.METRICS) - set(before)
@@ -300,7 +300,7 @@ def test_documented_metrics_move_with_the_requests(server, images):
 
 
 def test_killed_server_gives_the_client_one_clear_error(small_repo, images):
-    from s2trt.serve.client import TritonClient
+    from s2trt.runtime.backends.triton import TritonClient
 
     srv = S.TritonServer(small_repo).start()
     try:

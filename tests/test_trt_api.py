@@ -19,7 +19,7 @@ from trt_stub.dump_api import parameter_names
 from trt_stub.usage import ALL, Use, collect_files, collect_source, missing
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_FOLDERS = ("core", "models", "export", "calib", "runtime", "serve", "demo")
+PACKAGE_FOLDERS = ("core", "trt", "detect", "models", "export", "calib", "runtime", "serve", "demo")
 
 
 def _uses(source: str) -> set[tuple[str, tuple]]:
@@ -30,7 +30,7 @@ def _uses(source: str) -> set[tuple[str, tuple]]:
 
 def test_collector_assigns_version_paths() -> None:
     uses = _uses("""
-        from s2trt.runtime.trt_compat import for_trt, is_strongly_typed_only
+        from s2trt.trt.versions import for_trt, is_strongly_typed_only
 
         @for_trt(max_major=10)
         def old(trt, config):

@@ -28,11 +28,11 @@ from s2trt.cli import run_main
 from s2trt.errors import EXIT_ERROR, S2Error
 from s2trt.export.engine import EngineOptions, manual_build_hint
 from s2trt.meta import sidecar_path
-from s2trt.runtime import trt_compat as tc
-from s2trt.runtime.backend_trt import TrtBackend
+from s2trt.runtime.backends.trt import TrtBackend
 from s2trt.text import printable, shell_arg
+from s2trt.trt import gpu, plugin_lib, sidecar
 
-PLUGIN = (tc.PLUGIN_NAME, tc.PLUGIN_VERSION, tc.PLUGIN_NAMESPACE)
+PLUGIN = (plugin_lib.PLUGIN_NAME, plugin_lib.PLUGIN_VERSION, plugin_lib.PLUGIN_NAMESPACE)
 # A library whose constructor leaves a trace: proof that a dlopen happened, whatever came after.
 CTOR_SOURCE = r"""
 #include <stdio.h>
@@ -79,13 +79,13 @@ def marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def _nothing_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No plugin library built in this checkout or set in the environment, unless a test says so."""
-    monkeypatch.delenv(tc.PLUGIN_ENV, raising=False)
-    monkeypatch.setattr(tc, "_REPO_ROOT", tmp_path / "checkout")
-    monkeypatch.setattr(tc, "gpu_info", lambda device=0: (None, None))
-    monkeypatch.setattr(tc, "_copies", {})  # each test's library is a file of its own
+    monkeypatch.delenv(plugin_lib.PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(plugin_lib, "_REPO_ROOT", tmp_path / "checkout")
+    monkeypatch.setattr(gpu, "gpu_info", lambda device=0: (None, None))
+    monkeypatch.setattr(plugin_lib, "_copies", {})  # each test's library is a file of its own
 
 
-def _copy(lib: Path, folder: Path, name: str = tc.PLUGIN_LIB_NAME) -> Path:
+def _copy(lib: Path, folder: Path, name: str = plugin_lib.PLUGIN_LIB_NAME) -> Path:
     """A fresh file: the dynamic loader runs constructors once per file, not once per test."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(lib, folder / name)
@@ -106,7 +106,7 @@ def _trt_with_registry(engine: FakeEngine) -> SimpleNamespace:
 
 
 def _plugin_engine(tmp_path: Path, **sidecar: object) -> Path:
-    return make_engine(tmp_path, plugin=tc.PLUGIN_NAME, **sidecar)
+    return make_engine(tmp_path, plugin=plugin_lib.PLUGIN_NAME, **sidecar)
 
 
 def _sha256(path: Path) -> str:
@@ -150,7 +150,7 @@ def test_the_library_loaded_is_the_one_whose_digest_was_checked(
     dlopen by that path would run the replacement's constructor."""
     beside = _copy(ctor_lib, tmp_path)
     engine = _plugin_engine(tmp_path, plugin_library=beside.name, plugin_sha256=_sha256(beside))
-    choose = tc.engine_plugin_library
+    choose = plugin_lib.engine_plugin_library
 
     def choose_then_replace(*args: object) -> Path | None:
         chosen = choose(*args)
@@ -158,13 +158,13 @@ def test_the_library_loaded_is_the_one_whose_digest_was_checked(
         (tmp_path / "swap.so").replace(beside)
         return chosen
 
-    monkeypatch.setattr(tc, "engine_plugin_library", choose_then_replace)
+    monkeypatch.setattr(plugin_lib, "engine_plugin_library", choose_then_replace)
     trt = _trt_with_registry(FakeEngine())
     TrtBackend(engine, trt=trt, cuda=FakeCuda()).close()
     assert marker.read_text() == "constructor ran\n"
     assert [_sha256(Path(p)) for p in trt.loaded] == [_sha256(ctor_lib)]
     # A copy nobody else can write: the process's own in-memory file, named after the library.
-    assert os.readlink(trt.loaded[0]).startswith(f"/memfd:{tc.PLUGIN_LIB_NAME}")
+    assert os.readlink(trt.loaded[0]).startswith(f"/memfd:{plugin_lib.PLUGIN_LIB_NAME}")
 
 
 def test_unreadable_library_next_to_the_engine_is_one_line(
@@ -193,13 +193,13 @@ def test_plugin_library_precedence(tmp_path: Path, ctor_lib: Path, monkeypatch: 
     engine = tmp_path / "m.engine"
     side = {"plugin_library": beside.name, "plugin_sha256": _sha256(beside)}
     shipped = _copy(ctor_lib, tmp_path / "checkout" / "plugins" / "build")
-    assert tc.engine_plugin_library(engine, side, "/opt/given.so") == Path("/opt/given.so")
-    monkeypatch.setenv(tc.PLUGIN_ENV, "/opt/env.so")
-    assert tc.engine_plugin_library(engine, side, None) == Path("/opt/env.so")
-    monkeypatch.delenv(tc.PLUGIN_ENV)
-    assert tc.engine_plugin_library(engine, side, None).read_bytes() == beside.read_bytes()
-    assert tc.engine_plugin_library(engine, {**side, "plugin_sha256": "f" * 64}, None) == shipped
-    assert tc.engine_plugin_library(engine, None, None) == shipped
+    assert plugin_lib.engine_plugin_library(engine, side, "/opt/given.so") == Path("/opt/given.so")
+    monkeypatch.setenv(plugin_lib.PLUGIN_ENV, "/opt/env.so")
+    assert plugin_lib.engine_plugin_library(engine, side, None) == Path("/opt/env.so")
+    monkeypatch.delenv(plugin_lib.PLUGIN_ENV)
+    assert plugin_lib.engine_plugin_library(engine, side, None).read_bytes() == beside.read_bytes()
+    assert plugin_lib.engine_plugin_library(engine, {**side, "plugin_sha256": "f" * 64}, None) == shipped
+    assert plugin_lib.engine_plugin_library(engine, None, None) == shipped
 
 
 # ------------------------------------------------------------------ sidecar text printed safely
@@ -257,7 +257,7 @@ SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
 # The engine fields; the ModelMeta fields (names, imgsz, ...) are checked by s2trt.meta and its tests.
-FIELDS = st.sampled_from(list(tc.ENGINE_FIELDS))
+FIELDS = st.sampled_from(list(sidecar.ENGINE_FIELDS))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

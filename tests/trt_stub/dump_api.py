@@ -72,7 +72,7 @@ def main() -> None:
     import tensorrt_bindings as trt
 
     sys.modules.setdefault("tensorrt", trt)
-    from s2trt.runtime.trt_compat import is_strongly_typed_only, trt_version
+    from s2trt.trt.versions import is_strongly_typed_only, trt_version
 
     paths, params = attribute_paths(trt)
     json.dump({"version": trt.__version__, "trt_version": list(trt_version(trt)),

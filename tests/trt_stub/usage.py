@@ -1,6 +1,6 @@
 """Collect every TensorRT attribute the package uses, with the TensorRT versions that run it.
 
-Source conventions (see s2trt.runtime.trt_compat):
+Source conventions (see s2trt.trt.versions):
 - the tensorrt module is the name `trt` (or `tensorrt`): `trt.BuilderFlag.FP16` -> BuilderFlag.FP16;
 - TensorRT objects are typed by what made them (`builder.create_builder_config()` is an
   IBuilderConfig, `trt.Builder(...)` a Builder), by assignment, or by the names in OBJECT_CLASSES

@@ -4,10 +4,10 @@ Two buffer sets of page-locked memory and three streams (upload, compute, downlo
 events, so the copy-in (and the CPU's letterbox) of batch n+1 overlaps the run of batch n; the host
 waits only in `collect`. The enqueue is replayed from a CUDA graph per buffer set and input shape
 when the engine can be captured. `submit_frames` takes decoded frames: with the kernels library
-(runtime.gpu_preprocess) they are uploaded as uint8 and letterboxed on the upload stream, else
+(gpu_letterbox.py) they are uploaded as uint8 and letterboxed on the upload stream, else
 letterboxed on the CPU into the pinned input buffer.
 
-Version differences stay in s2trt.runtime.trt_compat; this module uses only API present in both 10.3
+Version differences stay in s2trt.trt.versions; this module uses only API present in both 10.3
 (JetPack 6) and 11.x. `trt` is always the module object so the API conformance test can check it.
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backend import BatchedBackend, BatchSpec, output_layout
-from s2trt.runtime.cuda_mem import CaptureFailed
-from s2trt.runtime.preprocess import LetterboxInfo, check_frame, preprocess
+from s2trt.runtime.backends.base import BatchedBackend, BatchSpec, output_layout
 from s2trt.text import printable
+from s2trt.trt.cuda_mem import CaptureFailed
 
 log = logging.getLogger(__name__)
 
@@ -128,32 +128,42 @@ class TrtBackend(BatchedBackend):
                  trt: Any = None, cuda: Any = None, letterbox: Any = None):
         """`gpu_preprocess`: None uses the kernels library when it is there, True requires it.
         `trt`, `cuda` and `letterbox` replace the TensorRT module, CUDA memory and GPU letterbox."""
-        from s2trt.runtime import trt_compat
+        from s2trt.trt.gpu import select_device
+        from s2trt.trt.plugin_lib import (
+            PLUGIN_BUILD_CMD,
+            PLUGIN_ENV,
+            PLUGIN_LIB_NAME,
+            PLUGIN_NAME,
+            engine_plugin_library,
+            ensure_plugin,
+        )
+        from s2trt.trt.sidecar import check_engine_compatible, read_engine_sidecar, rebuild_command
+        from s2trt.trt.versions import import_tensorrt, trt_version, version_str
 
         path = Path(path)
         if not path.is_file():
             raise S2Error(f"TensorRT engine not found: {path}")
         if trt is None:
-            trt = trt_compat.import_tensorrt("s2infer --engine")
+            trt = import_tensorrt("s2infer --engine")
         self.trt = trt
         gpu = cuda_index(device)
         if cuda is None:
-            trt_compat.select_device(gpu)
-        sidecar = trt_compat.read_engine_sidecar(path)
-        trt_compat.check_engine_compatible(path, sidecar, trt, gpu)
+            select_device(gpu)
+        sidecar = read_engine_sidecar(path)
+        check_engine_compatible(path, sidecar, trt, gpu)
         needs_plugin = bool((sidecar or {}).get("plugin"))
         if plugin_lib or needs_plugin:
-            lib = trt_compat.engine_plugin_library(path, sidecar, plugin_lib)
+            lib = engine_plugin_library(path, sidecar, plugin_lib)
             if lib is None:
-                built_with = Path((sidecar or {}).get("plugin_library") or trt_compat.PLUGIN_LIB_NAME).name
+                built_with = Path((sidecar or {}).get("plugin_library") or PLUGIN_LIB_NAME).name
                 raise S2Error(
-                    f"{printable(path.name)} needs the {trt_compat.PLUGIN_NAME} plugin library: give "
-                    f"--plugin-lib or ${trt_compat.PLUGIN_ENV}, put the library it was built with "
+                    f"{printable(path.name)} needs the {PLUGIN_NAME} plugin library: give "
+                    f"--plugin-lib or ${PLUGIN_ENV}, put the library it was built with "
                     f"({printable(built_with)}) next to the engine, or build it with "
-                    f"`{trt_compat.PLUGIN_BUILD_CMD}`")
+                    f"`{PLUGIN_BUILD_CMD}`")
             # load_library registers the creators the library lists in getCreators(); a plain
             # dlopen registers nothing, and deserializing would fail with "plugin not found".
-            trt_compat.ensure_plugin(trt, lib, needs_plugin)
+            ensure_plugin(trt, lib, needs_plugin)
 
         # CUDA before TensorRT: pycuda's autoinit makes its own context, and the engine must be
         # deserialized into the context its buffers and stream belong to.
@@ -163,8 +173,8 @@ class TrtBackend(BatchedBackend):
             self._runtime = trt.Runtime(self._logger)
             self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
-                version = trt_compat.version_str(trt_compat.trt_version(trt))
-                fix = trt_compat.rebuild_command(sidecar) if sidecar else "s2export <model.pt>"
+                version = version_str(trt_version(trt))
+                fix = rebuild_command(sidecar) if sidecar else "s2export <model.pt>"
                 raise S2Error(f"TensorRT {version} could not load {path} (see its message above): an engine "
                               "runs only on the TensorRT version and GPU that built it, with its plugin "
                               f"library loaded; rebuild it here with: {fix}")
@@ -177,7 +187,7 @@ class TrtBackend(BatchedBackend):
             self.layout = output_layout([t.name for t in self.outputs], str(path))
             self.meta = self._meta(sidecar, path)
             self.spec = plan_input(self.input, self.imgsz, str(path))
-            self.name = f"tensorrt {trt_compat.version_str(trt_compat.trt_version(trt))}"
+            self.name = f"tensorrt {version_str(trt_version(trt))}"
             log.info("%s: %s, input %s %s, outputs %s", path.name, self.name, self.input.name,
                      self.input.profile_text(), self.layout)
 
@@ -436,7 +446,7 @@ class TrtBackend(BatchedBackend):
                               scaleup: bool) -> tuple[Pending, list[LetterboxInfo]] | None:
         """None when the letterbox kernel cannot run here (then it is off for good); the upload and
         the enqueue are not the kernel's: their errors are the batch's, raised as they are."""
-        from s2trt.runtime.gpu_preprocess import DeviceFrame
+        from s2trt.runtime.backends.gpu_letterbox import DeviceFrame
 
         slot = self._free_slot()
         host, dev = self._staging(slot, sum(f.nbytes for f in frames))
@@ -502,10 +512,10 @@ def _open_letterbox(want: bool | None) -> Any:
     if want is False:
         return None
     try:
-        from s2trt.runtime.gpu_preprocess import GpuLetterbox, default_kernels_library
+        from s2trt.runtime.backends.gpu_letterbox import GpuLetterbox, default_kernels_library
     except ImportError:
         if want:
-            raise S2Error("GPU preprocessing needs s2trt.runtime.gpu_preprocess, which this install "
+            raise S2Error("GPU preprocessing needs s2trt.runtime.backends.gpu_letterbox, which this install "
                           "lacks: reinstall s2trt") from None
         return None
     if want is None and default_kernels_library() is None:
@@ -521,6 +531,6 @@ def _open_letterbox(want: bool | None) -> Any:
 
 
 def _open_cuda() -> Any:
-    from s2trt.runtime.cuda_mem import open_cuda
+    from s2trt.trt.cuda_mem import open_cuda
 
     return open_cuda()

@@ -9,7 +9,7 @@ import numpy as np
 
 from s2trt.errors import S2Error, missing
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backend import BatchedBackend, BatchSpec, check_meta_imgsz, output_layout
+from s2trt.runtime.backends.base import BatchedBackend, BatchSpec, check_meta_imgsz, output_layout
 from s2trt.text import first_line
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,10 @@
-"""The network input made on the GPU: letterbox, BGR->RGB, 1/255, NCHW (DESIGN §3) by the kernels library.
+"""The network input made on the GPU: letterbox, BGR->RGB, 1/255, NCHW (docs/DESIGN.md §3) by the
+kernels library.
 
 The CPU uploads each frame as it was decoded (uint8, any size) and this module launches
 `s2pp_letterbox` of libs2trt_kernels.so (plugins/s2Preprocess/) over the batch, which writes the engine's
 input tensor in FP32 or FP16 in place: no resize and no float conversion on the CPU, 1 byte per pixel
-over the bus instead of 4 per network pixel. The result matches `runtime.preprocess.preprocess` within
+over the bus instead of 4 per network pixel. The result matches `s2trt.detect.letterbox.preprocess` within
 one 8-bit step per pixel, and the box mapping (`LetterboxInfo`) comes from the same Python geometry.
 
 Nothing here allocates or copies device memory: callers (the TensorRT backend) own the buffers and the
@@ -18,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from s2trt.detect.letterbox import LetterboxInfo, _as_hw, letterbox_geometry
 from s2trt.errors import S2Error
-from s2trt.runtime.preprocess import LetterboxInfo, _as_hw, letterbox_geometry
 
 KERNELS_LIB_NAME = "libs2trt_kernels.so"
 KERNELS_ENV = "S2TRT_KERNELS_LIB"
@@ -47,7 +48,7 @@ def default_kernels_library() -> Path | None:
     env = os.environ.get(KERNELS_ENV)
     if env:
         return Path(env).expanduser()
-    from s2trt.runtime.trt_compat import shipped_plugin_library
+    from s2trt.trt.plugin_lib import shipped_plugin_library
 
     return shipped_plugin_library(KERNELS_LIB_NAME)
 

@@ -1,4 +1,4 @@
-"""Letterbox and batch frames into the network input (DESIGN §3), shared by inference and calibration.
+"""Letterbox and batch frames into the network input (docs/DESIGN.md §3), shared by inference and calibration.
 
 One implementation for every consumer, so INT8 calibration sees exactly the pixels inference sees.
 The letterbox follows YOLOv5: keep the aspect ratio, resize with INTER_LINEAR, pad with 114 split

@@ -17,20 +17,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s2trt.errors import S2Error
-from s2trt.runtime.image_guard import (
+from s2trt.detect.image_limits import (
     DEFAULT_MAX_PIXELS,
     check_frame_pixels,
     check_image_bytes,
     check_image_size,
     image_size_from_header,
 )
+from s2trt.detect.media import IMAGE_EXTS, VIDEO_EXTS
+from s2trt.errors import S2Error
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
-VIDEO_EXTS = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv",
-              ".webm"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STREAM_TIMEOUT_MS = 10000
 MAX_PIXELS_HINT = "raise it with --max-pixels"

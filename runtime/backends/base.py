@@ -2,7 +2,7 @@
 
 A backend runs the network on a preprocessed batch (float32 (B, 3, h, w)) and returns its raw outputs
 by name: `output0` (B, N, 5 + nc) for a graph without NMS, or the four in-graph NMS outputs of
-DESIGN §3. `Backend.infer` hides the model's batch constraints: a fixed-batch model gets a partial
+docs/DESIGN.md §3. `Backend.infer` hides the model's batch constraints: a fixed-batch model gets a partial
 last batch padded, a batch larger than the model's maximum is split.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from s2trt.detect.boxes import from_nms_outputs, non_max_suppression
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.runtime.postprocess import from_nms_outputs, non_max_suppression
 
 log = logging.getLogger(__name__)
 

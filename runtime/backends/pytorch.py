@@ -14,7 +14,7 @@ import numpy as np
 
 from s2trt.errors import S2Error, missing
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backend import RAW_OUTPUT, BatchedBackend, BatchSpec
+from s2trt.runtime.backends.base import RAW_OUTPUT, BatchedBackend, BatchSpec
 
 log = logging.getLogger(__name__)
 

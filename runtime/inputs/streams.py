@@ -28,10 +28,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_frame_pixels
 from s2trt.errors import S2Error
-from s2trt.runtime.image_guard import DEFAULT_MAX_PIXELS, check_frame_pixels
-from s2trt.runtime.sinks import output_name
-from s2trt.runtime.sources import (
+from s2trt.runtime.inputs.sources import (
     MAX_PIXELS_HINT,
     Frame,
     Source,
@@ -41,6 +40,7 @@ from s2trt.runtime.sources import (
     open_source,
     shown,
 )
+from s2trt.runtime.outputs.sinks import output_name
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from s2trt.errors import S2Error
 from s2trt.meta import check_writable
-from s2trt.runtime.sources import Frame, shown
+from s2trt.runtime.inputs.sources import Frame, shown
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from s2trt.runtime.preprocess import LetterboxInfo
+from s2trt.detect.letterbox import LetterboxInfo
 
 MAX_WH = 7680  # class offset for class-aware NMS: larger than any box coordinate (YOLOv5's value)
 
@@ -96,7 +96,7 @@ def scale_boxes(dets: np.ndarray, info: LetterboxInfo) -> np.ndarray:
 
 def from_nms_outputs(num_dets: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
                      det_classes: np.ndarray) -> list[np.ndarray]:
-    """The four outputs of an in-graph-NMS model (DESIGN §3) -> per image (n, 6) detections."""
+    """The four outputs of an in-graph-NMS model (docs/DESIGN.md §3) -> per image (n, 6) detections."""
     num = np.asarray(num_dets).reshape(len(det_boxes), -1)[:, 0].astype(np.int64)
     k = det_boxes.shape[1]
     out = []
@@ -107,3 +107,17 @@ def from_nms_outputs(num_dets: np.ndarray, det_boxes: np.ndarray, det_scores: np
         det[:, 5] = det_classes[b, :n]
         out.append(det)
     return out
+
+
+def to_layout(dets: Sequence[np.ndarray], max_det: int) -> dict[str, np.ndarray]:
+    """Per-image (n, 6) detections -> num_dets (B, 1), det_boxes (B, K, 4), det_scores, det_classes."""
+    b = len(dets)
+    num = np.zeros((b, 1), dtype=np.int32)
+    boxes = np.zeros((b, max_det, 4), dtype=np.float32)
+    scores = np.zeros((b, max_det), dtype=np.float32)
+    classes = np.zeros((b, max_det), dtype=np.int32)
+    for i, d in enumerate(dets):
+        n = min(len(d), max_det)
+        num[i, 0] = n
+        boxes[i, :n], scores[i, :n], classes[i, :n] = d[:n, :4], d[:n, 4], d[:n, 5]
+    return {"num_dets": num, "det_boxes": boxes, "det_scores": scores, "det_classes": classes}

@@ -2,8 +2,8 @@
 
 Every image goes out as its own request, all in flight at once (up to `max_in_flight`), so the
 server's dynamic batcher, not the client, forms the batches. Several servers share the requests with
-failover (see s2trt.serve.pool). Errors arrive as one S2Error: the first failure of a call, phrased
-for the user (no server left to answer, request rejected).
+failover (see s2trt.runtime.backends.triton_pool). Errors arrive as one S2Error: the first failure of
+a call, phrased for the user (no server left to answer, request rejected).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from s2trt.detect.boxes import to_layout
 from s2trt.errors import S2Error, missing
 from s2trt.meta import ModelMeta
-from s2trt.serve.detector import INPUT_FRAME, INPUT_IMAGE, to_layout
-from s2trt.serve.pool import (
+from s2trt.runtime.backends.triton_pool import (
     CHANNEL_ARGS,
     NoServerLeft,
     ServerPool,
@@ -33,6 +33,8 @@ from s2trt.serve.pool import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "s2trt_detector"
+# The model's inputs (s2trt.serve.detector): encoded images, or uint8 BGR frames.
+INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
 
@@ -46,7 +48,7 @@ def _grpc() -> Any:
 
 def _dets(result: Any) -> list[np.ndarray]:
     """An InferResult in the NMS layout -> per image (n, 6) [x1, y1, x2, y2, score, class]."""
-    from s2trt.runtime.postprocess import from_nms_outputs
+    from s2trt.detect.boxes import from_nms_outputs
 
     return from_nms_outputs(*(result.as_numpy(k) for k in OUTPUTS))
 
@@ -63,7 +65,7 @@ class TritonClient:
     """Detections from one or several servers running s2trt's model repository (s2trt.serve.repository).
 
     `urls` is "host:port", "host1:port,host2:port,..." or a list; with several, requests are spread
-    over them with failover (s2trt.serve.pool). All servers must serve the same model.
+    over them with failover (s2trt.runtime.backends.triton_pool). All servers must serve the same model.
     """
 
     def __init__(self, urls: str | Sequence[str], model: str = DEFAULT_MODEL, *, timeout: float = 60.0,
