@@ -4,7 +4,7 @@
                                        [--seconds 15] [--batch N] [--mode live|files]
 
 Each stream is a real MPEG-TS stream served by ffmpeg on 127.0.0.1 (tcp, played at its own 25 FPS
-and looped, as a camera would), read by `runtime.streams.MultiSource` (a reader per stream keeping
+and looped, as a camera would), read by `runtime.inputs.streams.MultiSource` (a reader per stream keeping
 its newest frame) and run through the pipeline (`Runner`) with the frames of all streams batched
 together (batch = the number of streams unless --batch), without output files. Reported per run:
 aggregate FPS (frames inferred per second, all streams), FPS per stream, frames dropped per stream
