@@ -40,7 +40,7 @@ GRAPH_REPS = 20
 
 
 def torch_math(x1, x2, x3, w1, w2):
-    """DESIGN §1 step 4 with PyTorch ops in the inputs' dtype, as a user of the model would run it."""
+    """docs/DESIGN.md §1 step 4 with PyTorch ops in the inputs' dtype, as a model's user would run it."""
     import torch
 
     b, c = x1.shape[:2]

@@ -9,10 +9,11 @@ own source runs under the thread emulation (plugins/emulation/); on a GPU the re
 from __future__ import annotations
 
 import ctypes
+import subprocess
 
 import numpy as np
 import pytest
-from test_plugin_build import kernels_build_dir, kernels_library, prebuilt
+from test_plugin_build import ROOT, kernels_build_dir, kernels_library, nvcc_path, prebuilt, toolchain_missing
 
 from s2trt.detect.letterbox import letterbox_geometry, preprocess
 from s2trt.errors import S2Error
@@ -172,6 +173,58 @@ def test_bad_frames_are_refused_before_anything_is_written(emulated):
             bad[i] = v
         assert lib.s2pp_emulate_letterbox(*bad) == 1, change
     assert np.isnan(out).all()
+
+
+# ---- the kernel's arithmetic (issue 25, item 7) -------------------------------------------------------
+
+def cv2_axis(src: int, resized: int) -> tuple[np.ndarray, ...]:
+    """cv2.resize's INTER_LINEAR source pixels and 11-bit weights along one axis, from its formula:
+    scale = 1 / (resized / src) and fx = (d + 0.5) * scale - 0.5 in double (two roundings: NumPy does
+    not fuse them), rounded to float; cvFloor; edges clamped; weights rint(w * 2048) in float."""
+    scale = 1.0 / (resized / src)
+    f = ((np.arange(resized, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(f)
+    frac = (f - first).astype(np.float32)
+    first = first.astype(np.int64)
+    clamped = (first < 0) | (first >= src - 1)
+    first = np.clip(first, 0, src - 1)
+    frac[clamped] = 0
+    w0 = np.rint((np.float32(1) - frac) * np.float32(2048))
+    w1 = np.rint(frac * np.float32(2048))
+    return first, np.minimum(first + 1, src - 1), w0.astype(np.int64), w1.astype(np.int64)
+
+
+def test_emulated_source_coordinates_are_cv2s_double_arithmetic(emulated):
+    """The kernel computes cv2's double-precision source coordinate with integers only (no FP64 per
+    pixel): bit for bit the same pixels and weights, over every source size up to 1300 into the usual
+    input sizes and 3000 random size pairs up to 8K, covering upscaling, downscaling and exact ratios."""
+    lib = ctypes.CDLL(str(emulated.path))
+    rng = np.random.default_rng(25)
+    pairs = [(src, r) for src in range(1, 1301) for r in (1, 3, 64, 320, 384, 480, 640, 1280)]
+    pairs += [tuple(int(v) for v in p) for p in rng.integers(1, 8192, (3000, 2))]
+    for src, resized in pairs:
+        got = [np.zeros(resized, np.int32) for _ in range(4)]
+        lib.s2pp_emulate_axis(src, resized, *(ctypes.c_void_p(a.ctypes.data) for a in got))
+        for name, g, want in zip(("first", "second", "weight0", "weight1"), got, cv2_axis(src, resized),
+                                 strict=True):
+            bad = np.flatnonzero(g != want)
+            assert not bad.size, f"{src} -> {resized}, {name}[{bad[0]}]: {g[bad[0]]} != {want[bad[0]]}"
+
+
+@pytest.mark.parametrize("arch", ["86", "87", "89"])
+def test_letterbox_kernel_has_no_fp64_instructions(arch):
+    """FP64 runs at 1/64 of the FP32 rate on sm_86/87/89 (A10/RTX 30, Jetson Orin, L4/RTX 40): the
+    letterbox kernel, one thread per output pixel, must not use it (nvcc's PTX for those GPUs)."""
+    reason = toolchain_missing()
+    if reason:
+        pytest.skip(reason)
+    source = ROOT / "plugins" / "s2Preprocess" / "s2PreprocessKernel.cu"
+    r = subprocess.run([nvcc_path(), "-std=c++17", "-ptx", f"-arch=sm_{arch}", str(source), "-o", "-"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ".entry" in r.stdout and "letterboxKernel" in r.stdout
+    fp64 = [line.strip() for line in r.stdout.splitlines() if ".f64" in line]
+    assert not fp64, f"sm_{arch}: {len(fp64)} FP64 lines, e.g. {fp64[:3]}"
 
 
 def test_missing_library_says_how_to_build_it(tmp_path):

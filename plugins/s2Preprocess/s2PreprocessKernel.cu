@@ -2,11 +2,14 @@
  * Letterbox + BGR->RGB + 1/255 + HWC->NCHW of a batch of uint8 frames, one launch per 16 frames: one
  * thread per output pixel writes its three planes. The geometry is computed on the host exactly as
  * runtime/preprocess.py does (double precision, Python's rounding), the resampling on the device with
- * cv2.resize's INTER_LINEAR arithmetic for 8-bit images: source coordinate (d + 0.5) * scale - 0.5 in
- * double, clamped at the edges; weights rounded to 1/2048 (INTER_RESIZE_COEF_BITS = 11); the horizontal
- * pass in integers; the vertical one as OpenCV's vectorised path rounds it. The same integers give
- * OpenCV's INTER_AREA result for an exact halving, which cv2.resize switches to. Measured against
- * OpenCV 5.0: identical on >= 99.6 % of resampled pixels, never more than one 8-bit level apart.
+ * cv2.resize's INTER_LINEAR arithmetic for 8-bit images: source coordinate (d + 0.5) * scale - 0.5 as
+ * OpenCV computes it in double (reproduced exactly in integers, see sourceCoordinate), clamped at the
+ * edges; weights rounded to 1/2048 (INTER_RESIZE_COEF_BITS = 11); the horizontal pass in integers; the
+ * vertical one as OpenCV's vectorised path rounds it. The same integers give OpenCV's INTER_AREA result
+ * for an exact halving, which cv2.resize switches to. Measured against OpenCV 5.0: identical on
+ * >= 99.6 % of resampled pixels, never more than one 8-bit level apart.
+ * No FP64 instruction runs per pixel: FP64 throughput is 1/64 of FP32 on sm_86/87/89 (A10, Orin, L4),
+ * and a test keeps .f64 out of the kernel's PTX.
  */
 #include "s2PreprocessKernel.h"
 
@@ -28,12 +31,19 @@ constexpr int kThreads = 256;
 // no descriptor upload is needed and the call stays capturable in a CUDA graph.
 constexpr int kFramesPerLaunch = 16;
 
+// A positive double scale as mantissa * 2^-shift, mantissa holding all 53 significant bits.
+struct AxisScale
+{
+    uint64_t mantissa;
+    int shift;
+};
+
 struct FrameDesc
 {
     unsigned char const* src;
     int h, w, pitch;
     int nh, nw, top, left;
-    double scaleY, scaleX; // source pixels per resized pixel, as cv2.resize computes them
+    AxisScale scaleY, scaleX; // source pixels per resized pixel, as cv2.resize computes them (double)
 };
 
 struct FrameBatch
@@ -44,11 +54,53 @@ struct FrameBatch
 using s2trt::DeviceLauncher;
 using s2trt::fromFloat;
 
-// cv2's source indices and fixed-point weights (sum about 2048) for resized coordinate d along an axis of
-// n source pixels: the coordinate in double rounded to float, weights rounded half to even.
-__device__ __forceinline__ void sourceCoord(int d, double scale, int n, int& s0, int& s1, int& w0, int& w1)
+__host__ __device__ __forceinline__ int leadingZeros(uint64_t v)
 {
-    float const f = static_cast<float>((d + 0.5) * scale - 0.5);
+#if defined(__CUDA_ARCH__)
+    return __clzll(static_cast<long long>(v));
+#else
+    return __builtin_clzll(v);
+#endif
+}
+
+// float((d + 0.5) * scale - 0.5) with the two operations in double, as cv2.resize computes a source
+// coordinate, bit for bit, in integers. With scale = M * 2^-k: (d + 0.5) * scale = (2d + 1) * M * 2^-(k+1)
+// exactly, an integer product of at most 31 + 53 bits, which double rounds to 53 significant bits
+// (nearest, ties to even). Subtracting 0.5 from a double u >= 0.5 is exact (u < 2^32 here, so 0.5 is a
+// whole number of u's units); below 0.5 the result is negative, and any negative coordinate is clamped
+// to the first pixel alike, so -1 stands for all of them. The final rounding to float is the conversion
+// of the integer, then an exact power-of-two scaling.
+__host__ __device__ __forceinline__ float sourceCoordinate(int d, AxisScale scale)
+{
+    using Wide = unsigned __int128;
+    Wide const product = static_cast<Wide>(2 * static_cast<uint64_t>(d) + 1) * scale.mantissa;
+    uint64_t const high = static_cast<uint64_t>(product >> 64);
+    int const bits = high != 0 ? 128 - leadingZeros(high) : 64 - leadingZeros(static_cast<uint64_t>(product));
+    int const dropped = bits > 53 ? bits - 53 : 0;
+    uint64_t u = static_cast<uint64_t>(product >> dropped);
+    if (dropped > 0)
+    {
+        Wide const rest = product & ((Wide(1) << dropped) - 1);
+        Wide const half = Wide(1) << (dropped - 1);
+        if (rest > half || (rest == half && (u & 1U) != 0))
+        {
+            ++u;
+        }
+    }
+    // u counts units of 2^(dropped - k - 1); 0.5 is 2^(k - dropped) of them (k - dropped >= 1: u < 2^32).
+    int const halfExponent = scale.shift - dropped;
+    if (halfExponent > 62 || u < (uint64_t(1) << halfExponent))
+    {
+        return -1.F;
+    }
+    return ldexpf(static_cast<float>(u - (uint64_t(1) << halfExponent)), -(halfExponent + 1));
+}
+
+// cv2's source indices and fixed-point weights (sum about 2048) for resized coordinate d along an axis of
+// n source pixels: the coordinate as sourceCoordinate computes it, weights rounded half to even.
+__device__ __forceinline__ void sourceCoord(int d, AxisScale scale, int n, int& s0, int& s1, int& w0, int& w1)
+{
+    float const f = sourceCoordinate(d, scale);
     int s = static_cast<int>(floorf(f));
     float frac = f - static_cast<float>(s);
     if (s < 0)
@@ -144,6 +196,15 @@ int geometry(int h, int w, int dstH, int dstW, int scaleup, int* g)
     return cudaSuccess;
 }
 
+// cv2.resize's scale along an axis of n source and resized pixels, 1 / (resized / n) in double (once per
+// frame, on the host), split for sourceCoordinate.
+AxisScale axisScale(int n, int resized)
+{
+    int exponent = 0;
+    double const fraction = std::frexp(1.0 / (static_cast<double>(resized) / n), &exponent);
+    return AxisScale{static_cast<uint64_t>(std::ldexp(fraction, 53)), 53 - exponent};
+}
+
 // Launches on the GPU with the launch's own status (see s2SplitAttentionKernel.cu); the CPU emulation
 // passes its own launcher.
 struct Request
@@ -172,9 +233,8 @@ int describe(Request const& q, int i, FrameDesc& d)
     d.nw = g[1];
     d.top = g[2];
     d.left = g[3];
-    // cv2.resize: scale = 1 / (dsize / ssize), in double.
-    d.scaleY = 1.0 / (static_cast<double>(d.nh) / d.h);
-    d.scaleX = 1.0 / (static_cast<double>(d.nw) / d.w);
+    d.scaleY = axisScale(d.h, d.nh);
+    d.scaleX = axisScale(d.w, d.nw);
     return cudaSuccess;
 }
 

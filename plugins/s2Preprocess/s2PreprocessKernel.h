@@ -1,5 +1,5 @@
 /*
- * The network input made on the GPU (DESIGN §3), behind a plain C ABI: a batch of uint8 BGR frames
+ * The network input made on the GPU (docs/DESIGN.md §3), behind a plain C ABI: a batch of uint8 BGR frames
  * (HWC, each its own size) is letterboxed to (dst_h, dst_w), converted to RGB, scaled to [0, 1] and
  * written as NCHW FP32 or FP16. The upload is the 8-bit frame; nothing is resized on the CPU.
  *
