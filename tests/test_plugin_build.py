@@ -133,7 +133,11 @@ def plugin_build(include_dir: str | None) -> Path:
 def _header_id(include_dir: str | None) -> str:
     if include_dir is None:
         return "no-headers"
-    text = (Path(include_dir) / "NvInferVersion.h").read_text(errors="replace")
+    version_header = Path(include_dir) / "NvInferVersion.h"
+    if not version_header.is_file():
+        # Named after its folder; plugin_build then fails on it with the reason instead of collection.
+        return Path(include_dir).parent.name
+    text = version_header.read_text(errors="replace")
     parts = [re.search(rf"#define\s+(?:NV_TENSORRT|TRT)_{key}(?:_ENTERPRISE)?\s+(\d+)", text)
              for key in ("MAJOR", "MINOR", "PATCH")]
     return "trt" + ".".join(m.group(1) for m in parts if m) if all(parts) else Path(include_dir).parent.name
