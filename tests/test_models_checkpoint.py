@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import sys
+import types
 import zipfile
 
 import pytest
@@ -14,7 +16,7 @@ from yolov5_fake import build_model, make_yolov5_checkpoint
 
 from s2trt.errors import S2Error
 from s2trt.models import load_checkpoint
-from s2trt.models.checkpoint import UnsafeCheckpointError
+from s2trt.models.checkpoint import HeadMethod, UnsafeCheckpointError, read_pickle
 
 
 def _outputs_equal(a: torch.nn.Module, b: torch.nn.Module, size: int = 128, atol: float = 1e-4):
@@ -183,3 +185,70 @@ def test_legacy_format_loads_and_its_storage_sizes_are_checked(tmp_path):
     path.write_bytes(data.replace(b"M90", b"J\xff\xff\xff\x7f", 1))
     with pytest.raises(S2Error, match=r"tensor storage .* claims 2147483647 elements"):
         load_checkpoint(path)
+
+
+def _getattr_pickle(obj: bytes, attr: str, default: bool = False) -> bytes:
+    """{'model': getattr(<obj>, attr[, None])} as protocol-2 opcodes, the way Segment's
+    `self.detect = Detect.forward` is written (GLOBAL getattr, the class, the name, REDUCE)."""
+    a = attr.encode()
+    args = obj + b"X" + len(a).to_bytes(4, "little") + a + (b"N\x87" if default else b"\x86")
+    return b"\x80\x02}X\x05\x00\x00\x00model" + b"c__builtin__\ngetattr\n" + args + b"Rs."
+
+
+_DETECT_FORWARD = b"c__builtin__\ngetattr\ncmodels.yolo\nDetect\nX\x07\x00\x00\x00forward\x86R"
+
+
+@pytest.mark.parametrize("obj,attr,default", [
+    (b"c__builtin__\n__import__\nX\x02\x00\x00\x00os\x85R", "system", False),  # getattr(os, ...)
+    (b"X\x02\x00\x00\x00os", "system", False),  # on a string
+    (b"cmodels.yolo\nDetect\n", "__init__", False),  # another name of a head
+    (b"cmodels.yolo\nDetect\n", "__reduce_ex__", False),
+    (b"cmodels.common\nConv\n", "forward", False),  # forward of a class that is not a head
+    (b"cmodels.yolo\nDetectionModel\n", "forward", False),
+    (b"cutils.general\nDetect\n", "forward", False),  # a head's name in another module
+    (b"ccollections\nOrderedDict\n", "fromkeys", False),  # an allow-listed global's attribute
+    (b"cmodels.yolo\nDetect\n", "forward", True),  # with a default
+    (_DETECT_FORWARD, "__globals__", False),  # through what the allowed one returns
+])
+def test_getattr_is_refused_except_a_heads_forward(tmp_path, obj, attr, default):
+    path = tmp_path / "getattr.pt"
+    path.write_bytes(_getattr_pickle(obj, attr, default))
+    with pytest.raises(UnsafeCheckpointError, match="allow-list"):
+        load_checkpoint(path)
+
+
+@contextlib.contextmanager
+def _yolo_module(*names: str):
+    """A throw-away `models.yolo` with empty nn.Module classes of these names, for pickling."""
+    saved = {k: sys.modules.get(k) for k in ("models", "models.yolo")}
+    pkg, mod = types.ModuleType("models"), types.ModuleType("models.yolo")
+    pkg.yolo = mod
+    for name in names:
+        setattr(mod, name, type(name, (torch.nn.Module,), {"__module__": "models.yolo"}))
+    sys.modules.update({"models": pkg, "models.yolo": mod})
+    try:
+        yield mod
+    finally:
+        for k, v in saved.items():
+            sys.modules.pop(k, None) if v is None else sys.modules.__setitem__(k, v)
+
+
+@pytest.mark.parametrize("cls", ["Detect", "Segment"])
+def test_getattr_of_a_heads_forward_is_inert_data(tmp_path, cls):
+    path = tmp_path / "getattr.pt"
+    with _yolo_module(cls) as mod:
+        torch.save({"model": _Evil(getattr, getattr(mod, cls), "forward")}, path)
+    assert read_pickle(path) == {"model": HeadMethod(cls, "forward")}
+    with pytest.raises(S2Error, match="does not contain a YOLOv5 model"):
+        load_checkpoint(path)
+
+
+def test_classification_model_is_one_line_naming_it_and_the_release(tmp_path):
+    with _yolo_module("ClassificationModel") as mod:
+        model = mod.ClassificationModel()
+        model.lin = torch.nn.Linear(2, 2)
+        torch.save({"epoch": -1, "best_fitness": None, "model": model.half(), "ema": None,
+                    "updates": None, "optimizer": None, "opt": {}, "git": {}, "date": "x"},
+                   tmp_path / "cls.pt")
+    with pytest.raises(S2Error, match=r"YOLOv5 v7.0 ClassificationModel, a classification model"):
+        load_checkpoint(tmp_path / "cls.pt")
