@@ -16,9 +16,10 @@ import types
 import numpy as np
 import pytest
 
+from s2trt.detect.boxes import postprocess
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backends.base import decode
 from s2trt.runtime.backends.trt import TrtBackend, cuda_index, describe_engine, numpy_dtype
 
 H, W, N, NC = 64, 96, 7, 3
@@ -80,24 +81,18 @@ class FakeCuda:
         raise AssertionError(f"{nbytes} bytes at {ptr:#x} are not in one allocation of this kind")
 
     def bytes_at(self, ptr, nbytes):
-        """Device memory as the GPU sees it (device allocations and mapped host memory)."""
+        """Device memory as kernels see it: device allocations only, so a kernel given host memory fails."""
         return self._find(self.device, ptr, nbytes)
 
     def malloc(self, nbytes):
         self.calls.append(("malloc", nbytes))
         return self._register(self.device, np.full(nbytes, 0xAB, np.uint8))  # garbage, as cudaMalloc's
 
-    def host_array(self, shape, dtype, mapped=False):
-        self.calls.append(("host_array", shape, mapped))
+    def host_array(self, shape, dtype):
+        self.calls.append(("host_array", shape))
         arr = np.full(shape, 77, dtype)  # garbage, as pinned memory would hold
         self._register(self.pinned, arr)
-        if mapped:
-            self.mapped = getattr(self, "mapped", set()) | {arr.ctypes.data}
         return arr
-
-    def device_pointer(self, host):
-        assert host.ctypes.data in getattr(self, "mapped", set()), "device pointer of unmapped memory"
-        return self._register(self.device, host)
 
     def _host_bytes(self, arr):
         assert arr.flags.c_contiguous
@@ -409,12 +404,12 @@ def test_nms_engine_outputs_decode_to_detections(tmp_path):
     backend, _ = open_fake(tmp_path, FakeEngine(nms=True))
     assert backend.layout == "nms"
     x = batch_of(3)
-    dets = decode(backend.infer(x), conf_thres=0.1)
+    dets = postprocess(backend.infer(x), DetectOptions(conf_thres=0.1))
     means = x.reshape(3, -1).mean(1)
     assert [d.shape for d in dets] == [(1, 6)] * 3
     np.testing.assert_allclose([d[0, 4] for d in dets], means, rtol=1e-5)
     np.testing.assert_array_equal(dets[0][0], np.array([1, 2, 30, 40, means[0], 2], np.float32))
-    assert [len(d) for d in decode(backend.infer(x), conf_thres=0.9)] == [0, 0, 0]  # means are ~0.5
+    assert [len(d) for d in postprocess(backend.infer(x), DetectOptions(0.9))] == [0, 0, 0]  # means are ~0.5
 
 
 def test_imgsz_outside_the_profile_names_the_profile(tmp_path):
@@ -503,7 +498,7 @@ class FakeCudart:
     class cudaStreamCaptureMode:
         cudaStreamCaptureModeThreadLocal = 1
 
-    cudaStreamNonBlocking, cudaEventDisableTiming, cudaHostAllocMapped = 1, 2, 2
+    cudaStreamNonBlocking, cudaEventDisableTiming = 1, 2
 
     def __init__(self, fail_malloc=False, integrated=0, invalidate_capture=False, refuse_capture=False):
         self.fail_malloc, self.integrated, self.invalidate = fail_malloc, integrated, invalidate_capture
@@ -542,13 +537,6 @@ class FakeCudart:
 
     def cudaMallocHost(self, n):
         return self._host(n, "mallochost")
-
-    def cudaHostAlloc(self, n, flags):
-        assert flags == self.cudaHostAllocMapped
-        return self._host(n, "hostalloc_mapped")
-
-    def cudaHostGetDevicePointer(self, host, flags):
-        return 0, host + (1 << 40)  # the device's view of the same memory
 
     def cudaGetErrorString(self, err):
         return 0, b"out of memory" if err == 2 else b"operation failed due to a previous error during capture"

@@ -24,6 +24,7 @@ IExecutionContext's tensor-name API and trtexec's capture protocol. The contract
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import re
 
@@ -132,7 +133,6 @@ def test_buffers_are_allocated_once_and_reused(tmp_path):
     backend, cuda = open_fake(tmp_path, FakeEngine(profile=(1, 4, 8)))
     allocs = [c for c in cuda.calls if c[0] in ("malloc", "host_array")]
     assert len(allocs) == 2 * 2 * 2  # input and output0, two buffer sets, host and device
-    assert all(not c[2] for c in allocs if c[0] == "host_array")  # pinned, not mapped, on a dGPU
     batches = [batch_of(n, seed=i) for i, n in enumerate([8, 3, 8, 5, 1, 8])]
     pipelined(backend, batches)
     assert [c for c in cuda.calls if c[0] in ("malloc", "host_array")] == allocs
@@ -171,23 +171,33 @@ def test_fixed_batch_engine_gets_a_padded_submit(tmp_path):
     assert engine.contexts[0].runs == [4]
 
 
-def test_integrated_gpu_copies_nothing(tmp_path):
-    """Jetson: mapped pinned memory is the device buffer (cudaHostAllocMapped, cudaHostGetDevicePointer)."""
+@pytest.mark.parametrize("integrated", [False, True], ids=["dGPU", "iGPU"])
+def test_what_kernels_touch_is_device_memory_on_every_gpu(tmp_path, integrated):
+    """An integrated GPU (Jetson) reads page-locked host memory uncached (CUDA for Tegra, "Memory
+    Selection"): the engine input, the outputs TensorRT writes and the frames the letterbox kernel
+    reads are device memory there too, and page-locked memory is only the CPU's side of a copy. The
+    fake GPU's kernels can address device allocations only, so a kernel given host memory fails."""
     engine = FakeEngine(nms=True)
-    backend, cuda = open_fake(tmp_path, engine, integrated=True)
-    assert backend.zero_copy
-    batches = [batch_of(n, seed=i) for i, n in enumerate([3, 1, 4])]
-    pending = None
-    for x in batches:
-        p = backend.submit(x)
-        if pending:
-            backend.collect(pending[0])
-        pending = (p, x)
-    out = backend.collect(pending[0])
-    np.testing.assert_allclose(out["det_scores"][:, 0], batches[-1].reshape(4, -1).mean(1), rtol=1e-5)
-    assert not [c for c in cuda.calls if c[0] in ("h2d", "d2h", "malloc")]
-    assert all(c[2] for c in cuda.calls if c[0] == "host_array")
-    assert all(ptr in cuda.device for ptr in engine.contexts[0].addr.values())
+    lb = FakeLetterbox(engine)
+    backend, cuda = open_fake(tmp_path, engine, integrated=integrated, backend_kw={"letterbox": lb})
+    batch, x = frames(), batch_of(3)
+    on_gpu = backend.collect(backend.submit_frames(batch)[0])  # letterboxed by the kernel
+    on_cpu = backend.collect(backend.submit(x))  # letterboxed (here: given) by the CPU, copied in
+    want, _ = preprocess(batch, (H, W))
+    np.testing.assert_allclose(on_gpu["det_scores"][:, 0], want.reshape(3, -1).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(on_cpu["det_scores"][:, 0], x.reshape(3, -1).mean(1), rtol=1e-5)
+    device, pinned = set(cuda.device), set(cuda.pinned)
+    for slot in backend._slots:
+        gpu_side = [slot.dev_in, *slot.dev_out.values()] + ([slot.staging[1]] if slot.staging else [])
+        cpu_side = [slot.host_in, *slot.host_out.values()] + ([slot.staging[0]] if slot.staging else [])
+        assert set(gpu_side) <= device  # cudaMalloc
+        assert {a.ctypes.data for a in cpu_side} <= pinned  # cudaMallocHost
+    assert backend._slots[0].staging is not None  # the letterbox's frames were staged and copied
+    assert set(engine.contexts[0].addr.values()) <= device
+    assert set(lb.frame_ptrs) <= {p for s in backend._slots if s.staging for p in
+                                  range(s.staging[1], s.staging[1] + s.staging[0].nbytes)}
+    names = [c[0] for c in cuda.calls]
+    assert names.count("h2d") == 2 and names.count("d2h") == 2 * 4  # two batches, four outputs
 
 
 # ----------------------------------------------------------------------------- CUDA graphs
@@ -288,7 +298,7 @@ class FakeLetterbox:
     the (n, 3, h, w) input at `out`, written by work on `stream`; LetterboxInfo per frame back."""
 
     def __init__(self, engine, fail=False):
-        self.engine, self.fail, self.calls = engine, fail, []
+        self.engine, self.fail, self.calls, self.frame_ptrs = engine, fail, [], []
 
     @property
     def cuda(self):
@@ -299,6 +309,7 @@ class FakeLetterbox:
         if self.fail:
             raise S2Error("libs2trt_kernels.so has no code for this GPU")
         self.calls.append((len(frames), half, stream))
+        self.frame_ptrs.extend(f.ptr for f in frames)
         dtype = np.float16 if half else np.float32
 
         def kernel():
@@ -406,13 +417,12 @@ def test_gpu_letterbox_with_the_kernels_own_source(tmp_path):
 
 # --------------------------------------------------------------------------- cuda-python
 
-def test_cuda_python_events_graphs_and_mapped_memory():
+def test_cuda_python_events_graphs_and_pinned_memory():
     rt = FakeCudart(integrated=1)
     mem = CudaPythonMemory(rt)
     assert mem.integrated
-    host = mem.host_array((4,), np.float32, mapped=True)
-    assert rt.calls[-1] == ("hostalloc_mapped", 16)
-    assert mem.device_pointer(host) == host.ctypes.data + (1 << 40)
+    host = mem.host_array((4,), np.float32)
+    assert rt.calls[-1] == ("mallochost", 16) and host.ctypes.data == ctypes.addressof(rt.buffers[-1])
     stream, event = mem.new_stream(), mem.new_event()
     mem.record(event, stream)
     mem.wait(mem.stream_handle, event)
@@ -463,7 +473,7 @@ def test_cuda_python_names_exist_in_cuda_bindings():
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "rt"):
             used[node.func.attr] = len(node.args)
-    assert {"cudaStreamBeginCapture", "cudaGraphInstantiateWithFlags", "cudaHostAlloc"} <= used.keys()
+    assert {"cudaStreamBeginCapture", "cudaGraphInstantiateWithFlags", "cudaMallocHost"} <= used.keys()
     for name, nargs in used.items():
         assert hasattr(runtime, name), name
         fake = getattr(FakeCudart, name, None)
@@ -476,8 +486,8 @@ def test_cuda_python_names_exist_in_cuda_bindings():
                          ("cudaDeviceAttr", "cudaDevAttrIntegrated"),
                          ("cudaError_t", "cudaErrorStreamCaptureInvalidated")]:
         assert int(getattr(getattr(runtime, enum), member)) == getattr(getattr(FakeCudart, enum), member)
-    assert (runtime.cudaStreamNonBlocking, runtime.cudaEventDisableTiming, runtime.cudaHostAllocMapped) == (
-        FakeCudart.cudaStreamNonBlocking, FakeCudart.cudaEventDisableTiming, FakeCudart.cudaHostAllocMapped)
+    assert (runtime.cudaStreamNonBlocking, runtime.cudaEventDisableTiming) == (
+        FakeCudart.cudaStreamNonBlocking, FakeCudart.cudaEventDisableTiming)
 
 
 # ------------------------------------------------------------------------------ benchmark
@@ -517,7 +527,7 @@ def test_gpu_benchmark_mode_runs_every_way_on_fakes(tmp_path, monkeypatch):
 @pytest.mark.gpu
 def test_cuda_python_memory_on_a_gpu():
     """The same calls on a real GPU (no TensorRT needed): event ordering across streams, a captured
-    copy replayed from a graph (it reads its pinned source at each launch), mapped host memory."""
+    copy replayed from a graph (it reads its pinned source at each launch), an aborted capture."""
     pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda-bindings) not installed")
     from s2trt.trt.cuda_mem import open_cuda
 
@@ -550,10 +560,9 @@ def test_cuda_python_memory_on_a_gpu():
 
         mem.begin_capture(upload)
         mem.abort_capture(upload)  # an aborted capture leaves the stream usable
-        mapped = mem.host_array((n,), np.float32, mapped=True)
-        mapped[:] = 7.0
+        src[:] = 7.0
         mem.h2d(dev, src, upload)
-        mem.d2h(back, mem.device_pointer(mapped), upload)  # the GPU reads mapped memory in place
+        mem.d2h(back, dev, upload)
         mem.synchronize()
         assert (back == 7.0).all() and isinstance(mem.integrated, bool)
     finally:

@@ -25,14 +25,12 @@ class CaptureFailed(Exception):
 
 class CudaMemory(Protocol):
     name: str
-    integrated: bool  # the GPU shares the host's memory (Jetson): mapped host memory needs no copies
+    integrated: bool  # the GPU shares the host's DRAM (Jetson); it still reads pinned memory uncached
     stream_handle: int  # the stream created with the memory; more with new_stream()
 
     def malloc(self, nbytes: int) -> int: ...
 
-    def host_array(self, shape: tuple[int, ...], dtype: Any, mapped: bool = False) -> np.ndarray: ...
-
-    def device_pointer(self, host: np.ndarray) -> int: ...
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray: ...
 
     def new_stream(self) -> int: ...
 
@@ -95,21 +93,13 @@ class CudaPythonMemory:
         self._device.append(ptr)
         return ptr
 
-    def host_array(self, shape: tuple[int, ...], dtype: Any, mapped: bool = False) -> np.ndarray:
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
-        if mapped:
-            result = self.rt.cudaHostAlloc(nbytes, self.rt.cudaHostAllocMapped)
-        else:
-            result = self.rt.cudaMallocHost(nbytes)
-        ptr = int(self._call(result, f"pinned host allocation ({nbytes} bytes)"))
+        ptr = int(self._call(self.rt.cudaMallocHost(nbytes), f"pinned host allocation ({nbytes} bytes)"))
         self._host.append(ptr)
         raw = (ctypes.c_byte * nbytes).from_address(ptr)
         return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-
-    def device_pointer(self, host: np.ndarray) -> int:
-        return int(self._call(self.rt.cudaHostGetDevicePointer(host.ctypes.data, 0),
-                              "cudaHostGetDevicePointer"))
 
     def new_stream(self) -> int:
         # Non-blocking: no implicit synchronisation with the legacy default stream that other
@@ -227,13 +217,8 @@ class PyCudaMemory:
         self._allocs.append(alloc)
         return int(alloc)
 
-    def host_array(self, shape: tuple[int, ...], dtype: Any, mapped: bool = False) -> np.ndarray:
-        flags = self.cuda.host_alloc_flags.DEVICEMAP if mapped else 0
-        return self.cuda.pagelocked_empty(shape, dtype, mem_flags=flags)
-
-    def device_pointer(self, host: np.ndarray) -> int:
-        """Of an array that host_array(mapped=True) returned: its base is pycuda's HostAllocation."""
-        return int(host.base.get_device_pointer())
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return self.cuda.pagelocked_empty(shape, dtype)
 
     def new_stream(self) -> int:
         stream = self.cuda.Stream()

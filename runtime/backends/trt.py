@@ -1,11 +1,13 @@
 """TensorRT backend (`s2infer --engine`): TensorRT 10/11 tensor-name API, overlapped batches.
 
-Two buffer sets of page-locked memory and three streams (upload, compute, download) ordered by
-events, so the copy-in (and the CPU's letterbox) of batch n+1 overlaps the run of batch n; the host
-waits only in `collect`. The enqueue is replayed from a CUDA graph per buffer set and input shape
-when the engine can be captured. `submit_frames` takes decoded frames: with the kernels library
-(gpu_letterbox.py) they are uploaded as uint8 and letterboxed on the upload stream, else
-letterboxed on the CPU into the pinned input buffer.
+Two buffer sets and three streams (upload, compute, download) ordered by events, so the copy-in
+(and the CPU's letterbox) of batch n+1 overlaps the run of batch n; the host waits only in
+`collect`. What a kernel reads or writes is device memory, what the CPU reads or writes page-locked
+host memory, on discrete and integrated GPUs alike (see `TrtBackend._allocate`). The enqueue is
+replayed from a CUDA graph per buffer set and input shape when the engine can be captured.
+`submit_frames` takes decoded frames: with the kernels library (gpu_letterbox.py) they are uploaded
+as uint8 and letterboxed on the upload stream, else letterboxed on the CPU into the pinned input
+buffer and copied in.
 
 Version differences stay in s2trt.trt.versions; this module uses only API present in both 10.3
 (JetPack 6) and 11.x. `trt` is always the module object so the API conformance test can check it.
@@ -67,8 +69,8 @@ class Pending:
 
 @dataclass(eq=False)
 class _Slot:
-    """One buffer set: input and outputs in page-locked host memory and on the device (the same
-    memory on an integrated GPU), and the events that order its upload, run and download."""
+    """One buffer set: input and outputs in page-locked host memory (the CPU's side) and in device
+    memory (what the GPU reads and writes), and the events that order its upload, run and download."""
 
     index: int
     host_in: np.ndarray
@@ -201,9 +203,9 @@ class TrtBackend(BatchedBackend):
             if letterbox is None and self.input.dtype not in (np.float32, np.float16):
                 gpu_preprocess = False  # the kernel writes FP32 or FP16 only
             self._letterbox = letterbox if letterbox is not None else _open_letterbox(gpu_preprocess)
-            log.info("%s: %d buffer sets, %s memory, CUDA graphs %s, preprocessing on the %s", path.name,
-                     SLOTS, "mapped (zero-copy)" if self.zero_copy else "pinned", self.graph_state,
-                     self.preprocess_device)
+            log.info("%s: %d buffer sets in device memory (%s GPU), CUDA graphs %s, preprocessing on the "
+                     "%s", path.name, SLOTS, "integrated" if self.cuda.integrated else "discrete",
+                     self.graph_state, self.preprocess_device)
         except BaseException:
             self.close()
             raise
@@ -222,9 +224,11 @@ class TrtBackend(BatchedBackend):
         """Two buffer sets for the largest batch, set once: every batch then only copies and enqueues.
 
         Batch n+1 is copied into one set on the upload stream while batch n runs from the other on
-        the compute stream; its outputs come back on the download stream. On an integrated GPU
-        (Jetson) the buffers are mapped pinned host memory that the GPU reads and writes in place,
-        so nothing is copied at all.
+        the compute stream; its outputs come back on the download stream. An integrated GPU (Jetson)
+        gets the same plan: it shares the DRAM with the CPU but reads page-locked host memory
+        uncached (CUDA for Tegra application note, "Memory Selection"), so the letterbox kernel's
+        neighbouring taps and TensorRT's first convolution would each go to DRAM; one copy-engine pass
+        into device memory, which the GPU caches, costs less than that.
         """
         h, w = self.imgsz
         self._max_shape = (self.spec.max, 3, h, w)
@@ -238,24 +242,20 @@ class TrtBackend(BatchedBackend):
                               f"batch {self.spec.max}: data-dependent outputs are not supported")
             counts[t.name] = int(np.prod(shape))
         cuda = self.cuda
-        self.zero_copy = bool(cuda.integrated)
         self._compute = cuda.stream_handle
         self._upload = cuda.new_stream()
-        self._download = None if self.zero_copy else cuda.new_stream()
+        self._download = cuda.new_stream()
         self._slots = [self._buffer_set(i, counts) for i in range(SLOTS)]
         self._next_slot = 0
 
     def _buffer_set(self, index: int, counts: dict[str, int]) -> _Slot:
-        bufs = {t.name: self._pinned(counts[t.name], t.dtype) for t in self.tensors}
+        bufs = {t.name: self._host_and_device(counts[t.name], t.dtype) for t in self.tensors}
         events = [self.cuda.new_event() for _ in range(3)]
         return _Slot(index, *bufs.pop(self.input.name), {k: v[0] for k, v in bufs.items()},
                      {k: v[1] for k, v in bufs.items()}, *events)
 
-    def _pinned(self, count: int, dtype: Any) -> tuple[np.ndarray, int]:
-        """Page-locked host memory and the device address that TensorRT gets for it."""
-        if self.zero_copy:
-            host = self.cuda.host_array((count,), dtype, mapped=True)
-            return host, self.cuda.device_pointer(host)
+    def _host_and_device(self, count: int, dtype: Any) -> tuple[np.ndarray, int]:
+        """Page-locked host memory (the CPU's side of a copy) and device memory of the same size."""
         return self.cuda.host_array((count,), dtype), self.cuda.malloc(count * np.dtype(dtype).itemsize)
 
     def _set_input_shape(self, shape: Shape) -> None:
@@ -284,16 +284,15 @@ class TrtBackend(BatchedBackend):
         host_in = slot.host_in[:int(np.prod(run_shape))].reshape(run_shape)
         fill(host_in[:n])
         host_in[n:] = host_in[n - 1]
-        if not self.zero_copy:
-            self.cuda.h2d(slot.dev_in, host_in, self._upload)
-        return self._enqueue(slot, n, run_shape, uploaded=not self.zero_copy)
+        self.cuda.h2d(slot.dev_in, host_in, self._upload)
+        return self._enqueue(slot, n, run_shape)
 
     def collect(self, pending: Pending) -> dict[str, np.ndarray]:
         """The outputs of a submitted batch; the only place the host waits for the GPU."""
         slot = self._slots[pending.slot]
         if slot.pending is not pending:
             raise ValueError("this batch was already collected")
-        self.cuda.event_synchronize(slot.computed if self.zero_copy else slot.ready)
+        self.cuda.event_synchronize(slot.ready)
         slot.pending = None
         # Copies: the pinned buffers take batch n+2 while the caller still holds batch n's results.
         return {name: slot.host_out[name][:int(np.prod(shape))].reshape(shape)[:pending.n].copy()
@@ -316,12 +315,11 @@ class TrtBackend(BatchedBackend):
             raise RuntimeError(f"{SLOTS} batches are in flight: collect the oldest before submitting")
         return slot
 
-    def _enqueue(self, slot: _Slot, n: int, run_shape: Shape, uploaded: bool) -> Pending:
+    def _enqueue(self, slot: _Slot, n: int, run_shape: Shape) -> Pending:
         """Orders the slot's run after its upload, and its download after its run, all on the GPU."""
         cuda, compute = self.cuda, self._compute
-        if uploaded:
-            cuda.record(slot.uploaded, self._upload)
-            cuda.wait(compute, slot.uploaded)
+        cuda.record(slot.uploaded, self._upload)
+        cuda.wait(compute, slot.uploaded)
         if self.input.profile is not None and run_shape != self._shape:
             self._set_input_shape(run_shape)
         graph = self._graphs.get((slot.index, run_shape))
@@ -338,12 +336,11 @@ class TrtBackend(BatchedBackend):
                 self._capture(slot, run_shape)
         cuda.record(slot.computed, compute)
         shapes = {t.name: tuple(int(d) for d in self.context.get_tensor_shape(t.name)) for t in self.outputs}
-        if not self.zero_copy:
-            cuda.wait(self._download, slot.computed)
-            for name, shape in shapes.items():
-                host = slot.host_out[name][:int(np.prod(shape))]
-                cuda.d2h(host, slot.dev_out[name], self._download)
-            cuda.record(slot.ready, self._download)
+        cuda.wait(self._download, slot.computed)
+        for name, shape in shapes.items():
+            host = slot.host_out[name][:int(np.prod(shape))]
+            cuda.d2h(host, slot.dev_out[name], self._download)
+        cuda.record(slot.ready, self._download)
         slot.pending = Pending(slot.index, n, shapes)
         self._next_slot = (slot.index + 1) % SLOTS
         return slot.pending
@@ -455,8 +452,7 @@ class TrtBackend(BatchedBackend):
             np.copyto(host[offset:offset + f.nbytes].reshape(f.shape), f)
             placed.append(DeviceFrame(dev + offset, f.shape[0], f.shape[1]))
             offset += f.nbytes
-        if not self.zero_copy:
-            self.cuda.h2d(dev, host[:offset], self._upload)
+        self.cuda.h2d(dev, host[:offset], self._upload)
         run = max(n, self.spec.min)
         placed += [placed[-1]] * (run - n)
         try:
@@ -469,14 +465,15 @@ class TrtBackend(BatchedBackend):
             log.warning("GPU preprocessing off, frames are letterboxed on the CPU: %s", e)
             self._letterbox = None
             return None
-        return self._enqueue(slot, n, (run, 3, *self.imgsz), uploaded=True), list(infos[:n])
+        return self._enqueue(slot, n, (run, 3, *self.imgsz)), list(infos[:n])
 
     def _staging(self, slot: _Slot, nbytes: int) -> tuple[np.ndarray, int]:
-        """The slot's uint8 upload buffer, grown (doubling) when a batch of larger frames arrives;
-        outgrown buffers stay allocated until close, as the GPU may still read them."""
+        """The slot's uint8 frames: page-locked for the CPU to write, in device memory for the
+        letterbox kernel to read; grown (doubling) when a batch of larger frames arrives; outgrown
+        buffers stay allocated until close, as the GPU may still read them."""
         if slot.staging is None or slot.staging[0].size < nbytes:
             size = max(nbytes, 2 * slot.staging[0].size if slot.staging is not None else 0)
-            slot.staging = self._pinned(size, np.uint8)
+            slot.staging = self._host_and_device(size, np.uint8)
         return slot.staging
 
     @property
