@@ -500,9 +500,10 @@ class FakeCudart:
 
     cudaStreamNonBlocking, cudaEventDisableTiming = 1, 2
 
-    def __init__(self, fail_malloc=False, integrated=0, invalidate_capture=False, refuse_capture=False):
+    def __init__(self, fail_malloc=False, integrated=0, invalidate_capture=False, refuse_capture=False,
+                 fail_upload=False):
         self.fail_malloc, self.integrated, self.invalidate = fail_malloc, integrated, invalidate_capture
-        self.refuse_capture = refuse_capture
+        self.refuse_capture, self.fail_upload = refuse_capture, fail_upload
         self.calls, self.buffers, self._next = [], [], 99
 
     def _id(self):
@@ -569,6 +570,10 @@ class FakeCudart:
     def cudaGraphInstantiateWithFlags(self, graph, flags):
         self.calls.append(("instantiate", graph, flags))
         return 0, 70 + graph
+
+    def cudaGraphUpload(self, graph_exec, stream):
+        self._log("upload", graph_exec, stream)
+        return (self.cudaError_t.cudaErrorMemoryAllocation,) if self.fail_upload else (0,)
 
     def cudaGraphLaunch(self, graph_exec, stream):
         return self._log("launch", graph_exec, stream)

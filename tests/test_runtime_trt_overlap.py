@@ -430,9 +430,10 @@ def test_cuda_python_events_graphs_and_pinned_memory():
     mem.begin_capture(stream)
     graph = mem.end_capture(stream)
     mem.launch(graph, stream)
-    assert rt.calls[-8:] == [("record", event, stream), ("wait", mem.stream_handle, event, 0),
+    assert rt.calls[-9:] == [("record", event, stream), ("wait", mem.stream_handle, event, 0),
                              ("event_sync", event), ("begin_capture", stream, 1), ("end_capture", stream),
-                             ("instantiate", 7, 0), ("graph_destroy", 7), ("launch", graph, stream)]
+                             ("instantiate", 7, 0), ("graph_destroy", 7), ("upload", graph, stream),
+                             ("launch", graph, stream)]
     mem.close()
     assert ("graph_exec_destroy", graph) in rt.calls and ("event_destroy", event) in rt.calls
 
@@ -444,6 +445,20 @@ def test_cuda_python_invalidated_capture_is_cleared():
     with pytest.raises(CaptureFailed, match="previous error during capture"):
         mem.end_capture(mem.stream_handle)
     assert rt.calls[-1] == ("get_last_error",)  # or the next CUDA call would report it
+
+
+def test_cuda_python_graph_that_cannot_be_uploaded_is_a_capture_failure():
+    """cudaGraphUpload runs once after instantiation, so the first launch does not upload inside the
+    steady loop; where it fails the backend enqueues without graphs, and nothing is leaked."""
+    rt = FakeCudart(fail_upload=True)
+    mem = CudaPythonMemory(rt)
+    mem.begin_capture(mem.stream_handle)
+    with pytest.raises(CaptureFailed, match="cudaGraphUpload: out of memory"):
+        mem.end_capture(mem.stream_handle)
+    assert rt.calls[-3:] == [("upload", 77, mem.stream_handle), ("graph_exec_destroy", 77),
+                             ("get_last_error",)]
+    mem.close()
+    assert rt.calls.count(("graph_exec_destroy", 77)) == 1
 
 
 def test_cuda_python_capture_that_cannot_begin_is_a_capture_failure():
@@ -473,7 +488,8 @@ def test_cuda_python_names_exist_in_cuda_bindings():
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "rt"):
             used[node.func.attr] = len(node.args)
-    assert {"cudaStreamBeginCapture", "cudaGraphInstantiateWithFlags", "cudaMallocHost"} <= used.keys()
+    assert {"cudaStreamBeginCapture", "cudaGraphInstantiateWithFlags", "cudaGraphUpload",
+            "cudaMallocHost"} <= used.keys()
     for name, nargs in used.items():
         assert hasattr(runtime, name), name
         fake = getattr(FakeCudart, name, None)

@@ -156,6 +156,13 @@ class CudaPythonMemory:
         if err != self.rt.cudaError_t.cudaSuccess:
             self.rt.cudaGetLastError()
             raise CaptureFailed(f"cudaGraphInstantiateWithFlags: {self._error_text(err)}")
+        # Uploaded now, once, on the stream that replays it: otherwise the first cudaGraphLaunch
+        # does the upload inside the steady loop (CUDA runtime API, cudaGraphUpload).
+        (err,) = self.rt.cudaGraphUpload(graph_exec, self._s(stream))
+        if err != self.rt.cudaError_t.cudaSuccess:
+            self.rt.cudaGraphExecDestroy(graph_exec)
+            self.rt.cudaGetLastError()
+            raise CaptureFailed(f"cudaGraphUpload: {self._error_text(err)}")
         return self._keep(graph_exec, self._graphs)
 
     def abort_capture(self, stream: int) -> None:
