@@ -29,7 +29,11 @@ from s2trt.errors import S2Error
 
 log = logging.getLogger(__name__)
 
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtspt://", "rtspu://", "rtmp://", "rtmps://", "srt://", "http://",
+                  "https://", "udp://", "tcp://")
+# GStreamer's own schemes: RTSP over TCP only / UDP only. FFmpeg has no such URL: it needs the
+# GStreamer path.
+GST_ONLY_SCHEMES = ("rtspt://", "rtspu://")
 STREAM_TIMEOUT_MS = 10000
 MAX_PIXELS_HINT = "raise it with --max-pixels"
 MAX_READ_FAILURES = 30  # consecutive undecodable frames before a video is given up as truncated
@@ -46,6 +50,9 @@ class Frame:
     fps: float = 0.0
     decode_s: float = 0.0  # time spent reading and decoding it
     last: bool = False  # known to be its source's final frame: that source's outputs can be finished
+    pts: float | None = None  # its timestamp in the stream or video, seconds, where the decoder tells
+    wall: float = field(default_factory=time.time)  # when it was read (Unix time)
+    captured: float = field(default_factory=time.monotonic)  # the same, on the monotonic clock
 
 
 @dataclass
@@ -57,6 +64,8 @@ class Source:
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images and video frames are refused undecoded
     problems: list[str] = field(default_factory=list)
     total: int | None = None  # frames expected, when every item can tell
+    decoder: str = "opencv"  # "opencv", or "sw" / "nv": GStreamer's software or NVIDIA decoders
+    decoders: dict[str, str] = field(default_factory=dict)  # each video -> the decoder that read it
 
     def __iter__(self) -> Iterator[Frame]:
         for kind, item in self.items:
@@ -99,8 +108,9 @@ class Source:
         try:
             if kind == "video" and Path(item).suffix.lower() == ".gif":  # decoded by an image codec
                 check_image_bytes(Path(item).read_bytes(), self.max_pixels, item, MAX_PIXELS_HINT)
-            cap = open_capture(kind, item)
+            cap = open_capture(kind, item, decoder=self.decoder)
             _check_frame_size(cap, item, self.max_pixels)
+            self.decoders[item] = decoder_name(cap)
         except S2Error as e:
             self._bad(e)
             return
@@ -128,7 +138,8 @@ class Source:
                     ok, img = cap.retrieve()
                     if ok and img is not None and img.size > 0:
                         read += 1
-                        yield Frame(_bgr(img), item, index, kind, fps, time.perf_counter() - t0)
+                        yield Frame(_bgr(img), item, index, kind, fps, time.perf_counter() - t0,
+                                    pts=frame_pts(cap))
                     else:
                         self._skip(item, index)
                 index += 1
@@ -156,6 +167,22 @@ def _bgr(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def frame_pts(cap) -> float | None:
+    """The timestamp of the frame just grabbed, seconds: GStreamer's stream time, or the position
+    FFmpeg reports (0 where it cannot tell, as for some live streams)."""
+    if isinstance(cap, cv2.VideoCapture):
+        ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ms / 1000 if ms and ms > 0 else None
+    return getattr(cap, "pts", None)
+
+
+def decoder_name(cap) -> str:
+    """Which decoder reads the capture, as the per-source table shows it."""
+    if isinstance(cap, cv2.VideoCapture):
+        return "opencv"
+    return getattr(cap, "decoder", None) or "gstreamer"
+
+
 def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None:
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     try:
@@ -171,9 +198,18 @@ def shown(item: str) -> str:
     return _USERINFO.sub(r"\1", item)
 
 
-def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000) -> cv2.VideoCapture:
-    """Open a video, camera or network stream. A stream's open and each read give up after
-    timeout_s, so an unreachable host fails fast and a stalled stream returns from grab()."""
+def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,
+                 decoder: str = "opencv") -> cv2.VideoCapture:
+    """Open a video, camera or network stream with OpenCV's FFmpeg, or (decoder "sw" / "nv") with
+    GStreamer (runtime/inputs/gst.py). A stream's open and each read give up after timeout_s, so an
+    unreachable host fails fast and a stalled stream returns from grab()."""
+    if decoder != "opencv" and kind != "camera":
+        from s2trt.runtime.inputs.gst import GstCapture
+
+        return GstCapture(kind, item, decoder, timeout_s, shown(item))
+    if item.lower().startswith(GST_ONLY_SCHEMES):
+        raise S2Error(f"{shown(item)}: {item.split(':', 1)[0]}:// is GStreamer's scheme: read it with "
+                      "--decoder sw (or nv), or give rtsp:// to OpenCV")
     if kind == "camera":
         cap = cv2.VideoCapture(int(item))
         if not cap.isOpened():
@@ -202,14 +238,14 @@ def live_kind(spec: str) -> str | None:
 
 
 def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
-                alone: bool = True) -> Source:
+                alone: bool = True, decoder: str = "opencv") -> Source:
     """Parse a source argument the way YOLOv5's detect.py does. `alone`: the run's only source, so a
     lone video that cannot be opened fails here; among others it fails alone when it is read."""
     if vid_stride < 1:
         raise S2Error("--vid-stride must be 1 or more")
     live = live_kind(spec)
     if live is not None:
-        return Source([(live, spec)], vid_stride, max_pixels)
+        return Source([(live, spec)], vid_stride, max_pixels, decoder=decoder)
     if any(c in spec for c in "*?["):
         files = sorted(glob.glob(spec, recursive=True))
         if not files:
@@ -226,12 +262,14 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
              if Path(f).is_file()]
     if not items:
         raise S2Error(f"{spec} matches no files")
-    return Source(items, vid_stride, max_pixels, total=_count(items, vid_stride, alone))
+    total = _count(items, vid_stride, alone and decoder == "opencv")
+    return Source(items, vid_stride, max_pixels, total=total, decoder=decoder)
 
 
 def _count(items: list[tuple[str, str]], vid_stride: int, alone: bool = True) -> int | None:
-    """Frames the items will give, when every one can tell; the run's lone video that cannot be
-    opened fails here, before the model is loaded."""
+    """Frames the items will give, when every one can tell (asked of OpenCV, whichever decoder
+    reads them); the run's lone video that OpenCV cannot open fails here, before the model is
+    loaded (GStreamer's reader says why it cannot when it opens it)."""
     total: int | None = 0
     for kind, path in items:
         if kind == "image":

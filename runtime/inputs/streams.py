@@ -6,11 +6,18 @@ share the engine's batch. Files and live sources are read differently on purpose
 
 - a file (image, folder, glob, video) fills a small bounded queue and waits while it is full, so no
   frame of a file is ever lost however slow inference is;
-- a live source (camera index, rtsp/rtmp/http/udp/tcp URL) keeps only its newest frame: when
+- a live source (camera index, rtsp/rtmp/http/udp/tcp/srt URL) keeps only its newest frame: when
   inference falls behind, the older frame is replaced and counted as dropped (reported per source,
   never silently). A stream that stalls (no frame for `read_timeout_s`) or closes is reopened with
   exponential backoff; one that gives no frame for `reconnect_timeout_s` ends alone while the other
-  sources go on.
+  sources go on. One that connects but whose video cannot be decoded ends at once, saying so.
+
+`MultiSource.batches` groups the frames as DeepStream's nvstreammux does: a batch is pushed when it
+is full or a push timeout after its first frame (default: one frame interval of the fastest live
+source), with at most one frame of each live source, so a fast camera never fills a slow one's
+slots and a slow camera never holds a fast one's frames. Among several sources, one that cannot be
+opened at the start (a missing path, an unreachable URL, a camera that is not there) is reported and
+ended alone while the others run; the run fails only when none can be read.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,12 +44,15 @@ from s2trt.runtime.inputs.sources import (
     Frame,
     Source,
     _bgr,
+    decoder_name,
+    frame_pts,
     live_kind,
     open_capture,
     open_source,
     shown,
 )
 from s2trt.runtime.outputs.sinks import output_name
+from s2trt.runtime.stats import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +60,8 @@ LIVE_KINDS = ("camera", "stream")
 STREAMS_SUFFIX = ".streams"
 FILE_QUEUE = 4  # decoded frames a file reader may hold ahead of inference (bounds memory)
 _POLL_S = 0.1
+DEFAULT_FPS = 25.0  # a live source's rate until it tells its own: the push timeout is one interval
+MIN_PUSH_S, MAX_PUSH_S = 0.005, 1.0
 
 
 @dataclass
@@ -83,12 +97,15 @@ class SourceStats:
 
     source: str
     kind: str
-    frames: int = 0  # given to inference
+    frames: int = 0  # given to inference (after the run: written, see MultiSource.close)
     dropped: int = 0  # read from a live source, then replaced by a newer frame before inference
     reconnects: int = 0  # times a lost live source came back
-    status: str = "waiting"  # waiting | running | ended | skipped | lost | failed | stopped
+    status: str = "waiting"  # waiting | running | ended | skipped | lost | failed | undecodable | stopped
     started: float | None = None
     ended: float | None = None
+    decoder: str = ""  # the decoder that read it: "opencv" or the GStreamer element (avdec_h264, ...)
+    written: int = 0  # frames whose results were written (counted by MultiSource.result)
+    latency: StageTimes = field(default_factory=StageTimes)  # capture to result, milliseconds
 
     def begin(self) -> None:
         if self.started is None:
@@ -105,16 +122,28 @@ class SourceStats:
         span = (self.ended or time.monotonic()) - self.started
         return self.frames / span if span > 0 else 0.0
 
+    def latency_ms(self) -> tuple[str, str]:
+        """(p50, p95) of capture-to-result latency, formatted; "-" before any result."""
+        if not self.latency.sample:
+            return "-", "-"
+        a = np.asarray(self.latency.sample)
+        return f"{np.percentile(a, 50):.0f}", f"{np.percentile(a, 95):.0f}"
+
 
 def format_table(stats: Sequence[SourceStats]) -> str:
+    """One line per source; latency is from a frame's capture (read from the decoder) to its results
+    written, p50/p95 over the frames written ("-" before any)."""
     names = [shown(s.source) for s in stats]
     width = max([len("source"), *map(len, names)])
     width = min(width, 60)
-    lines = [f"{'source':<{width}}{'frames':>8}{'FPS':>8}{'dropped':>9}{'reconnects':>12}  status"]
+    dw = max([len("decoder"), *(len(s.decoder) for s in stats)])
+    lines = [f"{'source':<{width}}{'frames':>8}{'FPS':>8}{'dropped':>9}{'reconnects':>12}"
+             f"{'p50 ms':>9}{'p95 ms':>9}  {'decoder':<{dw}}  status"]
     for s, name in zip(stats, names, strict=True):
         name = name if len(name) <= width else "…" + name[-(width - 1):]
-        lines.append(f"{name:<{width}}{s.frames:>8}{s.fps:>8.1f}{s.dropped:>9}{s.reconnects:>12}  "
-                     f"{s.status}")
+        p50, p95 = s.latency_ms()
+        lines.append(f"{name:<{width}}{s.frames:>8}{s.fps:>8.1f}{s.dropped:>9}{s.reconnects:>12}"
+                     f"{p50:>9}{p95:>9}  {s.decoder or '-':<{dw}}  {s.status}")
     return "\n".join(lines)
 
 
@@ -241,6 +270,7 @@ class FileReader(_Reader):
                     self._end_current("ended")
                     self.current = self.key[f.source]
                     self.stats[self.current].begin()
+                    self.stats[self.current].decoder = self.source.decoders.get(f.source, "")
             if pending is not None:
                 pending.last = True
                 if not self._put(pending):
@@ -305,6 +335,8 @@ class LiveReader(_Reader):
         self.index = 0  # the number the next kept frame gets (dropped ones leave gaps in the JSONL)
         self.first_error: S2Error | None = None  # why the first open failed, if it did
         self.lost = False  # the connection gave frames, then went: the next frame is a reconnect
+        self.fps = 0.0  # the rate of the frames kept, once the stream tells it
+        self.connections = 0
 
     def _run(self) -> None:
         self.st.begin()
@@ -316,16 +348,22 @@ class LiveReader(_Reader):
             try:
                 cap = self.opener(self.kind, self.item, self.opts.read_timeout_s)
             except S2Error as e:
-                if not opened:  # the first open: a wrong URL or camera index is said at once
-                    self.first_error = e
-                    if self.alone:  # the run's error says it, once
-                        self.st.end("failed")
+                # The first open: a wrong URL or camera index is said at once. A stream whose video
+                # cannot be decoded (the decoder said so) will not decode on the next try either.
+                undecodable = "cannot be decoded" in str(e)
+                if not opened or undecodable:
+                    status = "undecodable" if undecodable else "failed"
+                    self.first_error = e if not opened else None
+                    if self.alone and not opened:  # the run's error says it, once
+                        self.st.end(status)
                     else:
-                        self._fail(str(e))
+                        self._fail(str(e), status)
                     return
                 why = f"reopening failed: {e}"
             else:
                 opened = True
+                self.connections += 1
+                self.st.decoder = decoder_name(cap)
                 try:
                     got = self._read(cap)
                 finally:
@@ -338,6 +376,11 @@ class LiveReader(_Reader):
                 why = "the stream stalled or closed"
             waited = time.monotonic() - last_frame
             if waited >= self.opts.reconnect_timeout_s:
+                if opened and self.index == 0:  # it answers, but not one frame ever came out
+                    self._fail(f"{self.shown}: connects ({self.connections} time(s)), but no frame "
+                               f"could be decoded in {waited:.0f} s: a codec this decoder cannot read? "
+                               "(--decoder sw says GStreamer's reason)", status="undecodable")
+                    return
                 self._fail(f"{self.shown}: no frame for {waited:.0f} s ({why}), gave up after "
                            f"{self.st.reconnects} reconnect(s)", status="lost")
                 return
@@ -353,6 +396,7 @@ class LiveReader(_Reader):
         fps = (cap.get(cv2.CAP_PROP_FPS) or 0.0) / self.vid_stride
         if fps > 1000:  # FFmpeg reports a stream's timebase, not its rate, when it cannot tell
             fps = 0.0
+        self.fps = fps
         kept = 0
         while not self.stop.is_set():
             t0 = time.perf_counter()
@@ -374,7 +418,8 @@ class LiveReader(_Reader):
                 self.lost = False
                 self.st.reconnects += 1
                 log.warning("%s: reconnected", self.shown)
-            frame = Frame(_bgr(img), self.item, self.index, self.kind, fps, time.perf_counter() - t0)
+            frame = Frame(_bgr(img), self.item, self.index, self.kind, fps, time.perf_counter() - t0,
+                          pts=frame_pts(cap))
             self.index += 1
             kept += 1
             with self.lock:
@@ -410,21 +455,36 @@ class MultiSource:
 
     def __init__(self, specs: Sequence[str], vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
                  live: LiveOptions | None = None, report_s: float | None = None,
-                 opener: Opener = open_capture):
+                 opener: Opener | None = None, decoder: str = "opencv"):
         self.live = live or LiveOptions()
         self.live.check()
-        self.vid_stride, self.max_pixels, self.report_s, self.opener = (vid_stride, max_pixels,
-                                                                         report_s, opener)
+        self.vid_stride, self.max_pixels, self.report_s = vid_stride, max_pixels, report_s
+        self.decoder = decoder
+        self.opener = opener or partial(open_capture, decoder=decoder)
         self.problems: list[str] = []
         self.lanes: list[tuple[str, Any]] = []  # ("file", Source) | (kind, url-or-index)
         self.items: list[tuple[str, str]] = []
         self.stats: dict[str, SourceStats] = {}
         self._key: dict[str, str] = {}  # each input -> its row in stats
+        self._rng = random.Random(0)
+        self._results = False  # result() was called: the table counts frames written
         expanded = expand_specs(specs)
+        missing: list[S2Error] = []
         for spec in expanded:
             # Files are checked before the model loads; a video that cannot be opened among other
             # sources is left to its reader, which reports it and ends that source alone.
-            src = open_source(spec, vid_stride, max_pixels, alone=len(expanded) == 1)
+            try:
+                src = open_source(spec, vid_stride, max_pixels, alone=len(expanded) == 1, decoder=decoder)
+            except S2Error as e:
+                # Among several: a path that is not there is one source that cannot be opened, as
+                # an unreachable URL is: reported, and the others run (README "Several sources").
+                if len(expanded) == 1:
+                    raise
+                missing.append(e)
+                self.problems.append(f"{e}, this source ended")
+                log.warning("%s, this source ended", e)
+                self.stats[spec] = SourceStats(spec, "missing", status="failed")
+                continue
             kind = src.items[0][0]
             if kind in LIVE_KINDS:
                 self.lanes.append((kind, src.items[0][1]))
@@ -437,6 +497,8 @@ class MultiSource:
             for k, item in src.items:
                 self._key[item] = spec if k == "image" else item
                 self.stats.setdefault(self._key[item], SourceStats(self._key[item], k))
+        if len(missing) == len(expanded):
+            raise missing[0]
         dup = _first_duplicate(item for _, item in self.items)
         if dup is not None:  # a folder and a file in it, say: their frames could not be told apart
             raise S2Error(f"{shown(dup)} is given twice (directly and through a folder, glob or .streams)")
@@ -458,40 +520,112 @@ class MultiSource:
         return readers
 
     def __iter__(self) -> Iterator[Frame]:
+        """The frames one by one, one per source per round."""
+        for batch in self.batches(1):
+            yield from batch
+
+    def push_timeout(self) -> float:
+        """The default push timeout: one frame interval of the fastest live source (as nvstreammux's
+        batched-push-timeout is set), 1/25 s until the sources tell their rates."""
+        rates = [r.fps for r in self._readers if isinstance(r, LiveReader) and r.fps > 0]
+        return min(max(1.0 / max(rates, default=DEFAULT_FPS), MIN_PUSH_S), MAX_PUSH_S)
+
+    def batches(self, size: int, push_timeout_s: float | None = None) -> Iterator[list[Frame]]:
+        """The frames in batches of up to `size`, as nvstreammux forms them: a batch is pushed when
+        full, or when `push_timeout_s` (default: push_timeout()) has passed since its first frame, or
+        when no source can add to it (every live source has its frame in it and no file has one
+        waiting). At most one frame of each live source per batch; a file adds one frame per round
+        while there is room. Sources are scanned round-robin. Without live sources a batch waits
+        until it is full, so files are batched exactly as a single source's frames are."""
         if self._readers:
             raise RuntimeError("a MultiSource is iterated once")
+        size = max(size, 1)
         wake = threading.Event()
         self._readers = self._make_readers(wake)
         for r in self._readers:
             r.start()
         active = list(self._readers)
+        any_live = any(isinstance(r, LiveReader) for r in active)
         next_report = time.monotonic() + (self.report_s or 0)
         delivered = 0
+        group: list[Frame] = []
+        in_group: set[int] = set()  # the live readers that have a frame in the group
+        deadline = 0.0
         try:
             while active:
                 wake.clear()  # before the scan: a frame that lands during it wakes the wait below
                 took = False
                 for r in list(active):
+                    if id(r) in in_group:
+                        continue
                     f = r.take()
-                    if f is not None:
-                        took = True
-                        delivered += 1
-                        self.stats[self._key[f.source]].frames += 1
-                        yield f
-                    elif r.finished:
-                        active.remove(r)
+                    if f is None:
+                        if r.finished:
+                            active.remove(r)
+                        continue
+                    took = True
+                    delivered += 1
+                    self.stats[self._key[f.source]].frames += 1
+                    if not group:
+                        timeout = self.push_timeout() if push_timeout_s is None else push_timeout_s
+                        deadline = time.monotonic() + timeout
+                    group.append(f)
+                    if isinstance(r, LiveReader):
+                        in_group.add(id(r))
+                    if len(group) == size:
+                        yield group
+                        group, in_group = [], set()
                 if self.report_s and time.monotonic() >= next_report:
                     next_report = time.monotonic() + self.report_s
                     log.info("per source so far:\n%s", self.table())
+                if group and (not active or (any_live and (time.monotonic() >= deadline
+                                                            or self._nothing_can_join(active, in_group)))):
+                    yield group
+                    group, in_group = [], set()
+                    continue
                 if not took and active:
-                    wake.wait(_POLL_S)
+                    wait = _POLL_S if not (group and any_live) else min(_POLL_S, deadline - time.monotonic())
+                    wake.wait(max(wait, 0.0))
+            if group:
+                yield group
         finally:
-            self.close()
+            self._shutdown()
         errors = [r.first_error for r in self._readers if isinstance(r, LiveReader) and r.first_error]
         if not delivered and errors and len(errors) == len(self._readers):
             raise errors[0]  # nothing could be opened at all: fail as a single source would
 
+    @staticmethod
+    def _nothing_can_join(active: list[_Reader], in_group: set[int]) -> bool:
+        """Every live source has given its frame to the batch and no file has one waiting."""
+        for r in active:
+            if isinstance(r, LiveReader):
+                if id(r) not in in_group:
+                    return False
+            elif not r.q.empty():  # type: ignore[attr-defined]
+                return False
+        return True
+
+    def result(self, frame: Frame) -> None:
+        """The frame's results were written: count it and its capture-to-result latency."""
+        st = self.stats[self._key[frame.source]]
+        st.written += 1
+        st.latency.add((time.monotonic() - frame.captured) * 1000, self._rng)
+        self._results = True
+
     def close(self) -> None:
+        """Stop every reader and settle the counts: once results were reported (result()), a
+        source's frames are those written."""
+        self._shutdown()
+        for st in self.stats.values():
+            if self._results and st.frames > st.written:
+                # Taken from the source but never written (an interrupt, a failed batch): not
+                # counted as frames; a live source's count as dropped, so that frames plus dropped
+                # is still every frame read.
+                if st.kind in LIVE_KINDS:
+                    st.dropped += st.frames - st.written
+                st.frames = st.written
+
+    def _shutdown(self) -> None:
         """Stop every reader (a live one stuck in a read returns within its read timeout; the
         threads are daemons, so the process never waits on them)."""
         self._stop.set()
