@@ -4,6 +4,7 @@ before TensorRT creates its context."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from s2trt.errors import MissingDependencyError, S2Error
 
@@ -52,5 +53,30 @@ def select_device(device: int) -> None:
                                          "not installed: pip install 's2trt[gpu]'") from None
         return
     (err,) = cudart.cudaSetDevice(device)
+    if err == cudart.cudaError_t.cudaErrorInsufficientDriver:
+        raise S2Error(insufficient_driver_message(cudart, device))
     if err != cudart.cudaError_t.cudaSuccess:
         raise S2Error(f"cannot use CUDA device {device} ({err}): check --device and nvidia-smi")
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def insufficient_driver_message(cudart: Any, device: int) -> str:
+    """What to install when cuda-python's CUDA runtime is newer than the driver can serve.
+
+    pip cannot see the driver, so the `gpu` extra (cuda-python 12.x) is the one that runs on every
+    driver from R525 on, JetPack 6 included; `gpu-cu13` needs CUDA 13's R580 (docs/DESIGN.md §5).
+    """
+    _, runtime = cudart.cudaRuntimeGetVersion()
+    _, driver = cudart.cudaDriverGetVersion()
+    head = f"cannot use CUDA device {device}: cuda-python's CUDA runtime is {_cuda_version(runtime)}"
+    if not driver:
+        return f"{head} and no NVIDIA driver was found: install the NVIDIA driver (nvidia-smi lists the GPUs)"
+    head += f", newer than this NVIDIA driver's CUDA {_cuda_version(driver)}"
+    if driver >= 12000:
+        return (f"{head}: install the cuda-python that matches the driver, pip install 's2trt[gpu]' "
+                "(cuda-python 12.x, any driver from R525 on, JetPack 6 included); 's2trt[gpu-cu13]' "
+                "needs an R580 or newer driver")
+    return f"{head}: update the NVIDIA driver to R525 or newer, then pip install 's2trt[gpu]'"
