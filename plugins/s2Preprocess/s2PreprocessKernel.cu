@@ -54,7 +54,8 @@ struct FrameBatch
 using s2trt::DeviceLauncher;
 using s2trt::fromFloat;
 
-__host__ __device__ __forceinline__ int leadingZeros(uint64_t v)
+// The CPU emulation compiles the kernels as host code (GCC), where __clzll does not exist.
+__device__ __forceinline__ int leadingZeros(uint64_t v)
 {
 #if defined(__CUDA_ARCH__)
     return __clzll(static_cast<long long>(v));
@@ -65,23 +66,28 @@ __host__ __device__ __forceinline__ int leadingZeros(uint64_t v)
 
 // float((d + 0.5) * scale - 0.5) with the two operations in double, as cv2.resize computes a source
 // coordinate, bit for bit, in integers. With scale = M * 2^-k: (d + 0.5) * scale = (2d + 1) * M * 2^-(k+1)
-// exactly, an integer product of at most 31 + 53 bits, which double rounds to 53 significant bits
+// exactly, an integer product of at most 32 + 53 bits, which double rounds to 53 significant bits
 // (nearest, ties to even). Subtracting 0.5 from a double u >= 0.5 is exact (u < 2^32 here, so 0.5 is a
 // whole number of u's units); below 0.5 the result is negative, and any negative coordinate is clamped
 // to the first pixel alike, so -1 stands for all of them. The final rounding to float is the conversion
 // of the integer, then an exact power-of-two scaling.
-__host__ __device__ __forceinline__ float sourceCoordinate(int d, AxisScale scale)
+__device__ __forceinline__ float sourceCoordinate(int d, AxisScale scale)
 {
-    using Wide = unsigned __int128;
-    Wide const product = static_cast<Wide>(2 * static_cast<uint64_t>(d) + 1) * scale.mantissa;
-    uint64_t const high = static_cast<uint64_t>(product >> 64);
-    int const bits = high != 0 ? 128 - leadingZeros(high) : 64 - leadingZeros(static_cast<uint64_t>(product));
+    // The product as high:low 64-bit words, from 32 x 32 and 32 x 21-bit partial products.
+    uint64_t const odd = 2 * static_cast<uint64_t>(d) + 1;
+    uint64_t const lowPart = odd * (scale.mantissa & 0xffffffffU);
+    uint64_t const mid = odd * (scale.mantissa >> 32) + (lowPart >> 32);
+    uint64_t const high = mid >> 32;
+    uint64_t const low = (mid << 32) | (lowPart & 0xffffffffU);
+    int const bits = high != 0 ? 128 - leadingZeros(high) : 64 - leadingZeros(low);
+    // At most 85 bits: dropping the excess over 53 never reaches into the high word.
     int const dropped = bits > 53 ? bits - 53 : 0;
-    uint64_t u = static_cast<uint64_t>(product >> dropped);
+    uint64_t u = low;
     if (dropped > 0)
     {
-        Wide const rest = product & ((Wide(1) << dropped) - 1);
-        Wide const half = Wide(1) << (dropped - 1);
+        u = (low >> dropped) | (high << (64 - dropped));
+        uint64_t const rest = low & ((uint64_t(1) << dropped) - 1);
+        uint64_t const half = uint64_t(1) << (dropped - 1);
         if (rest > half || (rest == half && (u & 1U) != 0))
         {
             ++u;
