@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import S2Error
+from s2trt.publish import FILE_MODE as FILE_MODE  # where callers of this module have found it
+from s2trt.publish import write_bytes_atomic
 from s2trt.text import first_line
 
 PRODUCER = "s2trt"
@@ -172,16 +174,6 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp makes 0600 files; published outputs get the permissions a plain open() would give.
-FILE_MODE = 0o666 & ~_umask()
-
-
 def check_writable(folder: Path) -> None:
     """Fail early, before minutes of work, when the output folder cannot take files.
 
@@ -198,23 +190,6 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise S2Error(f"cannot write to output folder {folder}: {e.strerror or e}") from None
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: no half-written outputs."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise S2Error(f"cannot write to {path.parent}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any] | None:

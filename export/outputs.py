@@ -1,17 +1,17 @@
 """All-or-nothing output: an export writes several files, and a failure must leave none of them.
 
-Each file goes to a temporary name in its target folder first; only when every file is written are
-they renamed into place (a rename within a folder is atomic). On any error the temporaries go.
+Each file goes to an exclusively created temporary name in its target folder first
+(s2trt.publish: a link planted there is never followed); only when every file is written are they
+renamed into place (a rename within a folder is atomic). On any error the temporaries go.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from s2trt.errors import S2Error
-from s2trt.meta import FILE_MODE
+from s2trt.publish import exclusive_temp, publish
 
 
 class StagedFiles:
@@ -28,25 +28,24 @@ class StagedFiles:
         return [p for p, _ in self._files]
 
     def commit(self) -> list[Path]:
-        temps: list[tuple[str, Path]] = []
+        temps: list[tuple[Path, Path]] = []
         try:
             for path, data in self._files:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
                 except OSError as e:
                     raise S2Error(f"cannot write to {path.parent}: {e.strerror or e}") from None
+                fd, tmp = exclusive_temp(path)
                 temps.append((tmp, path))
                 try:
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
-                    os.chmod(tmp, FILE_MODE)
                 except OSError as e:
                     raise S2Error(f"cannot write {path}: {e.strerror or e}") from None
             for tmp, path in temps:
-                os.replace(tmp, path)
+                publish(tmp, path)
         except BaseException:
             for tmp, _ in temps:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
             raise
         return self.paths

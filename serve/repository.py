@@ -31,8 +31,8 @@ from s2trt.meta import (
     read_onnx_meta,
     read_sidecar,
     sidecar_path,
-    write_bytes_atomic,
 )
+from s2trt.publish import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

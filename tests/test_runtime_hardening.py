@@ -19,7 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import count_frames, scene, signal_mid_run, tiny_models, write_video
+from test_runtime_support import (
+    count_frames,
+    partial_text,
+    scene,
+    signal_mid_run,
+    tiny_models,
+    write_video,
+)
 
 from s2trt.runtime.cli import main
 
@@ -345,8 +352,7 @@ def test_sigterm_finishes_the_outputs_and_exits_143(tmp_path):
     video = write_video(tmp_path / "long.mp4", 400)
     out = tmp_path / "o"
     proc = spawn(tmp_path, video, "-o", out, "--save-json")
-    partial = out / ".predictions.partial.jsonl"
-    signal_mid_run(proc, lambda: partial.exists() and partial.stat().st_size > 2000, signal.SIGTERM, 120)
+    signal_mid_run(proc, lambda: len(partial_text(out, "predictions.jsonl")) > 2000, signal.SIGTERM, 120)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert last_error_line(err) == "s2infer: terminated"
@@ -428,3 +434,59 @@ def test_sigterm_becomes_exit_143_unless_it_was_ignored_at_start():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     assert (r.returncode, r.stdout) == (0, "not interrupted\n")  # as shells keep an ignored signal
+
+
+# --- issue 26 item 1: temporary names are not an attack surface -------------------------------------
+
+def test_links_planted_at_temporary_names_are_never_followed(tmp_path):
+    """Links at every temporary name an output could predictably use (the old `.<stem>.partial<ext>`
+    ones included) point at the model and the input: a run into that folder leaves them untouched."""
+    video = write_video(tmp_path / "v.mp4", 3)
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), scene(1))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_models()["onnx"].read_bytes())
+    out = tmp_path / "runs" / "exp"
+    out.mkdir(parents=True)
+    victims = {"predictions.jsonl": model, "v.mp4": video, "a.jpg": img}
+    for name, victim in victims.items():
+        stem, ext = Path(name).stem, Path(name).suffix
+        for planted in (f".{stem}.partial{ext}", f".{name}.tmp", f".{stem}{ext}"):
+            (out / planted).symlink_to(os.path.relpath(victim, out))
+    before = snapshot(*victims.values())
+    for src in (video, img):
+        assert main(["--onnx", str(model), str(src), "--project", str(tmp_path / "runs"), "--exist-ok",
+                     "--save-json", "--conf-thres", CONF, "-q"]) == 0
+    assert snapshot(*before) == before
+    assert all(p.is_symlink() for p in out.iterdir() if p.name.startswith("."))  # only the planted links
+    assert count_frames(out / "v.mp4") == 3 and cv2.imread(str(out / "a.jpg")).shape == (240, 320, 3)
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 1  # the image run's one line
+
+
+def test_exclusive_temp_takes_another_name_where_a_link_waits(tmp_path, monkeypatch):
+    """O_CREAT|O_EXCL|O_NOFOLLOW: a link at the name drawn is skipped (even a dangling one), never
+    opened; the file is published with the permissions open() would give."""
+    import tempfile as tempfile_module
+
+    from s2trt.publish import FILE_MODE, exclusive_temp, publish, write_bytes_atomic
+
+    names = iter(["taken", "dangling", "free"])
+    monkeypatch.setattr(tempfile_module, "_get_candidate_names", lambda: names)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / ".out.taken.partial.jsonl").symlink_to(victim)
+    (tmp_path / ".out.dangling.partial.jsonl").symlink_to(tmp_path / "nowhere")
+    fd, tmp = exclusive_temp(tmp_path / "out.jsonl")
+    os.write(fd, b"new")
+    os.close(fd)
+    assert tmp.name == ".out.free.partial.jsonl" and not tmp.is_symlink()
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(victim)
+    publish(tmp, link)
+    assert link.read_bytes() == b"new" and not link.is_symlink() and victim.read_bytes() == b"precious"
+    assert not (tmp_path / "nowhere").exists()
+    assert link.stat().st_mode & 0o777 == FILE_MODE
+    monkeypatch.undo()
+    (tmp_path / "other").symlink_to(victim)
+    write_bytes_atomic(tmp_path / "other", b"x")
+    assert victim.read_bytes() == b"precious" and (tmp_path / "other").read_bytes() == b"x"

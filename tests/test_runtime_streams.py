@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from stream_fixtures import TsServer, make_clip, needs_ffmpeg
-from test_runtime_support import NAMES, count_frames, signal_mid_run, tiny_models, write_video
+from test_runtime_support import (
+    NAMES,
+    count_frames,
+    partial_text,
+    signal_mid_run,
+    tiny_models,
+    write_video,
+)
 
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.ort import OrtBackend
@@ -428,8 +435,7 @@ def test_sigterm_ends_an_endless_live_run_with_every_output_complete(tmp_path):
              "--onnx", str(tiny_models()["onnx"]), "--conf-thres", "0.7", server.url, str(video), "-o",
              str(out), "--save-json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=tmp_path)
-        partial = out / ".predictions.partial.jsonl"
-        signal_mid_run(proc, lambda: partial.exists() and partial.read_text().count(server.url) >= 20,
+        signal_mid_run(proc, lambda: partial_text(out, "predictions.jsonl").count(server.url) >= 20,
                        signal.SIGTERM, 120)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err

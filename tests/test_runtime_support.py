@@ -7,6 +7,7 @@ runtime is tested against the docs/DESIGN.md §3 contract itself.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import shutil
 import subprocess
@@ -113,6 +114,16 @@ def count_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
+
+
+def partial_text(folder: Path, name: str) -> str:
+    """What has been written so far to the temporary file of output `name` in `folder`
+    (`.<stem>.<random>.partial<suffix>`, s2trt.publish), "" when there is none."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for p in folder.glob(f".{stem}.*.partial{suffix}"):
+        with contextlib.suppress(OSError):  # published or removed meanwhile
+            return p.read_text()
+    return ""
 
 
 def signal_mid_run(proc: subprocess.Popen, ready: Callable[[], bool], sig: int, wait_s: float) -> None:

@@ -1,6 +1,7 @@
 """Where results go: annotated images and videos, JSON Lines, a window.
 
-Every file is written under a temporary name and renamed when closed, so an interrupted run leaves
+Every file is written under an exclusively created temporary name (s2trt.publish: a link planted
+in the output folder is never followed) and renamed when closed, so an interrupted run leaves
 only complete outputs: a video whose container was finalised (it plays) and JSONL of whole lines. A
 failed run (a full disk, a dead server) publishes nothing that was still being written. Pipes,
 devices and /dev/stdout are written in place (a rename would replace them).
@@ -24,6 +25,8 @@ import numpy as np
 
 from s2trt.errors import S2Error
 from s2trt.meta import check_writable
+from s2trt.publish import exclusive_temp, private_folder
+from s2trt.publish import publish as publish_file
 from s2trt.runtime.inputs.sources import Frame, shown
 
 log = logging.getLogger(__name__)
@@ -78,11 +81,6 @@ def class_name(names: Sequence[str], c: int) -> str:
     return names[c] if 0 <= c < len(names) else str(c)
 
 
-def _tmp_name(path: Path) -> Path:
-    # Same folder (rename is atomic) and same extension (OpenCV picks the format from it).
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
 def writes_in_place(path: str | Path) -> bool:
     """'-', a pipe, a device, or a path under /dev or /proc (/dev/stdout): written directly.
 
@@ -115,16 +113,20 @@ def _why(e: OSError) -> str:
 
 
 class VideoSink:
-    """An mp4 written as .<name>.partial.mp4 and renamed on close, once the file proves complete."""
+    """An mp4 written in a private folder beside its target (OpenCV opens the file by name, so the
+    folder is what keeps a planted link out of its way) and renamed on close, once the file proves
+    complete."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path = path
         self.direct = writes_in_place(path)
-        self.tmp = path if self.direct else _tmp_name(path)
+        # Same folder (rename is atomic) and same extension (OpenCV picks the format from it).
+        self.tmp = path if self.direct else private_folder(path) / f"video{path.suffix}"
         self.frames = 0
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                       fps if fps and fps > 0 else 30.0, size)
         if not self.writer.isOpened():
+            self._discard()
             if self.direct:
                 raise S2Error(f"cannot write video into {path}: a pipe or device takes a streamable "
                               "container (a name ending in .ts or .mkv), not .mp4")
@@ -144,7 +146,7 @@ class VideoSink:
         if self.direct:
             return publish and self.frames > 0
         if not (publish and self.frames):
-            self.tmp.unlink(missing_ok=True)
+            self._discard()
             return False
         # OpenCV's writer reports no error (a full disk gives a file without its index): read back
         # the frame count that the container declares.
@@ -152,11 +154,18 @@ class VideoSink:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
         cap.release()
         if n != self.frames:
-            self.tmp.unlink(missing_ok=True)
+            self._discard()
             raise S2Error(f"cannot write video {self.path}: the file came out incomplete ({n} of "
                           f"{self.frames} frames readable; is the disk full?)")
-        os.replace(self.tmp, self.path)
+        publish_file(self.tmp, self.path)
+        self.tmp.parent.rmdir()
         return True
+
+    def _discard(self) -> None:
+        if not self.direct:
+            self.tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.tmp.parent.rmdir()
 
 
 class JsonlSink:
@@ -167,15 +176,18 @@ class JsonlSink:
     def __init__(self, path: Path):
         self.path = path
         self.direct = writes_in_place(path)
-        self.tmp = path if self.direct else _tmp_name(path)
+        self.tmp = path
         self.f: IO[str] | None = None
         self.lines = 0
 
     def _open(self) -> IO[str]:
         if str(self.path) == "-":
             return sys.stdout
+        if not self.direct:
+            fd, self.tmp = exclusive_temp(self.path)
+            return os.fdopen(fd, "w", encoding="utf-8")
         try:  # append: /dev/stdout redirected with >> must not be truncated
-            return open(self.tmp, "a" if self.direct else "w", encoding="utf-8")
+            return open(self.tmp, "a", encoding="utf-8")
         except OSError as e:
             raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
 
@@ -205,7 +217,7 @@ class JsonlSink:
         if self.direct:
             return publish
         if publish:
-            os.replace(self.tmp, self.path)
+            publish_file(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
         return publish
@@ -332,16 +344,20 @@ class Sinks:
             return
         self._folder_for(path)
         direct = writes_in_place(path)
-        tmp = path if direct else _tmp_name(path)
+        tmp = path
         try:  # written by Python, not cv2.imwrite, so that a full disk raises instead of truncating
-            with open(tmp, "ab" if direct else "wb") as f:
+            if direct:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            else:
+                fd, tmp = exclusive_temp(path)
+            with os.fdopen(fd, "wb") as f:
                 f.write(buf.tobytes())
         except OSError as e:
             if not direct:
                 tmp.unlink(missing_ok=True)
             raise S2Error(f"cannot write image {path}: {_why(e)}") from None
         if not direct:
-            os.replace(tmp, path)
+            publish_file(tmp, path)
         self.saved.append(path)
 
     def close(self, publish: bool = True) -> None:
