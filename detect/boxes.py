@@ -1,8 +1,10 @@
-"""Decode YOLOv5 outputs into detections: confidence filter, class-aware NMS, boxes back to the frame.
+"""From the network's outputs to detections: confidence filter, class-aware NMS, boxes back to the frame.
 
-Detections are (n, 6) float32 arrays of rows [x1, y1, x2, y2, score, class]. The NMS runs in OpenCV's
-C++ (cv2.dnn.NMSBoxes) on boxes offset by class, as YOLOv5 does with torchvision, so host-side NMS
-costs no Python loop per box (USERS.md #9).
+The network has already decoded its boxes (YOLOv5's Detect head, inside the graph); what happens
+here is selection (`postprocess`: NMS and the filters of `DetectOptions`). Detections are (n, 6)
+float32 arrays of rows [x1, y1, x2, y2, score, class]. The NMS runs in OpenCV's C++
+(cv2.dnn.NMSBoxes) on boxes offset by class, as YOLOv5 does with torchvision, so host-side NMS costs
+no Python loop per box (USERS.md #9).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import cv2
 import numpy as np
 
 from s2trt.detect.letterbox import LetterboxInfo
+from s2trt.detect.options import DetectOptions
 
+# The graph's outputs (docs/DESIGN.md §3): YOLOv5's raw boxes, or the four in-graph NMS outputs.
+RAW_OUTPUT = "output0"
+NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 MAX_WH = 7680  # class offset for class-aware NMS: larger than any box coordinate (YOLOv5's value)
 
 
@@ -47,10 +53,9 @@ def non_max_suppression(pred: np.ndarray, conf_thres: float = 0.25, iou_thres: f
                         max_det: int = 300, max_nms: int = 30000) -> list[np.ndarray]:
     """YOLOv5's NMS on (B, N, 5 + nc) outputs -> per image (n, 6) [x1, y1, x2, y2, score, class].
 
-    Boxes stay in network-input pixels; score = objectness x best class score.
+    Boxes stay in network-input pixels; score = objectness x best class score. The thresholds are
+    taken as given: `DetectOptions` is where options are checked.
     """
-    if not 0 <= conf_thres <= 1 or not 0 <= iou_thres <= 1:
-        raise ValueError(f"conf_thres {conf_thres} and iou_thres {iou_thres} must be within 0..1")
     if pred.ndim != 3 or pred.shape[2] < 6:
         raise ValueError(f"expected predictions of shape (B, N, 5 + nc), got {pred.shape}")
     out = []
@@ -75,6 +80,25 @@ def non_max_suppression(pred: np.ndarray, conf_thres: float = 0.25, iou_thres: f
         det = np.empty((len(i), 6), dtype=np.float32)
         det[:, :4], det[:, 4], det[:, 5] = boxes[i], conf[i], j[i]
         out.append(det)
+    return out
+
+
+def postprocess(outputs: dict[str, np.ndarray], options: DetectOptions) -> list[np.ndarray]:
+    """A backend's outputs by name -> per image (n, 6) detections in network-input pixels.
+
+    `output0` goes through NMS; a graph that ends in its own NMS applied its thresholds at export,
+    and stricter options still filter its detections here."""
+    o = options
+    if RAW_OUTPUT in outputs:
+        return non_max_suppression(outputs[RAW_OUTPUT].astype(np.float32, copy=False), o.conf_thres,
+                                   o.iou_thres, o.classes, o.agnostic, o.max_det)
+    keep_cls = None if o.classes is None else np.asarray(o.classes, dtype=np.int64)
+    out = []
+    for d in from_nms_outputs(*(outputs[k] for k in NMS_OUTPUTS)):
+        m = d[:, 4] > o.conf_thres
+        if keep_cls is not None:
+            m &= np.isin(d[:, 5].astype(np.int64), keep_cls)
+        out.append(d[m][:o.max_det])
     return out
 
 

@@ -15,41 +15,45 @@ top 5,000 boxes per image), so TensorRT and ONNX Runtime start from the same box
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from s2trt.detect.boxes import NMS_OUTPUTS
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 
 if TYPE_CHECKING:
     import onnx
 
-NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 # TensorRT's TopK layer takes K <= 3840: NvInfer.h, ITopKLayer::setK ("Currently only values up to
 # 3840 are supported") and INetworkDefinition::addTopK ("only values of K up to 3840"), the same in
 # 10.3, 10.16 and 11.1. The pre-filter's K is the largest TopK K this module emits.
 TRT_TOPK_MAX = 3840
 
 
-@dataclass
+@dataclass(frozen=True)
 class NMSConfig:
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
-    max_det: int = 300
+    """The detection options the graph applies (checked by `DetectOptions`), and its TopK pre-filter.
+
+    The exported NMS is class-aware over every class: a class filter or class-agnostic NMS stays the
+    runtime's to apply, so options carrying either are refused rather than silently dropped."""
+
+    options: DetectOptions = field(default_factory=DetectOptions)
     topk: int = 1000  # candidates per image handed to NonMaxSuppression
 
     def __post_init__(self) -> None:
-        if not 0 <= self.conf_thres <= 1 or not 0 <= self.iou_thres <= 1:
-            raise S2Error(f"--conf-thres {self.conf_thres} and --iou-thres {self.iou_thres} must be "
-                          "within 0..1")
-        if self.max_det < 1 or self.topk < 1:
-            raise S2Error(f"--max-det {self.max_det} and the TopK pre-filter {self.topk} must be >= 1")
-        if self.topk > TRT_TOPK_MAX:
-            raise S2Error(f"--topk {self.topk}: TensorRT's TopK layer takes K <= {TRT_TOPK_MAX}")
+        if self.options.classes is not None or self.options.agnostic:
+            raise S2Error("the in-graph NMS keeps every class, class-aware: filter classes or run "
+                          "class-agnostic NMS at inference (s2infer --classes / --agnostic-nms)")
+        if not 1 <= self.topk <= TRT_TOPK_MAX:
+            raise S2Error(f"--topk {self.topk}: TensorRT's TopK layer takes K <= {TRT_TOPK_MAX}; use "
+                          f"1..{TRT_TOPK_MAX}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"conf_thres": self.conf_thres, "iou_thres": self.iou_thres, "max_det": self.max_det,
+        o = self.options
+        return {"conf_thres": o.conf_thres, "iou_thres": o.iou_thres, "max_det": o.max_det,
                 "topk": self.topk, "outputs": list(NMS_OUTPUTS)}
 
 
@@ -107,7 +111,8 @@ def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     n, no = _static_dims(model, raw)
     nc = no - 5
-    k1, k2 = min(cfg.topk, n), min(cfg.max_det, cfg.topk, n)
+    opts = cfg.options
+    k1, k2 = min(cfg.topk, n), min(opts.max_det, cfg.topk, n)
     g = model.graph
     b = _Builder(g, _opset(model))
     i64, f32 = np.int64, np.float32
@@ -130,9 +135,9 @@ def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> 
                                            b.const(np.arange(nc).reshape(1, nc, 1), i64, "classes")])],
                    to=TensorProto.FLOAT)
     nms_scores = b.op("Mul", [one_hot, b.op("Unsqueeze", [top_s, b.const([1], i64)])])
-    selected = b.op("NonMaxSuppression", [top_boxes, nms_scores, b.const([cfg.max_det], i64, "max_out"),
-                                          b.const([cfg.iou_thres], f32, "iou"),
-                                          b.const([cfg.conf_thres], f32, "score_thres")],
+    selected = b.op("NonMaxSuppression", [top_boxes, nms_scores, b.const([opts.max_det], i64, "max_out"),
+                                          b.const([opts.iou_thres], f32, "iou"),
+                                          b.const([opts.conf_thres], f32, "score_thres")],
                     center_point_box=0)
 
     # Selected (batch, class, index) rows -> a 0/1 mask over the (B, k1) candidates without a
@@ -158,7 +163,7 @@ def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> 
     valid = b.op("Cast", [b.op("Less", [b.const(np.arange(k2, dtype=f32)[None], f32), count])],
                  to=TensorProto.FLOAT)
 
-    pad = cfg.max_det - k2  # fewer candidates than max_det: pad the outputs to the promised size
+    pad = opts.max_det - k2  # fewer candidates than max_det: pad the outputs to the promised size
 
     def padded(x: str, rank: int, value: float, out: str, dtype: int) -> None:
         if pad:
@@ -180,9 +185,9 @@ def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> 
     del g.output[:]
     g.output.extend([
         helper.make_tensor_value_info("num_dets", TensorProto.INT32, [bdim, 1]),
-        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [bdim, cfg.max_det, 4]),
-        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [bdim, cfg.max_det]),
-        helper.make_tensor_value_info("det_classes", TensorProto.INT32, [bdim, cfg.max_det]),
+        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [bdim, opts.max_det, 4]),
+        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [bdim, opts.max_det]),
+        helper.make_tensor_value_info("det_classes", TensorProto.INT32, [bdim, opts.max_det]),
     ])
     return model
 

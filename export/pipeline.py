@@ -237,8 +237,8 @@ def nms_agreement(outs: list[Any], raw: Any, cfg: NMSConfig) -> dict[str, Any]:
     except ImportError:
         return {"detections": [int(n) for n in np.ravel(outs[0])]}
     got = from_nms_outputs(*outs)
-    want = non_max_suppression(raw, cfg.conf_thres, cfg.iou_thres, max_det=cfg.max_det,
-                               max_nms=cfg.topk)
+    o = cfg.options
+    want = non_max_suppression(raw, o.conf_thres, o.iou_thres, max_det=o.max_det, max_nms=cfg.topk)
     same = all(len(g) == len(w) and np.allclose(g, w, atol=1e-3) for g, w in zip(got, want, strict=True))
     return {"detections": [len(g) for g in got], "host_detections": [len(w) for w in want],
             "agree": bool(same)}

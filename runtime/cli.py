@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from s2trt.cli import add_verbosity, run_main, sigterm_as_interrupt
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error, UsageError
 
 log = logging.getLogger("s2trt.runtime")
@@ -62,7 +64,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "(default: the one named in the engine's sidecar)")
     m.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: the GPU "
                    "when there is one)")
-    m.add_argument("--imgsz", type=int, nargs="+", metavar="N", help="network input h [w]; --onnx and "
+    m.add_argument("--imgsz", type=_imgsz, metavar="N", help="network input h [w]; --onnx and "
                    "--engine take it from the model, --weights defaults to 640")
     m.add_argument("--no-cuda-graphs", action="store_true", help="--engine: enqueue every batch "
                    "directly instead of replaying it as a CUDA graph")
@@ -82,8 +84,18 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     i = p.add_argument_group("input")
     i.add_argument("--batch", type=int, default=None,
-                   help=f"frames per inference batch (default 1; {TRITON_BATCH} with --triton, so that "
-                        "many requests are in flight for the server's dynamic batcher)")
+                   help=f"frames per inference batch (default: the number of cameras and streams, up to "
+                        f"the model's maximum, else 1; {TRITON_BATCH} with --triton, so that many "
+                        "requests are in flight for the server's dynamic batcher)")
+    i.add_argument("--decoder", choices=["auto", "nv", "sw", "opencv"], default="auto",
+                   help="how videos and streams are decoded: nv = NVIDIA's decoders through GStreamer "
+                        "(nvv4l2decoder on Jetson, nvh264dec/nvh265dec), sw = GStreamer's software "
+                        "decoders, opencv = OpenCV's FFmpeg; auto (default): nv where it exists, else "
+                        "opencv. Cameras are read by OpenCV")
+    i.add_argument("--push-timeout", type=float, default=None, metavar="S",
+                   help="several sources: a batch is pushed when full or S seconds after its first "
+                        "frame, with at most one frame per camera or stream (default: one frame "
+                        "interval of the fastest live source)")
     i.add_argument("--vid-stride", type=int, default=1, help="use every Nth video frame (default 1)")
     i.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse images and video frames larger than N pixels, checked from the file's "
@@ -115,24 +127,63 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     r.add_argument("--sequential", action="store_true", help="no stage overlap (for comparison)")
     r.add_argument("--queue-size", type=int, default=4, help="batches buffered between stages (default 4)")
     add_verbosity(r)
-    args = p.parse_args(argv)
+    args = p.parse_args(_imgsz_argv(argv))
     _check(p, args)
     return args
 
 
 def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    a.batch_given = a.batch is not None
     if a.batch is None:
         a.batch = TRITON_BATCH if a.triton else 1
-    if not 0 <= a.conf_thres <= 1 or not 0 <= a.iou_thres <= 1:
-        p.error("--conf-thres and --iou-thres must be within 0..1")
-    if a.batch < 1 or a.max_det < 1 or a.vid_stride < 1 or a.queue_size < 1:
-        p.error("--batch, --max-det, --vid-stride and --queue-size must be 1 or more")
+    if a.push_timeout is not None and not a.push_timeout > 0:  # also refuses nan
+        p.error("--push-timeout must be above 0 seconds")
+    try:
+        a.options = detect_options(a)
+    except S2Error as e:
+        p.error(str(e))
+    if a.batch < 1 or a.vid_stride < 1 or a.queue_size < 1:
+        p.error("--batch, --vid-stride and --queue-size must be 1 or more")
     if a.max_pixels < 1:
         p.error("--max-pixels must be 1 or more")
     if not (a.stream_timeout > 0 and a.reconnect_timeout > 0):  # also refuses nan
         p.error("--stream-timeout and --reconnect-timeout must be above 0 seconds")
     if a.imgsz is not None and len(a.imgsz) not in (1, 2):
         p.error("--imgsz takes one or two numbers (h [w])")
+
+
+def _imgsz(text: str) -> list[int]:
+    """`--imgsz` as _imgsz_argv joins it: "H" or "H,W"."""
+    return [int(v) for v in text.split(",")]
+
+
+def _imgsz_argv(argv: Sequence[str] | None) -> list[str]:
+    """`--imgsz H [W]` joined into one `--imgsz=H,W`, so that the option takes its numbers and never
+    the source after them (`--imgsz 320 tcp://…`). The second number is the width only when it could
+    be one (32 or more: no model's input is narrower than its stride); a smaller one is a camera."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            out += args[i - 1:]
+            break
+        if arg != "--imgsz" or i >= len(args) or not args[i].isdigit():
+            out.append(arg)
+            continue
+        nums = [args[i]]
+        i += 1
+        if i < len(args) and args[i].isdigit() and int(args[i]) >= 32:
+            nums.append(args[i])
+            i += 1
+        out.append("--imgsz=" + ",".join(nums))
+    return out
+
+
+def detect_options(a: argparse.Namespace) -> DetectOptions:
+    return DetectOptions(a.conf_thres, a.iou_thres, a.classes, a.agnostic_nms, a.max_det)
 
 
 def open_backend(a: argparse.Namespace):
@@ -277,23 +328,27 @@ def _main(a: argparse.Namespace) -> int:
 def _run(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from s2trt.runtime.backends.base import OverlappedBackend
+    from s2trt.runtime.inputs.gst import resolve_decoder
     from s2trt.runtime.inputs.sources import open_source, shown
     from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, is_multi, output_names
     from s2trt.runtime.outputs.sinks import Sinks
-    from s2trt.runtime.pipeline import DetectOptions, Runner
+    from s2trt.runtime.pipeline import Runner
 
     _quiet_opencv(a.verbose)
     if a.half and not a.weights:
         log.warning("--half does nothing with --%s: the precision of an exported model is fixed at "
                     "export (s2export --fp16 makes an FP16 one)", "engine" if a.engine else
                     "onnx" if a.onnx else "triton")
+    decoder = resolve_decoder(a.decoder)
     multi = is_multi(a.source)
     if multi:
         source = MultiSource(a.source, a.vid_stride, a.max_pixels,
                              LiveOptions(a.stream_timeout, a.reconnect_timeout),
-                             report_s=REPORT_S if a.verbose else None)
+                             report_s=REPORT_S if a.verbose else None, decoder=decoder,
+                             push_timeout_s=a.push_timeout)
     else:
-        source = open_source(a.source[0], a.vid_stride, a.max_pixels)
+        source = open_source(a.source[0], a.vid_stride, a.max_pixels, decoder=decoder)
     file_names = output_names(source.items)
     save_dir, out_file, jsonl = plan_outputs(a, source.items)
     check_outputs(a, source.items, save_dir, out_file, jsonl, file_names)
@@ -302,18 +357,17 @@ def _run(a: argparse.Namespace) -> int:
         _check_imgsz(a, backend)
         _warn_ignored_nms_options(a, backend.meta.nms)
         names = backend.meta.names
-        if a.classes and max(a.classes) >= len(names) > 0:
-            raise S2Error(f"--classes {max(a.classes)}: the model has {len(names)} classes "
-                          f"(0..{len(names) - 1})")
+        a.options.check_classes(names)
+        _plan_batch(a, backend, source)
         sinks = Sinks(names, save_dir, out_file, a.save, jsonl, a.show, a.line_width, a.hide_labels,
                       a.hide_conf, file_names, concurrent=multi)
         h, w = backend.imgsz
-        log.info("s2infer: %s, input %dx%d, batch %d, %d classes, %s", backend.name, h, w, a.batch,
-                 len(names), "pipelined" if not a.sequential else "sequential")
-        opts = DetectOptions(a.conf_thres, a.iou_thres, a.classes, a.agnostic_nms, a.max_det)
+        log.info("s2infer: %s, input %dx%d, batch %d, %d classes, %s, decoder %s", backend.name, h, w,
+                 a.batch, len(names), "pipelined" if not a.sequential else "sequential", decoder)
         bar = tqdm(total=source.total, unit="frame", desc="s2infer", disable=a.quiet or None,
                    dynamic_ncols=True, leave=False)
-        runner = Runner(backend, source, sinks, opts, a.batch, not a.sequential, a.queue_size, bar.update)
+        runner = Runner(backend, source, sinks, a.options, a.batch, not a.sequential, a.queue_size,
+                        bar.update)
         finished = False  # ran to the end, or stopped where every frame before has its result
         try:
             stats = runner.run()
@@ -333,7 +387,7 @@ def _run(a: argparse.Namespace) -> int:
                 if multi:
                     log.info("per source:\n%s", source.table())
                 _report(runner.stats, source.problems + sinks.problems, sinks.saved, a.conf_thres)
-                if hasattr(backend, "enqueue_summary"):
+                if isinstance(backend, OverlappedBackend):
                     log.debug("%s; letterbox on the %s; batches %s", backend.enqueue_summary(),
                               "GPU" if runner.gpu_letterbox else "CPU",
                               "overlapped" if runner.overlap else "one at a time")
@@ -342,6 +396,22 @@ def _run(a: argparse.Namespace) -> int:
     if stats.frames == 0:
         raise S2Error(f"no frame could be read from {' '.join(map(shown, a.source))}")
     return 0
+
+
+def _plan_batch(a: argparse.Namespace, backend, source) -> None:
+    """--batch by default: one frame of each camera and stream per batch (as nvstreammux is set up),
+    within what the model takes. Above an engine's maximum, say what that costs."""
+    from s2trt.runtime.backends.base import OverlappedBackend
+    from s2trt.runtime.inputs.streams import LIVE_KINDS
+
+    if not a.batch_given and not a.triton:
+        live = sum(1 for kind, _ in source.items if kind in LIVE_KINDS)
+        a.batch = max(1, min(live, backend.max_batch))
+    if isinstance(backend, OverlappedBackend) and a.batch > backend.max_batch and not a.sequential:
+        log.warning("--batch %d is above the engine's maximum batch %d: each batch runs in pieces, "
+                    "one at a time, which turns off the overlapped submit/collect (two batches in "
+                    "flight) and the GPU letterbox; use --batch %d or build the engine for more",
+                    a.batch, backend.max_batch, backend.max_batch)
 
 
 def _warn_ignored_nms_options(a: argparse.Namespace, nms: dict | None) -> None:

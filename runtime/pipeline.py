@@ -1,11 +1,11 @@
-"""decode → letterbox → infer → NMS → sinks, with the stages overlapping in threads.
+"""read → letterbox → infer → NMS → sinks, with the stages overlapping in threads.
 
-Three workers joined by bounded queues: a reader thread decodes and letterboxes, the calling thread
-runs the backend, a writer thread does NMS, drawing and encoding. One worker per stage and FIFO
-queues keep frames in order; the bounds keep memory flat however long the video. The backend runs
-in the calling thread (pycuda binds its CUDA context to the thread that made it), so Ctrl-C lands
-there: the reader is stopped, the writer finishes the batches already inferred, and the caller
-closes the sinks.
+Three workers joined by bounded queues: a reader thread reads frames (decoding video) and
+letterboxes, the calling thread runs the backend, a writer thread does NMS, drawing and encoding.
+One worker per stage and FIFO queues keep frames in order; the bounds keep memory flat however
+long the video. The backend runs in the calling thread (pycuda binds its CUDA context to the thread
+that made it), so Ctrl-C lands there: the reader is stopped, the writer finishes the batches
+already inferred, and the caller closes the sinks.
 
 A backend that can overlap (TensorRT: `submit` / `collect`) gets batch n+1 submitted before batch n
 is collected, so the GPU computes n+1 while the writer post-processes n; one batch is pending at a
@@ -21,20 +21,22 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
 
-from s2trt.detect.boxes import scale_boxes
+from s2trt.detect.boxes import postprocess, scale_boxes
 from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
-from s2trt.runtime.backends.base import Backend, OverlappedBackend, decode
+from s2trt.runtime.backends.base import Backend, OverlappedBackend
 from s2trt.runtime.inputs.sources import Frame, shown
 from s2trt.runtime.outputs.sinks import Sinks
 from s2trt.runtime.stats import Stats
+from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +44,6 @@ _END = object()  # end of a queue's stream
 # What a frame the letterbox cannot take raises: its own problem, reported and skipped.
 _FRAME_ERRORS = (S2Error, cv2.error, ValueError, MemoryError)
 _POLL_S = 0.1
-
-
-@dataclass
-class DetectOptions:
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
-    classes: Sequence[int] | None = None
-    agnostic: bool = False
-    max_det: int = 300
 
 
 @dataclass
@@ -72,6 +65,7 @@ class Runner:
         self.backend, self.frames, self.sinks, self.opts = backend, frames, sinks, opts
         self.batch, self.pipelined, self.queue_size = max(batch, 1), pipelined, max(queue_size, 1)
         self.on_frames = on_frames
+        self._on_result = getattr(frames, "result", None)
         self.stats = Stats()
         # Frames skipped here are reported with the source's own problems, in one list.
         self.problems: list[str] = getattr(frames, "problems", None)
@@ -81,26 +75,37 @@ class Runner:
         # Overlap needs the stage threads, and batches the backend takes in one submit.
         self.overlap = (self.pipelined and isinstance(backend, OverlappedBackend)
                         and self.batch <= backend.max_batch)
-        self.gpu_letterbox = self.overlap and getattr(backend, "preprocess_device", "cpu") == "gpu"
+        self.gpu_letterbox = self.overlap and cast(OverlappedBackend, backend).preprocess_device == "gpu"
         self._pending: Batch | None = None
 
     # The stages, each timed.
     def _batches(self) -> Iterator[Batch]:
+        for group in self._groups():
+            for f in group:
+                self.stats.add("decode", f.decode_s)
+            if b := self._prep(group):
+                yield b
+
+    def _groups(self) -> Iterator[list[Frame]]:
+        """The frames in batches: several sources batch their own, as nvstreammux does (full, or at
+        a push timeout, one frame per live source: MultiSource.batches); one source fills each."""
+        mux = getattr(self.frames, "batches", None)
+        if mux is not None:
+            yield from mux(self.batch)
+            return
         group: list[Frame] = []
         try:
             for f in self.frames:
-                self.stats.add("decode", f.decode_s)
                 group.append(f)
                 if len(group) == self.batch:
-                    if b := self._prep(group):
-                        yield b
+                    yield group
                     group = []
         except Exception:  # frames read before a source error still get their results
-            if group and (b := self._prep(group)):
-                yield b
+            if group:
+                yield group
             raise
-        if group and (b := self._prep(group)):
-            yield b
+        if group:
+            yield group
 
     def _prep(self, frames: list[Frame]) -> Batch | None:
         if self.gpu_letterbox:  # letterboxed by submit_frames, in the calling thread
@@ -122,7 +127,7 @@ class Runner:
                 x, info = preprocess([f.image], self.backend.imgsz, **self._letterbox)
             except _FRAME_ERRORS as e:
                 what = shown(f.source) if f.kind == "image" else f"{shown(f.source)}: frame {f.index}"
-                msg = f"{what}: {_one_line(e)}, skipped"
+                msg = f"{what}: {first_line(e)}, skipped"
                 self.problems.append(msg)
                 log.warning("%s", msg)
                 continue
@@ -187,13 +192,14 @@ class Runner:
 
     def _write(self, b: Batch) -> None:
         t0 = time.perf_counter()
-        o = self.opts
-        dets = decode(b.outputs, o.conf_thres, o.iou_thres, o.classes, o.agnostic, o.max_det)
+        dets = postprocess(b.outputs, self.opts)
         dets = [scale_boxes(d, info) for d, info in zip(dets, b.infos, strict=True)]
         self.stats.add("postprocess", time.perf_counter() - t0, len(b.frames))
         t0 = time.perf_counter()
         for frame, d in zip(b.frames, dets, strict=True):
             self.sinks.write(frame, d)
+            if self._on_result is not None:  # several sources: their table counts results written
+                self._on_result(frame)
         self.stats.add("write", time.perf_counter() - t0, len(b.frames))
         self.stats.frames += len(b.frames)
         self.stats.detections += sum(len(d) for d in dets)
@@ -270,11 +276,6 @@ class Runner:
             raise errors[0]
         if source_error is not None:
             raise source_error
-
-
-def _one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(e).__name__
 
 
 def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:

@@ -16,11 +16,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from s2trt.detect.boxes import scale_boxes, to_layout
+from s2trt.detect.boxes import postprocess, scale_boxes, to_layout
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_image_bytes
 from s2trt.detect.letterbox import LetterboxInfo, preprocess
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
-from s2trt.runtime.backends.base import Backend, decode
+from s2trt.runtime.backends.base import Backend
 from s2trt.runtime.backends.triton import INPUT_FRAME, INPUT_IMAGE
 
 
@@ -142,8 +143,8 @@ class Detector:
         outputs = self.backend.infer(batch)
         dets = []
         for i, s in enumerate(settings):  # thresholds may differ per request, so decode per image
-            dets.extend(decode({k: v[i:i + 1] for k, v in outputs.items()}, s.conf_thres, s.iou_thres,
-                               agnostic=s.agnostic, max_det=s.max_det))
+            opts = DetectOptions(s.conf_thres, s.iou_thres, agnostic=s.agnostic, max_det=s.max_det)
+            dets.extend(postprocess({k: v[i:i + 1] for k, v in outputs.items()}, opts))
         return [scale_boxes(d, info) for d, info in zip(dets, infos, strict=True)]
 
     def run_requests(self, requests: Sequence[tuple[np.ndarray | None, np.ndarray | None, Mapping[str, Any]]]

@@ -2,7 +2,7 @@
 
 Each takes one dict of arrays per request (keyed by tensor name) and returns, per request, its
 outputs or the error that fails it alone, so triton_stage.py only moves tensors in and out of Triton.
-The arithmetic is the runtime's: the same letterbox, decode and box scaling.
+The arithmetic is the runtime's: the same letterbox, NMS and box scaling.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from s2trt.detect.boxes import scale_boxes, to_layout
+from s2trt.detect.boxes import postprocess, scale_boxes, to_layout
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.detect.letterbox import LetterboxInfo, preprocess
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.runtime.backends.base import decode
 from s2trt.serve.detector import NmsSettings, decode_image, open_backend
 from s2trt.serve.repository import LETTERBOX
 
@@ -87,7 +87,8 @@ class Postprocess:
     def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
         s = self.nms
         net = {k: v for k, v in inputs.items() if k != LETTERBOX}
-        dets = decode(net, s.conf_thres, s.iou_thres, agnostic=s.agnostic, max_det=s.max_det)
+        opts = DetectOptions(s.conf_thres, s.iou_thres, agnostic=s.agnostic, max_det=s.max_det)
+        dets = postprocess(net, opts)
         infos = [LetterboxInfo(float(r), (float(dw), float(dh)), (round(h), round(w)))
                  for r, dw, dh, h, w in inputs[LETTERBOX]]
         return to_layout([scale_boxes(d, i) for d, i in zip(dets, infos, strict=True)], s.max_det)

@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 from s2trt.detect.boxes import from_nms_outputs, non_max_suppression
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.export import onnx_export, parity
 from s2trt.export.nms import NMS_OUTPUTS, NMSConfig, append_nms, nms_graph
@@ -41,15 +42,17 @@ def assert_same(got: list[np.ndarray], want: list[np.ndarray]) -> None:
         np.testing.assert_array_equal(g[:, 5], w[:, 5])
 
 
-@pytest.mark.parametrize(("cfg", "nc"), [(NMSConfig(), 80), (NMSConfig(0.4, 0.6, 20), 3),
-                                          (NMSConfig(0.1, 0.3, 300, topk=2000), 1)])
+@pytest.mark.parametrize(("cfg", "nc"), [(NMSConfig(), 80),
+                                          (NMSConfig(DetectOptions(0.4, 0.6, max_det=20)), 3),
+                                          (NMSConfig(DetectOptions(0.1, 0.3), topk=2000), 1)])
 def test_matches_host_nms(cfg, nc):
     raw = clustered_raw(3, 1500, nc, seed=nc)
     raw[1, :, 4] = 0.0  # an image without detections
     outs = run(nms_graph(1500, nc, cfg), raw)
-    assert [o.shape for o in outs] == [(3, 1), (3, cfg.max_det, 4), (3, cfg.max_det), (3, cfg.max_det)]
+    k = cfg.options.max_det
+    assert [o.shape for o in outs] == [(3, 1), (3, k, 4), (3, k), (3, k)]
     assert outs[0].dtype == np.int32 and outs[3].dtype == np.int32
-    want = non_max_suppression(raw, cfg.conf_thres, cfg.iou_thres, max_det=cfg.max_det)
+    want = non_max_suppression(raw, cfg.options.conf_thres, cfg.options.iou_thres, max_det=k)
     assert sum(len(w) for w in want) > 20  # the case is not trivial
     assert_same(from_nms_outputs(*outs), want)
     # Padding: zeros past num_dets, classes -1.
@@ -59,15 +62,14 @@ def test_matches_host_nms(cfg, nc):
 
 def test_topk_prefilter_equals_host_nms_on_the_same_candidates():
     """With more candidates than the TopK keeps, the graph is host NMS over the top-k boxes."""
-    cfg = NMSConfig(0.05, 0.45, 1500, topk=400)
+    cfg = NMSConfig(DetectOptions(0.05, 0.45, max_det=1500), topk=400)
     raw = clustered_raw(2, 3000, 4, seed=7)
     outs = run(nms_graph(3000, 4, cfg), raw)
     assert outs[1].shape == (2, 1500, 4)  # padded to max_det although topk < max_det
     score = (raw[..., 5:] * raw[..., 4:5]).max(-1)
     top = np.argsort(-score, axis=1, kind="stable")[:, :400]
     pre = np.take_along_axis(raw, top[..., None], 1)
-    assert_same(from_nms_outputs(*outs), non_max_suppression(pre, cfg.conf_thres, cfg.iou_thres,
-                                                             max_det=cfg.max_det))
+    assert_same(from_nms_outputs(*outs), non_max_suppression(pre, 0.05, 0.45, max_det=1500))
 
 
 def test_nms_graph_uses_standard_ops_only():
@@ -88,9 +90,15 @@ def test_reducemax_form_follows_the_opset(opset):
 
 def test_bad_thresholds_are_refused():
     with pytest.raises(S2Error, match=r"within 0\.\.1"):
-        NMSConfig(conf_thres=1.5)
+        NMSConfig(DetectOptions(conf_thres=1.5))
     with pytest.raises(S2Error, match="max-det"):
-        NMSConfig(max_det=0)
+        NMSConfig(DetectOptions(max_det=0))
+
+
+@pytest.mark.parametrize("options", [DetectOptions(classes=[1]), DetectOptions(agnostic=True)])
+def test_options_the_graph_cannot_apply_are_refused(options):
+    with pytest.raises(S2Error, match="in-graph NMS keeps every class"):
+        NMSConfig(options)
 
 
 def test_model_with_nms_agrees_with_host_nms_on_its_raw_output():
@@ -106,10 +114,10 @@ def test_model_with_nms_agrees_with_host_nms_on_its_raw_output():
     x, _ = parity.sample_input([128, 160], 2)
     raw = parity.run_ort(portable, x)[0]
     onnx_export.set_output_shape(portable, "output0", ["batch", *raw.shape[1:]])
-    cfg = NMSConfig(conf_thres=0.005, iou_thres=0.5, max_det=50)
+    cfg = NMSConfig(DetectOptions(conf_thres=0.005, iou_thres=0.5, max_det=50))
     with_nms = append_nms(portable, cfg)
     assert [o.name for o in with_nms.graph.output] == list(NMS_OUTPUTS)
     outs = parity.run_ort(with_nms, x)
-    want = non_max_suppression(raw, cfg.conf_thres, cfg.iou_thres, max_det=cfg.max_det)
+    want = non_max_suppression(raw, 0.005, 0.5, max_det=50)
     assert sum(len(w) for w in want) > 0
     assert_same(from_nms_outputs(*outs), want)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from test_runtime_support import IMGSZ, NAMES, export_onnx, scene, tiny_models
 
-from s2trt.detect.boxes import scale_boxes
+from s2trt.detect.boxes import postprocess, scale_boxes
 from s2trt.detect.letterbox import preprocess
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
-from s2trt.runtime.backends.base import decode
 from s2trt.runtime.backends.ort import OrtBackend, choose_providers
 
 
@@ -74,7 +74,7 @@ def test_ort_and_pytorch_agree(ort_backend, torch_backend):
     raw_o, raw_t = ort_backend.infer(x), torch_backend.infer(x)
     # FP32 on both sides, same FP16-rounded weights: differences are summation order only.
     np.testing.assert_allclose(raw_o["output0"], raw_t["output0"], rtol=1e-3, atol=2e-3)
-    do, dt = decode(raw_o, 0.7, 0.45), decode(raw_t, 0.7, 0.45)
+    do, dt = postprocess(raw_o, DetectOptions(0.7, 0.45)), postprocess(raw_t, DetectOptions(0.7, 0.45))
     assert all(10 < len(d) < 300 for d in do)  # real NMS work, below the max_det cap
     for a, b, info in zip(do, dt, infos, strict=True):
         match_detections(scale_boxes(a, info), scale_boxes(b, info))
@@ -185,11 +185,11 @@ def test_in_graph_nms_model(tmp_path):
     assert backend.layout == "nms"
     white, grey = np.full((128, 160, 3), 255, np.uint8), np.full((128, 160, 3), 128, np.uint8)
     x, _ = preprocess([white, grey], IMGSZ)
-    dets = decode(backend.infer(x), conf_thres=0.3)
+    dets = postprocess(backend.infer(x), DetectOptions(conf_thres=0.3))
     # white: mean 1.0 -> scores 1.0 and 0.5 (both kept); grey: mean 0.502 -> 0.502 and 0.251 (< 0.3)
     assert [len(d) for d in dets] == [2, 1]
     np.testing.assert_allclose(dets[0], [[10, 20, 50, 60, 1.0, 3], [64, 32, 96, 64, 0.5, 1]], atol=1e-6)
-    assert [len(d) for d in decode(backend.infer(x), conf_thres=0.3, classes=[1])] == [1, 0]
+    assert [len(d) for d in postprocess(backend.infer(x), DetectOptions(0.3, classes=[1]))] == [1, 0]
 
 
 def test_choose_providers():

@@ -119,10 +119,10 @@ def test_request_parameters_override_server_thresholds(server, images, local):
 
 
 def test_s2infer_backend_matches_onnx_backend(server, model, images):
-    """The runtime's own path (letterbox -> backend.infer -> decode -> scale) with both backends."""
-    from s2trt.detect.boxes import scale_boxes
+    """The runtime's own path (letterbox -> backend.infer -> NMS -> scale) with both backends."""
+    from s2trt.detect.boxes import postprocess, scale_boxes
     from s2trt.detect.letterbox import preprocess
-    from s2trt.runtime.backends.base import decode
+    from s2trt.detect.options import DetectOptions
     from s2trt.runtime.backends.ort import OrtBackend
     from s2trt.runtime.backends.triton import TritonBackend
 
@@ -131,7 +131,7 @@ def test_s2infer_backend_matches_onnx_backend(server, model, images):
     for backend in (OrtBackend(model, "cpu"), TritonBackend(server.endpoints.grpc_url)):
         with_meta = backend.meta
         x, infos = preprocess(frames, backend.imgsz, stride=with_meta.stride)
-        dets = decode(backend.infer(x), 0.25, 0.45, max_det=MAX_DET)
+        dets = postprocess(backend.infer(x), DetectOptions(max_det=MAX_DET))
         results.append([scale_boxes(d, i) for d, i in zip(dets, infos, strict=True)])
         backend.close()
     assert_same(results[1], results[0])

@@ -1,4 +1,4 @@
-"""The interface every inference backend implements, and what they share: batching and decoding.
+"""The interface every inference backend implements, and what they share: batching.
 
 A backend runs the network on a preprocessed batch (float32 (B, 3, h, w)) and returns its raw outputs
 by name: `output0` (B, N, 5 + nc) for a graph without NMS, or the four in-graph NMS outputs of
@@ -15,19 +15,19 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from s2trt.detect.boxes import from_nms_outputs, non_max_suppression
+from s2trt.detect.boxes import NMS_OUTPUTS, RAW_OUTPUT
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
 
 log = logging.getLogger(__name__)
 
-NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
-RAW_OUTPUT = "output0"
-
-
 @runtime_checkable
 class Backend(Protocol):
-    """What the pipeline needs from a backend (TensorRT, ONNX Runtime, PyTorch, Triton)."""
+    """What the pipeline asks of every backend (TensorRT, ONNX Runtime, PyTorch, Triton).
+
+    `infer` takes a letterboxed float32 (B, 3, h, w) batch of any B >= 1 and returns the graph's
+    outputs by name (`output0`, or the four NMS outputs). One backend is driven by one thread at a
+    time; `close` releases what it holds and may be called more than once."""
 
     meta: ModelMeta
     name: str  # for messages: "onnxruntime (CPUExecutionProvider)", "tensorrt 10.3.0", ...
@@ -44,13 +44,16 @@ class Backend(Protocol):
 
 
 @runtime_checkable
-class OverlappedBackend(Protocol):
+class OverlappedBackend(Backend, Protocol):
     """A backend that takes batch n+1 before batch n's results are read (TensorRT's): `submit`
-    returns at once, `collect` is the only wait. Called from one thread. `preprocess_device` is
-    "gpu" when `submit_frames` letterboxes raw BGR uint8 frames on the device."""
+    returns at once, `collect` is the only wait. Called from one thread.
+
+    `preprocess_device` is "gpu" when `submit_frames` letterboxes raw BGR uint8 frames on the
+    device, "cpu" when the pipeline letterboxes (and `submit_frames` is not called);
+    `enqueue_summary` says how the batches were enqueued (for the debug log at the end of a run)."""
 
     @property
-    def max_batch(self) -> int: ...
+    def preprocess_device(self) -> str: ...
 
     def submit(self, batch: np.ndarray) -> Any: ...
 
@@ -58,6 +61,8 @@ class OverlappedBackend(Protocol):
 
     def submit_frames(self, frames: Sequence[np.ndarray], *, stride: int = 32, pad_value: int = 114,
                       scaleup: bool = True) -> tuple[Any, list]: ...
+
+    def enqueue_summary(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -134,25 +139,6 @@ def output_layout(names: Sequence[str], source: str) -> str:
         return "nms"
     raise S2Error(f"{source} has outputs {list(names)}; an s2trt model has '{RAW_OUTPUT}' or the NMS "
                   f"outputs {', '.join(NMS_OUTPUTS)}: export it with s2export")
-
-
-def decode(outputs: dict[str, np.ndarray], conf_thres: float = 0.25, iou_thres: float = 0.45,
-           classes: Sequence[int] | None = None, agnostic: bool = False, max_det: int = 300
-           ) -> list[np.ndarray]:
-    """Raw backend outputs -> per image (n, 6) detections in network-input pixels."""
-    if RAW_OUTPUT in outputs:
-        return non_max_suppression(outputs[RAW_OUTPUT].astype(np.float32, copy=False), conf_thres,
-                                   iou_thres, classes, agnostic, max_det)
-    dets = from_nms_outputs(*(outputs[k] for k in NMS_OUTPUTS))
-    # The graph applied its own thresholds at export; stricter user settings still filter here.
-    keep_cls = None if classes is None else np.asarray(list(classes))
-    out = []
-    for d in dets:
-        m = d[:, 4] > conf_thres
-        if keep_cls is not None:
-            m &= np.isin(d[:, 5].astype(np.int64), keep_cls)
-        out.append(d[m][:max_det])
-    return out
 
 
 def check_meta_imgsz(meta: ModelMeta, shape: Sequence[object], source: str) -> None:
