@@ -40,8 +40,8 @@ reach the ports run inference and read the model's metadata and statistics, with
 or TLS: put it behind a firewall or an authenticating proxy. Shared memory, model loading, trace and
 logging stay refused unless a request carries the header s2trt-admin-key (gRPC metadata
 triton-grpc-protocol-s2trt-admin-key) equal to $S2TRT_ADMIN_KEY; with that variable unset, nobody
-can use them. Triton takes the key on its command line, so other users of this machine can read a
-key you set in the process list: on a shared machine run the server in a container of its own."""
+can use them. The key reaches tritonserver through a file only your user can read, never its command
+line (which every local user can read), by a small library compiled with the C compiler (cc) at start."""
 
 
 def _export_parser() -> argparse.ArgumentParser:

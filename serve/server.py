@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s2trt.errors import S2Error
+from s2trt.serve import argv_secret
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ ENV_ADMIN_KEY = "S2TRT_ADMIN_KEY"  # the key that unlocks RESTRICTED; unset: nob
 RESTRICTED = ("shared-memory", "model-repository", "trace", "logging")
 ADMIN_HEADER = "s2trt-admin-key"  # HTTP header; gRPC clients send it as GRPC_ADMIN_HEADER
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # the prefix is Triton's, for gRPC metadata
+# Without a key the restricted protocols ask for a header that no client can send, so nobody can use
+# them and nothing secret is needed: a field name cannot hold a colon (HTTP/1.1 ends the name there,
+# RFC 9110 5.6.2; gRPC resets an HTTP/2 stream whose metadata key has one, measured with a raw HTTP/2
+# client in tests/test_serve_lockdown.py). Triton splits its option at the first colon only.
+CLOSED_HEADER = "s2trt:admin-off"
 SHM_DIR = Path("/dev/shm")
 READY_PATH, LIVE_PATH = "/v2/health/ready", "/v2/health/live"  # HTTP; what probes should ask
 
@@ -178,17 +184,18 @@ class TritonServer:
         self.bind_host = host
         self.extra_args = list(extra_args or [])
         self.verbose = verbose
-        # Without a key the restricted protocols need one that no client can send: in effect turned
-        # off. Triton takes the key on its command line, which every local user can read (ps, /proc),
-        # so a random key alone would not do; a header value cannot hold a line break (HTTP/1.1 ends
-        # the field there, RFC 9110 5.5; gRPC refuses it as invalid metadata).
-        self.admin_key = admin_key or f"{secrets.token_urlsafe(16)}\n{secrets.token_urlsafe(16)}"
+        # With a key, Triton gets it through argv_secret, never on its command line (ps, /proc show
+        # that to every local user); without one, the protocols ask for CLOSED_HEADER.
+        if admin_key is not None:
+            argv_secret.check_secret(admin_key, f"the admin key (${ENV_ADMIN_KEY})")
+        self.admin_key = admin_key
         # The Python backend names its /dev/shm regions with this prefix; a killed server leaves them
         # behind, so stop() removes what carries our (per-server) prefix.
         self.shm_prefix = f"s2trt_{secrets.token_hex(6)}_"
         self._log_path = Path(log_path) if log_path else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self._secret: tuple[Path, Path] | None = None  # (preload library, key file) while starting
 
     @property
     def log_file(self) -> Path:
@@ -204,7 +211,9 @@ class TritonServer:
                "--allow-metrics=true", "--exit-timeout-secs=10", f"--log-verbose={self.verbose}",
                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
         # Triton's syntax: <protocols>:<header>=<value> (`tritonserver --help`).
-        restricted = f"{','.join(RESTRICTED)}:{ADMIN_HEADER}={self.admin_key}"
+        guard = (f"{ADMIN_HEADER}={argv_secret.PLACEHOLDER}" if self.admin_key is not None
+                 else f"{CLOSED_HEADER}=off")
+        restricted = f"{','.join(RESTRICTED)}:{guard}"
         cmd += [f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"]
         if backend_dir is not None:
             cmd.append(f"--backend-directory={backend_dir}")
@@ -220,6 +229,8 @@ class TritonServer:
             if env.get("LD_LIBRARY_PATH"):
                 paths.append(env["LD_LIBRARY_PATH"])
             env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
+        if self._secret is not None:
+            env = argv_secret.environment(env, *self._secret)
         return env
 
     def start(self, timeout: float = 120.0) -> TritonServer:
@@ -228,8 +239,12 @@ class TritonServer:
         backend_dir = _python_backend_dir(self.install, tmp / "backends") if self.install.bundled else None
         if self._log_path is None:
             self._log_path = tmp / "tritonserver.log"
+        if self.admin_key is not None:
+            key_file = tmp / "admin.key"  # the folder is this user's alone (mode 0700)
+            argv_secret.write_secret(key_file, self.admin_key)
+            self._secret = (argv_secret.build_library(tmp), key_file)
         cmd = self.command(backend_dir)
-        log.debug("starting %s", " ".join(cmd).replace(self.admin_key, "***"))
+        log.debug("starting %s", " ".join(cmd))
         with open(self._log_path, "ab") as out:
             # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the server in order.
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
@@ -239,6 +254,9 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
+        finally:
+            if self._secret is not None:  # read by the server at exec: not needed on disk any longer
+                self._secret[1].unlink(missing_ok=True)
         return self
 
     def _ready(self) -> bool:
@@ -287,6 +305,7 @@ class TritonServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        self._secret = None
         return code
 
     def shm_regions(self) -> list[Path]:

@@ -127,3 +127,61 @@ def http_status(url: str, method: str = "GET", body: dict | None = None, key: st
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+GRPC_SERVICE = "/inference.GRPCInferenceService/"
+
+
+def grpc_raw(endpoint: str, method: str, message: object, metadata: list[tuple[bytes, bytes]]) -> int | None:
+    """One gRPC call made by hand over HTTP/2 (the h2 package), with metadata sent byte for byte as
+    given, which grpcio would refuse (a line break, a colon in a name): the grpc-status the server
+    answers, or None when it reset the stream or closed the connection instead."""
+    import socket
+    import struct
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = endpoint.rsplit(":", 1)
+    body = message.SerializeToString()  # type: ignore[attr-defined]
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    path = (GRPC_SERVICE + method).encode()
+    conn.send_headers(stream, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path),
+                               (b":authority", endpoint.encode()), (b"content-type", b"application/grpc"),
+                               (b"te", b"trailers"), *metadata])
+    conn.send_data(stream, struct.pack(">?I", False, len(body)) + body, end_stream=True)
+    headers: dict[bytes, bytes] = {}
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(conn.data_to_send())
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    headers.update(dict(event.headers))
+                elif isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                    return None
+                elif isinstance(event, h2.events.StreamEnded):
+                    return int(headers.get(b"grpc-status", b"-1"))
+            sock.sendall(conn.data_to_send())
+
+
+def http_raw(base_url: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> int:
+    """An HTTP/1.1 request written by hand (http.client refuses some header names and values): its status."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base_url)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    req = (f"{method} {path} HTTP/1.1\r\nHost: {u.netloc}\r\n{head}Content-Length: {len(body)}\r\n"
+           "Connection: close\r\n\r\n").encode() + body
+    with socket.create_connection((u.hostname, u.port), timeout=20) as sock:
+        sock.sendall(req)
+        first = sock.recv(64).split(b"\r\n", 1)[0]
+    return int(first.split()[1])

@@ -90,36 +90,92 @@ def test_grpc_admin_protocols_refused_without_the_key_inference_still_works(serv
         c.close()
 
 
-def _sent(server, key: str) -> int | str:
-    """The HTTP status for the key as a client would send it, or why the client refused to."""
+def admin_calls():
+    """(gRPC method, request) for each restricted protocol, built from Triton's own protobufs."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    verbose = pb.LogSettingsRequest(settings={"log_verbose_level": pb.LogSettingsRequest.SettingValue(
+        uint32_param=1)})
+    return [("LogSettings", pb.LogSettingsRequest()), ("LogSettings", verbose),
+            ("TraceSetting", pb.TraceSettingRequest()),
+            ("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest()),
+            ("SystemSharedMemoryRegister", pb.SystemSharedMemoryRegisterRequest(
+                name="r", key="/r", offset=0, byte_size=64)),
+            ("RepositoryIndex", pb.RepositoryIndexRequest()),
+            ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="s2trt_detector"))]
+
+
+def visible_to_others(server) -> list[str]:
+    """What another local user can read of the server: its command line (ps, /proc/PID/cmdline)."""
+    return Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def header_guesses(server) -> list[tuple[bytes, bytes]]:
+    """Every (header, value) an attacker could build from the restricted-protocol arguments."""
+    guesses = []
+    for arg in visible_to_others(server):
+        if "restricted" in arg:
+            name, _, value = arg.split(":", 1)[1].partition("=")
+            guesses += [(n.encode(), value.encode()) for n in (name, f"triton-grpc-protocol-{name}")]
+    assert guesses
+    return guesses
+
+
+def log_level(server) -> int:
+    import tritonclient.grpc as g
+
+    c = g.InferenceServerClient(server.endpoints.grpc_url)
     try:
-        return http(server, "GET", "/v2/logging", key=key)
-    except ValueError as e:  # http.client: "Invalid header value"
-        return str(e)
+        return int(c.get_log_settings(headers={S.GRPC_ADMIN_HEADER: KEY}, as_json=True)["settings"][
+            "log_verbose_level"]["uint32_param"])
+    finally:
+        c.close()
 
 
 @needs_server
 def test_without_a_key_nobody_can_use_the_admin_protocols(repo):
+    """Raw HTTP/2 and HTTP/1.1 clients send any header the command line suggests, byte for byte: none
+    gets through on either protocol, and inference still works."""
     import tritonclient.grpc as g
 
     with S.TritonServer(repo) as s:
-        assert s.admin_key and len(s.admin_key) >= 32  # random, never printed
-        assert http(s, "GET", "/v2/logging") == 403
+        assert s.admin_key is None
+        grpc = s.endpoints.grpc_url
+        for method, request in admin_calls():
+            for header in header_guesses(s):
+                assert F.grpc_raw(grpc, method, request, [header]) != 0, (method, header)
+            assert F.grpc_raw(grpc, method, request, []) == 14  # UNAVAILABLE: "restricted"
+        for name, value in header_guesses(s):
+            assert F.http_raw(s.endpoints.http_url, "GET", "/v2/logging", [(name.decode(), value.decode())]) \
+                != 200
         assert http(s, "GET", "/v2/health/ready") == 200
-        # Triton takes the key on its command line, which every local user can read (ps, /proc): the
-        # key made up for "off" must be one that no client can send. A header value cannot hold a
-        # line break (HTTP/1.1 ends the field there, RFC 9110 5.5; gRPC refuses it as invalid metadata).
-        argv = Path(f"/proc/{s.proc.pid}/cmdline").read_bytes().decode().split("\0")
-        seen = next(a for a in argv if a.startswith("--http-restricted-api=")).split("=", 2)[2]
-        assert seen == s.admin_key
-        for key in (seen, seen.replace("\n", ""), seen.replace("\n", " "), seen.split("\n")[0]):
-            assert _sent(s, key) != 200, repr(key)
-        c = g.InferenceServerClient(s.endpoints.grpc_url)
+        c = g.InferenceServerClient(grpc)
         try:
-            with pytest.raises(g.InferenceServerException):
-                c.get_log_settings(headers={S.GRPC_ADMIN_HEADER: seen})
+            with pytest.raises(g.InferenceServerException, match="restricted"):
+                c.get_log_settings(headers={S.GRPC_ADMIN_HEADER: KEY})
+            frame = F.sample_images(1)[0][None]
+            inp = g.InferInput("FRAME", list(frame.shape), "UINT8")
+            inp.set_data_from_numpy(frame)
+            assert c.infer("s2trt_detector", [inp]).as_numpy("num_dets").shape == (1, 1)
         finally:
             c.close()
+
+
+@needs_server
+def test_the_key_is_never_on_the_servers_command_line(server):
+    """With a key, what other users can read (the command line) holds a placeholder, not the key: raw
+    HTTP/2 calls with every header built from it are refused; the key itself works over raw HTTP/2."""
+    assert not any(KEY in arg for arg in visible_to_others(server))
+    assert KEY.encode() not in Path(f"/proc/{server.proc.pid}/environ").read_bytes()  # 0400: ours anyway
+    assert not list(server.log_file.parent.glob("*.key"))  # the key's file is gone once the server runs
+    grpc = server.endpoints.grpc_url
+    before = log_level(server)
+    for method, request in admin_calls():
+        for header in header_guesses(server):
+            assert F.grpc_raw(grpc, method, request, [header]) != 0, (method, header)
+    assert log_level(server) == before  # the refused update changed nothing
+    key = [(S.GRPC_ADMIN_HEADER.encode(), KEY.encode())]
+    assert F.grpc_raw(grpc, "LogSettings", admin_calls()[0][1], key) == 0
 
 
 def test_s2serve_listens_on_loopback_by_default(tmp_path):
