@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from s2trt.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, S2Error, Terminated
+from s2trt.text import redact_credentials
 
 log = logging.getLogger("s2trt")
 
@@ -21,10 +22,18 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
 
+class _RedactingFormatter(logging.Formatter):
+    """The last net under every message: no URL's user:password@ reaches the log, whichever module
+    forgot to redact its source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_credentials(super().format(record))
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_RedactingFormatter("%(message)s"))
     root = logging.getLogger("s2trt")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -65,7 +74,7 @@ def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespa
     except S2Error as e:
         if verbose:
             log.exception("%s: error", prog)
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(redact_credentials(f"{prog}: error: {e}"), file=sys.stderr)
         return e.exit_code
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
@@ -76,6 +85,6 @@ def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespa
     except Exception as e:  # a bug in s2trt, not in the user's input
         if verbose:
             log.exception("%s: internal error", prog)
-        print(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with --verbose for the "
-              "traceback and report it)", file=sys.stderr)
+        print(redact_credentials(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with "
+                                 "--verbose for the traceback and report it)"), file=sys.stderr)
         return EXIT_INTERNAL

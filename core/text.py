@@ -8,10 +8,21 @@ also quoted.
 
 from __future__ import annotations
 
+import re
 import shlex
 import unicodedata
 
 MAX_CHARS = 300  # a file name or version is shorter; a longer value is someone else's text
+
+# A URL's user:password@, any scheme (rtsp, rtmps, srt, ftp, ...), anywhere in a text: up to the
+# last @ before the path, as a password may hold an unescaped @ (or :, or space-free anything).
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the user:password@ of every URL in it removed: what logs, messages, results
+    files and window titles may show of a source. The source itself is opened with its credentials."""
+    return _USERINFO.sub(r"\1", text)
 
 
 def printable(value: object, limit: int = MAX_CHARS) -> str:

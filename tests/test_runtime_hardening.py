@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_runtime_support import (
     count_frames,
     partial_text,
@@ -490,3 +492,34 @@ def test_exclusive_temp_takes_another_name_where_a_link_waits(tmp_path, monkeypa
     (tmp_path / "other").symlink_to(victim)
     write_bytes_atomic(tmp_path / "other", b"x")
     assert victim.read_bytes() == b"precious" and (tmp_path / "other").read_bytes() == b"x"
+
+
+# --- issue 26 item 7: credentials hidden for every scheme and every message ------------------------
+
+_SCHEME = st.from_regex(r"[A-Za-z][A-Za-z0-9+.-]{0,9}", fullmatch=True)
+# Anything a password may hold that does not end the authority (/ ? # and whitespace end it).
+_SECRET = st.text(st.characters(blacklist_characters="/?#", blacklist_categories=("Zs", "Cc", "Zl", "Zp",
+                                                                                    "Cs")),
+                  min_size=1, max_size=20)
+
+
+@given(scheme=_SCHEME, user=_SECRET, password=_SECRET, before=st.sampled_from(["", "x ", "src=", "a_", "\n"]),
+       after=st.sampled_from(["", "/live?x=1", ": Connection refused", "#frag"]))
+def test_no_password_survives_redaction_in_any_scheme_or_message(scheme, user, password, before, after):
+    from s2trt.text import redact_credentials
+
+    secret = f"SECRET{password}"
+    url = f"{scheme}://{user}:{secret}@host.example:554"
+    text = redact_credentials(f"{before}{url}{after} and again {url}")
+    assert "SECRET" not in text
+    assert text == f"{before}{scheme}://host.example:554{after} and again {scheme}://host.example:554"
+
+
+@pytest.mark.parametrize("spec", ["ftp://u:hunter2@127.0.0.1/cam.mp4", "rtmps://u:hunter2@127.0.0.1:9/live",
+                                  "srt://u:hunter2@127.0.0.1:9", "gopher://u:hunter2@127.0.0.1/x"])
+def test_a_source_that_fails_never_prints_its_password(tmp_path, spec):
+    proc = spawn(tmp_path, spec, "--save-json", "--stream-timeout", "1", "--reconnect-timeout", "1")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "hunter2" not in err + out, err
+    assert last_error_line(err).startswith("s2infer: error: ")

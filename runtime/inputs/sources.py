@@ -26,6 +26,7 @@ from s2trt.detect.image_limits import (
 )
 from s2trt.detect.media import IMAGE_EXTS, VIDEO_EXTS
 from s2trt.errors import S2Error
+from s2trt.text import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ GST_ONLY_SCHEMES = ("rtspt://", "rtspu://")
 STREAM_TIMEOUT_MS = 10000
 MAX_PIXELS_HINT = "raise it with --max-pixels"
 MAX_READ_FAILURES = 30  # consecutive undecodable frames before a video is given up as truncated
-# A URL's user:password@ (up to the last @ before the path: a password may hold an unescaped @).
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
 @dataclass
@@ -192,10 +191,8 @@ def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None
         raise
 
 
-def shown(item: str) -> str:
-    """A source as logged, tabled and used in file names: a stream URL without its credentials,
-    which must not reach logs or shared output folders. The stream itself is opened with item."""
-    return _USERINFO.sub(r"\1", item)
+# The name this module gave redact_credentials, until its last importers move to the new one.
+shown = redact_credentials
 
 
 def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,
@@ -206,10 +203,10 @@ def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 10
     if decoder != "opencv" and kind != "camera":
         from s2trt.runtime.inputs.gst import GstCapture
 
-        return GstCapture(kind, item, decoder, timeout_s, shown(item))
+        return GstCapture(kind, item, decoder, timeout_s, redact_credentials(item))
     if item.lower().startswith(GST_ONLY_SCHEMES):
-        raise S2Error(f"{shown(item)}: {item.split(':', 1)[0]}:// is GStreamer's scheme: read it with "
-                      "--decoder sw (or nv), or give rtsp:// to OpenCV")
+        raise S2Error(f"{redact_credentials(item)}: {item.split(':', 1)[0]}:// is GStreamer's scheme: "
+                      "read it with --decoder sw (or nv), or give rtsp:// to OpenCV")
     if kind == "camera":
         cap = cv2.VideoCapture(int(item))
         if not cap.isOpened():
@@ -224,7 +221,8 @@ def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 10
         cap = cv2.VideoCapture(item)
     if not cap.isOpened():
         what = "stream" if kind == "stream" else "video"
-        raise S2Error(f"cannot open {what} {shown(item)} (unreachable, unsupported codec or not a video)")
+        raise S2Error(f"cannot open {what} {redact_credentials(item)} (unreachable, unsupported codec or "
+                      "not a video)")
     return cap
 
 
@@ -249,7 +247,7 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
     if any(c in spec for c in "*?["):
         files = sorted(glob.glob(spec, recursive=True))
         if not files:
-            raise S2Error(f"no files match {spec}")
+            raise S2Error(f"no files match {redact_credentials(spec)}")
     elif Path(spec).is_dir():
         files = sorted(str(p) for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
         if not files:
@@ -257,11 +255,11 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
     elif Path(spec).is_file():
         files = [spec]
     else:
-        raise S2Error(f"source not found: {spec}")
+        raise S2Error(f"source not found: {redact_credentials(spec)}")
     items = [("image" if Path(f).suffix.lower() in IMAGE_EXTS else "video", f) for f in files
              if Path(f).is_file()]
     if not items:
-        raise S2Error(f"{spec} matches no files")
+        raise S2Error(f"{redact_credentials(spec)} matches no files")
     total = _count(items, vid_stride, alone and decoder == "opencv")
     return Source(items, vid_stride, max_pixels, total=total, decoder=decoder)
 
