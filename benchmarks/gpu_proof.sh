@@ -198,18 +198,19 @@ HARNESS_OK=0
 if [ -z "$NVCC" ] || ! command -v cmake >/dev/null 2>&1; then
     record "build" FAIL 0 "needs nvcc and cmake (nvcc: ${NVCC:-none})"
 else
-    definitions=(-DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="$ARCH")
-    if [ -n "$HEADERS" ]; then
-        definitions+=(-DTENSORRT_INCLUDE_DIR="$HEADERS" -DS2TRT_WERROR=ON)
-    fi
+    # A build folder kept from an earlier call keeps its cache: every choice is passed again (an empty
+    # TENSORRT_INCLUDE_DIR turns the plugin off), and nothing it built before counts unless rebuilt now.
+    definitions=(-DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
+        -DTENSORRT_INCLUDE_DIR="$HEADERS" -DS2TRT_WERROR=ON)
+    rm -f "$BUILD/libs2trt_kernels.so" "$BUILD/libs2trt_plugins.so" "$BUILD/s2sa_harness"
     step configure 60 cmake -S "$ROOT/plugins" -B "$BUILD" "${definitions[@]}"
     verdict configure
     if [ "$STEP_RC" = 0 ]; then
         step build 240 cmake --build "$BUILD" -j "$(nproc)"
         verdict build
+        [ -f "$BUILD/libs2trt_kernels.so" ] && KERNELS_OK=1
+        [ -x "$BUILD/s2sa_harness" ] && [ -f "$BUILD/libs2trt_plugins.so" ] && HARNESS_OK=1
     fi
-    [ -f "$BUILD/libs2trt_kernels.so" ] && KERNELS_OK=1
-    [ -x "$BUILD/s2sa_harness" ] && [ -f "$BUILD/libs2trt_plugins.so" ] && HARNESS_OK=1
     if [ -z "$HEADERS" ]; then
         record "build: plugin + harness" SKIP 0 "no TensorRT headers (.trt-headers/<tag>/include or TRT_HEADERS)"
     fi
