@@ -294,9 +294,10 @@ def test_hint_for_dynamic_fp32_graph_with_plugin(tmp_path: Path, monkeypatch: py
     opts = EngineOptions(precision="fp16", workspace_gib=2, timing_cache=tmp_path / "t.cache")
     lines = manual_build_hint(onnx, opts).splitlines()
     s2, trtexec = (shlex.split(line) for line in lines[:2])
-    assert s2 == ["s2export", str(onnx), "--fp16", "--min", "1x3x64x64", "--opt", "8x3x64x64",
+    # Run where the files are copied to on the target: file names, not this machine's folders.
+    assert s2 == ["s2export", "model.onnx", "--fp16", "--min", "1x3x64x64", "--opt", "8x3x64x64",
                   "--max", "16x3x64x64", "--workspace", "2", "--timing-cache", str(tmp_path / "t.cache")]
-    assert trtexec == ["trtexec", f"--onnx={onnx}", f"--saveEngine={tmp_path / 'model.engine'}",
+    assert trtexec == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine",
                        "--fp16", "--minShapes=images:1x3x64x64", "--optShapes=images:8x3x64x64",
                        "--maxShapes=images:16x3x64x64", "--dynamicPlugins=plugins/build/libs2trt_plugins.so",
                        "--memPoolSize=workspace:2G", f"--timingCacheFile={tmp_path / 't.cache'}"]
@@ -309,11 +310,12 @@ def test_hint_for_fp16_graph_is_strongly_typed(tmp_path: Path) -> None:
     onnx = _write_onnx(tmp_path / "m.onnx", ModelMeta(names=NAMES, imgsz=[640, 640], precision="fp16"))
     lines = manual_build_hint(onnx, EngineOptions(precision="fp16", plugin_lib=Path("/opt/p.so"),
                                                   device=1)).splitlines()
-    assert lines == [f"s2export {onnx} --fp16 --device 1",
-                     f"trtexec --onnx={onnx} --saveEngine={tmp_path / 'm.engine'} --stronglyTyped --device=1"]
+    # The graph carries its precision: repeating --fp16 would only say what the file says.
+    assert lines == ["s2export m.onnx --device 1",
+                     "trtexec --onnx=m.onnx --saveEngine=m.engine --stronglyTyped --device=1"]
     # Without --fp16 too: the graph's own FP16 types make it strongly typed (s2export does the same).
-    assert manual_build_hint(onnx, EngineOptions()).splitlines() == [
-        f"s2export {onnx}", f"trtexec --onnx={onnx} --saveEngine={tmp_path / 'm.engine'} --stronglyTyped"]
+    assert manual_build_hint(onnx, EngineOptions(), tmp_path / "model.engine").splitlines() == [
+        "s2export m.onnx", "trtexec --onnx=m.onnx --saveEngine=model.engine --stronglyTyped"]
 
 
 # ------------------------------------------------------------------------------ profile shapes
