@@ -99,7 +99,7 @@ def set_calibration_profile(config: Any, profile: Any) -> None:
     config.set_calibration_profile(profile)
 
 
-def _matches(name: str, pattern: str) -> bool:
+def layer_name_matches(name: str, pattern: str) -> bool:
     """trtexec's layer-name match: equal, or around its one '*'."""
     if "*" not in pattern:
         return name == pattern
@@ -112,15 +112,16 @@ def pin_fp32_layers(trt: Any, config: Any, network: Any, patterns: list[str]) ->
     """Run the named layers in FP32 with FP32 outputs in a weakly typed network, as trtexec's
     `--precisionConstraints=obey --layerPrecisions=<p>:fp32,... --layerOutputTypes=<p>:fp32,...`
     does (samples/common/sampleEngines.cpp, setLayerPrecisions/setLayerOutputTypes): an exact name
-    is pinned as given; a wildcard match skips layers that compute shapes or integers. Returns the
-    names of the layers pinned."""
+    is pinned as given; a wildcard match skips layers that compute shapes or integers. The Constant
+    and Shuffle layers that feed only pinned layers are pinned too. Returns the names of the layers
+    pinned."""
     config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     integer = (trt.DataType.INT32, trt.DataType.INT64, trt.DataType.BOOL, trt.DataType.UINT8)
     pinned = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         exact = layer.name in patterns
-        if not exact and not any(_matches(layer.name, p) for p in patterns if "*" in p):
+        if not exact and not any(layer_name_matches(layer.name, p) for p in patterns if "*" in p):
             continue
         first_in = layer.get_input(0) if layer.num_inputs else None
         out = layer.get_output(0)
@@ -139,4 +140,41 @@ def pin_fp32_layers(trt: Any, config: Any, network: Any, patterns: list[str]) ->
                 layer.set_output_type(j, trt.DataType.FLOAT)
         if not (skip_precision and skip_outputs):
             pinned.append(layer.name)
-    return pinned
+    return pinned + _pin_island_feeders(trt, network, set(pinned))
+
+
+@for_trt(max_major=10)
+def _pin_island_feeders(trt: Any, network: Any, pinned: set[str]) -> list[str]:
+    """The Constant and Shuffle layers that feed pinned layers only, pinned too (returned by name).
+
+    onnx-tensorrt turns an initializer operand into a Constant layer, and a broadcast into a Shuffle,
+    named `(Unnamed Layer* n) [Constant]`: no island pattern names them, and under --fp16 the builder
+    would store the island's constants (the anchor grid, the strides) in FP16.
+    """
+    readers: dict[str, list[str]] = {}
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    for layer in layers:
+        for k in range(layer.num_inputs):
+            tensor = layer.get_input(k)
+            if tensor is not None:
+                readers.setdefault(tensor.name, []).append(layer.name)
+    integer = (trt.DataType.INT32, trt.DataType.INT64, trt.DataType.BOOL, trt.DataType.UINT8)
+    added: list[str] = []
+    changed = True
+    while changed:  # a Constant feeds a Shuffle that feeds the island: pinned in two rounds
+        changed = False
+        for layer in layers:
+            if layer.name in pinned or layer.type not in (trt.LayerType.CONSTANT, trt.LayerType.SHUFFLE):
+                continue
+            outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+            users = [r for tensor in outs for r in readers.get(tensor.name, [])]
+            if not users or any(u not in pinned for u in users) \
+                    or any(tensor.dtype in integer or tensor.is_shape_tensor for tensor in outs):
+                continue
+            layer.precision = trt.DataType.FLOAT
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.DataType.FLOAT)
+            pinned.add(layer.name)
+            added.append(layer.name)
+            changed = True
+    return added
