@@ -185,12 +185,15 @@ class GstCapture:
         self._frame: np.ndarray | None = None
         self._pending: np.ndarray | None = None
         self._seg_start, self._seg_time = 0, 0
+        self._origin: float | None = None
         self._log: deque[str] = deque(maxlen=_LOG_LINES)
         self.eof = False
         read_fd, write_fd = os.pipe()
         with contextlib.suppress(OSError):  # a larger pipe: fewer wake-ups per 6 MB frame
             fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-        env = dict(os.environ, GST_PLUGIN_FEATURE_RANK=_ranks(mode))
+        # The user's own GST_PLUGIN_FEATURE_RANK comes last: where it names a decoder, it wins.
+        ranks = ",".join(filter(None, [_ranks(mode), os.environ.get("GST_PLUGIN_FEATURE_RANK")]))
+        env = dict(os.environ, GST_PLUGIN_FEATURE_RANK=ranks)
         try:
             self.proc = subprocess.Popen(launch_args(kind, item, mode, write_fd, timeout_s),
                                          stdin=subprocess.DEVNULL,
@@ -275,7 +278,17 @@ class GstCapture:
         stride = len(payload) // h  # rows are padded to 4 bytes
         img = np.frombuffer(payload, np.uint8).reshape(h, stride)[:, : w * 3].reshape(h, w, 3)
         self._frame = img
-        self.pts = None if pts == _NONE else max(pts - self._seg_start, 0) / 1e9 + self._seg_time / 1e9
+        if pts == _NONE:
+            self.pts = None
+            return True
+        t = (max(pts - self._seg_start, 0) + self._seg_time) / 1e9
+        if self.kind == "video":
+            # A file's times count from its first frame, as FFmpeg's do (an MPEG-TS starts at 0.7 s
+            # or wherever its muxer began): both decoders give one file the same timestamps.
+            if self._origin is None:
+                self._origin = t
+            t -= self._origin
+        self.pts = t
         return True
 
     def _segment(self, text: str) -> None:
@@ -333,3 +346,4 @@ class GstCapture:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        self.eof = True

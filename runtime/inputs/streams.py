@@ -455,11 +455,12 @@ class MultiSource:
 
     def __init__(self, specs: Sequence[str], vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
                  live: LiveOptions | None = None, report_s: float | None = None,
-                 opener: Opener | None = None, decoder: str = "opencv"):
+                 opener: Opener | None = None, decoder: str = "opencv",
+                 push_timeout_s: float | None = None):
         self.live = live or LiveOptions()
         self.live.check()
         self.vid_stride, self.max_pixels, self.report_s = vid_stride, max_pixels, report_s
-        self.decoder = decoder
+        self.decoder, self.push_timeout_s = decoder, push_timeout_s
         self.opener = opener or partial(open_capture, decoder=decoder)
         self.problems: list[str] = []
         self.lanes: list[tuple[str, Any]] = []  # ("file", Source) | (kind, url-or-index)
@@ -483,7 +484,8 @@ class MultiSource:
                 missing.append(e)
                 self.problems.append(f"{e}, this source ended")
                 log.warning("%s, this source ended", e)
-                self.stats[spec] = SourceStats(spec, "missing", status="failed")
+                self.stats[spec] = SourceStats(spec, "missing")
+                self.stats[spec].end("failed")
                 continue
             kind = src.items[0][0]
             if kind in LIVE_KINDS:
@@ -532,7 +534,8 @@ class MultiSource:
 
     def batches(self, size: int, push_timeout_s: float | None = None) -> Iterator[list[Frame]]:
         """The frames in batches of up to `size`, as nvstreammux forms them: a batch is pushed when
-        full, or when `push_timeout_s` (default: push_timeout()) has passed since its first frame, or
+        full, or when `push_timeout_s` (default: the one this MultiSource was made with, else
+        push_timeout()) has passed since its first frame, or
         when no source can add to it (every live source has its frame in it and no file has one
         waiting). At most one frame of each live source per batch; a file adds one frame per round
         while there is room. Sources are scanned round-robin. Without live sources a batch waits
@@ -567,7 +570,7 @@ class MultiSource:
                     delivered += 1
                     self.stats[self._key[f.source]].frames += 1
                     if not group:
-                        timeout = self.push_timeout() if push_timeout_s is None else push_timeout_s
+                        timeout = push_timeout_s or self.push_timeout_s or self.push_timeout()
                         deadline = time.monotonic() + timeout
                     group.append(f)
                     if isinstance(r, LiveReader):
