@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from s2trt.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, S2Error, Terminated
+from s2trt.publish import forget_inputs
 from s2trt.text import redact_credentials
 
 log = logging.getLogger("s2trt")
@@ -88,3 +89,5 @@ def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespa
         print(redact_credentials(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with "
                                  "--verbose for the traceback and report it)"), file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        forget_inputs()  # the inputs this command guarded (s2trt.publish) are no one's after it

@@ -11,10 +11,12 @@ rename within the file system: it replaces a link at the target, never what the 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
-from s2trt.errors import S2Error
+from s2trt.errors import S2Error, UsageError
 
 
 def _umask() -> int:
@@ -25,6 +27,45 @@ def _umask() -> int:
 
 # mkstemp makes 0600 files; published outputs get the permissions a plain open() would give.
 FILE_MODE = 0o666 & ~_umask()
+
+
+# The files this process reads (its model, sources, names, config, lists), by (device, inode), with
+# what to call them: no output is published onto one, whatever name or link leads there.
+_inputs: dict[tuple[int, int], tuple[Path, str]] = {}
+
+
+def guard_inputs(paths: Iterable[tuple[str | Path, str]]) -> None:
+    """Record input files as (path, what it is, e.g. "the model"): from now on this process
+    publishes no output onto them. Paths that are no regular file (missing, a folder, a device) are
+    left out: there is nothing of theirs to overwrite."""
+    for path, what in paths:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if stat.S_ISREG(st.st_mode):
+            _inputs.setdefault((st.st_dev, st.st_ino), (Path(path), what))
+
+
+def forget_inputs() -> None:
+    """End the guard: what run_main does when a command ends (a process may run several)."""
+    _inputs.clear()
+
+
+def input_at(path: str | Path, follow: bool = True) -> tuple[Path, str] | None:
+    """The guarded input that `path` is (its inode; through links unless follow is False), or None."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (OSError, ValueError):
+        return None
+    return _inputs.get((st.st_dev, st.st_ino))
+
+
+def refuse_input(path: str | Path, flag: str, follow: bool = True) -> None:
+    """UsageError (exit 2) when the output `path` is a guarded input."""
+    hit = input_at(path, follow)
+    if hit is not None:
+        raise UsageError(f"{flag} {path} would overwrite {hit[1]} {hit[0]}: choose another output")
 
 
 def _why(e: OSError) -> str:
@@ -63,7 +104,9 @@ def private_folder(path: str | Path) -> Path:
 
 def publish(tmp: Path, path: str | Path) -> None:
     """Rename the finished temporary file onto `path` (atomic within a file system; a link at
-    `path` is replaced, not followed)."""
+    `path` is replaced, not followed). A guarded input at `path` is refused (the temporary file is
+    left to its writer to remove)."""
+    refuse_input(path, "the output", follow=False)
     os.replace(tmp, path)
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from s2trt.errors import S2Error
-from s2trt.publish import exclusive_temp, publish
+from s2trt.publish import exclusive_temp, publish, refuse_input
 
 
 class StagedFiles:
@@ -42,6 +42,8 @@ class StagedFiles:
                         f.write(data)
                 except OSError as e:
                     raise S2Error(f"cannot write {path}: {e.strerror or e}") from None
+            for _, path in temps:  # all refused or none: before the first rename
+                refuse_input(path, "the output", follow=False)
             for tmp, path in temps:
                 publish(tmp, path)
         except BaseException:
