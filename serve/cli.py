@@ -141,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost"):
         log.warning("listening on %s: anyone who can reach these ports can run inference (no "
                     "authentication, no TLS)", where)
+    server.check_ports()  # before anything else: a taken port is one line, at once
     log.info("starting %s on %s", server.install.binary, server.repository)
     started = time.monotonic()
     # The server runs in a session of its own, so a SIGTERM to us (docker stop, systemd) would orphan
@@ -160,6 +161,13 @@ def _serve(args: argparse.Namespace) -> int:
                  else f"off (set {ENV_ADMIN_KEY} to allow them with a key)")
               + f"\n  log      {server.log_file}\nPress Ctrl-C to stop.", flush=True)
         while server.running():
+            lost = server.lost_models()
+            if lost:
+                # Triton would go on saying ready while every request to that instance fails.
+                log.warning("the model process of %s died: restarting tritonserver (not ready meanwhile)",
+                            ", ".join(lost))
+                server.restart(timeout=args.startup_timeout)
+                log.warning("Triton is ready again (%s)", server.log_file)
             time.sleep(0.5)
         raise S2Error(f"tritonserver exited with code {server.proc.returncode if server.proc else '?'}; "
                       f"its log ends with:\n{server.log_tail()}")

@@ -10,7 +10,10 @@ with the stub of the running interpreter, and put the wheel's libraries on LD_LI
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -24,6 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +52,8 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # the prefix is Trit
 # client in tests/test_serve_lockdown.py). Triton splits its option at the first colon only.
 CLOSED_HEADER = "s2trt:admin-off"
 SHM_DIR = Path("/dev/shm")
+STUB = "triton_python_backend_stub"  # the Python backend's model process, one per model instance
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 READY_PATH, LIVE_PATH = "/v2/health/ready", "/v2/health/live"  # HTTP; what probes should ask
 
 # The Prometheus series (metrics port) that say how the model is served. All are counters per model
@@ -122,6 +128,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_launcher() -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel SIGKILL the server when the thread that started it ends, so
+    a launcher killed with SIGKILL (or by the OOM killer) leaves no server holding its ports. The
+    Python backend's model processes end by themselves once the server is gone. None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: nothing may be loaded between fork and exec
+    launcher = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != launcher:  # the launcher died before the line above could take effect
+            os._exit(1)
+
+    return preexec
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = text.rsplit(")", 1)[1].split()[:2]  # the name in parentheses may hold spaces
+    return state, int(ppid)
+
+
 def _python_backend_dir(install: TritonInstall, dest: Path) -> Path:
     """A backend folder whose Python backend has the stub of this interpreter's version."""
     assert install.backends is not None and install.stubs is not None
@@ -160,7 +193,8 @@ class TritonServer:
     """One tritonserver process; a context manager that stops it (and its Python stubs) on exit.
 
     Ports of 0 are replaced by free ones. `log_path` receives the server's output (a temporary file
-    when None), whose tail is quoted when the server fails to start.
+    when None), whose tail is quoted when the server fails to start. The server is killed when the
+    thread that started it ends (start it from a thread that outlives it: the main thread).
     """
 
     def __init__(self, repository: str | os.PathLike[str], *, host: str = "127.0.0.1", http_port: int = 0,
@@ -192,7 +226,12 @@ class TritonServer:
         # The Python backend names its /dev/shm regions with this prefix; a killed server leaves them
         # behind, so stop() removes what carries our (per-server) prefix.
         self.shm_prefix = f"s2trt_{secrets.token_hex(6)}_"
-        self._log_path = Path(log_path) if log_path else None
+        # Triton's --id, which its metadata (GET /v2) names: readiness counts only from this server,
+        # never from another one answering on the same port.
+        self.server_id = f"s2trt-{secrets.token_hex(8)}"
+        self._model_pids: dict[int, str] = {}  # model process -> its instance, seen when it got ready
+        self._log_arg = Path(log_path) if log_path else None
+        self._log_path: Path | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._secret: tuple[Path, Path] | None = None  # (preload library, key file) while starting
@@ -209,6 +248,7 @@ class TritonServer:
                f"--grpc-address={self.bind_host}", f"--grpc-port={e.grpc}",
                f"--metrics-address={self.bind_host}", f"--metrics-port={e.metrics}",
                "--allow-metrics=true", "--exit-timeout-secs=10", f"--log-verbose={self.verbose}",
+               f"--id={self.server_id}",
                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}"]
         # Triton's syntax: <protocols>:<header>=<value> (`tritonserver --help`).
         guard = (f"{ADMIN_HEADER}={argv_secret.PLACEHOLDER}" if self.admin_key is not None
@@ -233,12 +273,28 @@ class TritonServer:
             env = argv_secret.environment(env, *self._secret)
         return env
 
+    def check_ports(self) -> None:
+        """One clear line when a port is taken, before anything starts (another s2serve, a leftover
+        server): Triton would only say so in its log, after loading the models."""
+        host = self.bind_host or "0.0.0.0"
+        for what, port in (("http", self.endpoints.http), ("grpc", self.endpoints.grpc),
+                           ("metrics", self.endpoints.metrics)):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT is fine
+                try:
+                    s.bind((host, port))
+                except OSError as e:
+                    why = "already in use" if e.errno == errno.EADDRINUSE else e.strerror
+                    raise S2Error(f"{what} port {port} on {host} is {why} (another tritonserver or "
+                                  f"s2serve?): stop it, or choose another with --{what}-port (0: any free "
+                                  "port)") from None
+
     def start(self, timeout: float = 120.0) -> TritonServer:
+        self.check_ports()
         self._tmp = tempfile.TemporaryDirectory(prefix="s2trt-triton-")
         tmp = Path(self._tmp.name)
         backend_dir = _python_backend_dir(self.install, tmp / "backends") if self.install.bundled else None
-        if self._log_path is None:
-            self._log_path = tmp / "tritonserver.log"
+        self._log_path = self._log_arg or tmp / "tritonserver.log"
         if self.admin_key is not None:
             key_file = tmp / "admin.key"  # the folder is this user's alone (mode 0700)
             argv_secret.write_secret(key_file, self.admin_key)
@@ -248,9 +304,11 @@ class TritonServer:
         with open(self._log_path, "ab") as out:
             # A session of its own: Ctrl-C in a terminal reaches only us, and we stop the server in order.
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_launcher())
         try:
             self.wait_ready(timeout)
+            self._model_pids = self.model_processes()
         except BaseException:
             self.stop()
             raise
@@ -260,11 +318,19 @@ class TritonServer:
         return self
 
     def _ready(self) -> bool:
+        """Ready, and the server answering is this one."""
         try:
             with urllib.request.urlopen(f"{self.endpoints.http_url}{READY_PATH}", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
+                if r.status != 200:
+                    return False
+            with urllib.request.urlopen(f"{self.endpoints.http_url}/v2", timeout=2) as r:
+                name = json.loads(r.read()).get("name")
+        except (urllib.error.URLError, OSError, ValueError):
             return False
+        if name != self.server_id:
+            raise S2Error(f"another server ({name!r}) answers on {self.endpoints.http_url}, not the "
+                          "tritonserver started here: stop it, or choose other ports")
+        return True
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -288,6 +354,42 @@ class TritonServer:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def model_processes(self) -> dict[int, str]:
+        """The server's Python-backend model processes: pid -> model instance name."""
+        if self.proc is None or not Path("/proc").is_dir():
+            return {}
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            stat = _proc_stat(int(entry.name))
+            if stat is None or stat[1] != self.proc.pid or stat[0] == "Z":
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(STUB):
+                found[int(entry.name)] = argv[-3] if len(argv) > 3 else "?"  # ... INSTANCE KIND ''
+        return found
+
+    def lost_models(self) -> list[str]:
+        """Model instances whose process died since the server got ready (killed, out of memory). The
+        Python backend does not restart them: the server, and the model, still say ready while every
+        request to that instance fails (INTERNAL "Stub process is not healthy")."""
+        lost = []
+        for pid, instance in self._model_pids.items():
+            stat = _proc_stat(pid)
+            if stat is None or stat[0] == "Z" or self.proc is None or stat[1] != self.proc.pid:
+                lost.append(f"{instance} (pid {pid})")
+        return lost
+
+    def restart(self, timeout: float = 120.0) -> None:
+        """Stop (SIGKILL: a server whose model process died may not drain) and start on the same ports."""
+        self.kill()
+        self.stop()
+        self.start(timeout)
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGINT (Triton unloads models and exits), then SIGKILL to the whole group if it hangs."""
