@@ -6,7 +6,9 @@ Without TensorRT, manual_build_hint() gives the commands that build the engine o
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -335,6 +337,8 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
     precision = mode.precision
     if opts.timing_cache:
         _use_timing_cache(config, Path(opts.timing_cache))
+    # The layer information that check_engine_precision reads after the build.
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
     log.info("building the %s engine with %s (minutes on a Jetson)", precision, path)
     t0 = time.perf_counter()
@@ -347,6 +351,7 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
     if serialized is None:
         raise S2Error(f"TensorRT {trt.__version__} could not build an engine from {onnx_path.name}: "
                       "see its messages above (rerun with --verbose for all of them)")
+    _check_built_engine(trt, logger, serialized, onnx_path, precision, fp32_layers)
     write_bytes_atomic(engine_path, bytes(serialized))
     if opts.timing_cache:
         write_bytes_atomic(Path(opts.timing_cache), bytes(config.get_timing_cache().serialize()))
@@ -357,6 +362,120 @@ def build_engine(onnx_path: Path, engine_path: Path, opts: EngineOptions) -> dic
     log.info("wrote %s (%.1f MB, %s, TensorRT %s, %s) in %.0f s", engine_path,
              engine_path.stat().st_size / 1e6, precision, trt.__version__, path, time.perf_counter() - t0)
     return sidecar
+
+
+def _check_built_engine(trt: Any, logger: Any, serialized: Any, onnx_path: Path, precision: str,
+                        patterns: list[str]) -> None:
+    """Reads the engine's layers back and refuses it, naming the layers, where the precision it
+    runs in is not the one planned (check_engine_precision)."""
+    islands = patterns or (fp32_island_patterns(onnx_path, required=False) if precision != "fp32" else [])
+    if islands is None:
+        log.warning("layer precisions of %s not checked: listing its FP32 islands needs the Python "
+                    "packages onnx and onnx-graphsurgeon", onnx_path.name)
+        return
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(bytes(serialized))
+    if engine is None:
+        raise S2Error(f"TensorRT {trt.__version__} cannot load the engine it built from {onnx_path.name} "
+                      "(see its messages above): no engine written")
+    problems = check_engine_precision(engine, islands, precision, trt)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise S2Error(f"TensorRT {trt.__version__} built {onnx_path.name} into an engine that does not run "
+                      f"in the precision planned, so none was written: {'; '.join(problems[:5])}{more}")
+    log.info("layer precisions checked: %s, FP32 islands in FP32", precision)
+# ------------------------------------------------------------------ precision, checked after a build
+
+# Words of IEngineInspector's "Format/Datatype" text ("Row major linear FP32", "Channel major FP16
+# format where channel % 8 == 0", "Thirty-two wide channel vectorized row major Int8 format", and
+# from TensorRT 10.9 on just "Float", "Half", "Int8") -> the type they name.
+_FORMAT_TYPES = {"fp32": "FP32", "float": "FP32", "float32": "FP32", "fp16": "FP16", "half": "FP16",
+                 "float16": "FP16", "int8": "INT8", "bf16": "BF16", "bfloat16": "BF16", "fp8": "FP8"}
+# The FP16 pass's border Casts (export/fp16.py): fused into an island layer, they make its input
+# (`/to_fp32`) or output (`/to_fp16`) reduced precision while the layer itself computes in FP32.
+_CAST_IN, _CAST_OUT = "/to_fp32", "/to_fp16"
+_FUSION_WORDS = frozenset({"PWN", "ForeignNode", "+"})  # TensorRT's wrappers around fused node names
+_COMPUTE = ("convolution", "deconvolution", "matrixmultiply", "fullyconnected", "gemm")
+
+
+def _format_type(text: str) -> str | None:
+    """The float type an inspector tensor entry names; None for integer, unknown or N/A formats."""
+    for word in re.findall(r"[a-z0-9]+", str(text).lower()):
+        if word in _FORMAT_TYPES:
+            return _FORMAT_TYPES[word]
+    return None
+
+
+def _layer_nodes(entry: dict[str, Any]) -> list[str]:
+    """The ONNX node names a fused engine layer was made of: `a + PWN(b, c)`, `{ForeignNode[a...b]}`,
+    and the parser's `[ONNX Layer: a]` metadata where TensorRT records it."""
+    text = f"{entry.get('Name', '')} {entry.get('Metadata', '')}".replace("ONNX Layer:", " ")
+    return [t for t in re.split(r"\s\+\s|[\s,()\[\]{}\x1f]+|\.\.\.", text) if t and t not in _FUSION_WORDS]
+
+
+def engine_layers(engine: Any, trt: Any) -> list[dict[str, Any]]:
+    """Every layer of a built engine as IEngineInspector reports it (JSON; detailed only when the
+    engine was built with ProfilingVerbosity.DETAILED). A dynamic-shape engine reports its formats
+    only for an execution context with shapes set (else "N/A due to dynamic shapes"): the first
+    profile's opt shapes."""
+    inspector = engine.create_engine_inspector()
+    context = None
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        dynamic = -1 in tuple(engine.get_tensor_shape(name))
+        if dynamic and engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            context = context or engine.create_execution_context()
+            context.set_input_shape(name, engine.get_tensor_profile_shape(name, 0)[1])
+    if context is not None:
+        inspector.execution_context = context
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    layers = info.get("Layers", []) if isinstance(info, dict) else []
+    return [entry for entry in layers if isinstance(entry, dict)]
+
+
+def check_engine_precision(engine: Any, islands: Sequence[str], precision: str,
+                           trt: Any = None) -> list[str]:
+    """What in a built engine does not run as planned, one line per layer (empty when it all does).
+
+    `islands`: the FP32 islands as layer-name patterns (fp32_island_patterns); `precision`: fp32,
+    fp16 or int8 as asked. An island layer (every node it was fused from is an island node) must
+    read and write FP32, except on a side where it absorbed one of the FP16 pass's border Casts; a
+    convolution or matrix multiply outside the islands must read FP16 or INT8 when fp16 or int8 was
+    asked, and an int8 engine must run some layer in INT8. An fp32 engine has no FP16 or INT8 at all.
+    Reformat layers only carry data across a border and are not judged.
+    """
+    trt = trt or versions.import_tensorrt("checking an engine's layer precisions")
+    want = {"fp16": "FP16", "int8": "INT8 or FP16"}.get(precision)
+    layers = engine_layers(engine, trt)
+    if not layers:
+        return ["the engine reports no layer information: it was built without ProfilingVerbosity.DETAILED"]
+    problems: list[str] = []
+    int8_seen = False
+    for entry in layers:
+        name = printable(str(entry.get("Name", "?")), 160)
+        if entry.get("LayerType") == "Reformat" or name.startswith("Reformatting CopyNode"):
+            continue
+        ins, outs = ([t for x in entry.get(side, []) if (t := _format_type(x.get("Format/Datatype", "")))]
+                     for side in ("Inputs", "Outputs"))
+        int8_seen = int8_seen or "INT8" in ins + outs
+        nodes = _layer_nodes(entry)
+        core = [n for n in nodes if not n.endswith((_CAST_IN, _CAST_OUT))]
+        in_island = [n for n in core if any(versions.layer_name_matches(n, p) for p in islands)]
+        if precision == "fp32":
+            if set(ins + outs) - {"FP32"}:
+                problems.append(f"{name} runs in {'/'.join(sorted(set(ins + outs)))}, not FP32")
+        elif core and len(in_island) == len(core):
+            reduced = [t for t in ins if t != "FP32" and not any(n.endswith(_CAST_IN) for n in nodes)]
+            reduced += [t for t in outs if t != "FP32" and not any(n.endswith(_CAST_OUT) for n in nodes)]
+            if reduced:
+                problems.append(f"{name} (FP32 island) runs in {'/'.join(sorted(set(reduced)))}")
+        kind = f"{entry.get('ParameterType', '')} {entry.get('LayerType', '')}".lower()
+        compute = any(c in kind for c in _COMPUTE)
+        if want and compute and not in_island and set(ins) == {"FP32"}:
+            problems.append(f"{name} runs in FP32, not {want}")
+    if precision == "int8" and not int8_seen:
+        problems.append("no layer runs in INT8")
+    return problems
 
 
 def _hint_graph(meta: dict[str, Any], onnx_path: Path) -> tuple[str, tuple[int, ...]]:

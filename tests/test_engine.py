@@ -42,13 +42,16 @@ INTEGER = ("int32", "int64", "bool", "uint8")
 
 class _Layer:
     """A layer of a weakly typed network: its precision is what TensorRT infers (FLOAT for float
-    layers) until set; `pinned` and `output_types` record what the builder asked for."""
+    layers) until set; `pinned` and `output_types` record what the builder asked for. It reads the
+    outputs of the layers named in `inputs` (else one tensor no layer writes)."""
 
-    def __init__(self, name: str, type_: str, dtype: str) -> None:
+    def __init__(self, name: str, type_: str, dtype: str, inputs: tuple[str, ...] = ()) -> None:
         self.name, self.type, self.num_outputs = name, type_, 1
-        self._out = _Tensor(dtype=dtype, is_shape_tensor=dtype in INTEGER)
-        self._in = _Tensor(dtype="float", is_shape_tensor=False)
-        self.num_inputs = 1
+        self.dtype = dtype
+        self._out = _Tensor(name=f"{name}:out", dtype=dtype, is_shape_tensor=dtype in INTEGER)
+        self._ins = [_Tensor(name=f"{i}:out", dtype="float", is_shape_tensor=False) for i in inputs] or [
+            _Tensor(name=f"{name}:in", dtype="float", is_shape_tensor=False)]
+        self.num_inputs = len(self._ins)
         self.precision = dtype if dtype in INTEGER else "float"
         self.pinned: str | None = None
         self.output_types: dict[int, str] = {}
@@ -57,7 +60,7 @@ class _Layer:
         return self._out
 
     def get_input(self, i: int) -> _Tensor:
-        return self._in
+        return self._ins[i]
 
     def set_output_type(self, i: int, dtype: str) -> None:
         self.output_types[i] = dtype
@@ -105,6 +108,7 @@ class _Config:
         self.int8_calibrator = None
         self.calibration_profile = None
         self.cache = None
+        self.profiling_verbosity = None
 
     def set_flag(self, flag: str) -> None:
         self.flags.add(flag)
@@ -129,6 +133,71 @@ class _Config:
         return self.cache
 
 
+# IEngineInspector's "Format/Datatype" text for the type a layer runs in (TensorRT 10.3's wording).
+FORMATS = {"float": "Row major linear FP32", "half": "Channel major FP16 format where channel % 8 == 0",
+           "int8": "Thirty-two wide channel vectorized row major Int8 format",
+           "int32": "Row major linear Int32", "int64": "Row major linear Int64"}
+PARAMETER_TYPES = {"CONV": "Convolution", "EW": "ElementWise", "ACT": "Activation", "SHUFFLE": "Shuffle",
+                   "SHAPE": "Shape", "CONSTANT": "Constant", "Q": "Quantize", "DQ": "Dequantize"}
+
+
+class _Engine:
+    """ICudaEngine as check_engine_precision reads it: the inspector reports each layer of the built
+    network in the type the fake builder ran it in. A weakly typed build runs a pinned layer in FP32,
+    an integer one as it is, and the rest in the lowest precision its flags allow (INT8 only for
+    convolutions); a strongly typed one runs every layer in the graph's type. Formats of a dynamic
+    engine are "N/A" until an execution context with shapes is given, as TensorRT reports them."""
+
+    def __init__(self, trt: FakeTRT) -> None:
+        self.trt, self.num_io_tensors, self.layers = trt, 1, list(trt.network._layers)
+        self.contexts: list[SimpleNamespace] = []
+
+    def get_tensor_name(self, i: int) -> str:
+        return "images"
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "input"
+
+    def get_tensor_shape(self, name: str) -> tuple:
+        return self.trt.shape
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> tuple:
+        return self.trt.config.profiles[index][name]
+
+    def create_execution_context(self) -> SimpleNamespace:
+        ctx = SimpleNamespace(shapes={})
+        ctx.set_input_shape = lambda name, shape: ctx.shapes.__setitem__(name, tuple(shape)) or True
+        self.contexts.append(ctx)
+        return ctx
+
+    def _runs_in(self, layer: _Layer) -> str:
+        flags = self.trt.config.flags
+        if self.trt.network.flags or layer.dtype in INTEGER or layer.pinned == "float":
+            return layer.dtype if layer.pinned != "float" else "float"
+        if "INT8" in flags and layer.type == "CONV":
+            return "int8"
+        return "half" if "FP16" in flags else "float"
+
+    def create_engine_inspector(self) -> SimpleNamespace:
+        inspector = SimpleNamespace(execution_context=None)
+
+        def information(fmt: str) -> str:
+            assert fmt == "json" and self.trt.config.profiling_verbosity == "detailed"
+            ctx = inspector.execution_context
+            known = -1 not in self.trt.shape or (ctx is not None and "images" in ctx.shapes)
+            layers = []
+            for layer in self.layers:
+                text = FORMATS[self._runs_in(layer)] if known else "N/A due to dynamic shapes"
+                tensor = {"Name": "t", "Location": "Device", "Format/Datatype": text}
+                layers.append({"Name": layer.name, "LayerType": "Layer",
+                               "ParameterType": PARAMETER_TYPES.get(layer.type, layer.type),
+                               "Inputs": [tensor], "Outputs": [tensor]})
+            return json.dumps({"Layers": layers, "Bindings": ["images", "output0"]})
+
+        inspector.get_engine_information = information
+        return inspector
+
+
 class FakeTRT:
     """What export/engine.py and s2trt.trt touch, per major version."""
 
@@ -143,7 +212,10 @@ class FakeTRT:
         # TRT_DEPRECATED_ENUM = 0" (there bit 1 is kPREFER_JIT_PYTHON_PLUGINS).
         self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=0 if v11 else 1)
         self.LayerType = SimpleNamespace(QUANTIZE="Q", DEQUANTIZE="DQ", CONVOLUTION="CONV",
-                                         CONSTANT="CONSTANT")
+                                         CONSTANT="CONSTANT", SHUFFLE="SHUFFLE")
+        self.ProfilingVerbosity = SimpleNamespace(DETAILED="detailed")
+        self.LayerInformationFormat = SimpleNamespace(JSON="json")
+        self.TensorIOMode = SimpleNamespace(INPUT="input", OUTPUT="output")
         self.DataType = SimpleNamespace(FLOAT="float", HALF="half", INT32="int32", INT64="int64", BOOL="bool",
                                         UINT8="uint8")
         self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
@@ -166,6 +238,13 @@ class FakeTRT:
         return SimpleNamespace(create_network=create_network, create_builder_config=create_builder_config,
                                create_optimization_profile=_Profile,
                                build_serialized_network=lambda network, config: b"fake engine")
+
+    def Runtime(self, logger: object) -> SimpleNamespace:
+        def deserialize_cuda_engine(blob: bytes) -> _Engine | None:
+            self.engine = _Engine(self) if blob else None  # whatever the (fake) build serialized
+            return self.engine
+
+        return SimpleNamespace(deserialize_cuda_engine=deserialize_cuda_engine)
 
     def OnnxParser(self, network: _Network, logger: object) -> SimpleNamespace:
         errors = self.parse_errors
@@ -364,6 +443,99 @@ def test_trt10_fp16_dynamic_build(monkeypatch: pytest.MonkeyPatch, onnx_file: Pa
     assert side["onnx_file"] == str(onnx_file) and side["plugin_library"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [  # no temporary files left behind
         "model.engine", "model.engine.json", "model.onnx", "timing.cache"]
+
+
+# ------------------------------------------------------------------------ precision, checked
+
+def test_an_engine_whose_islands_run_in_fp16_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                        onnx_file: Path) -> None:
+    """The build is read back (IEngineInspector, detailed verbosity): pins TensorRT did not honour
+    fail the build with the layers' names, and no engine is written."""
+    trt = FakeTRT("10.3.0")
+    _build(monkeypatch, trt, onnx_file, EngineOptions(precision="fp16"))
+    assert trt.config.profiling_verbosity == "detailed"
+    # The dynamic engine's formats were read for its opt shape (else TensorRT reports "N/A").
+    assert [c.shapes for c in trt.engine.contexts] == [{"images": (8, 3, 64, 64)}]
+    onnx_file.with_suffix(".engine").unlink()
+
+    def ignored(trt: object, config: SimpleNamespace, network: object, patterns: list[str]) -> list[str]:
+        config.set_flag("OBEY_PRECISION_CONSTRAINTS")  # the flag, but no layer pinned
+        return []
+
+    monkeypatch.setattr(versions, "pin_fp32_layers", ignored)
+    with pytest.raises(S2Error, match=r"does not run in the precision planned, so none was written: "
+                                      r"/m/Sigmoid \(FP32 island\) runs in FP16; /m/Sigmoid_5 \(FP32 "
+                                      r"island\) runs in FP16; /m/Mul \(FP32 island\) runs in FP16; "
+                                      r"/m/Reshape \(FP32 island\) runs in FP16$"):
+        _build(monkeypatch, FakeTRT("10.3.0"), onnx_file, EngineOptions(precision="fp16"))
+    assert not onnx_file.with_suffix(".engine").exists()
+
+
+def _inspected(*layers: tuple[str, str, str, str], dynamic: bool = False) -> SimpleNamespace:
+    """An engine whose inspector reports these (name, parameter type, input type, output type)."""
+    entries = [{"Name": n, "LayerType": "Reformat" if p == "Reformat" else "Layer", "ParameterType": p,
+                "Inputs": [{"Format/Datatype": FORMATS.get(i, i)}],
+                "Outputs": [{"Format/Datatype": FORMATS.get(o, o)}]} for n, p, i, o in layers]
+    inspector = SimpleNamespace(execution_context=None,
+                                get_engine_information=lambda fmt: json.dumps({"Layers": entries}))
+    return SimpleNamespace(num_io_tensors=0, create_engine_inspector=lambda: inspector)
+
+
+TRT = FakeTRT("10.3.0")
+
+
+@pytest.mark.parametrize(("precision", "layers", "problems"), [
+    # An FP16 engine: convolutions in FP16, the island in FP32; Reformat layers are not judged.
+    ("fp16", [("/m/Mul_1 + conv", "Convolution", "half", "half"), ("Reformatting CopyNode for Input "
+              "Tensor 0 to /m/Sigmoid", "Reformat", "half", "float"),
+              ("PWN(/m/Sigmoid, /m/Mul)", "PointWise", "float", "float")], []),
+    # A border Cast of the FP16 pass fused into an island layer: that side may be FP16.
+    ("fp16", [("c/to_fp32 + PWN(/m/Sigmoid, /m/Mul)", "PointWise", "half", "float"),
+              ("/m/Reshape + m/to_fp16", "Shuffle", "float", "half")], []),
+    ("fp16", [("PWN(/m/Sigmoid, /m/Mul)", "PointWise", "float", "half"),
+              ("/m/Mul_1 + conv", "Convolution", "float", "float"),
+              ("{ForeignNode[/m/Reshape.../m/Reshape_7]}", "Myelin", "half", "half")],
+     ["PWN(/m/Sigmoid, /m/Mul) (FP32 island) runs in FP16", "/m/Mul_1 + conv runs in FP32, not FP16",
+      "{ForeignNode[/m/Reshape.../m/Reshape_7]} (FP32 island) runs in FP16"]),
+    # TensorRT 10.9+ names types in one word.
+    ("int8", [("conv", "Convolution", "Int8", "Half"), ("/m/Sigmoid", "Activation", "Float", "Float")], []),
+    ("int8", [("conv", "Convolution", "half", "half")], ["no layer runs in INT8"]),
+    ("int8", [("conv", "Convolution", "float", "int8")], ["conv runs in FP32, not INT8 or FP16"]),
+    ("fp32", [("conv", "Convolution", "float", "float"), ("/m/Shape", "Shape", "int64", "int64")], []),
+    ("fp32", [("conv", "Convolution", "float", "half")], ["conv runs in FP16/FP32, not FP32"]),
+])
+def test_check_engine_precision(precision: str, layers: list, problems: list[str]) -> None:
+    engine = _inspected(*layers)
+    assert eng.check_engine_precision(engine, ISLAND_PATTERNS, precision, TRT) == problems
+
+
+def test_check_engine_precision_needs_detailed_layer_information() -> None:
+    inspector = SimpleNamespace(get_engine_information=lambda fmt: json.dumps({"Layers": ["conv", "pool"]}))
+    engine = SimpleNamespace(num_io_tensors=0, create_engine_inspector=lambda: inspector)
+    assert eng.check_engine_precision(engine, ISLAND_PATTERNS, "fp16", TRT) == [
+        "the engine reports no layer information: it was built without ProfilingVerbosity.DETAILED"]
+
+
+def test_island_pins_reach_the_constants_that_feed_only_the_island() -> None:
+    """onnx-tensorrt makes an initializer operand a Constant layer and a broadcast a Shuffle, both
+    unnamed: pinned when they feed island layers only, left alone when anything else reads them."""
+    trt = FakeTRT("10.3.0")
+    layers = [_Layer("(Unnamed Layer* 1) [Constant]", "CONSTANT", "float"),
+              _Layer("(Unnamed Layer* 2) [Shuffle]", "SHUFFLE", "float", ("(Unnamed Layer* 1) [Constant]",)),
+              _Layer("(Unnamed Layer* 3) [Constant]", "CONSTANT", "float"),
+              _Layer("(Unnamed Layer* 4) [Constant]", "CONSTANT", "int32"),
+              _Layer("(Unnamed Layer* 5) [Constant]", "CONSTANT", "float"),
+              _Layer("/m/Mul_1", "EW", "float", ("images", "(Unnamed Layer* 3) [Constant]")),
+              _Layer("/m/Mul", "EW", "float", ("/m/Sigmoid", "(Unnamed Layer* 2) [Shuffle]",
+                                               "(Unnamed Layer* 3) [Constant]")),
+              _Layer("/m/Reshape", "SHUFFLE", "float", ("/m/Mul", "(Unnamed Layer* 4) [Constant]")),
+              _Layer("/m/Sigmoid", "ACT", "float", ("conv",))]
+    network = _Network(0, (1, 3, 64, 64), layers)
+    pinned = versions.pin_fp32_layers(trt, _Config(), network, ISLAND_PATTERNS)
+    assert pinned == ["/m/Mul", "/m/Reshape", "/m/Sigmoid", "(Unnamed Layer* 2) [Shuffle]",
+                      "(Unnamed Layer* 1) [Constant]"]
+    assert [layer.name for layer in layers if layer.pinned == "float"] == [
+        "(Unnamed Layer* 1) [Constant]", "(Unnamed Layer* 2) [Shuffle]", "/m/Mul", "/m/Reshape", "/m/Sigmoid"]
 
 
 def test_trt10_int8(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
