@@ -17,6 +17,7 @@ from s2trt.cli import add_verbosity, run_main, sigterm_as_interrupt
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error, UsageError
+from s2trt.runtime.model import TRITON_BATCH, BackendOptions, ModelRef
 
 log = logging.getLogger("s2trt.runtime")
 
@@ -38,8 +39,6 @@ an output could not be written (the message says why; nothing half-written is le
 terminated (SIGTERM): the outputs so far are complete"""
 
 
-# Each frame of a batch is its own gRPC request, all sent before waiting on any.
-TRITON_BATCH = 8
 REPORT_S = 10.0  # with --verbose, the per-source table this often while sources are live
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -186,35 +185,19 @@ def detect_options(a: argparse.Namespace) -> DetectOptions:
     return DetectOptions(a.conf_thres, a.iou_thres, a.classes, a.agnostic_nms, a.max_det)
 
 
-def open_backend(a: argparse.Namespace):
+def model_ref(a: argparse.Namespace) -> ModelRef:
     if a.triton:
-        from s2trt.runtime.backends.triton import TritonBackend
+        return ModelRef("triton", a.triton)
+    kind = "engine" if a.engine else "onnx" if a.onnx else "weights"
+    return ModelRef(kind, getattr(a, kind))
 
-        return TritonBackend(a.triton, a.triton_model, conf_thres=a.conf_thres, iou_thres=a.iou_thres,
-                             agnostic=a.agnostic_nms, max_det=a.max_det)
-    if a.engine:
-        from s2trt.runtime.backends.trt import TrtBackend
 
-        return TrtBackend(a.engine, a.plugin_lib, a.device, cuda_graphs=not a.no_cuda_graphs,
+def backend_options(a: argparse.Namespace) -> BackendOptions:
+    size = tuple(a.imgsz) if a.imgsz else None
+    return BackendOptions(device=a.device, plugin_lib=a.plugin_lib,
+                          imgsz=None if size is None else (size[0], size[-1]), cfg=a.cfg, half=a.half,
+                          threads=a.threads, triton_model=a.triton_model, cuda_graphs=not a.no_cuda_graphs,
                           gpu_preprocess={"auto": None, "on": True, "off": False}[a.gpu_preprocess])
-    if a.onnx:
-        from s2trt.runtime.backends.ort import OrtBackend
-
-        return OrtBackend(a.onnx, a.device, a.threads)
-    from s2trt.runtime.backends.pytorch import TorchBackend
-
-    size = a.imgsz or [640]
-    return TorchBackend(a.weights, (size[0], size[-1]), a.device, a.cfg, a.half, a.threads)
-
-
-def _check_imgsz(a: argparse.Namespace, backend) -> None:
-    if a.imgsz is None or a.weights:
-        return
-    want = (a.imgsz[0], a.imgsz[-1])
-    if want != tuple(backend.imgsz):
-        h, w = backend.imgsz
-        raise S2Error(f"--imgsz {want[0]} {want[1]} does not match the model, whose input is {h}x{w} "
-                      f"(fixed at export): drop --imgsz or re-export with --imgsz {want[0]} {want[1]}")
 
 
 def plan_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]]
@@ -270,15 +253,19 @@ def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_
                   file_names: dict[str, str] | None = None) -> None:
     """Refuse any output that is an input: a source file, the model, its sidecar, the plugin or cfg."""
     from s2trt.meta import sidecar_path
+    from s2trt.publish import guard_inputs
+    from s2trt.runtime.inputs.streams import STREAMS_SUFFIX
     from s2trt.runtime.outputs.sinks import output_name, writes_in_place
 
     inputs = [(Path(p), "the input") for kind, p in items if kind in ("image", "video")]
+    inputs += [(Path(s), "the source list") for s in a.source if s.endswith(STREAMS_SUFFIX)]
     model = a.engine or a.onnx or a.weights
     if model:
         inputs += [(Path(model), "the model"), (sidecar_path(model), "the model's sidecar")]
     for extra, what in ((a.plugin_lib, "the plugin library"), (a.cfg, "the model config")):
         if extra and Path(extra).is_file():
             inputs.append((Path(extra), what))
+    guard_inputs(inputs)  # and at publish time: nothing this run writes replaces one of them
     outputs = [("-o", out_file)] if out_file else []
     if jsonl is not None:
         outputs.append(("--save-json", jsonl))
@@ -329,41 +316,30 @@ def _run(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from s2trt.runtime.backends.base import OverlappedBackend
-    from s2trt.runtime.inputs.gst import resolve_decoder
-    from s2trt.runtime.inputs.sources import open_source, shown
-    from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, is_multi, output_names
+    from s2trt.runtime.inputs.sources import shown
+    from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, output_names
+    from s2trt.runtime.model import open_model
     from s2trt.runtime.outputs.sinks import Sinks
-    from s2trt.runtime.pipeline import Runner
+    from s2trt.runtime.pipeline import Runner, open_frames, plan_batch
 
     _quiet_opencv(a.verbose)
-    if a.half and not a.weights:
-        log.warning("--half does nothing with --%s: the precision of an exported model is fixed at "
-                    "export (s2export --fp16 makes an FP16 one)", "engine" if a.engine else
-                    "onnx" if a.onnx else "triton")
-    decoder = resolve_decoder(a.decoder)
-    multi = is_multi(a.source)
-    if multi:
-        source = MultiSource(a.source, a.vid_stride, a.max_pixels,
-                             LiveOptions(a.stream_timeout, a.reconnect_timeout),
-                             report_s=REPORT_S if a.verbose else None, decoder=decoder,
-                             push_timeout_s=a.push_timeout)
-    else:
-        source = open_source(a.source[0], a.vid_stride, a.max_pixels, decoder=decoder)
+    source = open_frames(a.source, vid_stride=a.vid_stride, max_pixels=a.max_pixels,
+                         live=LiveOptions(a.stream_timeout, a.reconnect_timeout), decoder=a.decoder,
+                         push_timeout_s=a.push_timeout, report_s=REPORT_S if a.verbose else None)
+    multi = isinstance(source, MultiSource)
     file_names = output_names(source.items)
     save_dir, out_file, jsonl = plan_outputs(a, source.items)
     check_outputs(a, source.items, save_dir, out_file, jsonl, file_names)
-    backend = open_backend(a)
+    backend = open_model(model_ref(a), backend_options(a), a.options)
     try:
-        _check_imgsz(a, backend)
-        _warn_ignored_nms_options(a, backend.meta.nms)
         names = backend.meta.names
-        a.options.check_classes(names)
-        _plan_batch(a, backend, source)
+        a.batch = plan_batch(a.batch if a.batch_given or a.triton else None, backend, source,
+                             a.sequential)
         sinks = Sinks(names, save_dir, out_file, a.save, jsonl, a.show, a.line_width, a.hide_labels,
                       a.hide_conf, file_names, concurrent=multi)
         h, w = backend.imgsz
         log.info("s2infer: %s, input %dx%d, batch %d, %d classes, %s, decoder %s", backend.name, h, w,
-                 a.batch, len(names), "pipelined" if not a.sequential else "sequential", decoder)
+                 a.batch, len(names), "pipelined" if not a.sequential else "sequential", source.decoder)
         bar = tqdm(total=source.total, unit="frame", desc="s2infer", disable=a.quiet or None,
                    dynamic_ncols=True, leave=False)
         runner = Runner(backend, source, sinks, a.options, a.batch, not a.sequential, a.queue_size,
@@ -396,38 +372,6 @@ def _run(a: argparse.Namespace) -> int:
     if stats.frames == 0:
         raise S2Error(f"no frame could be read from {' '.join(map(shown, a.source))}")
     return 0
-
-
-def _plan_batch(a: argparse.Namespace, backend, source) -> None:
-    """--batch by default: one frame of each camera and stream per batch (as nvstreammux is set up),
-    within what the model takes. Above an engine's maximum, say what that costs."""
-    from s2trt.runtime.backends.base import OverlappedBackend
-    from s2trt.runtime.inputs.streams import LIVE_KINDS
-
-    if not a.batch_given and not a.triton:
-        live = sum(1 for kind, _ in source.items if kind in LIVE_KINDS)
-        a.batch = max(1, min(live, backend.max_batch))
-    if isinstance(backend, OverlappedBackend) and a.batch > backend.max_batch and not a.sequential:
-        log.warning("--batch %d is above the engine's maximum batch %d: each batch runs in pieces, "
-                    "one at a time, which turns off the overlapped submit/collect (two batches in "
-                    "flight) and the GPU letterbox; use --batch %d or build the engine for more",
-                    a.batch, backend.max_batch, backend.max_batch)
-
-
-def _warn_ignored_nms_options(a: argparse.Namespace, nms: dict | None) -> None:
-    """A graph that ends in NMS applied its own thresholds at export; say which options cannot apply."""
-    if not nms:
-        return
-    ignored = []
-    if a.iou_thres != nms.get("iou_thres", a.iou_thres):
-        ignored.append(f"--iou-thres {a.iou_thres} (exported with {nms['iou_thres']})")
-    if a.agnostic_nms:
-        ignored.append("--agnostic-nms (the exported NMS is class-aware)")
-    if a.conf_thres < nms.get("conf_thres", a.conf_thres):
-        ignored.append(f"--conf-thres {a.conf_thres} below the exported {nms['conf_thres']}")
-    if ignored:
-        log.warning("the model ends in its own NMS, so these options cannot apply: %s; re-export with "
-                    "s2export --nms and the settings you want", "; ".join(ignored))
 
 
 def _report(stats, problems: list[str], saved: list[Path], conf_thres: float) -> None:

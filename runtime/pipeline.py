@@ -12,6 +12,10 @@ is collected, so the GPU computes n+1 while the writer post-processes n; one bat
 time, and on an error or Ctrl-C it is still collected, so that its frames get their results. When
 the backend letterboxes on the GPU, the reader thread passes the frames undecorated and the
 calling thread hands them to `submit_frames`.
+
+`Runner.steps()` is the same loop one batch at a time: s2infer drains it in `run()`, and
+`s2trt.Detector.stream()` yields the results that each step produced, so that stopping the
+iteration stops the run as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -21,20 +25,24 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import cv2
 import numpy as np
 
 from s2trt.detect.boxes import postprocess, scale_boxes
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend, OverlappedBackend
-from s2trt.runtime.inputs.sources import Frame, shown
+from s2trt.runtime.inputs.gst import resolve_decoder
+from s2trt.runtime.inputs.sources import Frame, Source, open_source, shown
+from s2trt.runtime.inputs.streams import LIVE_KINDS, LiveOptions, MultiSource, is_multi
 from s2trt.runtime.outputs.sinks import Sinks
+from s2trt.runtime.results import Result
 from s2trt.runtime.stats import Stats
 from s2trt.text import first_line
 
@@ -54,17 +62,23 @@ class Batch:
     outputs: dict[str, np.ndarray] | None = None
     handle: Any = None  # an overlapping backend's submitted batch
     submit_s: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)  # per frame, by stage
 
 
 class Runner:
-    """One run of a backend over a source into sinks; `run()` returns the stats."""
+    """One run of a backend over a source into sinks; `run()` returns the stats.
 
-    def __init__(self, backend: Backend, frames: Iterable[Frame], sinks: Sinks, opts: DetectOptions,
-                 batch: int = 1, pipelined: bool = True, queue_size: int = 4,
-                 on_frames: Callable[[int], None] | None = None):
+    `results`, when given, is called with each frame's `Result` in the writer's thread, after the
+    sinks (which may be None: results only)."""
+
+    def __init__(self, backend: Backend, frames: Iterable[Frame], sinks: Sinks | None,
+                 opts: DetectOptions, batch: int = 1, pipelined: bool = True, queue_size: int = 4,
+                 on_frames: Callable[[int], None] | None = None,
+                 results: Callable[[Result], None] | None = None):
         self.backend, self.frames, self.sinks, self.opts = backend, frames, sinks, opts
         self.batch, self.pipelined, self.queue_size = max(batch, 1), pipelined, max(queue_size, 1)
         self.on_frames = on_frames
+        self.results = results
         self._on_result = getattr(frames, "result", None)
         self.stats = Stats()
         # Frames skipped here are reported with the source's own problems, in one list.
@@ -117,8 +131,9 @@ class Runner:
             frames, x, infos = self._prep_each(frames)
         if not frames:
             return None
-        self.stats.add("preprocess", time.perf_counter() - t0, len(frames))
-        return Batch(frames, x, infos)
+        dt = time.perf_counter() - t0
+        self.stats.add("preprocess", dt, len(frames))
+        return Batch(frames, x, infos, seconds={"preprocess": dt / len(frames)})
 
     def _prep_each(self, frames: list[Frame]) -> tuple[list[Frame], np.ndarray, list[LetterboxInfo]]:
         kept, xs, infos = [], [], []
@@ -139,7 +154,9 @@ class Runner:
     def _infer(self, b: Batch) -> Batch:
         t0 = time.perf_counter()
         b.outputs = self.backend.infer(b.x)
-        self.stats.add("infer", time.perf_counter() - t0, len(b.frames))
+        dt = time.perf_counter() - t0
+        self.stats.add("infer", dt, len(b.frames))
+        b.seconds["infer"] = dt / len(b.frames)
         b.x = None  # the input is no longer needed: do not hold it in the writer's queue
         return b
 
@@ -170,7 +187,9 @@ class Runner:
         b.outputs = self.backend.collect(b.handle)
         b.handle = None
         # The host's time in submit and collect: with the overlap, not the GPU's time per batch.
-        self.stats.add("infer", b.submit_s + time.perf_counter() - t0, len(b.frames))
+        dt = b.submit_s + time.perf_counter() - t0
+        self.stats.add("infer", dt, len(b.frames))
+        b.seconds["infer"] = dt / len(b.frames)
         return b
 
     def _dispatch(self, b: Batch, q_out: queue.Queue) -> None:
@@ -194,12 +213,18 @@ class Runner:
         t0 = time.perf_counter()
         dets = postprocess(b.outputs, self.opts)
         dets = [scale_boxes(d, info) for d, info in zip(dets, b.infos, strict=True)]
-        self.stats.add("postprocess", time.perf_counter() - t0, len(b.frames))
+        dt = time.perf_counter() - t0
+        self.stats.add("postprocess", dt, len(b.frames))
+        b.seconds["postprocess"] = dt / len(b.frames)
         t0 = time.perf_counter()
-        for frame, d in zip(b.frames, dets, strict=True):
-            self.sinks.write(frame, d)
+        for frame, d, info in zip(b.frames, dets, b.infos, strict=True):
+            if self.sinks is not None:
+                self.sinks.write(frame, d)
             if self._on_result is not None:  # several sources: their table counts results written
                 self._on_result(frame)
+            if self.results is not None:
+                timing = {"decode": frame.decode_s * 1e3, **{k: v * 1e3 for k, v in b.seconds.items()}}
+                self.results(Result(frame, d, self.backend.meta.names, info, timing))
         self.stats.add("write", time.perf_counter() - t0, len(b.frames))
         self.stats.frames += len(b.frames)
         self.stats.detections += sum(len(d) for d in dets)
@@ -207,18 +232,26 @@ class Runner:
             self.on_frames(len(b.frames))
 
     def run(self) -> Stats:
+        for _ in self.steps():
+            pass
+        return self.stats
+
+    def steps(self) -> Iterator[None]:
+        """The run, one step at a time: each step infers one batch (or, pipelined, waits for the
+        next one at most a poll interval). Closing the iterator early stops the run: the batches
+        already inferred are still written and the stage threads are joined."""
         t0 = time.perf_counter()
         try:
             if self.pipelined:
-                self._run_threads()
+                yield from self._run_threads()
             else:
                 for b in self._batches():
                     self._write(self._infer(b))
+                    yield
         finally:
             self.stats.wall_s = time.perf_counter() - t0
-        return self.stats
 
-    def _run_threads(self) -> None:
+    def _run_threads(self) -> Iterator[None]:
         q_in: queue.Queue[Any] = queue.Queue(self.queue_size)
         q_out: queue.Queue[Any] = queue.Queue(self.queue_size)
         stop = threading.Event()
@@ -256,6 +289,7 @@ class Runner:
                 except queue.Empty:
                     # A stalled stream must not hold the batch already on the GPU until its next frame.
                     self._flush(q_out)
+                    yield
                     continue
                 if b is _END:
                     break
@@ -263,6 +297,7 @@ class Runner:
                     source_error = b
                     break
                 self._dispatch(b, q_out)
+                yield
             self._flush(q_out)
         finally:
             with contextlib.suppress(Exception):  # failed or interrupted: the GPU has this batch, keep it
@@ -287,3 +322,31 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
         except queue.Full:
             if stop.is_set():
                 return False
+
+
+def open_frames(specs: Sequence[str], *, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+                live: LiveOptions | None = None, decoder: str = "auto", push_timeout_s: float | None = None,
+                report_s: float | None = None) -> Source | MultiSource:
+    """The frames of the sources, as s2infer reads them: one source on its own, several (or any
+    camera or stream) through MultiSource's reader threads, newest-frame policy and reconnects.
+    A MultiSource must be closed when the run ends."""
+    decoder = resolve_decoder(decoder)
+    if is_multi(specs):
+        return MultiSource(specs, vid_stride, max_pixels, live or LiveOptions(), report_s=report_s,
+                           decoder=decoder, push_timeout_s=push_timeout_s)
+    return open_source(specs[0], vid_stride, max_pixels, decoder=decoder)
+
+
+def plan_batch(batch: int | None, backend: Backend, source: Source | MultiSource, sequential: bool) -> int:
+    """The batch size: `batch`, or by default one frame of each camera and stream per batch (as
+    nvstreammux is set up), within what the model takes. Above an engine's maximum, say what that
+    costs."""
+    if batch is None:
+        live = sum(1 for kind, _ in source.items if kind in LIVE_KINDS)
+        batch = max(1, min(live, backend.max_batch))
+    if isinstance(backend, OverlappedBackend) and batch > backend.max_batch and not sequential:
+        log.warning("--batch %d is above the engine's maximum batch %d: each batch runs in pieces, "
+                    "one at a time, which turns off the overlapped submit/collect (two batches in "
+                    "flight) and the GPU letterbox; use --batch %d or build the engine for more",
+                    batch, backend.max_batch, backend.max_batch)
+    return batch
