@@ -49,12 +49,15 @@ class TritonPythonModel:
             batch.append((image, frame, params))
         try:
             results = self.detector.run_requests(batch)
-        except Exception as e:  # the network itself failed: every request of the batch gets the reason
-            results = [e] * len(requests)
+        except Exception as e:  # the network itself failed: this server's fault (INTERNAL), so clients
+            # send the requests elsewhere
+            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"the model failed: {e}"))
+                    for _ in requests]
         responses = []
         for result in results:
-            if isinstance(result, Exception):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+            if isinstance(result, Exception):  # the request's own fault: HTTP 400, gRPC INVALID_ARGUMENT
+                error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 responses.append(pb_utils.InferenceResponse(
                     output_tensors=[self.io.to_tensor(pb_utils, k, v) for k, v in result.items()]))

@@ -54,9 +54,13 @@ class TritonPythonModel:
                  for r in requests]
         try:
             results = self.run(feeds)
-        except Exception as e:  # the step itself failed: every request of the batch gets the reason
-            results = [e] * len(requests)
-        return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(r))) if isinstance(r, Exception)
+        except Exception as e:  # the step itself failed: this server's fault (INTERNAL), so clients
+            # send the requests elsewhere
+            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"the model failed: {e}"))
+                    for _ in requests]
+        invalid = pb_utils.TritonError.INVALID_ARG  # a request's own fault: HTTP 400, gRPC INVALID_ARGUMENT
+        return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(r), invalid))
+                if isinstance(r, Exception)
                 else pb_utils.InferenceResponse(
                     output_tensors=[self.io.to_tensor(pb_utils, k, r[k]) for k in self.outputs])
                 for r in results]

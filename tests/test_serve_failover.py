@@ -188,3 +188,31 @@ def test_starts_without_an_unreachable_server_and_fails_when_none_answers(server
     dead2 = f"127.0.0.1:{free_port()}"
     with pytest.raises(S2Error, match=rf"all 2 Triton servers are unreachable .*{dead}.*{dead2}"):
         TritonClient(f"{dead},{dead2}")
+
+
+def test_a_dead_model_process_is_that_servers_failure_no_frame_lost(servers, video, tmp_path):
+    """kill -9 of a server's Python-backend model process: Triton still says ready and answers every
+    request with INTERNAL, which the client takes as that server's failure; the server does not rejoin
+    while it cannot run the model."""
+    from s2trt.serve.server import STUB
+
+    srv = servers(2)
+    broken = srv.all[0]
+    [stub] = [int(p) for p in subprocess.run(["pgrep", "-P", str(broken.proc.pid), "-f", STUB],
+                                             capture_output=True, text=True).stdout.split()]
+    os.kill(stub, signal.SIGKILL)
+    assert broken.lost_models() and broken.running()
+    assert F.http_status(broken.endpoints.http_url + "/v2/health/ready") == 200  # what Triton says
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    ref.mkdir(), run.mkdir()
+    single = s2infer(video, srv.url(1), ref, "-q")
+    assert single.wait(timeout=120) == 0, single.stderr.read()
+
+    proc = s2infer(video, srv.url(0, 1), run)  # good,broken in the issue: the broken one first here
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert (run / "p.jsonl").read_text() == (ref / "p.jsonl").read_text()  # every frame, exactly once
+    assert f"Triton server {broken.endpoints.grpc_url} failed (" in err and "not healthy" in err
+    row = next(x for x in err.splitlines() if x.startswith(broken.endpoints.grpc_url))
+    answered, failed, rejoined, state = (row.split()[i] for i in (1, -4, -2, -1))
+    assert (answered, failed, rejoined, state) == ("0", "1", "0", "down"), row  # probes infer: no rejoin

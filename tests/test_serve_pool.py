@@ -117,13 +117,32 @@ def test_failed_server_requests_resent_each_resolved_exactly_once():
     pool.close()
 
 
-def test_a_rejected_request_is_not_resent():
+@pytest.mark.parametrize("status", ["INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED"])
+def test_a_rejected_request_is_not_resent(status):
     pool, c = make_pool(["a:1", "b:1"])
     f = submit(pool, 0)
-    (c["a:1"].pending() or c["b:1"].pending())[0].answer(error=Status("INTERNAL", "not a decodable image"))
+    (c["a:1"].pending() or c["b:1"].pending())[0].answer(error=Status(status, "not a decodable image"))
     with pytest.raises(S2Error, match="rejected the request: not a decodable image"):
         f.result()
     assert all(s.up for s in pool.servers) and sum(len(x.calls) for x in c.values()) == 1
+    pool.close()
+
+
+@pytest.mark.parametrize("status", ["INTERNAL", "UNKNOWN", "UNAVAILABLE"])
+def test_a_server_side_fault_takes_the_server_out_and_the_request_goes_elsewhere(status):
+    """Triton's Python backend answers INTERNAL "Stub process is not healthy" once the model process
+    died, while the server still says ready: that server's failure, not the request's."""
+    pool, c = make_pool(["a:1", "b:1"], probe_backoff=(60.0, 60.0))
+    futures = [submit(pool, i) for i in range(4)]
+    on_a = c["a:1"].pending()
+    assert len(on_a) == 2
+    on_a[0].answer(error=Status(status, "Stub process is not healthy."))
+    a, b = pool.servers
+    assert not a.up and a.moved == 2 and not c["a:1"].pending()  # its other call was cancelled, re-sent
+    for call in c["b:1"].pending():
+        call.answer(result=call.item)
+    assert [f.result(timeout=5) for f in futures] == [(i, i) for i in range(4)]  # each once, in order
+    assert b.answered == 4 and len(c["b:1"].calls) == 4
     pool.close()
 
 

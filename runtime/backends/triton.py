@@ -27,7 +27,7 @@ from s2trt.runtime.backends.triton_pool import (
     Unreachable,
     message,
     parse_urls,
-    transport_failure,
+    server_fault,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ DEFAULT_MODEL = "s2trt_detector"
 # The model's inputs (s2trt.serve.detector): encoded images, or uint8 BGR frames.
 INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+
 
 
 def _grpc() -> Any:
@@ -99,7 +100,7 @@ class TritonClient:
             if isinstance(c, Exception):
                 log.warning("Triton server %s is not answering (%s): starting without it, it joins when "
                             "it answers", u, c)
-        self.pool = ServerPool(self.urls, self._connect, self._unreachable, max_in_flight=max_in_flight,
+        self.pool = ServerPool(self.urls, self._rejoin, self._unreachable, max_in_flight=max_in_flight,
                                probe_backoff=probe_backoff)
         self.pool.start(found)
         log.info("Triton %s model %s: %d classes, imgsz %s", self.url, model, len(self.meta.names),
@@ -140,12 +141,29 @@ class TritonClient:
                                   "server(s) (its s2trt_meta differs): give servers of one model only")
         except InferenceServerException as e:
             client.close()
-            if transport_failure(e):
+            if server_fault(e):
                 raise Unreachable(message(e)) from None
             raise S2Error(f"Triton server at {url} rejected the request: {message(e)}") from None
         except S2Error:
             client.close()
             raise
+        return client
+
+    def _rejoin(self, url: str) -> Any:
+        """A server taken out comes back only when it can run the model: Triton says the model is
+        ready even when its model process died, so one small image is inferred first."""
+        import cv2
+        from tritonclient.utils import InferenceServerException
+
+        client = self._connect(url)
+        try:
+            inp = self._inputs(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())[0]
+            client.infer(self.model, [inp], client_timeout=min(self.timeout, 10.0))
+        except InferenceServerException as e:
+            client.close()
+            if server_fault(e):
+                raise Unreachable(message(e)) from None
+            raise S2Error(f"Triton server at {url} rejected the request: {message(e)}") from None
         return client
 
     def _unreachable(self, errors: list[tuple[str, str]]) -> S2Error:

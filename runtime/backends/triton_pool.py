@@ -3,14 +3,16 @@
 Each request goes to the live server with the fewest outstanding requests. When a server fails (the
 connection drops, or a request gets no answer within the timeout) it is taken out, its unanswered
 requests are cancelled there and sent to the others, and it is probed again with exponential backoff
-until it answers and serves the same model, when it rejoins. Every request resolves exactly once: an
-attempt that the request has moved on from is ignored. A request fails only when it is rejected (the
-server answered with an error: the same on any server), when no server is left to try, or when it
-went unanswered twice per server (servers that rejoin but never answer).
+until it answers, serves the same model and can run it, when it rejoins. Every request resolves
+exactly once: an attempt that the request has moved on from is ignored. A request fails only when it
+is rejected (the server refused the request itself: the same on any server), when no server is left
+to try, or when it went unanswered twice per server (servers that rejoin but never answer).
 
-Only the transport decides: a request is re-sent when its server did not answer, never when it
-answered with an error. A request whose content kills every server it reaches would still reach each
-live server once; the served model refuses image bombs from the header for that reason.
+The status decides. A request is re-sent when its server did not answer or answered with a fault of
+its own (INTERNAL: e.g. its model process died, and Triton still says ready; UNAVAILABLE; UNKNOWN),
+never when it refused the request (INVALID_ARGUMENT: the served model's refusal of a bad frame or bad
+parameters). A request whose content kills every server it reaches would still reach each live
+server once; the served model refuses image bombs from the header for that reason.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ CHANNEL_ARGS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_
 # Latencies kept per server for the p50/p99 of the end-of-run table: a uniform sample of the whole
 # run (reservoir sampling), so a live camera served for days keeps a fixed memory.
 LATENCY_SAMPLES = 10_000
-# Status codes that mean "no answer from this server"; anything else is the server's answer.
-TRANSPORT_FAILURES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
+# Status codes that mean "no answer from this server", or a fault of this server rather than of the
+# request (Triton: TRITONSERVER_ERROR_INTERNAL/UNKNOWN; the served model answers INVALID_ARG for what a
+# request did wrong); anything else is the server's answer.
+SERVER_FAULTS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN")
 
 
 class Unreachable(S2Error):
@@ -67,11 +71,12 @@ def parse_urls(spec: str | Sequence[str]) -> list[str]:
     return urls
 
 
-def transport_failure(error: Exception) -> bool:
+def server_fault(error: Exception) -> bool:
+    """The server did not answer, or failed on its own side: another server may well succeed."""
     status = str(getattr(error, "status", lambda: "")() or "")
     msg = (getattr(error, "message", lambda: str(error))() or str(error)).lower()
     # gRPC refuses a call on a closed channel before anything is sent (ValueError, grpc/_channel.py).
-    return (any(s in status for s in TRANSPORT_FAILURES) or "failed to connect" in msg
+    return (any(status.endswith(s) for s in SERVER_FAULTS) or "failed to connect" in msg
             or "socket closed" in msg or "closed channel" in msg)
 
 
@@ -213,7 +218,7 @@ class ServerPool:
                 return
             if self._closed and error is not None:  # cancelled by close(): nobody waits for it
                 error = S2Error("the Triton client was closed before the answer came")
-            retry = error is not None and not isinstance(error, S2Error) and transport_failure(error)
+            retry = error is not None and not isinstance(error, S2Error) and server_fault(error)
             if error is None:
                 server.answered += 1
                 self._sample(server, time.perf_counter() - started)
@@ -237,7 +242,7 @@ class ServerPool:
             self._dispatch(job)
         elif isinstance(error, S2Error):
             self._finish(job, error=error)
-        else:  # the server answered with an error: any other server would say the same
+        else:  # the server refused the request itself: any other server would say the same
             self._finish(job, error=S2Error(f"Triton server at {server.url} rejected the request: "
                                             f"{message(error)}"))
 
