@@ -12,7 +12,8 @@ through them.
 
 Kept in higher precision by default, found by graph structure (not by node names, which depend on
 the exporter): `detect`, the Detect head's last 1x1 convs and the box decode after them, and
-`attention`, the split attention's ReduceSum → MLP → Softmax path and the weighting it drives.
+`attention`, the split attention's branch sum, global sum, MLP and softmax: the same FP32 islands as
+the FP16 graph's (export.fp16.attention_islands), so an INT8+FP16 build keeps what an FP16 build keeps.
 `stem` (the convolution that reads the image) is available but not a default.
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from s2trt.errors import S2Error, missing
-from s2trt.export.fp16 import graph_index
+from s2trt.export.fp16 import attention_islands, graph_index
 from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ QUANTIZED_OP_TYPES = ("Conv", "Add", "Concat", "MaxPool", "Resize", "Slice")
 NO_OUTPUT_QUANT_OP_TYPES = ("Conv", "Add")
 EXCLUDE_GROUPS = ("detect", "attention", "stem")
 DEFAULT_EXCLUDE = ("detect", "attention")
-_SHAPE_OPS = {"Unsqueeze", "Squeeze", "Gather", "Reshape", "Slice", "Split", "Transpose", "Flatten",
-              "Identity", "Expand"}
 
 
 class CalibMethod(enum.Enum):
@@ -136,56 +135,10 @@ def find_detect_nodes(model: Any) -> list[str]:
     return list(found)
 
 
-def find_attention_nodes(model: Any) -> list[str]:
-    """Each split attention's global path: ReduceSum → MLP (MatMul/Gemm, GELU) → Softmax, then the
-    reshapes of the softmax weights, the Muls they scale the branches with and the Adds of those."""
-    producer, consumers = graph_index(model.graph)
-    found: dict[str, None] = {}
-    for sm in (n for n in model.graph.node if n.op_type == "Softmax"):
-        back, stack = {sm.name: sm}, list(sm.input)
-        reached_sum = False
-        while stack:
-            node = producer.get(stack.pop())
-            if node is None or node.name in back or node.op_type == "Conv":
-                continue
-            back[node.name] = node
-            if node.op_type in ("ReduceSum", "ReduceMean"):
-                reached_sum = True
-                continue
-            if node.op_type != "Shape":  # dynamic reshapes read the branches' shape, not their values
-                stack.extend(node.input)
-        if not reached_sum:  # a softmax of something else: leave it alone
-            continue
-        found.update(dict.fromkeys(back))
-        # Forward: reshapes of the weights, the Muls that apply them to the branches, and the Adds
-        # that sum those products; past a Mul only such Adds follow.
-        fwd: dict[str, Any] = {}
-        frontier = [sm]
-        while frontier:
-            node = frontier.pop()
-            weighting = node.op_type in ("Mul", "Add")
-            for out in node.output:
-                for c in consumers.get(out, []):
-                    if c.name in fwd:
-                        continue
-                    take = ((c.op_type == "Add" and _fed_only_by(c, fwd, producer)) if weighting
-                            else (c.op_type in _SHAPE_OPS or c.op_type == "Mul"))
-                    if take:
-                        fwd[c.name] = c
-                        frontier.append(c)
-        found.update(dict.fromkeys(fwd))
-    return list(found)
-
-
 def find_stem_nodes(model: Any) -> list[str]:
     """The convolutions that read the image itself (YOLOv5's 6x6 stride-2 stem)."""
     inputs = {i.name for i in model.graph.input}
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
-
-
-def _fed_only_by(node: Any, group: dict[str, Any], producer: dict[str, Any]) -> bool:
-    srcs = [producer.get(i) for i in node.input]
-    return all(s is not None and (s.name in group or s.op_type == "Constant") for s in srcs)
 
 
 def resolve_exclusions(model: Any, specs: Sequence[str] | None) -> Exclusions:
@@ -210,7 +163,7 @@ def resolve_exclusions(model: Any, specs: Sequence[str] | None) -> Exclusions:
         if t == "detect":
             ex.groups[t] = find_detect_nodes(model)
         elif t == "attention":
-            ex.groups[t] = find_attention_nodes(model)
+            ex.groups[t] = sorted(attention_islands(model))
             if not ex.groups[t]:
                 log.info("no split attention softmax path in this graph: nothing to keep in float")
         elif t == "stem":
@@ -500,7 +453,7 @@ def mixed_int8_fp16(qmodel: Any) -> Any:
 
     if _default_opset(qmodel) < QDQ_FP16_OPSET:
         qmodel = version_converter.convert_version(qmodel, QDQ_FP16_OPSET)
-    mixed = to_fp16(qmodel, keep_fp32=find_attention_nodes(qmodel))
+    mixed = to_fp16(qmodel)
     n = qdq_in_fp16(mixed)
     log.debug("INT8+FP16: %d Q/DQ nodes in FP16", n)
     return mixed
@@ -523,7 +476,7 @@ def qdq_in_fp16(model: Any) -> int:
     below FP16's normal range (1/16384) and loses precision there.
     """
     import numpy as np
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     producer, consumers = graph_index(model.graph)
     inits = {i.name: i for i in model.graph.initializer}
@@ -545,37 +498,58 @@ def qdq_in_fp16(model: Any) -> int:
                 model.graph.initializer.append(numpy_helper.from_array(w8, f"{weight}_fp16scale"))
         return made[key], (f"{weight}_fp16scale" if weight is not None else None)
 
-    # Data movement between a DQ and a Q (a Concat of INT8 tensors, MaxPool, Resize, Slice) that the
-    # converter left in FP32 moves to FP16 with its pairs, when every pair around it can.
+    # Data movement that reads only DQs (a Concat of INT8 tensors, MaxPool, Resize, Slice), which
+    # the converter left in FP32, moves to FP16 with its pairs when every pair around it can; where
+    # it also feeds an FP32 island, one Cast(->FP32) at that border, as in the FP16 graph.
     def is_dq(t: str) -> bool:
         return (p := producer.get(t)) is not None and p.op_type == "DequantizeLinear"
 
-    movers = {n.name: n for n in model.graph.node if n.op_type in _MOVE_OPS
-              and all(is_dq(t) for t in (n.input if n.op_type == "Concat" else n.input[:1]))
-              and consumers.get(n.output[0])
-              and all(r.op_type == "QuantizeLinear" for r in consumers[n.output[0]])}
+    def mover_inputs(n: Any) -> list[str]:
+        return list(n.input if n.op_type == "Concat" else n.input[:1])
 
-    def dq_ok(dq: Any) -> bool:
+    graph_outputs = {o.name for o in model.graph.output}
+    movers = {n.name: n for n in model.graph.node if n.op_type in _MOVE_OPS
+              and all(is_dq(t) for t in mover_inputs(n))
+              and consumers.get(n.output[0]) and n.output[0] not in graph_outputs}
+
+    def dq_readers_fp16(dq: Any) -> bool:
         readers = consumers.get(dq.output[0], [])
         return bool(readers) and all(_cast_to(r, TensorProto.FLOAT16) or r.name in movers for r in readers)
 
-    while bad := [m for m, n in movers.items() if not all(
-            dq_ok(producer[t]) for t in (n.input if n.op_type == "Concat" else n.input[:1]))]:
+    # Both halves of a pair have one type (a Q's input and a DQ's output are the scale's type, and
+    # TensorRT fuses a pair only as a pair): FP16 where every DQ of the Q feeds FP16 compute or
+    # data movement, else FP32 with its Casts left where they are.
+    def pair_fp16(q: Any) -> bool:
+        readers = consumers.get(q.output[0], [])
+        return bool(readers) and all(r.op_type == "DequantizeLinear" and dq_readers_fp16(r) for r in readers)
+
+    def dq_fp16(dq: Any) -> bool:
+        q = producer.get(dq.input[0])
+        return pair_fp16(q) if q is not None and q.op_type == "QuantizeLinear" else dq_readers_fp16(dq)
+
+    while bad := [m for m, n in movers.items()
+                  if not all(dq_fp16(producer[t]) for t in mover_inputs(n))
+                  or not all(pair_fp16(r) for r in consumers[n.output[0]] if r.op_type == "QuantizeLinear")]:
         for m in bad:
             del movers[m]
 
     rename: dict[str, str] = {}
     half_outputs: set[str] = {n.output[0] for n in movers.values()}
+    to_half: dict[str, Any] = {}  # border Casts made here: FP32 values into FP16 pairs, and back
     count = 0
     for node in model.graph.node:
-        if node.op_type == "QuantizeLinear":
+        if node.op_type == "QuantizeLinear" and node.input[0] not in inits and pair_fp16(node):
             src = producer.get(node.input[0])
-            if _cast_to(src, TensorProto.FLOAT) or (src is not None and src.name in movers):
-                if src.op_type == "Cast":
-                    node.input[0] = src.input[0]
-                node.input[1] = half(node.input[1])[0]
-                count += 1
-        elif node.op_type == "DequantizeLinear" and dq_ok(node):
+            if _cast_to(src, TensorProto.FLOAT):  # FP16 compute -> Cast(->FP32) -> Q: the Cast goes
+                node.input[0] = src.input[0]
+            elif src is None or src.name not in movers:  # an FP32 value (the image, an FP32 node)
+                t, name = node.input[0], f"{node.input[0]}/to_fp16"  # the converter's own Cast name
+                if not _cast_to(producer.get(name), TensorProto.FLOAT16) and name not in to_half:
+                    to_half[name] = helper.make_node("Cast", [t], [name], name=name, to=TensorProto.FLOAT16)
+                node.input[0] = name
+            node.input[1] = half(node.input[1])[0]
+            count += 1
+        elif node.op_type == "DequantizeLinear" and dq_fp16(node):
             weight = node.input[0] if node.input[0] in inits else None
             node.input[1], w = half(node.input[1], weight)
             if w is not None:
@@ -584,6 +558,22 @@ def qdq_in_fp16(model: Any) -> int:
             rename.update({r.output[0]: node.output[0] for r in readers if r.op_type == "Cast"})
             half_outputs.add(node.output[0])
             count += 1
+    for mover in movers.values():
+        out = mover.output[0]
+        for reader in consumers[out]:
+            if _cast_to(reader, TensorProto.FLOAT16):
+                rename[reader.output[0]] = out
+            elif reader.op_type != "QuantizeLinear":  # an FP32 island reads it
+                name = f"{out}/to_fp32"
+                to_half.setdefault(name, helper.make_node("Cast", [out], [name], name=name,
+                                                          to=TensorProto.FLOAT))
+                reader.input[:] = [name if t == out else t for t in reader.input]
+    if to_half:  # each Cast right before the first node that reads it, so the graph stays sorted
+        nodes = list(model.graph.node)
+        del model.graph.node[:]
+        for node in nodes:
+            model.graph.node.extend(to_half.pop(t) for t in list(node.input) if t in to_half)
+            model.graph.node.append(node)
     # The activation pairs left in FP32 get their scales rounded to FP16 values too: TensorRT elides a
     # Concat only when the scales it compares are equal, whichever type each pair has.
     for node in model.graph.node:

@@ -106,13 +106,41 @@ def sum_trees(model: onnx.ModelProto) -> list[str]:
     return keep
 
 
-def fp32_islands(model: onnx.ModelProto) -> set[str]:
-    """The nodes every reduced-precision build keeps in FP32: the Detect decode and the split
-    attention's sum, MLP and softmax. The FP16 graph and the TensorRT builder's precision pins read
-    this one definition, so both keep the same islands."""
+def softmax_paths(model: onnx.ModelProto) -> list[str]:
+    """Each softmax fed by a sum reduction, and the nodes between them (the split attention's MLP),
+    found by walking back from the softmax to the ReduceSum without crossing a convolution: structure
+    that the exact block match of export/surgery.py misses where constants are not folded yet."""
+    producer, _ = graph_index(model.graph)
+    found: list[str] = []
+    for softmax in (n for n in model.graph.node if n.op_type == "Softmax"):
+        path, stack, reached_sum = {softmax.name: None}, list(softmax.input), False
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node.name in path or node.op_type == "Conv":
+                continue
+            path[node.name] = None
+            if node.op_type in ("ReduceSum", "ReduceMean"):
+                reached_sum = True
+            elif node.op_type != "Shape":  # a dynamic reshape reads the branches' shape, not values
+                stack.extend(node.input)
+        if reached_sum:  # a softmax of anything else is left alone
+            found += [n for n in path if n not in found]
+    return found
+
+
+def attention_islands(model: onnx.ModelProto) -> set[str]:
+    """The split attention's weight path: the branch sum, the global sum, its MLP and the softmax."""
     from s2trt.export.surgery import split_attention_nodes
 
-    return {*decode_nodes(model), *split_attention_nodes(model), *sum_trees(model)}
+    return {*split_attention_nodes(model), *sum_trees(model), *softmax_paths(model)}
+
+
+def fp32_islands(model: onnx.ModelProto) -> set[str]:
+    """The nodes every reduced-precision build keeps in FP32: the Detect decode and the split
+    attention's sum, MLP and softmax. The FP16 graph, the TensorRT builder's precision pins and the
+    INT8 graph's float exclusions (calib/qdq.py) read this one definition, so all keep the same
+    islands."""
+    return {*decode_nodes(model), *attention_islands(model)}
 
 
 def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.ModelProto:

@@ -12,12 +12,12 @@ from calib_helpers import concat_quantizers, export_random_model, readers, write
 from s2trt.calib.data import Preprocessing, open_reader
 from s2trt.calib.qdq import (
     CalibMethod,
-    find_attention_nodes,
     find_detect_nodes,
     quantize_qdq,
     resolve_exclusions,
 )
 from s2trt.errors import S2Error
+from s2trt.export.fp16 import attention_islands
 
 IMGSZ = 160
 
@@ -83,7 +83,7 @@ def test_conv_weights_per_output_channel(quantized) -> None:
 
 def test_excluded_nodes_read_float_tensors(quantized) -> None:
     summary, fp32, q = quantized
-    excluded = set(find_detect_nodes(fp32)) | set(find_attention_nodes(fp32))
+    excluded = set(find_detect_nodes(fp32)) | attention_islands(fp32)
     prod = _producers(q)
     for node in q.graph.node:
         if node.name in excluded:
@@ -91,6 +91,11 @@ def test_excluded_nodes_read_float_tensors(quantized) -> None:
             assert "DequantizeLinear" not in sources, node.name
     ops = Counter(n.op_type for n in q.graph.node if n.name in excluded)
     assert ops["Conv"] == 3 and ops["Softmax"] == 1 and ops["ReduceSum"] == 1 and ops["MatMul"] == 2
+    # The global sum over the branches (two Adds into the ReduceSum) is float, as in the FP16 graph.
+    reduce_sum = next(n for n in q.graph.node if n.op_type == "ReduceSum")
+    branch_sum = prod[reduce_sum.input[0]]
+    assert branch_sum.op_type == "Add" and prod[branch_sum.input[0]].op_type == "Add"
+    assert {branch_sum.name, prod[branch_sum.input[0]].name} <= excluded
     # Counted on the pre-processed graph, where ORT has folded the constants of the decode.
     assert set(summary["excluded"]) == {"detect", "attention"}
     assert 0 < summary["excluded"]["detect"] <= len(find_detect_nodes(fp32))
@@ -138,7 +143,7 @@ def test_detect_found_by_structure_not_names(work: Path) -> None:
     convs = [n for n in m.graph.node if n.name in set(find_detect_nodes(m)) and n.op_type == "Conv"]
     # The three convs whose outputs reach output0 without passing another conv.
     assert len(convs) == 3 and all(c.input[1].startswith("model.25.m.") for c in convs)
-    attention = {n.op_type for n in m.graph.node if n.name in set(find_attention_nodes(m))}
+    attention = {n.op_type for n in m.graph.node if n.name in attention_islands(m)}
     assert {"ReduceSum", "MatMul", "Erf", "Softmax", "Mul"} <= attention
 
 
@@ -174,7 +179,7 @@ def test_finders_stop_at_shape_reads_on_a_dynamic_graph(tmp_path: Path) -> None:
     """With a dynamic batch the reshapes read Shape(branch): the walk must not follow into the shifts."""
     m = onnx.load(str(export_random_model(tmp_path / "dyn.onnx", IMGSZ, dynamic=True)))
     ops = {n.name: n.op_type for n in m.graph.node}
-    attention = find_attention_nodes(m)
+    attention = attention_islands(m)
     assert "Softmax" in {ops[n] for n in attention}
     assert not [n for n in attention if ops[n] in ("Slice", "Conv")]
     assert sum(ops[n] == "Conv" for n in find_detect_nodes(m)) == 3
