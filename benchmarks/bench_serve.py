@@ -85,10 +85,11 @@ def load_images(folder: Path | None, n: int) -> list[bytes]:
 
 
 def baseline(model: Path, images: list[bytes], requests: int, threads: int) -> tuple[float, list[float]]:
+    from s2trt.detect.options import DetectOptions
     from s2trt.runtime.backends.ort import OrtBackend
-    from s2trt.serve.detector import Detector, NmsSettings, decode_image
+    from s2trt.serve.detector import Detector, decode_image
 
-    det = Detector(OrtBackend(model, "cpu", threads), NmsSettings())
+    det = Detector(OrtBackend(model, "cpu", threads), DetectOptions())
     lat = []
     t0 = time.perf_counter()
     for i in range(requests):

@@ -9,7 +9,6 @@ bytes, an image bomb, a frame that cannot be letterboxed, both inputs or none) f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +23,35 @@ from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend
 from s2trt.runtime.backends.triton import INPUT_FRAME, INPUT_IMAGE
 
+# The request parameters a client may set (Triton's parameters extension; s2infer --triton sends them).
+REQUEST_OPTIONS = ("conf_thres", "iou_thres", "agnostic", "max_det")
 
-@dataclass
-class NmsSettings:
-    """Server defaults, which a request may override through its parameters (see `override`)."""
 
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
-    max_det: int = 300
-    agnostic: bool = False
-
-    def override(self, params: Mapping[str, Any]) -> NmsSettings:
-        kw = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in params.items():
-            if key not in kw:
+def request_options(base: DetectOptions, params: Mapping[str, Any]) -> DetectOptions:
+    """`base` (the server's options) with what a request's parameters change. Values arrive as JSON
+    numbers, booleans or, from config.pbtxt, strings; max_det cannot exceed the server's, to which
+    the outputs are padded. A bad value is the request's error (S2Error)."""
+    changes: dict[str, Any] = {}
+    try:
+        for key in REQUEST_OPTIONS:
+            if key not in params:
                 continue
+            value = params[key]
             if key == "agnostic":
-                kw[key] = value in (True, "true", "1", 1)
+                changes[key] = value in (True, "true", "1", 1)
             elif key == "max_det":
-                kw[key] = min(int(value), self.max_det)  # the output is padded to the server's max_det
+                changes[key] = min(int(value), base.max_det)
             else:
-                kw[key] = float(value)
-        if not (0 <= kw["conf_thres"] <= 1 and 0 <= kw["iou_thres"] <= 1 and kw["max_det"] >= 1):
-            raise S2Error(f"bad NMS parameters {params}: thresholds must be within 0..1, max_det >= 1")
-        return NmsSettings(**kw)
+                changes[key] = float(value)
+        return base.replace(**changes) if changes else base
+    except (S2Error, ValueError, TypeError, ArithmeticError) as e:  # int(inf): OverflowError
+        raise S2Error(f"bad request parameters: {e}") from None
+
+
+def server_options(params: Mapping[str, str]) -> DetectOptions:
+    """The model's options from the `parameters` of its config.pbtxt."""
+    return request_options(DetectOptions(max_det=int(params.get("max_det", "300"))),
+                           {k: v for k, v in params.items() if k in ("conf_thres", "iou_thres", "agnostic")})
 
 
 def decode_image(data: np.ndarray, index: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -76,6 +80,12 @@ def frames_from_inputs(image: np.ndarray | None, frame: np.ndarray | None,
                           f"{tuple(frame.shape)}")
         if 0 in frame.shape:
             raise S2Error(f"{INPUT_FRAME} is empty (shape {tuple(frame.shape)})")
+        # From the shape alone, before anything is made from the frame (a 10000x10000 frame cost
+        # 473 MB more in the letterbox).
+        h, w = frame.shape[1:3]
+        if h * w > max_pixels:
+            raise S2Error(f"{INPUT_FRAME} of {w}x{h} = {h * w:,} pixels is over the server's limit of "
+                          f"{max_pixels:,} (s2serve export --max-pixels)")
         return list(frame)
     assert image is not None
     if image.dtype != np.uint8 or image.ndim != 2:
@@ -105,10 +115,10 @@ def open_backend(model_file: Path, device: str = "CPU", device_id: int = 0, thre
 class Detector:
     """A runtime backend plus the shared pre/post-processing: frames in, detections in frame pixels out."""
 
-    def __init__(self, backend: Backend, nms: NmsSettings, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, backend: Backend, options: DetectOptions, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.backend = backend
         self.meta = backend.meta
-        self.nms = nms
+        self.options = options
         self.max_pixels = max_pixels
 
     @classmethod
@@ -117,10 +127,7 @@ class Detector:
         """Build from the `parameters` of config.pbtxt (string values, as Triton hands them over)."""
         backend = open_backend(Path(model_dir) / params.get("model_file", "model.onnx"), device, device_id,
                                int(params.get("cpu_threads", "0")), params.get("plugin_lib") or None)
-        nms = NmsSettings(max_det=int(params.get("max_det", "300")))
-        return cls(backend, nms.override({k: v for k, v in params.items()
-                                          if k in ("conf_thres", "iou_thres", "agnostic")}),
-                   int(params.get("max_pixels", DEFAULT_MAX_PIXELS)))
+        return cls(backend, server_options(params), int(params.get("max_pixels", DEFAULT_MAX_PIXELS)))
 
     def prepare(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxInfo]]:
         """Letterboxed network input for the frames of one request; any failure is that request's."""
@@ -132,19 +139,18 @@ class Detector:
             raise S2Error(f"the request's image could not be letterboxed "
                           f"({type(e).__name__}: {str(e).strip()[:200]})") from None
 
-    def detect(self, frames: Sequence[np.ndarray], settings: Sequence[NmsSettings] | None = None
+    def detect(self, frames: Sequence[np.ndarray], options: Sequence[DetectOptions] | None = None
                ) -> list[np.ndarray]:
         """(n, 6) [x1, y1, x2, y2, score, class] per frame, in the frame's pixels."""
         batch, infos = self.prepare(frames)
-        return self._infer(batch, infos, settings or [self.nms] * len(frames))
+        return self._infer(batch, infos, options or [self.options] * len(frames))
 
-    def _infer(self, batch: np.ndarray, infos: Sequence[LetterboxInfo], settings: Sequence[NmsSettings]
+    def _infer(self, batch: np.ndarray, infos: Sequence[LetterboxInfo], options: Sequence[DetectOptions]
                ) -> list[np.ndarray]:
         outputs = self.backend.infer(batch)
         dets = []
-        for i, s in enumerate(settings):  # thresholds may differ per request, so decode per image
-            opts = DetectOptions(s.conf_thres, s.iou_thres, agnostic=s.agnostic, max_det=s.max_det)
-            dets.extend(postprocess({k: v[i:i + 1] for k, v in outputs.items()}, opts))
+        for i, o in enumerate(options):  # thresholds may differ per request, so select per image
+            dets.extend(postprocess({k: v[i:i + 1] for k, v in outputs.items()}, o))
         return [scale_boxes(d, info) for d, info in zip(dets, infos, strict=True)]
 
     def run_requests(self, requests: Sequence[tuple[np.ndarray | None, np.ndarray | None, Mapping[str, Any]]]
@@ -157,24 +163,24 @@ class Detector:
         results: list[dict[str, np.ndarray] | S2Error] = []
         inputs: list[np.ndarray] = []
         infos: list[LetterboxInfo] = []
-        settings: list[NmsSettings] = []
+        options: list[DetectOptions] = []
         spans: list[tuple[int, int, int]] = []  # (result index, first frame, frame count)
         for image, frame, params in requests:
             try:
-                s = self.nms.override(params)
+                o = request_options(self.options, params)
                 batch, got = self.prepare(frames_from_inputs(image, frame, self.max_pixels))
-            except (S2Error, ValueError, TypeError, ArithmeticError) as e:  # int(inf): OverflowError
-                results.append(e if isinstance(e, S2Error) else S2Error(f"bad request parameters: {e}"))
+            except S2Error as e:
+                results.append(e)
                 continue
             spans.append((len(results), len(infos), len(got)))
             results.append(S2Error("not run"))
             inputs.append(batch)
             infos.extend(got)
-            settings.extend([s] * len(got))
+            options.extend([o] * len(got))
         if inputs:
-            dets = self._infer(np.concatenate(inputs), infos, settings)
+            dets = self._infer(np.concatenate(inputs), infos, options)
             for slot, first, n in spans:
-                results[slot] = to_layout(dets[first:first + n], self.nms.max_det)
+                results[slot] = to_layout(dets[first:first + n], self.options.max_det)
         return results
 
     def close(self) -> None:

@@ -15,10 +15,9 @@ import numpy as np
 from s2trt.detect.boxes import postprocess, scale_boxes, to_layout
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.detect.letterbox import LetterboxInfo, preprocess
-from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.serve.detector import NmsSettings, decode_image, open_backend
+from s2trt.serve.detector import decode_image, open_backend, server_options
 from s2trt.serve.repository import LETTERBOX
 
 Arrays = Mapping[str, np.ndarray]
@@ -78,17 +77,15 @@ class Network:
 class Postprocess:
     def __init__(self, meta: ModelMeta, params: Mapping[str, str]):
         self.meta = meta
-        self.nms = NmsSettings(max_det=int(params.get("max_det", "300"))).override(
-            {k: v for k, v in params.items() if k in ("conf_thres", "iou_thres", "agnostic")})
+        self.options = server_options(params)
 
     def __call__(self, feeds: Sequence[Arrays]) -> list[Result]:
         return merged(self.one, feeds)
 
     def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
-        s = self.nms
         net = {k: v for k, v in inputs.items() if k != LETTERBOX}
-        opts = DetectOptions(s.conf_thres, s.iou_thres, agnostic=s.agnostic, max_det=s.max_det)
-        dets = postprocess(net, opts)
+        dets = postprocess(net, self.options)
         infos = [LetterboxInfo(float(r), (float(dw), float(dh)), (round(h), round(w)))
                  for r, dw, dh, h, w in inputs[LETTERBOX]]
-        return to_layout([scale_boxes(d, i) for d, i in zip(dets, infos, strict=True)], s.max_det)
+        return to_layout([scale_boxes(d, i) for d, i in zip(dets, infos, strict=True)],
+                         self.options.max_det)

@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
 
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.serve import detector as D
 
@@ -27,7 +28,7 @@ def det(model):
     from s2trt.runtime.backends.ort import OrtBackend
 
     backend = OrtBackend(model, "cpu", threads=1)
-    yield D.Detector(backend, D.NmsSettings(max_det=100))
+    yield D.Detector(backend, DetectOptions(max_det=100))
     backend.close()
 
 
@@ -123,9 +124,9 @@ def test_the_pixel_limit_comes_from_the_model_config(model):
     img = F.sample_images(1)[0]  # 240 x 320 = 76,800 pixels
     data = np.frombuffer(F.encode_jpeg(img), np.uint8)[None]
     with OrtBackend(model, "cpu", threads=1) as backend:
-        det = D.Detector(backend, D.NmsSettings(), max_pixels=76_799)
+        det = D.Detector(backend, DetectOptions(), max_pixels=76_799)
         assert "above the limit" in str(det.run_requests([(data, None, {})])[0])
-        det = D.Detector(backend, D.NmsSettings(), max_pixels=76_800)
+        det = D.Detector(backend, DetectOptions(), max_pixels=76_800)
         assert not isinstance(det.run_requests([(data, None, {})])[0], Exception)
 
 

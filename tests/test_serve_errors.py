@@ -69,6 +69,12 @@ def test_an_image_over_the_pixel_limit_is_400(server):
     assert status == 400 and "pixels" in text, (status, text)
 
 
+def test_a_frame_over_the_pixel_limit_is_400(server):
+    status, text = infer_http(server, "s2trt_detector", "FRAME", np.zeros((1, 400, 401, 3), np.uint8))
+    assert status == 400 and "401x400 = 160,400 pixels is over the server's limit" in text, (status, text)
+    assert infer_http(server, "s2trt_detector", "FRAME", np.zeros((1, 400, 400, 3), np.uint8))[0] == 200
+
+
 @pytest.mark.parametrize("params", [{"conf_thres": 5}, {"iou_thres": -1}, {"max_det": "many"}])
 def test_bad_parameters_are_400(server, params):
     img = F.sample_images(1)[0]

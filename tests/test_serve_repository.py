@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from s2trt.detect.boxes import from_nms_outputs, to_layout
+from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta, write_json_atomic
 from s2trt.serve import repository as R
-from s2trt.serve.detector import Detector, NmsSettings, frames_from_inputs
+from s2trt.serve.detector import Detector, frames_from_inputs, request_options
 
 NAMES = ["a", "b", "c"]
 
@@ -196,7 +197,7 @@ def test_run_requests_batches_good_requests_and_fails_bad_ones_alone():
     import cv2
 
     backend = FakeBackend()
-    det = Detector(backend, NmsSettings(max_det=5))
+    det = Detector(backend, DetectOptions(max_det=5))
     png = np.frombuffer(cv2.imencode(".png", frame(200))[1].tobytes(), np.uint8)[None]
     garbage = np.frombuffer(b"not an image", np.uint8)[None]
     results = det.run_requests([
@@ -229,6 +230,17 @@ def test_frames_from_inputs_shapes():
     assert len(frames_from_inputs(None, np.zeros((3, 4, 5, 3), np.uint8))) == 3
 
 
+def test_a_frame_over_the_pixel_limit_is_refused_from_its_shape():
+    """Before anything is made from it: a read-only broadcast view stands for a frame no test could
+    afford, so a copy or a letterbox of it would fail differently (or run out of memory)."""
+    huge = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (1, 10_000, 10_000, 3))
+    with pytest.raises(S2Error, match="10000x10000 = 100,000,000 pixels is over the server's limit of 99,"):
+        frames_from_inputs(None, huge, max_pixels=99_999_999)
+    assert len(frames_from_inputs(None, np.zeros((1, 20, 30, 3), np.uint8), max_pixels=600)) == 1
+    with pytest.raises(S2Error, match="31x20 = 620 pixels"):
+        frames_from_inputs(None, np.zeros((1, 20, 31, 3), np.uint8), max_pixels=600)
+
+
 def test_to_layout_pads_and_truncates():
     dets = [np.array([[1, 2, 3, 4, 0.9, 2], [5, 6, 7, 8, 0.8, 0]], np.float32), np.zeros((0, 6), np.float32)]
     out = to_layout(dets, 1)
@@ -237,10 +249,14 @@ def test_to_layout_pads_and_truncates():
     assert out["det_classes"].dtype == np.int32 and out["det_classes"].tolist() == [[2], [0]]
 
 
-def test_nms_override_caps_max_det_and_parses_strings():
-    s = NmsSettings(max_det=10).override({"max_det": "50", "agnostic": "true", "iou_thres": "0.6",
-                                          "unrelated": 1})
+def test_request_options_cap_max_det_and_parse_strings():
+    s = request_options(DetectOptions(max_det=10), {"max_det": "50", "agnostic": "true", "iou_thres": "0.6",
+                                                    "unrelated": 1})
     assert (s.max_det, s.agnostic, s.iou_thres, s.conf_thres) == (10, True, 0.6, 0.25)
+    for bad in ({"conf_thres": 5}, {"iou_thres": "nan"}, {"max_det": "many"}, {"max_det": float("inf")},
+                {"max_det": 0}):
+        with pytest.raises(S2Error, match="bad request parameters"):
+            request_options(DetectOptions(), bad)
 
 
 def test_finding_the_server_binary(tmp_path, monkeypatch):

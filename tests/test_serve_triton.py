@@ -78,12 +78,13 @@ def images():
 @pytest.fixture(scope="module")
 def local(model, images):
     """The local runtime's detections: ONNX Runtime backend, shared letterbox and NMS."""
+    from s2trt.detect.options import DetectOptions
     from s2trt.runtime.backends.ort import OrtBackend
-    from s2trt.serve.detector import Detector, NmsSettings
+    from s2trt.serve.detector import Detector
 
     def run(conf_thres=0.25):
         with OrtBackend(model, "cpu") as backend:
-            det = Detector(backend, NmsSettings(conf_thres=conf_thres, max_det=MAX_DET))
+            det = Detector(backend, DetectOptions(conf_thres=conf_thres, max_det=MAX_DET))
             return [det.detect([frame])[0] for _, frame in images]
     return run
 
