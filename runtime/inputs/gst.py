@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from s2trt.errors import S2Error
+from s2trt.text import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,9 @@ def parse_caps(text: str) -> Caps:
 # A decoder's output pad in the verbose log: ".../avdec_h264:avdec_h264-0.GstPad:src: caps = video/x-raw"
 _ELEMENT = re.compile(r"/(?:[A-Za-z0-9_]+):([A-Za-z0-9_]+?)-?\d+\.GstPad:src: caps = video/x-raw")
 _ERROR = re.compile(r"^ERROR: (?:from element \S+: )?(.*)$")
-_NOT_DECODED = ("decod", "codec", "missing", "not-negotiated", "not negotiated", "no suitable plugins",
-                "stream format", "demux")
+# GStreamer's words for "data came, but no decoder here makes frames of it".
+_NOT_DECODED = ("decod", "codec", "missing a plug-in", "not-negotiated", "not negotiated",
+                "no suitable plugins", "determine type of stream", "text file", "stream format")
 
 
 class GstCapture:
@@ -178,9 +180,10 @@ class GstCapture:
 
     def __init__(self, kind: str, item: str, mode: str, timeout_s: float = 10.0, shown_as: str = ""):
         self.kind, self.item, self.mode, self.timeout_s = kind, item, mode, timeout_s
-        self.shown = shown_as or item
+        self.shown = shown_as or redact_credentials(item)
         self.caps = Caps()
-        self.decoder: str | None = None
+        self._decoder: str | None = None
+        self._decoder_seen = threading.Event()  # set when the log names it, or ends
         self.pts: float | None = None
         self._frame: np.ndarray | None = None
         self._pending: np.ndarray | None = None
@@ -219,26 +222,39 @@ class GstCapture:
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
-            if "caps = video/x-raw" in line and self.decoder is None:
+            if "caps = video/x-raw" in line and self._decoder is None:
                 m = _ELEMENT.search(line)
                 if m and "/GstDecodeBin:" in line and "GstCapsFilter" not in line:
-                    self.decoder = m.group(1)
+                    self._decoder = m.group(1)
+                    self._decoder_seen.set()
             if not line.startswith("/Gst"):
                 self._log.append(line)
+        self._decoder_seen.set()
+
+    @property
+    def decoder(self) -> str | None:
+        """The decoder element that runs (avdec_h264, nvv4l2decoder, ...), None if unknown. The log
+        that names it comes on its own pipe: a frame may arrive first, so wait for it a little."""
+        self._decoder_seen.wait(timeout=2.0)
+        return self._decoder
 
     def failure(self, stalled: bool = False) -> str:
         """Why the child gave no (more) frames, in one line, from GStreamer's own error; `stalled`:
         it was still running, silent, when we gave up on it."""
         self._logger.join(timeout=1)
-        errors = [m.group(1) for ln in self._log if (m := _ERROR.match(ln))]
-        details = [ln.strip() for ln in self._log if ln.lstrip().startswith(("Additional debug info", "../"))]
+        lines = list(self._log)
+        errors = [m.group(1) for ln in lines if (m := _ERROR.match(ln))]
+        # The debug text under each error: "../file.c(N): func (): /GstPipeline:…:" then the message.
+        details = [d for i, ln in enumerate(lines) if ln.startswith("Additional debug info")
+                   for d in lines[i + 1:i + 3]]
         what = "stream" if self.kind == "stream" else "video"
         if not errors:
             if stalled:
                 return f"{self.shown}: no frame within {self.timeout_s:g} s (unreachable or stalled {what})"
             return f"cannot open {what} {self.shown} (GStreamer gave no frame and no reason)"
-        reason = errors[0].rstrip(".")
-        text = " ".join([reason, *details]).lower()
+        reason = redact_credentials(errors[0].rstrip("."))
+        # Element paths and source file names (…/GstURIDecodeBin:dec/…) are no reason: left out.
+        text = re.sub(r"(?:\.\./|/Gst)\S*", " ", " ".join([reason, *details])).lower()
         if any(k in text for k in _NOT_DECODED):
             if self.kind == "stream":
                 return f"{self.shown}: connects, but its video cannot be decoded here: {reason}"

@@ -168,10 +168,10 @@ def _bgr(img: np.ndarray) -> np.ndarray:
 
 def frame_pts(cap) -> float | None:
     """The timestamp of the frame just grabbed, seconds: GStreamer's stream time, or the position
-    FFmpeg reports (0 where it cannot tell, as for some live streams)."""
+    FFmpeg reports (which stays 0 where it cannot tell, as for some live streams)."""
     if isinstance(cap, cv2.VideoCapture):
         ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-        return ms / 1000 if ms and ms > 0 else None
+        return ms / 1000 if ms >= 0 else None
     return getattr(cap, "pts", None)
 
 
