@@ -265,3 +265,14 @@ def test_the_api_names_are_lazy_attributes_of_the_package():
     assert {"Detector", "Result", "Stream", "export_model", "ExportResult"} <= set(dir(s2trt))
     with pytest.raises(AttributeError):
         s2trt.Nothing  # noqa: B018
+
+
+def test_the_package_ships_its_type_hints():
+    """PEP 561: py.typed beside the package's __init__, and in its package data (so in the wheel)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folder = root / setup["package-dir"]["s2trt"]
+    assert (folder / "py.typed").is_file() and (folder / "__init__.py").is_file()
+    assert "py.typed" in setup["package-data"]["s2trt"]
