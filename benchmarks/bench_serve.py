@@ -139,13 +139,14 @@ def main() -> None:
     p.add_argument("--images", type=Path, default=ROOT / "demo" / "assets" / "images")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
-    p.add_argument("--instances", type=int, default=1)
-    p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime threads per instance")
+    p.add_argument("--instances", type=int, default=None, help="default: s2serve export's, from the cores")
+    p.add_argument("--cpu-threads", type=int, default=None,
+                   help="ONNX Runtime threads per instance (default: s2serve export's, from the cores)")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--queue-delay-us", type=int, default=2000)
     a = p.parse_args()
 
-    from s2trt.serve.repository import RepoOptions, export_repository
+    from s2trt.serve.repository import RepoOptions, export_repository, with_core_defaults
     from s2trt.serve.server import TritonServer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,10 +156,11 @@ def main() -> None:
             model = a.model or random_model(Path(tmp) / "bench.onnx", a.imgsz)
         images = load_images(a.images, 8)
         repo = Path(tmp) / "repo"
-        opts = RepoOptions(max_batch_size=a.max_batch, instances=a.instances, cpu_threads=a.cpu_threads,
-                           queue_delay_us=a.queue_delay_us)
+        opts = with_core_defaults(RepoOptions(max_batch_size=a.max_batch, instances=a.instances, kind="cpu",
+                                              cpu_threads=a.cpu_threads, queue_delay_us=a.queue_delay_us))
         export_repository(model, repo, opts)
-        base_rps, base_lat = baseline(model, images, min(a.requests, 100), a.cpu_threads)
+        layout = f"{opts.instances} instance(s) x {opts.cpu_threads or 'default'} thread(s)"
+        base_rps, base_lat = baseline(model, images, min(a.requests, 100), 0)  # ONNX Runtime's own threads
         rows = [("in-process (no server)", 1, base_rps, ms(base_lat, 50), ms(base_lat, 99), 0)]
         for n in a.servers:
             servers = []
@@ -169,8 +171,7 @@ def main() -> None:
                 load(url, images, 2, 10)  # warm-up: sessions, connections
                 for c in a.concurrency:
                     rps, lat, err = load(url, images, c, max(1, a.requests // c))
-                    rows.append((f"Triton, {n} server(s) x {a.instances} instance(s)", c, rps, ms(lat, 50),
-                                 ms(lat, 99), err))
+                    rows.append((f"Triton, {n} server(s) x {layout}", c, rps, ms(lat, 50), ms(lat, 99), err))
             finally:
                 for s in servers:
                     s.stop()
@@ -178,7 +179,7 @@ def main() -> None:
     what = (f"demo.pt {a.imgsz}x{a.imgsz}" if a.demo else model.name if a.model
             else f"random yolov5n-s2 {a.imgsz}x{a.imgsz}")
     print(f"\nmachine: {os.cpu_count()} CPU cores ({cpu}), load average {os.getloadavg()[0]:.1f}; "
-          f"model {what}; {len(images)} images; {a.instances} instance(s), max batch {a.max_batch}")
+          f"model {what}; {len(images)} images; {layout} per server, max batch {a.max_batch}")
     print("| path | concurrency | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|")
     for name, c, rps, p50, p99, err in rows:
         print(f"| {name} | {c} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {err} |")

@@ -51,7 +51,8 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="portable .onnx or TensorRT .engine written by s2export")
     p.add_argument("repo", help="model repository folder to write (created if missing)")
     p.add_argument("--max-batch", type=int, default=8, help="max_batch_size of the models (default 8)")
-    p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
+    p.add_argument("--instances", type=int, default=None,
+                   help="model instances per device (default: CPU: one per core here, at most 8; GPU: 1)")
     p.add_argument("--kind", choices=("cpu", "gpu"), default=None,
                    help="instance kind (default: gpu for an engine, cpu for an ONNX model)")
     p.add_argument("--gpus", type=int, nargs="+", default=[], help="GPU ids for --kind gpu (default all)")
@@ -61,7 +62,9 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou-thres", type=float, default=0.45)
     p.add_argument("--max-det", type=int, default=300, help="detections per image; outputs are padded to it")
     p.add_argument("--agnostic-nms", action="store_true")
-    p.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime threads per instance")
+    p.add_argument("--cpu-threads", type=int, default=None,
+                   help="ONNX Runtime threads per CPU instance (default: the cores here / instances, so "
+                        "1 up to 8 cores; 0: ONNX Runtime's own, every core)")
     p.add_argument("--ensemble", action="store_true",
                    help="also write preprocess -> engine -> postprocess as an ensemble (tensorrt_plan "
                         "for an engine)")

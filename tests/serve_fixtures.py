@@ -91,7 +91,8 @@ def small_repository(model: Path, path: Path, **options: object) -> Path:
     """The detector alone, one single-threaded instance: quick to start, light on the 2-core CI machine."""
     from s2trt.serve import repository as R
 
-    R.export_repository(model, path, R.RepoOptions(max_det=100, cpu_threads=1, **options))  # type: ignore[arg-type]
+    kw: dict = {"instances": 1, "cpu_threads": 1, **options}
+    R.export_repository(model, path, R.RepoOptions(max_det=100, **kw))
     return path
 
 

@@ -56,6 +56,29 @@ def tensors(cfg, kind):
     return {t.name: (t.data_type, list(t.dims)) for t in getattr(cfg, kind)}
 
 
+@pytest.mark.parametrize("cores, instances, want", [
+    (1, None, (1, 1)), (2, None, (2, 1)), (8, None, (8, 1)), (12, None, (8, 1)), (16, None, (8, 2)),
+    (64, None, (8, 8)), (16, 2, (2, 8)), (2, 4, (4, 1))])
+def test_cpu_instances_and_threads_from_the_cores(cores, instances, want):
+    assert R.cpu_layout(cores, instances) == want
+    got_instances, threads = want
+    assert got_instances * threads <= max(cores, got_instances)  # never more threads than cores
+
+
+def test_export_defaults_come_from_the_cores_here_and_are_logged(mc, onnx_model, tmp_path, monkeypatch,
+                                                                  caplog):
+    monkeypatch.setattr(R, "usable_cores", lambda: 16)
+    with caplog.at_level("INFO", logger=R.__name__):
+        R.export_repository(onnx_model, tmp_path / "a", R.RepoOptions())
+    cfg = parse_config(tmp_path / "a" / R.DETECTOR / "config.pbtxt")
+    assert [g.count for g in cfg.instance_group] == [8]
+    assert cfg.parameters["cpu_threads"].string_value == "2"
+    assert "8 x 2 ONNX Runtime thread(s), from the 16 cores here" in caplog.text
+    R.export_repository(onnx_model, tmp_path / "b", R.RepoOptions(instances=3, cpu_threads=0))  # as given
+    cfg = parse_config(tmp_path / "b" / R.DETECTOR / "config.pbtxt")
+    assert [g.count for g in cfg.instance_group] == [3] and cfg.parameters["cpu_threads"].string_value == "0"
+
+
 def test_detector_config_parses_with_triton_protobuf(mc, onnx_model, tmp_path):
     opts = R.RepoOptions(max_batch_size=4, instances=3, queue_delay_us=500, max_det=50, conf_thres=0.3,
                          python_path=["/opt/site-packages", "/x/y"])

@@ -58,7 +58,7 @@ def repo(model, tmp_path_factory):
 def small_repo(model, tmp_path_factory):
     """The detector alone, one instance: quick to start for the tests that run servers of their own."""
     path = tmp_path_factory.mktemp("small_repo")
-    R.export_repository(model, path, R.RepoOptions(max_det=MAX_DET, cpu_threads=1))
+    R.export_repository(model, path, R.RepoOptions(max_det=MAX_DET, instances=1, cpu_threads=1))
     return path
 
 
