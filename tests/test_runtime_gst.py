@@ -15,7 +15,7 @@ from test_runtime_support import tiny_models
 
 from s2trt.errors import S2Error
 from s2trt.runtime.inputs import gst
-from s2trt.runtime.inputs.gst import GstCapture, launch_args, parse_caps, resolve_decoder
+from s2trt.runtime.inputs.gst import GstCapture, i420_to_bgr, launch_args, parse_caps, resolve_decoder
 from s2trt.runtime.inputs.sources import open_source
 from s2trt.runtime.inputs.streams import MultiSource
 
@@ -47,7 +47,7 @@ def _gst_frames(path: Path, kind: str = "video") -> tuple[list[np.ndarray], list
 
 
 @needs_gst
-# 162 wide: BGR rows of 486 bytes, which GStreamer pads to 488; the frames must come out unpadded.
+# 162 wide: I420 chroma rows of 81 bytes, which GStreamer pads to 84; the frames must come out unpadded.
 @pytest.mark.parametrize("codec, decoder, size, container", [
     ("libx264", "avdec_h264", "160x120", "mp4"), ("libx265", "avdec_h265", "160x120", "mkv"),
     ("libx264", "avdec_h264", "162x90", "ts")])
@@ -60,7 +60,8 @@ def test_gstreamer_decodes_what_ffmpeg_decodes(tmp_path, codec, decoder, size, c
     w, h = map(int, size.split("x"))
     for a, b in zip(frames, ref, strict=True):
         assert a.shape == b.shape == (h, w, 3) and a.dtype == np.uint8
-        # Both decode the same YUV; only the YUV → BGR rounding differs (swscale vs videoconvert).
+        # Both decode the same YUV and convert it with BT.601; only the chroma upsampling and
+        # rounding differ (swscale vs OpenCV).
         assert np.abs(a.astype(int) - b).mean() < 2.0
     np.testing.assert_allclose(pts, np.arange(20) / 25, atol=1e-3)  # stream time from the segment
 
@@ -107,6 +108,28 @@ def test_a_file_source_through_gstreamer_gives_frames_with_their_timestamps(tmp_
     assert "avdec_h265" in ms.table()
 
 
+@pytest.mark.parametrize("w, h", [(160, 120), (162, 90), (161, 121), (1920, 1080)])
+def test_i420_frames_in_gstreamer_layout_become_bgr(w, h):
+    # GStreamer's default I420 layout: Y rows padded to 4 bytes, chroma of ceil(w/2) x ceil(h/2)
+    # padded to 4; the reference converts the same planes packed, as OpenCV takes them.
+    h2, w2 = h + h % 2, w + w % 2
+    packed = np.random.default_rng(0).integers(0, 256, (h2 * 3 // 2, w2), np.uint8)
+    want = cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420)[:h, :w]
+    flat = packed.ravel()
+    planes = [flat[:w2 * h2].reshape(h2, w2), flat[w2 * h2:w2 * h2 * 5 // 4].reshape(h2 // 2, w2 // 2),
+              flat[w2 * h2 * 5 // 4:].reshape(h2 // 2, w2 // 2)]
+    strides = [(w + 3) & ~3, (w2 // 2 + 3) & ~3, (w2 // 2 + 3) & ~3]
+    data = b""
+    for plane, stride in zip(planes, strides, strict=True):
+        rows = np.full((plane.shape[0], stride), 7, np.uint8)  # padding GStreamer leaves unset
+        rows[:, :min(plane.shape[1], stride)] = plane[:, :stride]
+        data += rows.tobytes()
+    got = i420_to_bgr(data, w, h)
+    assert got is not None and got.shape == (h, w, 3) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    assert i420_to_bgr(data[:-1], w, h) is None  # a short buffer is no frame
+
+
 def test_caps_and_the_decoder_choice(monkeypatch):
     caps = parse_caps("video/x-raw, width=(int)1920, height=(int)1080, framerate=(fraction)30000/1001, "
                       "format=(string)BGR")
@@ -123,9 +146,9 @@ def test_caps_and_the_decoder_choice(monkeypatch):
     have |= {"nvv4l2decoder", "nvvideoconvert"}  # a Jetson with DeepStream
     assert resolve_decoder("auto") == "nv"
     args = launch_args("stream", "rtsp://cam/live", "nv", 5)
-    # NVMM memory leaves the GPU through nvvideoconvert, then the CPU drops the x of BGRx.
+    # NVMM memory leaves the GPU through nvvideoconvert, as I420 straight into the pipe.
     i = args.index("nvvideoconvert")
-    assert args[i:i + 5] == ["nvvideoconvert", "!", "video/x-raw,format=BGRx", "!", "videoconvert"]
+    assert args[i:i + 5] == ["nvvideoconvert", "!", "video/x-raw,format=I420", "!", "gdppay"]
     assert args[-2:] == ["fd=5", "sync=false"] and "gdppay" in args
     monkeypatch.setattr(gst, "gst_launch", lambda: None)
     with pytest.raises(S2Error, match=r"apt-get install gstreamer1\.0-tools"):

@@ -10,15 +10,17 @@ timer kills and the reconnect policy restarts, never s2infer.
 
 The frames come back framed by the GStreamer Data Protocol (`gdppay`, gstreamer1.0-plugins-bad): a
 62-byte header per packet, then caps (the frame size, which may change mid-stream), events (the
-segment, to turn buffer timestamps into stream time) and buffers (one BGR frame each, with its PTS).
+segment, to turn buffer timestamps into stream time) and buffers (one I420 frame each, with its PTS).
 So a camera that changes resolution is read correctly, and every frame carries its stream timestamp.
 
 The decoder is picked by `decodebin` among the installed ones, steered through plugin ranks
 (`GST_PLUGIN_FEATURE_RANK`): NVIDIA's (`nvv4l2decoder` on Jetson, `nvh264dec`/`nvh265dec` on x86
 GPUs) for `--decoder nv`, the software ones (`avdec_h264`, `avdec_h265`, ...) for `--decoder sw`. The
 decoder that ran is read from gst-launch's verbose caps log and reported. Copies: the decoder's
-output is converted to BGR in system memory (`nvvideoconvert`/`nvvidconv` first where NVIDIA's
-decoder gives NVMM memory) and crosses the pipe once; the pipeline's letterbox reads it from there.
+I420 output (brought from NVMM memory by `nvvideoconvert`/`nvvidconv` where NVIDIA's decoder
+runs) crosses the pipe once, at half the bytes of BGR, and OpenCV converts it to BGR as its own
+FFmpeg capture does (BT.601): GStreamer's `videoconvert` to BGR would cost as much CPU as the
+decode itself (benchmarks/RESULTS.md, "GStreamer decode").
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import cv2
 import numpy as np
 
 from s2trt.errors import S2Error
@@ -133,19 +136,44 @@ def _source_args(kind: str, item: str, timeout_s: float) -> list[str]:
 
 
 def launch_args(kind: str, item: str, mode: str, fd: int, timeout_s: float = 10.0) -> list[str]:
-    """The gst-launch-1.0 command that decodes the item into GDP-framed BGR frames on file
+    """The gst-launch-1.0 command that decodes the item into GDP-framed I420 frames on file
     descriptor fd."""
     gst = gst_launch()
     if gst is None:
         raise S2Error(f"GStreamer's gst-launch-1.0 is not installed (apt-get install {APT_PACKAGES})")
-    convert = ["videoconvert"]
+    convert = ["videoconvert"]  # a no-op for the usual 4:2:0 8-bit streams, which decode to I420
     if mode == "nv":
         nvconv = next((c for c in NV_CONVERTERS if has_element(c)), None)
-        if nvconv is not None:  # out of NVMM memory in one step, then BGRx → BGR on the CPU
-            convert = [nvconv, "!", "video/x-raw,format=BGRx", "!", "videoconvert"]
+        if nvconv is not None:  # out of NVMM memory into system memory, in one step
+            convert = [nvconv]
     return [gst, "-v", "--no-position", *_source_args(kind, item, timeout_s), "!", "queue",
-            "max-size-buffers=2", "!", *convert, "!", "video/x-raw,format=BGR", "!", "gdppay", "!",
+            "max-size-buffers=2", "!", *convert, "!", "video/x-raw,format=I420", "!", "gdppay", "!",
             "fdsink", f"fd={fd}", "sync=false"]
+
+
+def _up4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def i420_to_bgr(data: bytes | bytearray, w: int, h: int) -> np.ndarray | None:
+    """A GStreamer I420 frame (planes in its default layout: rows padded to 4 bytes, odd sizes
+    rounded up to even) as BGR, converted by OpenCV as its FFmpeg capture converts (BT.601); None if
+    the buffer is short."""
+    h2, w2 = h + h % 2, w + w % 2
+    ys, cs, ch = _up4(w), _up4(w2 // 2), h2 // 2
+    need = ys * h2 + 2 * cs * ch
+    if len(data) < need:
+        return None
+    buf = np.frombuffer(data, np.uint8, need)
+    if ys == w2 and cs == w2 // 2:  # already packed (1920, 1280, 640 wide...): no copy before the conversion
+        packed = buf.reshape(h2 * 3 // 2, w2)
+    else:
+        y = buf[:ys * h2].reshape(h2, ys)[:, :w2]
+        u = buf[ys * h2:ys * h2 + cs * ch].reshape(ch, cs)[:, :w2 // 2]
+        v = buf[ys * h2 + cs * ch:].reshape(ch, cs)[:, :w2 // 2]
+        packed = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h2 * 3 // 2, w2)
+    bgr = cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420)
+    return bgr if (h2, w2) == (h, w) else np.ascontiguousarray(bgr[:h, :w])
 
 
 @dataclass
@@ -289,10 +317,9 @@ class GstCapture:
 
     def _set_frame(self, payload: bytearray, pts: int) -> bool:
         w, h = self.caps.width, self.caps.height
-        if not (w and h) or len(payload) < w * h * 3:
+        img = i420_to_bgr(payload, w, h) if w and h else None
+        if img is None:
             return False
-        stride = len(payload) // h  # rows are padded to 4 bytes
-        img = np.frombuffer(payload, np.uint8).reshape(h, stride)[:, : w * 3].reshape(h, w, 3)
         self._frame = img
         if pts == _NONE:
             self.pts = None
@@ -341,8 +368,6 @@ class GstCapture:
         return img is not None, img
 
     def get(self, prop: int) -> float:
-        import cv2
-
         if prop == cv2.CAP_PROP_FPS:
             return self.caps.fps
         if prop == cv2.CAP_PROP_FRAME_WIDTH:
