@@ -37,6 +37,9 @@ class ModelMeta:
     plugin: str | None = None  # op type of the plugin node, when the graph has one
     producer: str = PRODUCER
     versions: dict[str, str] = field(default_factory=dict)
+    # "segment": output0 rows end in nm mask coefficients and output1 holds the prototypes
+    task: str = "detect"
+    nm: int = 0
 
     def preprocess_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of s2trt.detect.letterbox.preprocess that this export implies."""
@@ -60,7 +63,8 @@ class ModelMeta:
             if f.name not in props:
                 continue
             raw = props[f.name]
-            if f.name in ("producer", "flavour", "precision") or (f.name == "plugin" and raw != "null"):
+            if f.name in ("producer", "flavour", "precision", "task") \
+                    or (f.name == "plugin" and raw != "null"):
                 kw[f.name] = raw
             else:
                 try:
@@ -76,6 +80,9 @@ class ModelMeta:
             if problem:
                 raise S2Error(f"{source}: s2trt metadata field '{name}' is {_brief(value)}: "
                               f"{problem}")
+        if (kw.get("task") == "segment") != bool(kw.get("nm")):
+            raise S2Error(f"{source}: s2trt metadata fields 'task' and 'nm' disagree: a segment "
+                          "model has mask coefficients (nm > 0), a detect model none")
         return cls(**kw)
 
     @classmethod
@@ -91,6 +98,7 @@ MAX_NAME = 1000  # characters
 MAX_IMGSZ = 16384
 MAX_BATCH = 4096
 MAX_DET = 100_000
+MAX_NM = 1024  # mask coefficients; YOLOv5's Segment has 32
 MAX_SIDECAR_BYTES = 16 << 20
 
 _repr = reprlib.Repr()
@@ -156,6 +164,8 @@ _FIELD_CHECKS: dict[str, Any] = {
     "plugin": lambda v: None if v is None or (isinstance(v, str) and len(v) <= 128)
     else "expected an op name or null",
     "producer": _one_of(PRODUCER),
+    "task": _one_of("detect", "segment"),
+    "nm": lambda v: None if _int(v, 0, MAX_NM) else f"expected a mask coefficient count in 0..{MAX_NM}",
     "versions": lambda v: None if isinstance(v, dict) and len(v) <= 64
     and all(isinstance(x, str) and len(x) <= 200 for x in (*v, *v.values()))
     else "expected package names and versions",

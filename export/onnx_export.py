@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
+# A Segment model's second output: its mask prototypes (B, nm, H/4, W/4), as yolov5's own export names it.
+PROTO_NAME = "output1"
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # Slice/Concat/Softmax semantics and NonMaxSuppression as TensorRT 10 parses them
 
@@ -63,6 +65,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+def output_names(loaded: LoadedModel) -> list[str]:
+    """The graph outputs: detections, and for a Segment model its prototypes after them."""
+    return [OUTPUT_NAME, PROTO_NAME] if loaded.nm else [OUTPUT_NAME]
+
+
 def torch_to_onnx(loaded: LoadedModel, imgsz: Sequence[int], batch: int | None,
                   opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Trace the model (BatchNorm folded into the convs) to ONNX; batch None = dynamic batch."""
@@ -75,7 +82,8 @@ def torch_to_onnx(loaded: LoadedModel, imgsz: Sequence[int], batch: int | None,
         raise S2Error(f"--opset {opset} is too old: s2trt exports opset {MIN_OPSET} or newer")
     model = fuse_conv_bn(copy.deepcopy(loaded.model)).eval()
     x = torch.zeros(batch or 1, 3, *imgsz)
-    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch is None else None
+    outputs = output_names(loaded)
+    dynamic = {t: {0: "batch"} for t in (INPUT_NAME, *outputs)} if batch is None else None
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter is deprecated in favour of dynamo, which is slower and needs
@@ -83,7 +91,7 @@ def torch_to_onnx(loaded: LoadedModel, imgsz: Sequence[int], batch: int | None,
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(model, (x,), buf, opset_version=opset, dynamo=False,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              input_names=[INPUT_NAME], output_names=outputs,
                               dynamic_axes=dynamic, do_constant_folding=True)
         except Exception as e:  # an opset the installed torch cannot write, mostly
             raise S2Error(f"torch.onnx.export failed at opset {opset}: {first_line(e, 200)}"

@@ -3,7 +3,9 @@
 The error is measured relative to each output group's scale, because the groups live on different
 scales: boxes (cx, cy, w, h) are pixels up to the image size, objectness and class scores are 0..1.
 An absolute 1e-4 would be too strict for boxes and a box-scaled one too loose for scores.
-`rel = max over groups of max|a - b| / max(|b|)` of that group.
+`rel = max over groups of max|a - b| / max(|b|)` of that group. A Segment model's detections have a
+third group, the nm raw mask coefficients after the class scores (unbounded, like logits), and its
+prototypes (B, nm, H/4, W/4) are one group of their own.
 """
 
 from __future__ import annotations
@@ -105,13 +107,18 @@ def _plain_letterbox(frames: list[np.ndarray], imgsz: Sequence[int]) -> np.ndarr
     return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255
 
 
-def compare(name: str, out: np.ndarray, ref: np.ndarray, tol: float, source: str) -> Parity:
-    """Relative error of a (B, N, 5 + nc) output against a reference of the same shape."""
+def compare(name: str, out: np.ndarray, ref: np.ndarray, tol: float, source: str,
+            nm: int = 0) -> Parity:
+    """Relative error of a (B, N, 5 + nc [+ nm]) output, or of prototypes, against a reference of
+    the same shape; `nm` is the number of mask coefficients at the end of each detection row."""
     if out.shape != ref.shape:
         raise S2Error(f"{name}: output shape {out.shape} differs from the reference's {ref.shape}")
     out, ref = out.astype(np.float64), ref.astype(np.float64)
     diff = np.abs(out - ref)
-    groups = [slice(0, 4), slice(4, None)] if ref.ndim == 3 and ref.shape[-1] > 4 else [slice(None)]
+    groups = [slice(None)]
+    if ref.ndim == 3 and ref.shape[-1] > 4 + nm:
+        end = ref.shape[-1] - nm
+        groups = [slice(0, 4), slice(4, end)] + ([slice(end, None)] if nm else [])
     rel = 0.0
     for g in groups:
         scale = max(float(np.abs(ref[..., g]).max(initial=0.0)), 1e-12)
@@ -122,10 +129,18 @@ def compare(name: str, out: np.ndarray, ref: np.ndarray, tol: float, source: str
 
 
 def run_torch(model: Any, x: np.ndarray) -> np.ndarray:
+    """The model's detections (B, N, 5 + nc [+ nm])."""
+    return run_torch_outputs(model, x)[0]
+
+
+def run_torch_outputs(model: Any, x: np.ndarray) -> list[np.ndarray]:
+    """Every output of the model, in the graph's order: detections, then a Segment model's
+    prototypes."""
     import torch
 
     with torch.no_grad():
-        return model(torch.from_numpy(x)).numpy()
+        out = model(torch.from_numpy(x))
+    return [o.numpy() for o in out] if isinstance(out, (tuple, list)) else [out.numpy()]
 
 
 def run_ort(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:

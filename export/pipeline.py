@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from s2trt.errors import S2Error
+from s2trt.errors import S2Error, UsageError
 from s2trt.export import onnx_export, parity
 from s2trt.export.nms import NMSConfig
 from s2trt.export.outputs import StagedFiles
@@ -89,7 +89,7 @@ class ExportState:
     stride: int = 32
     x: Any = None  # the parity input (B, 3, h, w)
     x_source: str = ""
-    torch_out: Any = None
+    torch_out: list[Any] = field(default_factory=list)  # PyTorch's outputs, in the graph's order
     portable_fp32: onnx.ModelProto | None = None
     portable: onnx.ModelProto | None = None  # at the requested precision, raw output
     tensorrt: onnx.ModelProto | None = None
@@ -125,11 +125,31 @@ def load(state: ExportState) -> None:
         raise S2Error(f"{req.weights.name} has no S2Attention block, so there is nothing for the "
                       f"{OP_TYPE} plugin to replace: rerun with --no-plugin (the TensorRT engine is then "
                       "built from the portable graph)")
+    if req.nms and loaded.nm:
+        # The kept boxes' mask coefficients would have to follow them through the NMS outputs;
+        # s2infer does the same NMS on the host and keeps them together.
+        raise UsageError(f"--nms is not supported for segmentation models ({req.weights.name} has "
+                         f"{loaded.nm} mask coefficients): export without --nms, s2infer runs NMS")
     state.loaded = loaded
     state.stride = max(loaded.stride)
     state.imgsz = onnx_export.check_imgsz(req.imgsz, state.stride)
-    log.info("  %s: %d classes, stride %d, %s weights%s", req.weights.name, loaded.nc, state.stride,
+    log.info("  %s: %d classes%s, stride %d, %s weights%s", req.weights.name, loaded.nc,
+             f", {loaded.nm} mask coefficients" if loaded.nm else "", state.stride,
              "FP16" if loaded.half else "FP32", "" if loaded.has_s2attention else ", no S2Attention block")
+
+
+def check_parity(state: ExportState, name: str, outs: list[Any], tol: float,
+                 refs: list[Any] | None = None) -> None:
+    """Compare each graph output with PyTorch's (`refs`, default all of `state.torch_out`; a
+    Segment model's prototypes on their own scale) and stop the export at the first failure."""
+    assert state.loaded is not None
+    nm, refs = state.loaded.nm, state.torch_out if refs is None else refs
+    if len(outs) != len(refs):
+        raise S2Error(f"{name}: the graph has {len(outs)} outputs, the model {len(refs)}")
+    for i, (out, ref) in enumerate(zip(outs, refs, strict=True)):
+        label = name if not nm else f"{name}, {('detections', 'prototypes')[i]} (output{i})"
+        state.parity.append(parity.compare(label, out, ref, tol, state.x_source, nm=nm if i == 0 else 0))
+    parity.require(state.parity)
 
 
 def fp32_graph(state: ExportState) -> None:
@@ -141,13 +161,12 @@ def fp32_graph(state: ExportState) -> None:
         model = simplify(model)
     batch = req.batch or DYNAMIC_PARITY_BATCH
     state.x, state.x_source = parity.sample_input(state.imgsz, batch, state.stride)
-    state.torch_out = parity.run_torch(loaded.model, state.x)
-    out = parity.run_ort(model, state.x)[0]
-    onnx_export.set_output_shape(model, onnx_export.OUTPUT_NAME,
-                                 ["batch" if req.batch is None else req.batch, *out.shape[1:]])
-    state.parity.append(parity.compare("portable fp32 (ONNX Runtime) vs PyTorch", out, state.torch_out,
-                                       parity.FP32_TOL, state.x_source))
-    parity.require(state.parity)
+    state.torch_out = parity.run_torch_outputs(loaded.model, state.x)
+    outs = parity.run_ort(model, state.x)
+    for name, out in zip(onnx_export.output_names(loaded), outs, strict=True):
+        onnx_export.set_output_shape(model, name, ["batch" if req.batch is None else req.batch,
+                                                   *out.shape[1:]])
+    check_parity(state, "portable fp32 (ONNX Runtime) vs PyTorch", outs, parity.FP32_TOL)
     state.portable_fp32 = state.portable = model
 
 
@@ -168,10 +187,8 @@ def fp16_graph(state: ExportState) -> None:
 
     assert state.portable_fp32 is not None
     model = to_fp16(state.portable_fp32)
-    out = parity.run_ort(parity.fp16_storage(model), state.x)[0]
-    state.parity.append(parity.compare("portable fp16 (ONNX Runtime, FP16 tensors rounded) vs PyTorch",
-                                       out, state.torch_out, FP16_TOL, state.x_source))
-    parity.require(state.parity)
+    check_parity(state, "portable fp16 (ONNX Runtime, FP16 tensors rounded) vs PyTorch",
+                 parity.run_ort(parity.fp16_storage(model), state.x), FP16_TOL)
     state.portable = model
 
 
@@ -187,29 +204,21 @@ def tensorrt_graph(state: ExportState) -> None:
     assert state.portable_fp32 is not None and state.loaded is not None
     trt_model, state.blocks = insert_plugin(state.portable_fp32)
     onnx_export.check_op_set(trt_model, allowed_custom=frozenset({OP_TYPE}))
-    state.parity.append(parity.compare(
-        f"tensorrt fp32 (ONNX Runtime + {OP_TYPE} reference) vs PyTorch",
-        parity.run_ort_with_plugin(trt_model, state.x)[0], state.torch_out, parity.FP32_TOL,
-        state.x_source))
-    parity.require(state.parity)
+    check_parity(state, f"tensorrt fp32 (ONNX Runtime + {OP_TYPE} reference) vs PyTorch",
+                 parity.run_ort_with_plugin(trt_model, state.x), parity.FP32_TOL)
     if state.req.full_reference:
         # onnx.reference is pure NumPy: one image is enough, and it shares no kernel with ORT.
-        x = state.x[:1]
-        state.parity.append(parity.compare(
-            f"tensorrt fp32 (onnx.reference + {OP_TYPE} reference) vs PyTorch",
-            parity.run_reference(trt_model, x)[0], state.torch_out[:1], parity.FP32_TOL,
-            state.x_source))
-        parity.require(state.parity)
+        check_parity(state, f"tensorrt fp32 (onnx.reference + {OP_TYPE} reference) vs PyTorch",
+                     parity.run_reference(trt_model, state.x[:1]), parity.FP32_TOL,
+                     [o[:1] for o in state.torch_out])
     if state.req.fp16:
         from s2trt.export.fp16 import FP16_TOL, to_fp16
 
         # onnx.reference's FP16 convolutions take minutes at 640, even behind full_reference.
         trt_model = to_fp16(trt_model)
-        state.parity.append(parity.compare(
-            f"tensorrt fp16 (ONNX Runtime + {OP_TYPE} reference, FP16 tensors rounded) vs PyTorch",
-            parity.run_ort_with_plugin(parity.fp16_storage(trt_model), state.x)[0], state.torch_out,
-            FP16_TOL, state.x_source))
-        parity.require(state.parity)
+        check_parity(state, f"tensorrt fp16 (ONNX Runtime + {OP_TYPE} reference, FP16 tensors rounded) "
+                     "vs PyTorch", parity.run_ort_with_plugin(parity.fp16_storage(trt_model), state.x),
+                     FP16_TOL)
     state.tensorrt = trt_model
 
 
@@ -248,6 +257,7 @@ def metadata(state: ExportState, flavour: str) -> ModelMeta:
     assert state.loaded is not None
     req = state.req
     return ModelMeta(names=list(state.loaded.names), imgsz=list(state.imgsz), stride=state.stride,
+                     task="segment" if state.loaded.nm else "detect", nm=state.loaded.nm,
                      batch="dynamic" if req.batch is None else req.batch, flavour=flavour,
                      precision=req.precision, nms=req.nms.to_dict() if req.nms else None,
                      plugin=OP_TYPE if flavour == "tensorrt" else None,
