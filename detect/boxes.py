@@ -19,6 +19,7 @@ from s2trt.detect.options import DetectOptions
 
 # The graph's outputs (docs/DESIGN.md §3): YOLOv5's raw boxes, or the four in-graph NMS outputs.
 RAW_OUTPUT = "output0"
+PROTO_OUTPUT = "output1"  # a segmentation model's mask prototypes (B, nm, H/4, W/4)
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 MAX_WH = 7680  # class offset for class-aware NMS: larger than any box coordinate (YOLOv5's value)
 
@@ -50,48 +51,52 @@ def nms_indices(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.n
 
 def non_max_suppression(pred: np.ndarray, conf_thres: float = 0.25, iou_thres: float = 0.45,
                         classes: Sequence[int] | None = None, agnostic: bool = False,
-                        max_det: int = 300, max_nms: int = 30000) -> list[np.ndarray]:
-    """YOLOv5's NMS on (B, N, 5 + nc) outputs -> per image (n, 6) [x1, y1, x2, y2, score, class].
+                        max_det: int = 300, max_nms: int = 30000, nm: int = 0) -> list[np.ndarray]:
+    """YOLOv5's NMS on (B, N, 5 + nc + nm) outputs -> per image (n, 6 + nm) [x1, y1, x2, y2, score,
+    class, the nm mask coefficients of a segmentation model].
 
     Boxes stay in network-input pixels; score = objectness x best class score. The thresholds are
     taken as given: `DetectOptions` is where options are checked.
     """
-    if pred.ndim != 3 or pred.shape[2] < 6:
-        raise ValueError(f"expected predictions of shape (B, N, 5 + nc), got {pred.shape}")
+    if pred.ndim != 3 or pred.shape[2] < 6 + nm:
+        raise ValueError(f"expected predictions of shape (B, N, 5 + nc + {nm}), got {pred.shape}")
+    end = pred.shape[2] - nm  # the class scores end where the mask coefficients begin
     out = []
     class_filter = None if classes is None else np.asarray(list(classes), dtype=np.int64)
     for x in pred:  # one iteration per image, not per box
         x = x[x[:, 4] > conf_thres]
         if not len(x):
-            out.append(np.zeros((0, 6), dtype=np.float32))
+            out.append(np.zeros((0, 6 + nm), dtype=np.float32))
             continue
-        cls_scores = x[:, 5:] * x[:, 4:5]
+        cls_scores = x[:, 5:end] * x[:, 4:5]
         j = cls_scores.argmax(1)
         conf = np.take_along_axis(cls_scores, j[:, None], 1)[:, 0]
         keep = conf > conf_thres
         if class_filter is not None:
             keep &= np.isin(j, class_filter)
-        boxes, conf, j = xywh2xyxy(x[keep, :4]), conf[keep], j[keep]
+        boxes, conf, j, coef = xywh2xyxy(x[keep, :4]), conf[keep], j[keep], x[keep, end:]
         if len(conf) > max_nms:  # NMS cost is quadratic: keep the best max_nms candidates
             top = np.argsort(-conf, kind="stable")[:max_nms]
-            boxes, conf, j = boxes[top], conf[top], j[top]
+            boxes, conf, j, coef = boxes[top], conf[top], j[top], coef[top]
         offset = 0.0 if agnostic else j[:, None].astype(np.float64) * MAX_WH
         i = nms_indices(boxes + offset, conf, iou_thres)[:max_det]
-        det = np.empty((len(i), 6), dtype=np.float32)
-        det[:, :4], det[:, 4], det[:, 5] = boxes[i], conf[i], j[i]
+        det = np.empty((len(i), 6 + nm), dtype=np.float32)
+        det[:, :4], det[:, 4], det[:, 5], det[:, 6:] = boxes[i], conf[i], j[i], coef[i]
         out.append(det)
     return out
 
 
 def postprocess(outputs: dict[str, np.ndarray], options: DetectOptions) -> list[np.ndarray]:
-    """A backend's outputs by name -> per image (n, 6) detections in network-input pixels.
+    """A backend's outputs by name -> per image (n, 6) detections in network-input pixels, (n, 6 + nm)
+    with a segmentation model's mask coefficients when its prototypes (`output1`, nm channels) are there.
 
     `output0` goes through NMS; a graph that ends in its own NMS applied its thresholds at export,
     and stricter options still filter its detections here."""
     o = options
     if RAW_OUTPUT in outputs:
+        nm = outputs[PROTO_OUTPUT].shape[1] if PROTO_OUTPUT in outputs else 0
         return non_max_suppression(outputs[RAW_OUTPUT].astype(np.float32, copy=False), o.conf_thres,
-                                   o.iou_thres, o.classes, o.agnostic, o.max_det)
+                                   o.iou_thres, o.classes, o.agnostic, o.max_det, nm=nm)
     keep_cls = None if o.classes is None else np.asarray(o.classes, dtype=np.int64)
     out = []
     for d in from_nms_outputs(*(outputs[k] for k in NMS_OUTPUTS)):

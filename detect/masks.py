@@ -1,0 +1,195 @@
+"""Instance masks of a YOLOv5 segmentation model, from its two outputs to the original frame.
+
+The semantics are those of yolov5 v7.0's `predict.py` (process_mask with upsampling, then the mask
+mapped back through the letterbox like its `scale_image`), for one detection:
+1. soft = sigmoid(coefficients (nm,) . prototypes (nm, mh, mw)), at the prototypes' stride 4;
+2. soft upsampled to the letterboxed network input (h, w): bilinear with half-pixel centres and
+   clamped edges (PyTorch's `align_corners=False`, OpenCV's INTER_LINEAR);
+3. cropped to the box in input pixels: pixel (row r, column c) is kept when x1 <= c < x2 and
+   y1 <= r < y2, zero elsewhere;
+4. thresholded: soft > 0.5;
+5. back to the frame: the letterbox's padding cut off (the exact rows and columns the letterbox
+   wrote, `s2trt.detect.letterbox`), the rest resized to the frame with the same bilinear rule,
+   and kept where > 0.5.
+Each step only touches the pixels near the box: a mask is a window of the frame (`InstanceMask`),
+so 300 masks of a 4K frame cost what their boxes cover, not 300 frames.
+
+Detections of a segmentation model are (n, 6 + nm) rows [x1, y1, x2, y2, score, class, coefficients]
+in network-input pixels (`s2trt.detect.boxes.non_max_suppression` with `nm`).
+
+In JSON, a mask is its outer polygons (`polygons`, OpenCV's contour tracing of the window's pixels),
+COCO's polygon `segmentation` format in frame pixels; `fill_polygons` draws them back. Holes inside
+a mask are not kept (COCO polygons have none), as in yolov5's `--save-txt` segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from s2trt.detect.boxes import PROTO_OUTPUT, scale_boxes
+from s2trt.detect.letterbox import LetterboxInfo
+
+THRESHOLD = 0.5
+
+
+@dataclass
+class InstanceMask:
+    """One instance's mask in its frame: `bits` (h, w) bool, its top-left corner at (x, y)."""
+
+    x: int
+    y: int
+    bits: np.ndarray
+
+    def full(self, shape: tuple[int, int]) -> np.ndarray:
+        """The mask as a (h, w) bool array of the whole frame."""
+        out = np.zeros(shape, dtype=bool)
+        h, w = self.bits.shape
+        out[self.y:self.y + h, self.x:self.x + w] = self.bits
+        return out
+
+    @property
+    def area(self) -> int:
+        return int(self.bits.sum())
+
+    def polygons(self) -> list[list[int]]:
+        """Outer contours in frame pixels, each [x0, y0, x1, y1, ...] (COCO's polygon format)."""
+        if not self.bits.any():
+            return []
+        contours, _ = cv2.findContours(self.bits.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_SIMPLE, offset=(self.x, self.y))
+        return [c.reshape(-1).astype(int).tolist() for c in contours]
+
+
+def fill_polygons(polygons: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
+    """A mask read back from its polygons: (h, w) bool of the frame, contour pixels included."""
+    out = np.zeros(shape, dtype=np.uint8)
+    pts = [np.asarray(p, dtype=np.float64).reshape(-1, 2).round().astype(np.int32) for p in polygons
+           if len(p) >= 2]
+    if pts:
+        cv2.fillPoly(out, pts, 1)
+        cv2.polylines(out, pts, True, 1)  # a one-pixel-wide part has no inside to fill
+    return out.astype(bool)
+
+
+def taps(n_out: int, n_in: int, start: int, stop: int, scale: float | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows (i0, i1) and the weight of i1 for output rows start..stop-1 of a bilinear resize
+    from n_in to n_out rows (half-pixel centres, clamped at both edges)."""
+    s = n_in / n_out if scale is None else scale
+    src = np.maximum((np.arange(start, stop, dtype=np.float64) + 0.5) * s - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, src - i0
+
+
+def _resample(a: np.ndarray, rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+              cols: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Bilinear samples of `a` at the given row and column taps; a tap outside `a` reads 0."""
+    def take(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+        ok = ((idx >= 0) & (idx < x.shape[axis])).astype(np.float32)
+        got = np.take(x, np.clip(idx, 0, x.shape[axis] - 1), axis=axis)
+        return got * (ok[:, None] if axis == 0 else ok[None, :])
+
+    (r0, r1, fy), (c0, c1, fx) = rows, cols
+    fy32, fx32 = fy.astype(np.float32)[:, None], fx.astype(np.float32)[None, :]
+    r = take(a, r0, 0) * (1 - fy32) + take(a, r1, 0) * fy32
+    return take(r, c0, 1) * (1 - fx32) + take(r, c1, 1) * fx32
+
+
+def soft_masks(proto: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """sigmoid(coefficients @ prototypes): (n, mh, mw) float32, at the prototypes' resolution."""
+    nm, mh, mw = proto.shape
+    logits = coefficients.astype(np.float32).reshape(-1, nm) @ proto.astype(np.float32).reshape(nm, -1)
+    with np.errstate(over="ignore"):  # exp of a very negative logit: the sigmoid is 0 as it should
+        return (1.0 / (1.0 + np.exp(-logits))).reshape(-1, mh, mw)
+
+
+def process_masks(proto: np.ndarray, dets: np.ndarray, input_hw: tuple[int, int],
+                  info: LetterboxInfo) -> list[InstanceMask]:
+    """Masks in the frame for (n, 6 + nm) detections in network-input pixels (steps 1-5 above)."""
+    nm = proto.shape[0]
+    h, w = input_hw
+    mh, mw = proto.shape[1:]
+    soft = soft_masks(proto, dets[:, 6:6 + nm])
+    h0, w0 = info.orig_shape
+    # The letterbox resized the frame to (nh, nw) and padded dh, dw on each side (split as it
+    # splits them): the rows and columns it wrote are exactly these.
+    dw, dh = info.pad
+    nw, nh = round(w - 2 * dw), round(h - 2 * dh)
+    top, left = round(dh - 0.1), round(dw - 0.1)
+    out = []
+    for m, (x1, y1, x2, y2) in zip(soft, dets[:, :4].astype(np.float64), strict=True):
+        # Step 3's window in input pixels: the columns c with x1 <= c < x2, inside the input.
+        c0, c1 = int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(x2), 0, w))
+        r0, r1 = int(np.clip(np.ceil(y1), 0, h)), int(np.clip(np.ceil(y2), 0, h))
+        if c1 <= c0 or r1 <= r0:
+            out.append(InstanceMask(0, 0, np.zeros((0, 0), dtype=bool)))
+            continue
+        # Steps 2-4 on the window only.
+        win = _resample(m, taps(h, mh, r0, r1), taps(w, mw, c0, c1)) > THRESHOLD
+        # Step 5: the frame rows and columns whose taps reach the window (one pixel of margin
+        # each side, since a tap is at most one source pixel away from its centre).
+        sy, sx = nh / h0, nw / w0
+        fy0, fy1 = _reach(r0 - top, r1 - top, 1 / sy, h0)
+        fx0, fx1 = _reach(c0 - left, c1 - left, 1 / sx, w0)
+        rows = taps(h0, nh, fy0, fy1)
+        cols = taps(w0, nw, fx0, fx1)
+        # Content row j is input row top + j, which is window row top + j - r0.
+        rows = (rows[0] + top - r0, rows[1] + top - r0, rows[2])
+        cols = (cols[0] + left - c0, cols[1] + left - c0, cols[2])
+        bits = _resample(win.astype(np.float32), rows, cols) > THRESHOLD
+        out.append(_trimmed(bits, fx0, fy0))
+    return out
+
+
+def _reach(lo: int, hi: int, scale: float, n: int) -> tuple[int, int]:
+    """Output rows [a, b) of a resize by `scale` (output per source row) whose taps can read source
+    rows [lo, hi), clipped to 0..n."""
+    a = int(np.floor((lo - 1 + 0.5) * scale - 0.5)) - 1
+    b = int(np.ceil((hi + 0.5) * scale - 0.5)) + 2
+    return max(a, 0), min(max(b, 0), n)
+
+
+def _trimmed(bits: np.ndarray, x: int, y: int) -> InstanceMask:
+    """The smallest window that holds every set pixel."""
+    rows, cols = np.flatnonzero(bits.any(1)), np.flatnonzero(bits.any(0))
+    if not len(rows):
+        return InstanceMask(0, 0, np.zeros((0, 0), dtype=bool))
+    return InstanceMask(x + int(cols[0]), y + int(rows[0]),
+                        np.ascontiguousarray(bits[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]))
+
+
+def to_frames(dets: Sequence[np.ndarray], outputs: dict[str, np.ndarray], infos: Sequence[LetterboxInfo],
+              input_hw: tuple[int, int]) -> tuple[list[np.ndarray], list[list[InstanceMask] | None]]:
+    """Per image: (n, 6) detections in the frame, and their masks (None for a detection model).
+
+    A box that `scale_boxes` drops (nothing left of it in the frame) loses its mask with it.
+    """
+    proto = outputs.get(PROTO_OUTPUT)
+    if proto is None:
+        return [scale_boxes(d, info) for d, info in zip(dets, infos, strict=True)], [None] * len(dets)
+    frames, masks = [], []
+    for d, p, info in zip(dets, proto, infos, strict=True):
+        indexed = np.concatenate([d[:, :6], np.arange(len(d), dtype=np.float32)[:, None]], axis=1)
+        kept = scale_boxes(indexed, info)
+        rows = d[kept[:, 6].astype(np.int64)]
+        frames.append(np.ascontiguousarray(kept[:, :6]))
+        masks.append(process_masks(p, rows, input_hw, info))
+    return frames, masks
+
+
+def draw_masks(img: np.ndarray, masks: Sequence[InstanceMask], colors: Sequence[tuple[int, int, int]],
+               alpha: float = 0.5) -> np.ndarray:
+    """Blend each mask into img (in place) in its colour, the first mask on top (as yolov5 draws)."""
+    for m, color in reversed(list(zip(masks, colors, strict=True))):
+        h, w = m.bits.shape
+        if not h:
+            continue
+        region = img[m.y:m.y + h, m.x:m.x + w]
+        sel = region[m.bits].astype(np.float32)
+        region[m.bits] = (sel * (1 - alpha) + np.asarray(color, np.float32) * alpha).round().astype(img.dtype)
+    return img
