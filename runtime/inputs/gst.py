@@ -263,7 +263,7 @@ class GstCapture:
     def decoder(self) -> str | None:
         """The decoder element that runs (avdec_h264, nvv4l2decoder, ...), None if unknown. The log
         that names it comes on its own pipe: a frame may arrive first, so wait for it a little."""
-        self._decoder_seen.wait(timeout=2.0)
+        self._decoder_seen.wait(timeout=5.0)
         return self._decoder
 
     def failure(self, stalled: bool = False) -> str:
