@@ -1,7 +1,7 @@
 """From the network's outputs to detections: confidence filter, class-aware NMS, boxes back to the frame.
 
-The network has already decoded its boxes (YOLOv5's Detect head, inside the graph); what happens
-here is selection (`postprocess`: NMS and the filters of `DetectOptions`). Detections are (n, 6)
+The graph's Detect head already gives boxes in input pixels (cx, cy, w, h); what happens here is
+selection (`postprocess`: NMS and the filters of `DetectOptions`). Detections are (n, 6)
 float32 arrays of rows [x1, y1, x2, y2, score, class]. The NMS runs in OpenCV's C++
 (cv2.dnn.NMSBoxes) on boxes offset by class, as YOLOv5 does with torchvision, so host-side NMS costs
 no Python loop per box (USERS.md #9).

@@ -2,7 +2,8 @@
 
 A Result holds the frame it came from, its detections in the frame's pixels, how the frame was
 letterboxed and the time it spent in each stage. `to_json()` is the line s2infer's `--save-json`
-writes for the frame (the same function makes both), `plot()` the frame s2infer's `--save` draws.
+writes for the frame (the sinks' own `record`, serialised as the sink does; tests/test_api.py
+compares them byte for byte), `plot()` the frame s2infer's `--save` draws (the sinks' `annotate`).
 """
 
 from __future__ import annotations
@@ -94,5 +95,5 @@ class Result:
 
 
 def json_line(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> str:
-    """The one serialisation of a frame's JSON Lines record, for s2infer and the Python API."""
+    """A frame's JSON Lines record as s2infer's JsonlSink writes it, without the newline."""
     return json.dumps(record(frame, dets, names), separators=(",", ":"))
