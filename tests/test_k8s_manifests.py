@@ -475,7 +475,9 @@ def test_probes_ask_tritons_health_endpoints():
 def test_restricted_protocols_and_gpu_as_s2serve():
     c = container()
     key = f"$({S.ENV_ADMIN_KEY})"  # Kubernetes expands $(VAR) in args from the container's env
-    s2serve = {x.split("=", 1)[0][2:]: x.split("=", 1)[1]
+    # s2serve puts a placeholder where the key goes and swaps the key in inside the server
+    # (serve/argv_secret.py); in a pod of its own the key may stand on the command line.
+    s2serve = {x.split("=", 1)[0][2:]: x.split("=", 1)[1].replace(S.argv_secret.PLACEHOLDER, key)
                for x in S.TritonServer.command(_Stub(key), None) if "restricted" in x}  # type: ignore[arg-type]
     assert s2serve and {k: args()[k] for k in s2serve} == s2serve
     env = {e["name"]: e for e in c["env"]}
@@ -489,6 +491,7 @@ class _Stub:
 
     def __init__(self, key: str):
         self.admin_key, self.shm_prefix, self.bind_host, self.verbose, self.extra_args = key, "p_", "h", 0, []
+        self.server_id = "s2trt-id"
         self.repository = Path("/models")
         self.install = S.TritonInstall(Path("tritonserver"))
         self.endpoints = S.Endpoints("h", 8000, 8001, 8002)
@@ -534,9 +537,11 @@ def test_the_deployments_arguments_and_the_adapter_rules_on_a_real_tritonserver(
         name = a[2:].split("=", 1)[0]
         a = a.replace(f"$({S.ENV_ADMIN_KEY})", key)
         run.append(f"--{name}={ports[name]}" if name in ports else a)
-    # Only this test's own additions: loopback, and the bundled Python backend's folder.
+    # Only this test's own additions: loopback, the bundled Python backend's folder, and the --id by
+    # which TritonServer knows its own server's readiness.
     srv.command = lambda backend_dir: [str(srv.install.binary), *run, "--http-address=127.0.0.1",
                                        "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
+                                       f"--id={srv.server_id}",
                                        *([f"--backend-directory={backend_dir}"] if backend_dir else [])]
     detector = adapter_rules()[hpa_metric(rendered.base)]
     ensemble = adapter_rules()[hpa_metric(rendered.ensemble)]
