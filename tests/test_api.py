@@ -177,6 +177,19 @@ def test_model_errors_are_s2infer_messages(tmp_path, onnx_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"s2infer: error: {e.value}"
 
 
+def test_triton_servers_are_named_by_a_url(tmp_path, capsys):
+    from s2trt.runtime.model import ModelRef
+
+    assert ModelRef.parse("triton://a:8001,b:8001") == ModelRef("triton", "a:8001,b:8001")
+    frame = tmp_path / "f.png"
+    cv2.imwrite(str(frame), scene(0))
+    with pytest.raises(S2Error) as e:  # port 9 (discard): nothing answers there
+        s2trt.Detector("triton://127.0.0.1:9")
+    assert s2infer_main(["--triton", "127.0.0.1:9", str(frame), "--no-save"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"s2infer: error: {e.value}"
+    assert "127.0.0.1:9" in str(e.value)
+
+
 def test_what_det_refuses(tmp_path, det):
     video = write_video(tmp_path / "v.mp4", 3)
     with pytest.raises(S2Error, match=r"v\.mp4 is a video: videos, cameras and streams go through "
