@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from calib_helpers import export_random_model, write_images
+from fakes import FakeCuda, FakeTRT
 
 from s2trt.calib import trt_calibrator
 from s2trt.calib.cache import cache_key, graph_digest, load_cache, save_cache
@@ -97,38 +98,9 @@ def _cuda_devices(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda device: CURRENT_DEVICE.__setitem__(0, device))
 
 
-class FakeCuda:
-    """CudaMemory stand-in: 'device memory' is a dict of arrays keyed by pointer; cudaMalloc
-    allocates on the current device."""
-
-    def __init__(self) -> None:
-        self.buffers: dict[int, np.ndarray] = {}
-        self.device_of: dict[int, int] = {}
-        self.closed = False
-
-    def malloc(self, nbytes: int) -> int:
-        ptr = 4096 * (len(self.buffers) + 1)
-        self.buffers[ptr] = np.zeros(nbytes // 4, np.float32)
-        self.device_of[ptr] = CURRENT_DEVICE[0]
-        return ptr
-
-    def h2d(self, dst: int, src: np.ndarray) -> None:
-        self.buffers[dst][:src.size] = src.ravel()
-
-    def synchronize(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _fake_trt() -> types.SimpleNamespace:
-    class Base:
-        def __init__(self) -> None:
-            self.base_initialised = True
-
-    return types.SimpleNamespace(IInt8EntropyCalibrator2=Base, IInt8MinMaxCalibrator=type("MM", (Base,), {}),
-                                 __version__="10.3.0")
+def _cuda() -> FakeCuda:
+    """CUDA memory allocated on the device cudaSetDevice made current."""
+    return FakeCuda(device=lambda: CURRENT_DEVICE[0])
 
 
 def test_calibrator_feeds_batches_and_writes_the_cache(model: Path, tmp_path: Path, monkeypatch) -> None:
@@ -136,18 +108,18 @@ def test_calibrator_feeds_batches_and_writes_the_cache(model: Path, tmp_path: Pa
     reader = open_reader(tmp_path / "imgs", PREP, size=5, batch=2, progress=False)
     reader.drop_last = True
     expected = list(reader.batches())
-    cuda = FakeCuda()
+    cuda = _cuda()
     monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", lambda: cuda)
-    fake = _fake_trt()
+    fake = FakeTRT("10.3.0")
     cls = trt_calibrator._calibrator_class(fake, "minmax")
     assert issubclass(cls, fake.IInt8MinMaxCalibrator)
     cal = cls(reader, None, tmp_path / "m.calib", _key(model, "minmax"))
-    assert cal.base_initialised and cal.get_batch_size() == 2 and cuda.buffers  # memory up front
+    assert cal.base_initialised and cal.get_batch_size() == 2 and cuda.device  # memory up front
     assert cal.read_calibration_cache() is None  # no cache: TensorRT calibrates
     seen = []
     while (ptrs := cal.get_batch(["images"])) is not None:
         assert len(ptrs) == 1
-        seen.append(cuda.buffers[ptrs[0]].reshape(2, 3, 64, 64).copy())
+        seen.append(cuda.bytes_at(ptrs[0], 2 * 3 * 64 * 64 * 4).view(np.float32).reshape(2, 3, 64, 64).copy())
     assert len(seen) == 2 and all(np.array_equal(a, b) for a, b in zip(seen, expected, strict=True))
     assert cuda.closed
     cal.write_calibration_cache(memoryview(b"TRT-100300-MinMaxCalibration\n"))
@@ -159,11 +131,10 @@ def test_make_calibrator_checks_before_tensorrt(model: Path, tmp_path: Path, mon
     reader = open_reader(tmp_path / "imgs", PREP, size=2, batch=1, progress=False)
     with pytest.raises(S2Error, match="no 'percentile' method"):
         trt_calibrator.make_calibrator(model, reader, "percentile")
-    monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: types.SimpleNamespace(
-        __version__="11.0.0"))
+    monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: FakeTRT("11.0.0"))
     with pytest.raises(S2Error, match="no INT8 calibrator"):
         trt_calibrator.make_calibrator(model, reader, "entropy")
-    fake = _fake_trt()
+    fake = FakeTRT("10.3.0")
     monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: fake)
     save_cache(tmp_path / "m.calib", b"table", _key(model, "minmax"))
     with pytest.raises(S2Error, match="not entropy"):  # a mismatching cache stops before any image is read
@@ -179,8 +150,8 @@ def test_make_calibrator_checks_before_tensorrt(model: Path, tmp_path: Path, mon
 def test_a_failed_calibration_is_never_cached(model: Path, tmp_path: Path, monkeypatch) -> None:
     write_images(tmp_path / "imgs", 1)
     reader = open_reader(tmp_path / "imgs", PREP, size=1, batch=1, progress=False)
-    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", FakeCuda)
-    cal = trt_calibrator._calibrator_class(_fake_trt(), "entropy")(reader, None, tmp_path / "m.calib",
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", _cuda)
+    cal = trt_calibrator._calibrator_class(FakeTRT("10.3.0"), "entropy")(reader, None, tmp_path / "m.calib",
                                                                    _key(model))
     cal.error = S2Error("frame 3 could not be decoded")
     cal.write_calibration_cache(memoryview(b"partial table"))
@@ -192,8 +163,8 @@ def test_calibrator_errors_end_calibration_without_raising(model: Path, tmp_path
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"no jpeg")
     reader = open_reader(tmp_path / "imgs", PREP, size=1, batch=1, progress=False)
-    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", FakeCuda)
-    cal = trt_calibrator._calibrator_class(_fake_trt(), "entropy")(reader, None, None, _key(model))
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", _cuda)
+    cal = trt_calibrator._calibrator_class(FakeTRT("10.3.0"), "entropy")(reader, None, None, _key(model))
     assert cal.get_batch(["images"]) is None  # TensorRT sees the end of the data, not an exception
     assert isinstance(cal.error, S2Error) and "bad.jpg" in str(cal.error)
 
@@ -204,8 +175,8 @@ def test_calibration_batch_follows_the_engine_profile(tmp_path: Path, monkeypatc
     from s2trt.export.engine import EngineOptions
 
     write_images(tmp_path / "imgs", 8)
-    monkeypatch.setattr("s2trt.calib.trt_calibrator.import_tensorrt", lambda purpose: _fake_trt())
-    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", FakeCuda)
+    monkeypatch.setattr("s2trt.calib.trt_calibrator.import_tensorrt", lambda purpose: FakeTRT("10.3.0"))
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", _cuda)
     dyn = export_random_model(tmp_path / "dyn.onnx", imgsz=64, dynamic=True)
     opts = Int8Options(calib=str(tmp_path / "imgs"), method="minmax", size=8)
     cal = trt_calibrator(dyn, opts, EngineOptions(precision="int8", opt_shape=(3, 3, 64, 64)))
@@ -225,7 +196,7 @@ def test_calibration_memory_is_on_the_build_device(model: Path, tmp_path: Path, 
     selects device 1, but TensorRT reads get_batch()'s pointers on the device that builds
     (IInt8Calibrator::getBatch, NvInfer.h 10.3 line 7694: "bindings An array of pointers to device
     memory")."""
-    from test_engine import FakeTRT, _write_onnx
+    from test_engine import _write_onnx
 
     from s2trt.export.engine import EngineOptions, build_engine
     from s2trt.meta import ModelMeta
@@ -233,8 +204,8 @@ def test_calibration_memory_is_on_the_build_device(model: Path, tmp_path: Path, 
     write_images(tmp_path / "imgs", 2)
     reader = open_reader(tmp_path / "imgs", PREP, size=2, batch=1, progress=False)
     mems: list[FakeCuda] = []
-    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", lambda: mems.append(FakeCuda()) or mems[-1])
-    monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: _fake_trt())
+    monkeypatch.setattr("s2trt.trt.cuda_mem.open_cuda", lambda: mems.append(_cuda()) or mems[-1])
+    monkeypatch.setattr(trt_calibrator, "import_tensorrt", lambda purpose: FakeTRT("10.3.0"))
     cal = trt_calibrator.make_calibrator(model, reader, "entropy")  # before --device is applied
     onnx_file = _write_onnx(tmp_path / "m.onnx", ModelMeta(names=["a"], imgsz=[64, 64], batch=1))
     fake = FakeTRT("10.3.0", shape=(1, 3, 64, 64))

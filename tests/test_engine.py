@@ -1,8 +1,8 @@
 """Engine builder and TensorRT compatibility logic, without TensorRT.
 
-A small fake TensorRT module records what the builder asks for; like the real 11.x it has no
-precision flags, so the 11 path cannot use them by accident. The real modules' API is checked in
-test_trt_api.py.
+A small fake TensorRT module (tests/fakes.py, FakeTRT) records what the builder asks for; like the
+real 11.x it has no precision flags, so the 11 path cannot use them by accident. The real modules' API
+is checked in test_trt_api.py, the fake's against it in test_fakes.py.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fakes import FORMATS, PINNED, FakeBuilderConfig, FakeLayer, FakeNetwork, FakeTRT
 
 from s2trt.errors import MissingDependencyError, S2Error
 from s2trt.export import engine as eng
@@ -32,236 +33,6 @@ NAMES = ["person", "car"]
 
 
 # ------------------------------------------------------------------------------ fake TensorRT
-
-class _Tensor(SimpleNamespace):
-    pass
-
-
-INTEGER = ("int32", "int64", "bool", "uint8")
-
-
-class _Layer:
-    """A layer of a weakly typed network: its precision is what TensorRT infers (FLOAT for float
-    layers) until set; `pinned` and `output_types` record what the builder asked for. It reads the
-    outputs of the layers named in `inputs` (else one tensor no layer writes)."""
-
-    def __init__(self, name: str, type_: str, dtype: str, inputs: tuple[str, ...] = ()) -> None:
-        self.name, self.type, self.num_outputs = name, type_, 1
-        self.dtype = dtype
-        self._out = _Tensor(name=f"{name}:out", dtype=dtype, is_shape_tensor=dtype in INTEGER)
-        self._ins = [_Tensor(name=f"{i}:out", dtype="float", is_shape_tensor=False) for i in inputs] or [
-            _Tensor(name=f"{name}:in", dtype="float", is_shape_tensor=False)]
-        self.num_inputs = len(self._ins)
-        self.precision = dtype if dtype in INTEGER else "float"
-        self.pinned: str | None = None
-        self.output_types: dict[int, str] = {}
-
-    def get_output(self, i: int) -> _Tensor:
-        return self._out
-
-    def get_input(self, i: int) -> _Tensor:
-        return self._ins[i]
-
-    def set_output_type(self, i: int, dtype: str) -> None:
-        self.output_types[i] = dtype
-
-    def __setattr__(self, key: str, value: object) -> None:
-        if key == "precision" and "precision" in self.__dict__:
-            self.__dict__["pinned"] = value
-        super().__setattr__(key, value)
-
-
-# The FP32 graph of _write_island_onnx as onnx-tensorrt parses it: a layer per node named after it,
-# further layers of a node `<node>_<n>`; /m/Mul_1 is a node of its own, outside the decode island.
-ISLAND_LAYERS = [("/m/Mul_1", "EW", "float"), ("conv", "CONV", "float"), ("/m/Sigmoid", "ACT", "float"),
-                 ("/m/Sigmoid_5", "SHUFFLE", "float"), ("/m/Shape", "SHAPE", "int64"),
-                 ("/m/Mul", "EW", "float"), ("/m/Reshape", "SHUFFLE", "float"),
-                 ("/m/Reshape_7", "CONSTANT", "int32")]
-PINNED = ["/m/Sigmoid", "/m/Sigmoid_5", "/m/Mul", "/m/Reshape"]
-
-
-def _layers(graph: str) -> list[_Layer]:
-    if graph == "fp32":
-        return [_Layer(n, t, d) for n, t, d in ISLAND_LAYERS]
-    if graph == "fp16":
-        return [_Layer("conv", "CONV", "half")]
-    return [_Layer("q", "Q", "int8"), _Layer("dq", "DQ", "half"), _Layer("conv", "CONV", "half")]
-
-
-class _Network:
-    def __init__(self, flags: int, shape: tuple, layers: list[_Layer]) -> None:
-        self.flags, self._input, self._layers = flags, _Tensor(name="images", shape=shape), layers
-        self.num_inputs, self.num_layers = 1, len(layers)
-
-    def get_input(self, i: int) -> _Tensor:
-        return self._input
-
-    def get_layer(self, i: int) -> _Layer:
-        return self._layers[i]
-
-
-class _Config:
-    def __init__(self) -> None:
-        self.flags: set[str] = set()
-        self.pools: dict[str, int] = {}
-        self.profiles: list = []
-        self.int8_calibrator = None
-        self.calibration_profile = None
-        self.cache = None
-        self.profiling_verbosity = None
-
-    def set_flag(self, flag: str) -> None:
-        self.flags.add(flag)
-
-    def set_memory_pool_limit(self, pool: str, size: int) -> None:
-        self.pools[pool] = size
-
-    def add_optimization_profile(self, profile: dict) -> None:
-        self.profiles.append(profile)
-
-    def set_calibration_profile(self, profile: dict) -> None:
-        self.calibration_profile = profile
-
-    def create_timing_cache(self, data: bytes) -> SimpleNamespace:
-        return SimpleNamespace(serialize=lambda: b"cache:" + bytes(data))
-
-    def set_timing_cache(self, cache: SimpleNamespace, ignore_mismatch: bool) -> bool:
-        self.cache = cache
-        return True
-
-    def get_timing_cache(self) -> SimpleNamespace:
-        return self.cache
-
-
-# IEngineInspector's "Format/Datatype" text for the type a layer runs in (TensorRT 10.3's wording).
-FORMATS = {"float": "Row major linear FP32", "half": "Channel major FP16 format where channel % 8 == 0",
-           "int8": "Thirty-two wide channel vectorized row major Int8 format",
-           "int32": "Row major linear Int32", "int64": "Row major linear Int64"}
-PARAMETER_TYPES = {"CONV": "Convolution", "EW": "ElementWise", "ACT": "Activation", "SHUFFLE": "Shuffle",
-                   "SHAPE": "Shape", "CONSTANT": "Constant", "Q": "Quantize", "DQ": "Dequantize"}
-
-
-class _Engine:
-    """ICudaEngine as check_engine_precision reads it: the inspector reports each layer of the built
-    network in the type the fake builder ran it in. A weakly typed build runs a pinned layer in FP32,
-    an integer one as it is, and the rest in the lowest precision its flags allow (INT8 only for
-    convolutions); a strongly typed one runs every layer in the graph's type. Formats of a dynamic
-    engine are "N/A" until an execution context with shapes is given, as TensorRT reports them."""
-
-    def __init__(self, trt: FakeTRT) -> None:
-        self.trt, self.num_io_tensors, self.layers = trt, 1, list(trt.network._layers)
-        self.contexts: list[SimpleNamespace] = []
-
-    def get_tensor_name(self, i: int) -> str:
-        return "images"
-
-    def get_tensor_mode(self, name: str) -> str:
-        return "input"
-
-    def get_tensor_shape(self, name: str) -> tuple:
-        return self.trt.shape
-
-    def get_tensor_profile_shape(self, name: str, index: int) -> tuple:
-        return self.trt.config.profiles[index][name]
-
-    def create_execution_context(self) -> SimpleNamespace:
-        ctx = SimpleNamespace(shapes={})
-        ctx.set_input_shape = lambda name, shape: ctx.shapes.__setitem__(name, tuple(shape)) or True
-        self.contexts.append(ctx)
-        return ctx
-
-    def _runs_in(self, layer: _Layer) -> str:
-        flags = self.trt.config.flags
-        if self.trt.network.flags or layer.dtype in INTEGER or layer.pinned == "float":
-            return layer.dtype if layer.pinned != "float" else "float"
-        if "INT8" in flags and layer.type == "CONV":
-            return "int8"
-        return "half" if "FP16" in flags else "float"
-
-    def create_engine_inspector(self) -> SimpleNamespace:
-        inspector = SimpleNamespace(execution_context=None)
-
-        def information(fmt: str) -> str:
-            assert fmt == "json" and self.trt.config.profiling_verbosity == "detailed"
-            ctx = inspector.execution_context
-            known = -1 not in self.trt.shape or (ctx is not None and "images" in ctx.shapes)
-            layers = []
-            for layer in self.layers:
-                text = FORMATS[self._runs_in(layer)] if known else "N/A due to dynamic shapes"
-                tensor = {"Name": "t", "Location": "Device", "Format/Datatype": text}
-                layers.append({"Name": layer.name, "LayerType": "Layer",
-                               "ParameterType": PARAMETER_TYPES.get(layer.type, layer.type),
-                               "Inputs": [tensor], "Outputs": [tensor]})
-            return json.dumps({"Layers": layers, "Bindings": ["images", "output0"]})
-
-        inspector.get_engine_information = information
-        return inspector
-
-
-class FakeTRT:
-    """What export/engine.py and s2trt.trt touch, per major version."""
-
-    def __init__(self, version: str, shape: tuple = (-1, 3, 64, 64), graph: str = "fp32",
-                 parse_errors: tuple[str, ...] = (), creators: tuple = ()) -> None:
-        self.__version__ = version
-        v11 = version.startswith("11.")
-        flags = ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"] + (
-            [] if v11 else ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"])
-        self.BuilderFlag = SimpleNamespace(**{f: f for f in flags})
-        # NvInfer.h v10.3.0 line 9620 "kSTRONGLY_TYPED = 1"; v11.1 line 11471 "kSTRONGLY_TYPED
-        # TRT_DEPRECATED_ENUM = 0" (there bit 1 is kPREFER_JIT_PYTHON_PLUGINS).
-        self.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=0 if v11 else 1)
-        self.LayerType = SimpleNamespace(QUANTIZE="Q", DEQUANTIZE="DQ", CONVOLUTION="CONV",
-                                         CONSTANT="CONSTANT", SHUFFLE="SHUFFLE")
-        self.ProfilingVerbosity = SimpleNamespace(DETAILED="detailed")
-        self.LayerInformationFormat = SimpleNamespace(JSON="json")
-        self.TensorIOMode = SimpleNamespace(INPUT="input", OUTPUT="output")
-        self.DataType = SimpleNamespace(FLOAT="float", HALF="half", INT32="int32", INT64="int64", BOOL="bool",
-                                        UINT8="uint8")
-        self.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
-        self.Logger = lambda severity: SimpleNamespace(severity=severity)
-        self.Logger.VERBOSE, self.Logger.WARNING = "verbose", "warning"
-        self.shape, self.graph, self.parse_errors = shape, graph, parse_errors
-        self.creators, self.loaded_libraries = list(creators), []
-        self.network: _Network | None = None
-        self.config: _Config | None = None
-
-    def Builder(self, logger: object) -> SimpleNamespace:
-        def create_network(flags: int) -> _Network:
-            self.network = _Network(flags, self.shape, _layers(self.graph))
-            return self.network
-
-        def create_builder_config() -> _Config:
-            self.config = _Config()
-            return self.config
-
-        return SimpleNamespace(create_network=create_network, create_builder_config=create_builder_config,
-                               create_optimization_profile=_Profile,
-                               build_serialized_network=lambda network, config: b"fake engine")
-
-    def Runtime(self, logger: object) -> SimpleNamespace:
-        def deserialize_cuda_engine(blob: bytes) -> _Engine | None:
-            self.engine = _Engine(self) if blob else None  # whatever the (fake) build serialized
-            return self.engine
-
-        return SimpleNamespace(deserialize_cuda_engine=deserialize_cuda_engine)
-
-    def OnnxParser(self, network: _Network, logger: object) -> SimpleNamespace:
-        errors = self.parse_errors
-        return SimpleNamespace(parse_from_file=lambda path: not errors, num_errors=len(errors),
-                               get_error=lambda i: errors[i])
-
-    def get_plugin_registry(self) -> SimpleNamespace:
-        def get_creator(name: str, version: str, namespace: str) -> object:
-            return next((c for c in self.creators if c == (name, version, namespace)), None)
-
-        return SimpleNamespace(get_creator=get_creator, load_library=self.loaded_libraries.append)
-
-
-class _Profile(dict):
-    def set_shape(self, name: str, mn: tuple, opt: tuple, mx: tuple) -> None:
-        self[name] = (mn, opt, mx)
-
 
 def _write_onnx(path: Path, meta: ModelMeta) -> Path:
     """A real ONNX file carrying s2trt metadata (the graph itself is never parsed by the fake)."""
@@ -520,18 +291,19 @@ def test_island_pins_reach_the_constants_that_feed_only_the_island() -> None:
     """onnx-tensorrt makes an initializer operand a Constant layer and a broadcast a Shuffle, both
     unnamed: pinned when they feed island layers only, left alone when anything else reads them."""
     trt = FakeTRT("10.3.0")
-    layers = [_Layer("(Unnamed Layer* 1) [Constant]", "CONSTANT", "float"),
-              _Layer("(Unnamed Layer* 2) [Shuffle]", "SHUFFLE", "float", ("(Unnamed Layer* 1) [Constant]",)),
-              _Layer("(Unnamed Layer* 3) [Constant]", "CONSTANT", "float"),
-              _Layer("(Unnamed Layer* 4) [Constant]", "CONSTANT", "int32"),
-              _Layer("(Unnamed Layer* 5) [Constant]", "CONSTANT", "float"),
-              _Layer("/m/Mul_1", "EW", "float", ("images", "(Unnamed Layer* 3) [Constant]")),
-              _Layer("/m/Mul", "EW", "float", ("/m/Sigmoid", "(Unnamed Layer* 2) [Shuffle]",
+    layers = [FakeLayer("(Unnamed Layer* 1) [Constant]", "CONSTANT", "float"),
+              FakeLayer("(Unnamed Layer* 2) [Shuffle]", "SHUFFLE", "float",
+                        ("(Unnamed Layer* 1) [Constant]",)),
+              FakeLayer("(Unnamed Layer* 3) [Constant]", "CONSTANT", "float"),
+              FakeLayer("(Unnamed Layer* 4) [Constant]", "CONSTANT", "int32"),
+              FakeLayer("(Unnamed Layer* 5) [Constant]", "CONSTANT", "float"),
+              FakeLayer("/m/Mul_1", "EW", "float", ("images", "(Unnamed Layer* 3) [Constant]")),
+              FakeLayer("/m/Mul", "EW", "float", ("/m/Sigmoid", "(Unnamed Layer* 2) [Shuffle]",
                                                "(Unnamed Layer* 3) [Constant]")),
-              _Layer("/m/Reshape", "SHUFFLE", "float", ("/m/Mul", "(Unnamed Layer* 4) [Constant]")),
-              _Layer("/m/Sigmoid", "ACT", "float", ("conv",))]
-    network = _Network(0, (1, 3, 64, 64), layers)
-    pinned = versions.pin_fp32_layers(trt, _Config(), network, ISLAND_PATTERNS)
+              FakeLayer("/m/Reshape", "SHUFFLE", "float", ("/m/Mul", "(Unnamed Layer* 4) [Constant]")),
+              FakeLayer("/m/Sigmoid", "ACT", "float", ("conv",))]
+    network = FakeNetwork(0, (1, 3, 64, 64), layers)
+    pinned = versions.pin_fp32_layers(trt, FakeBuilderConfig(), network, ISLAND_PATTERNS)
     assert pinned == ["/m/Mul", "/m/Reshape", "/m/Sigmoid", "(Unnamed Layer* 2) [Shuffle]",
                       "(Unnamed Layer* 1) [Constant]"]
     assert [layer.name for layer in layers if layer.pinned == "float"] == [

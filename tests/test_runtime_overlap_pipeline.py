@@ -1,7 +1,7 @@
 """The pipeline over an overlapping backend: batch n+1 submitted before batch n is collected, raw
 frames handed to the GPU letterbox, and the batch in flight still written on Ctrl-C.
 
-Runs the TensorRT backend on test_runtime_trt's fakes (FakeCuda keeps CUDA's ordering contract: work
+Runs the TensorRT backend on the fakes of tests/fakes.py (FakeCuda keeps CUDA's ordering contract: work
 runs only when the host waits for it, so the call log shows where the host waited). The contract
 relied on is TrtBackend.submit / collect's (runtime/backends/trt.py): at most two batches in flight,
 submit and collect from one thread.
@@ -13,8 +13,7 @@ import threading
 
 import numpy as np
 import pytest
-from test_runtime_trt import FakeEngine, open_fake
-from test_runtime_trt_overlap import FakeLetterbox
+from fakes import FakeEngine, FakeLetterbox, open_fake
 
 from s2trt.detect.letterbox import LetterboxInfo
 from s2trt.errors import S2Error

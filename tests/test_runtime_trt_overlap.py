@@ -1,6 +1,6 @@
 """The overlapped TensorRT backend: two buffer sets, three streams ordered by events, CUDA graphs.
 
-Runs against test_runtime_trt's fakes: FakeCuda keeps CUDA's ordering contract and nothing more (work
+Runs against the fakes of tests/fakes.py: FakeCuda keeps CUDA's ordering contract and nothing more (work
 runs only when the host waits for it, streams are ordered only by recorded events), so a missing
 wait or a host wait in the wrong place changes results or shows in the call log; FakeContext follows
 IExecutionContext's tensor-name API and trtexec's capture protocol. The contracts relied on:
@@ -30,21 +30,25 @@ import re
 
 import numpy as np
 import pytest
-from test_runtime_trt import (
+from fakes import (
     NC,
     DataType,
     FakeCuda,
     FakeCudart,
     FakeEngine,
+    FakeLetterbox,
     H,
     N,
     W,
     batch_of,
     expected_output0,
+    fake_trt,
+    frames,
+    make_engine,
     open_fake,
 )
 
-from s2trt.detect.letterbox import letterbox_geometry, preprocess
+from s2trt.detect.letterbox import preprocess
 from s2trt.errors import S2Error
 from s2trt.trt.cuda_mem import CaptureFailed, CudaPythonMemory
 
@@ -136,6 +140,7 @@ def test_buffers_are_allocated_once_and_reused(tmp_path):
     batches = [batch_of(n, seed=i) for i, n in enumerate([8, 3, 8, 5, 1, 8])]
     pipelined(backend, batches)
     assert [c for c in cuda.calls if c[0] in ("malloc", "host_array")] == allocs
+    assert cuda.pageable == []  # every copy from or to page-locked memory: asynchronous
     inputs = [c[1] for c in cuda.calls if c[0] == "h2d"]
     assert len(set(inputs)) == 2 and inputs[0::2] == [inputs[0]] * 3  # the two sets, alternately
 
@@ -198,6 +203,7 @@ def test_what_kernels_touch_is_device_memory_on_every_gpu(tmp_path, integrated):
                                   range(s.staging[1], s.staging[1] + s.staging[0].nbytes)}
     names = [c[0] for c in cuda.calls]
     assert names.count("h2d") == 2 and names.count("d2h") == 2 * 4  # two batches, four outputs
+    assert cuda.pageable == []
 
 
 # ----------------------------------------------------------------------------- CUDA graphs
@@ -272,8 +278,6 @@ def test_capture_that_cuda_invalidates_falls_back_once(tmp_path, caplog):
 
     engine = FakeEngine(batch=2)
     engine.cuda = cuda = Invalidating()
-    from test_runtime_trt import fake_trt, make_engine
-
     from s2trt.runtime.backends.trt import TrtBackend
 
     backend = TrtBackend(make_engine(tmp_path), trt=fake_trt(engine), cuda=cuda, gpu_preprocess=False)
@@ -292,41 +296,6 @@ def test_cuda_graphs_can_be_turned_off(tmp_path):
 
 
 # ------------------------------------------------------------------------ GPU preprocessing
-
-class FakeLetterbox:
-    """runtime.backends.gpu_letterbox.GpuLetterbox's call contract: uint8 BGR frames at device pointers ->
-    the (n, 3, h, w) input at `out`, written by work on `stream`; LetterboxInfo per frame back."""
-
-    def __init__(self, engine, fail=False):
-        self.engine, self.fail, self.calls, self.frame_ptrs = engine, fail, [], []
-
-    @property
-    def cuda(self):
-        return self.engine.cuda
-
-    def __call__(self, frames, out, imgsz, *, half=False, stream=None, stride=32, pad_value=114,
-                 scaleup=True):
-        if self.fail:
-            raise S2Error("libs2trt_kernels.so has no code for this GPU")
-        self.calls.append((len(frames), half, stream))
-        self.frame_ptrs.extend(f.ptr for f in frames)
-        dtype = np.float16 if half else np.float32
-
-        def kernel():
-            images = [self.cuda.bytes_at(f.ptr, f.height * f.width * 3).reshape(f.height, f.width, 3)
-                      for f in frames]
-            x, _ = preprocess(images, imgsz, stride=stride, pad_value=pad_value, scaleup=scaleup)
-            dst = self.cuda.bytes_at(out, x.size * np.dtype(dtype).itemsize)
-            dst[:] = x.astype(dtype).view(np.uint8).ravel()
-
-        self.cuda.issue(stream, kernel, "letterbox")
-        return [letterbox_geometry((f.height, f.width), imgsz, False, scaleup, stride) for f in frames]
-
-
-def frames(seed=0, shapes=((50, 70), (64, 96), (31, 200))):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
-
 
 def test_gpu_letterbox_uploads_8_bit_frames_and_matches_cpu(tmp_path):
     engine = FakeEngine(profile=(1, 4, 8))
@@ -513,8 +482,6 @@ def test_gpu_benchmark_mode_runs_every_way_on_fakes(tmp_path, monkeypatch):
     it cannot break unnoticed before one is lent."""
     import importlib.util
     from pathlib import Path
-
-    from test_runtime_trt import fake_trt, make_engine
 
     from s2trt.runtime.backends.trt import TrtBackend
 

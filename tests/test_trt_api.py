@@ -8,8 +8,6 @@ from the package sources with their version paths (tests/trt_stub/usage.py expla
 
 from __future__ import annotations
 
-import functools
-import os
 import textwrap
 from pathlib import Path
 
@@ -136,27 +134,9 @@ Overloaded function.
 
 # ----------------------------------------------------------------- against the real TensorRT modules
 
-@functools.cache
-def _api_or_reason(version: str) -> dict | str:
-    """Cached failures too: an offline run tries each download once, not once per test."""
-    try:
-        return provision.dump_api(version)
-    except provision.WheelUnavailable as e:
-        return str(e)
-
-
-def _api(version: str) -> dict:
-    api = _api_or_reason(version)
-    if isinstance(api, str):
-        if os.environ.get("S2TRT_REQUIRE_TRT_WHEELS") == "1":
-            pytest.fail(f"{api} (S2TRT_REQUIRE_TRT_WHEELS=1)")
-        pytest.skip(f"{api}: the TensorRT API conformance test needs the wheel from PyPI")
-    return api
-
-
 @pytest.fixture(params=list(provision.WHEELS), ids=lambda v: f"trt{v}")
 def trt_api(request: pytest.FixtureRequest) -> dict:
-    return _api(request.param)
+    return provision.api_or_skip(request.param)
 
 
 def _major(api: dict) -> int:
@@ -254,7 +234,7 @@ def test_snippet_fails_exactly_where_its_api_is_missing(trt_api: dict, name: str
 
 
 def test_missing_names_the_file_line_and_attribute() -> None:
-    api = _api(next(v for v in provision.WHEELS if v.startswith("11.")))
+    api = provision.api_or_skip(next(v for v in provision.WHEELS if v.startswith("11.")))
     use = Use("BuilderFlag.FP16", (11, None), "export/engine.py:42")
     assert list(missing([use], api, 11)) == [
         "export/engine.py:42: trt.BuilderFlag.FP16 (BuilderFlag.FP16 does not exist)"]

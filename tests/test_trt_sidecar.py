@@ -20,9 +20,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fakes import FakeCuda, FakeEngine, fake_trt, make_engine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_runtime_trt import FakeCuda, FakeEngine, fake_trt, make_engine
 
 from s2trt.cli import run_main
 from s2trt.errors import EXIT_ERROR, S2Error

@@ -7,6 +7,7 @@ nothing half-made.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -102,3 +103,25 @@ def dump_api(version: str) -> dict:
         raise RuntimeError(f"TensorRT {version}'s module did not import against the stubs "
                            f"(exit {out.returncode}): {out.stderr.strip()[-800:]}")
     return json.loads(out.stdout)
+
+
+@functools.cache
+def _api_or_reason(version: str) -> dict | str:
+    """Cached failures too: an offline run tries each download once, not once per test."""
+    try:
+        return dump_api(version)
+    except WheelUnavailable as e:
+        return str(e)
+
+
+def api_or_skip(version: str) -> dict:
+    """The real module's API (dump_api); a skip where the wheel cannot be had, a failure instead
+    under S2TRT_REQUIRE_TRT_WHEELS=1."""
+    import pytest
+
+    api = _api_or_reason(version)
+    if isinstance(api, str):
+        if os.environ.get("S2TRT_REQUIRE_TRT_WHEELS") == "1":
+            pytest.fail(f"{api} (S2TRT_REQUIRE_TRT_WHEELS=1)")
+        pytest.skip(f"{api}: checking against the real TensorRT API needs the wheel from PyPI")
+    return api
