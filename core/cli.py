@@ -41,27 +41,50 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     root.propagate = False
 
 
+# Set when a signal asks the command to end: a thread waiting on something outside (a pipe with no
+# reader) gives up instead of holding the run past it.
+STOPPING = threading.Event()
+# Signals that end a command like Ctrl-C, finishing its outputs: SIGTERM (docker stop, systemd,
+# timeout) and SIGHUP (the terminal closed) as Terminated, which shells report as 128 + N.
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so what
-    finishes its outputs on Ctrl-C does so for docker stop, systemd and timeout too.
+    """Within the block, SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) in the main
+    thread, so what finishes its outputs on Ctrl-C does so for docker stop, systemd, timeout and a
+    closed terminal too; each of them and Ctrl-C also set STOPPING, for the other threads.
 
-    Further SIGTERMs are ignored while the outputs are finished (SIGKILL remains the hard stop). A
-    SIGTERM ignored by whoever started the process stays ignored, as shells do."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN):
+    Further signals are ignored while the outputs are finished (SIGKILL remains the hard stop). A
+    signal ignored by whoever started the process stays ignored, as shells do."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    STOPPING.clear()
 
     def raise_terminated(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
+        STOPPING.set()
+        for s in (*_TERMINATING, signal.SIGINT):
+            if signal.getsignal(s) in (raise_terminated, raise_interrupt):
+                signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    def raise_interrupt(signum: int, frame: object) -> None:
+        STOPPING.set()
+        raise KeyboardInterrupt
+
+    previous = {s: signal.getsignal(s) for s in (*_TERMINATING, signal.SIGINT)}
+    for s, handler in previous.items():
+        if s == signal.SIGINT:
+            if handler is signal.default_int_handler:  # not one someone else installed or ignored
+                signal.signal(s, raise_interrupt)
+        elif handler != signal.SIG_IGN:
+            signal.signal(s, raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespace],
@@ -77,9 +100,10 @@ def run_main(prog: str, parse: Callable[[Sequence[str] | None], argparse.Namespa
             log.exception("%s: error", prog)
         print(redact_credentials(f"{prog}: error: {e}"), file=sys.stderr)
         return e.exit_code
-    except Terminated:
-        print(f"{prog}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+    except Terminated as e:
+        signum = e.args[0] if e.args else signal.SIGTERM
+        print(f"{prog}: {'hung up' if signum == signal.SIGHUP else 'terminated'}", file=sys.stderr)
+        return EXIT_TERMINATED if signum == signal.SIGTERM else 128 + signum
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

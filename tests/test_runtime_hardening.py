@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -523,3 +524,126 @@ def test_a_source_that_fails_never_prints_its_password(tmp_path, spec):
     assert proc.returncode == 1, err
     assert "hunter2" not in err + out, err
     assert last_error_line(err).startswith("s2infer: error: ")
+
+
+# --- issue 26 item 3: every input is guarded --------------------------------------------------------
+
+def test_results_onto_the_streams_list_are_refused(tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", 2)
+    cams = tmp_path / "cams.streams"
+    cams.write_text(f"{video}\n")
+    before = cams.read_bytes()
+    assert run(tmp_path, cams, "--save-json", cams) == 2
+    assert last_error_line(capsys.readouterr().err) == (
+        f"s2infer: error: --save-json {cams} would overwrite the source list {cams}: choose another output")
+    assert cams.read_bytes() == before and not (tmp_path / "runs").exists()
+
+
+# --- issue 26 item 2: /dev is not a free pass; signals end a run that waits on a pipe ---------------
+
+def test_only_real_pipes_devices_and_own_write_descriptors_are_written_in_place(tmp_path):
+    from s2trt.runtime.outputs.in_place import writes_in_place
+
+    victim = tmp_path / "model.onnx"
+    victim.write_bytes(b"weights")
+    via_dev = tmp_path / "dev_link"  # a chain of links through /dev/fd: resolved, it is a plain file
+    with open(victim, "rb") as readonly, open(tmp_path / "log.jsonl", "ab") as writable:
+        via_dev.symlink_to(f"/dev/fd/{readonly.fileno()}")
+        assert not writes_in_place(f"/proc/self/fd/{readonly.fileno()}")  # open to read: an input
+        assert not writes_in_place(via_dev)
+        assert writes_in_place(f"/proc/self/fd/{writable.fileno()}")
+        assert writes_in_place(f"/proc/{os.getpid()}/fd/{writable.fileno()}")
+        assert not writes_in_place(f"/proc/1/fd/{writable.fileno()}") or os.getpid() == 1
+    if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):
+        link = Path(tempfile.mktemp(dir="/dev/shm", suffix=".jsonl"))
+        link.symlink_to(victim)
+        try:
+            assert not writes_in_place(link)
+        finally:
+            link.unlink()
+
+
+def test_a_link_in_dev_shm_to_the_model_is_refused_not_written(tmp_path, capsys):
+    if not (Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK)):
+        pytest.skip("no writable /dev/shm here")
+    video = write_video(tmp_path / "v.mp4", 2)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_models()["onnx"].read_bytes())
+    before = snapshot(model)
+    link = Path(tempfile.mktemp(dir="/dev/shm", suffix=".jsonl"))
+    link.symlink_to(model)
+    try:
+        code = main(["--onnx", str(model), str(video), "--no-save", "--save-json", str(link), "-q"])
+        assert code == 2
+        assert f"would overwrite the model {model}" in last_error_line(capsys.readouterr().err)
+    finally:
+        link.unlink()
+    assert snapshot(model) == before
+
+
+def test_a_video_into_a_device_that_fails_every_write_is_an_error(tmp_path):
+    if not Path("/dev/full").is_char_device():
+        pytest.skip("no /dev/full here")
+    video = write_video(tmp_path / "v.mp4", 5)
+    out = tmp_path / "out.ts"
+    out.symlink_to("/dev/full")
+    proc = spawn(tmp_path, video, "-o", out)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert last_error_line(err) == f"s2infer: error: cannot write video {out}: No space left on device"
+    assert out.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["out.ts", "v.mp4"]
+
+
+def test_a_video_into_a_pipe_is_relayed_whole(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 6)
+    fifo = tmp_path / "live.ts"
+    os.mkfifo(fifo)
+    got = tmp_path / "got.ts"
+    with open(got, "wb") as sink:
+        reader = subprocess.Popen(["cat", str(fifo)], stdout=sink)
+        _, err = spawn(tmp_path, video, "-o", fifo, "-q").communicate(timeout=120)
+        assert reader.wait(timeout=30) == 0, err
+    assert count_frames(got) == 6 and fifo.is_fifo()
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("sig, code, line", [(signal.SIGTERM, 143, "s2infer: terminated"),
+                                             (signal.SIGINT, 130, "s2infer: interrupted"),
+                                             (signal.SIGHUP, 129, "s2infer: hung up")])
+def test_a_signal_ends_a_run_whose_json_lines_pipe_has_no_reader(tmp_path, sig, code, line):
+    video = write_video(tmp_path / "v.mp4", 40)
+    fifo = tmp_path / "p.fifo"
+    os.mkfifo(fifo)
+    proc = spawn(tmp_path, video, "--no-save", "--save-json", fifo, "--queue-size", "1",
+                 start_new_session=True)  # its own session: no SIGINT from the test's terminal
+    # Started, models loaded, and waiting on the pipe: the main thread blocks on the full queues.
+    signal_mid_run(proc, lambda: _reading(proc.pid, video), sig, 120)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    took = time.monotonic() - t0
+    assert proc.returncode == code, err
+    assert last_error_line(err) == line
+    assert took < 2.0, f"{took:.1f} s from the signal to the exit"
+    assert fifo.is_fifo() and not list(tmp_path.glob(".*partial*"))
+
+
+def _reading(pid: int, path: Path) -> bool:
+    """The run has started (the process holds its input open) and had a second more to fill its
+    queues, so every thread now waits on the pipe."""
+    try:
+        started = any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    if started:
+        time.sleep(1.0)
+    return started
+
+
+def test_save_json_to_a_closed_stdout_is_one_line_and_exit_1(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 2)
+    proc = spawn(tmp_path, video, "--no-save", "--save-json", "-", "-q", stdout=None,
+                 preexec_fn=lambda: os.close(1))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert err.strip().splitlines() == ["s2infer: error: cannot write JSON Lines to stdout "
+                                        "(--save-json -): it is closed"]

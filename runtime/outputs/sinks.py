@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,9 @@ from s2trt.errors import S2Error
 from s2trt.meta import check_writable
 from s2trt.publish import exclusive_temp, private_folder
 from s2trt.publish import publish as publish_file
-from s2trt.runtime.inputs.sources import Frame, shown
+from s2trt.runtime.inputs.sources import Frame
+from s2trt.runtime.outputs.in_place import InPlaceWriter, VideoRelay, writes_in_place
+from s2trt.text import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -81,33 +82,6 @@ def class_name(names: Sequence[str], c: int) -> str:
     return names[c] if 0 <= c < len(names) else str(c)
 
 
-def writes_in_place(path: str | Path) -> bool:
-    """'-', a pipe, a device, or a path under /dev or /proc (/dev/stdout): written directly.
-
-    Renaming a temporary file onto one of these would replace the pipe, the device node or the
-    link instead of writing into it."""
-    if str(path) == "-":
-        return True
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if stat.S_ISDIR(st.st_mode):  # not a stream either: the caller refuses it as a file to write
-        return False
-    if not stat.S_ISREG(st.st_mode):
-        return True
-    # /dev/stdout redirected to a file is a regular file: known by the /dev or /proc links on the way
-    # to it (a plain file in /dev/shm is not one of them).
-    p = os.path.abspath(path)
-    for _ in range(40):  # the kernel's own limit on a chain of links
-        if not os.path.islink(p):
-            return False
-        if Path(p).parts[1:2] in (("dev",), ("proc",)):
-            return True
-        p = os.path.abspath(os.path.join(os.path.dirname(p), os.readlink(p)))
-    return False
-
-
 def _why(e: OSError) -> str:
     return e.strerror or str(e)
 
@@ -120,30 +94,64 @@ class VideoSink:
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path = path
         self.direct = writes_in_place(path)
-        # Same folder (rename is atomic) and same extension (OpenCV picks the format from it).
-        self.tmp = path if self.direct else private_folder(path) / f"video{path.suffix}"
+        # In place through a relay that checks every write; else a file in a private folder: same
+        # folder (rename is atomic) and same extension (OpenCV picks the format from it).
+        self.relay = VideoRelay(path) if self.direct else None
+        self.tmp = self.relay.fifo if self.relay else private_folder(path) / f"video{path.suffix}"
         self.frames = 0
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"),
                                       fps if fps and fps > 0 else 30.0, size)
         if not self.writer.isOpened():
             self._discard()
-            if self.direct:
+            if self.relay:
+                with contextlib.suppress(S2Error):  # the reason is the container, said below
+                    self.relay.abandon()
                 raise S2Error(f"cannot write video into {path}: a pipe or device takes a streamable "
                               "container (a name ending in .ts or .mkv), not .mp4")
             raise S2Error(f"cannot write video {path} (OpenCV has no mp4v encoder or the folder is "
                           "not writable)")
         self.size = size
+        self.fps = fps if fps and fps > 0 else 30.0
+        self.t0: float | None = None  # the first live frame's capture time
+        self.last: np.ndarray | None = None  # the last live frame written, to fill drops with
+        self.pts_base: float | None = None  # stream time + pts_base = seconds into the video
+        self.last_pts = 0.0
 
-    def write(self, img: np.ndarray) -> None:
+    def _clock(self, captured: float, pts: float | None) -> float:
+        """Seconds into the video for a live frame: its stream timestamp where it has one (frames
+        that arrive in a burst, after a stall or the decoder's probing, keep the camera's spacing),
+        else its arrival; re-anchored on arrival when the timestamps stall or jump (a reconnect
+        starts them anew)."""
+        if self.t0 is None:
+            self.t0 = captured
+        arrival = captured - self.t0
+        if pts is None or self.pts_base is None or not 0 < pts - self.last_pts <= 5.0:
+            self.pts_base = None if pts is None else arrival - pts
+            self.last_pts = pts or 0.0
+            return arrival
+        self.last_pts = pts
+        return pts + self.pts_base
+
+    def write(self, img: np.ndarray, captured: float | None = None, pts: float | None = None) -> None:
+        """`captured`: a live frame's capture time (monotonic seconds), `pts` its stream timestamp if
+        known. Frames dropped before it are filled by repeating the last one written, so the video
+        plays in real time (64 s of stream make 64 s of video however many frames inference kept)."""
         if (img.shape[1], img.shape[0]) != self.size:  # a stream that changed resolution
             img = cv2.resize(img, self.size)
+        if captured is not None:
+            due = round(self._clock(captured, pts) * self.fps)
+            while self.last is not None and self.frames < due:
+                self.writer.write(self.last)
+                self.frames += 1
+            self.last = img
         self.writer.write(img)
         self.frames += 1
 
     def close(self, publish: bool = True) -> bool:
         """Finish the file; True when it was published. Raises S2Error if it came out incomplete."""
         self.writer.release()
-        if self.direct:
+        if self.relay:
+            self.relay.finish()  # raises the first write error: a device that takes nothing
             return publish and self.frames > 0
         if not (publish and self.frames):
             self._discard()
@@ -157,8 +165,10 @@ class VideoSink:
             self._discard()
             raise S2Error(f"cannot write video {self.path}: the file came out incomplete ({n} of "
                           f"{self.frames} frames readable; is the disk full?)")
-        publish_file(self.tmp, self.path)
-        self.tmp.parent.rmdir()
+        try:
+            publish_file(self.tmp, self.path)
+        finally:
+            self._discard()
         return True
 
     def _discard(self) -> None:
@@ -177,26 +187,29 @@ class JsonlSink:
         self.path = path
         self.direct = writes_in_place(path)
         self.tmp = path
-        self.f: IO[str] | None = None
+        self.f: IO[str] | InPlaceWriter | None = None
         self.lines = 0
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> IO[str] | InPlaceWriter:
         if str(self.path) == "-":
+            if sys.stdout is None:  # started with stdout closed (`>&-`)
+                raise S2Error("cannot write JSON Lines to stdout (--save-json -): it is closed")
             return sys.stdout
-        if not self.direct:
-            fd, self.tmp = exclusive_temp(self.path)
-            return os.fdopen(fd, "w", encoding="utf-8")
-        try:  # append: /dev/stdout redirected with >> must not be truncated
-            return open(self.tmp, "a", encoding="utf-8")
-        except OSError as e:
-            raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
+        if self.direct:
+            return InPlaceWriter(self.path, str(self.path))
+        fd, self.tmp = exclusive_temp(self.path)
+        return os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, frame: Frame, dets: np.ndarray, names: Sequence[str]) -> None:
         if self.f is None:
             self.f = self._open()
+        line = json.dumps(record(frame, dets, names), separators=(",", ":")) + "\n"
         try:
-            self.f.write(json.dumps(record(frame, dets, names), separators=(",", ":")) + "\n")
-        except OSError as e:
+            if isinstance(self.f, InPlaceWriter):
+                self.f.write(line.encode())
+            else:
+                self.f.write(line)
+        except (OSError, ValueError) as e:  # ValueError: a stdout that was closed meanwhile
             raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
         self.lines += 1
 
@@ -210,25 +223,32 @@ class JsonlSink:
                 f.flush()
             else:
                 f.close()  # flushes: a full disk shows here
-        except OSError as e:
+        except (OSError, ValueError) as e:
             if not self.direct:
                 self.tmp.unlink(missing_ok=True)
             raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
         if self.direct:
             return publish
-        if publish:
-            publish_file(self.tmp, self.path)
-        else:
+        try:
+            if publish:
+                publish_file(self.tmp, self.path)
+        finally:
             self.tmp.unlink(missing_ok=True)
         return publish
 
 
 def record(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> dict:
-    """The JSONL schema: one frame, its size, and parallel lists of boxes, scores, classes and names."""
+    """The JSONL schema: one frame, its time, its size, and parallel lists of boxes, scores, classes
+    and names. `pts`: the frame's timestamp in its video or stream, seconds (null where the decoder
+    cannot tell, and for images); `wall`: a camera's or stream's frame's capture time, Unix seconds
+    (null for files, whose results do not depend on when they ran)."""
     cls = [int(c) for c in dets[:, 5]]
+    live = frame.kind in ("camera", "stream")
     return {
-        "source": shown(frame.source),  # results files are shared: a stream without its credentials
+        "source": redact_credentials(frame.source),  # results files are shared: no credentials
         "frame": frame.index,
+        "pts": None if frame.pts is None else round(frame.pts, 3),
+        "wall": round(frame.wall, 3) if live else None,
         "width": int(frame.image.shape[1]),
         "height": int(frame.image.shape[0]),
         "boxes": [[round(float(v), 2) for v in b] for b in dets[:, :4]],
@@ -243,7 +263,8 @@ def output_name(kind: str, source: str) -> str:
     if kind == "camera":
         return f"camera{source}.mp4"
     if kind == "stream":
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", shown(source).split("://", 1)[-1]).strip("_")[:60]
+        bare = redact_credentials(source).split("://", 1)[-1]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", bare).strip("_")[:60]
         return f"{stem or 'stream'}.mp4"
     p = Path(source)
     if kind != "image":
@@ -308,11 +329,12 @@ class Sinks:
             if frame.kind == "image":
                 self._write_image(self._target(frame), img)
             else:
-                self._video(frame, img).write(img)
+                live = frame.kind in ("camera", "stream")
+                self._video(frame, img).write(img, frame.captured if live else None, frame.pts)
                 if frame.last and self.concurrent:  # published now, not when every source has ended
                     self._close_video(frame.source, True)
         if self.show:
-            cv2.imshow(shown(frame.source), img)
+            cv2.imshow(redact_credentials(frame.source), img)
             cv2.waitKey(1)
 
     def _video(self, frame: Frame, img: np.ndarray) -> VideoSink:
@@ -343,21 +365,23 @@ class Sinks:
             log.warning("%s", msg)
             return
         self._folder_for(path)
-        direct = writes_in_place(path)
-        tmp = path
+        if writes_in_place(path):
+            out = InPlaceWriter(path, f"image {path}")
+            try:
+                out.write(buf.tobytes())
+            finally:
+                out.close()
+            self.saved.append(path)
+            return
+        fd, tmp = exclusive_temp(path)
         try:  # written by Python, not cv2.imwrite, so that a full disk raises instead of truncating
-            if direct:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            else:
-                fd, tmp = exclusive_temp(path)
             with os.fdopen(fd, "wb") as f:
                 f.write(buf.tobytes())
-        except OSError as e:
-            if not direct:
-                tmp.unlink(missing_ok=True)
-            raise S2Error(f"cannot write image {path}: {_why(e)}") from None
-        if not direct:
             publish_file(tmp, path)
+        except OSError as e:
+            raise S2Error(f"cannot write image {path}: {_why(e)}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         self.saved.append(path)
 
     def close(self, publish: bool = True) -> None:
