@@ -147,7 +147,7 @@ class Detector:
         if not specs:
             raise S2Error("no source given")
         if queue_size < 1:
-            raise S2Error("--queue-size must be 1 or more")
+            raise S2Error(f"--queue-size {queue_size} must be 1 or more")
         self.backend  # noqa: B018 - refuses a closed Detector before any source is opened
         source = open_frames(specs, vid_stride=vid_stride, max_pixels=max_pixels,
                              live=LiveOptions(stream_timeout, reconnect_timeout), decoder=decoder,

@@ -141,8 +141,9 @@ def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         a.options = detect_options(a)
     except S2Error as e:
         p.error(str(e))
-    if a.batch < 1 or a.vid_stride < 1 or a.queue_size < 1:
-        p.error("--batch, --vid-stride and --queue-size must be 1 or more")
+    for flag, value in (("--batch", a.batch), ("--vid-stride", a.vid_stride), ("--queue-size", a.queue_size)):
+        if value < 1:
+            p.error(f"{flag} {value} must be 1 or more")
     if a.max_pixels < 1:
         p.error("--max-pixels must be 1 or more")
     if not (a.stream_timeout > 0 and a.reconnect_timeout > 0):  # also refuses nan

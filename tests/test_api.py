@@ -152,6 +152,7 @@ def test_onnx_and_checkpoint_detectors_agree(det):
 @pytest.mark.parametrize(("options", "argv"), [
     ({"conf_thres": 1.5}, ["--conf-thres", "1.5"]),
     ({"max_det": 0}, ["--max-det", "0"]),
+    ({"batch": 0}, ["--batch", "0"]),
 ])
 def test_bad_options_are_s2infer_messages(tmp_path, onnx_path, capsys, options, argv):
     with pytest.raises(S2Error) as e:
