@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from stream_fixtures import TsServer, make_clip, needs_ffmpeg
 from test_runtime_support import IMGSZ, NAMES, scene, tiny_models, write_video
 
 import s2trt
@@ -86,6 +87,24 @@ def test_several_sources_stream_as_in_s2infer(tmp_path, det):
     for src in (a, b):
         frames = [json.loads(x)["frame"] for x in got if json.loads(x)["source"] == str(src)]
         assert frames == sorted(frames)
+
+
+@needs_ffmpeg
+@pytest.mark.slow
+def test_a_live_stream_keeps_the_newest_frame_and_reconnects(tmp_path, det):
+    clip = make_clip(tmp_path / "clip.ts", seconds=2.0)
+    with TsServer(clip) as server, det.stream(server.url, stream_timeout=2, reconnect_timeout=30) as s:
+        for n, r in enumerate(s, 1):
+            assert (r.kind, r.source) == ("stream", server.url) and r.image.shape == (120, 160, 3)
+            if n <= 5:
+                time.sleep(0.2)  # a slow consumer: the stream runs on, older frames are replaced
+            if n == 8:
+                server.kill()  # the camera goes away and comes back
+                server.start()
+            if n == 40:
+                break
+        (row,) = s.sources
+        assert row.dropped > 0 and row.reconnects >= 1 and row.kind == "stream"
 
 
 def test_results_carry_the_boxes_and_facts_of_their_frame(det):
