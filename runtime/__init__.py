@@ -3,8 +3,11 @@
 - inputs/: where frames come from (files, cameras, streams);
 - backends/: where they run (ONNX Runtime, TensorRT, PyTorch, Triton), behind one Backend protocol;
 - outputs/: where detections go (sinks);
+- model.py: the backend for a model file or Triton servers, opened and checked;
 - pipeline.py: the threaded read → preprocess → infer → postprocess → write loop; stats.py its timings;
-- cli.py: s2infer, a thin face over the pipeline; evaluate.py: `python -m s2trt.runtime.evaluate`.
+  results.py: one frame's detections (`Result`);
+- the faces on the pipeline: cli.py (s2infer), api.py (`s2trt.Detector`), evaluate.py
+  (`python -m s2trt.runtime.evaluate`).
 
 Letterbox, NMS and image limits are s2trt.detect's; TensorRT support is s2trt.trt's. Backends are
 imported only when used, so importing this package pulls in neither torch, onnxruntime nor tensorrt.
