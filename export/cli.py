@@ -178,20 +178,34 @@ def engine_options(args: argparse.Namespace, imgsz: Sequence[int]) -> Any:
                          use_plugin=not args.no_plugin)
 
 
+def engine_path(onnx_path: Path) -> Path:
+    """model.engine beside any graph s2export writes for model (model.trt.onnx, model-fp16.trt.onnx,
+    model-int8-fp16.onnx …): `s2export model.pt --fp16` then `s2infer --engine model.engine`, as
+    model cards write it; the precision is in the engine's sidecar."""
+    stem = onnx_path.stem.removesuffix(".trt")
+    for suffix in ("-int8-fp16", "-int8", "-fp16"):
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            stem = stem.removesuffix(suffix)
+            break
+    return onnx_path.with_name(f"{stem}.engine")
+
+
 def build(onnx_path: Path, opts: Any) -> int:
     """Build the engine beside the ONNX; without TensorRT print how to build it, exit 3."""
     from s2trt.export.engine import build_engine, manual_build_hint
+    from s2trt.meta import sidecar_path
 
-    engine_path = onnx_path.with_suffix(".engine")
+    engine = engine_path(onnx_path)
     try:
-        build_engine(onnx_path, engine_path, opts)
+        build_engine(onnx_path, engine, opts)
     except MissingDependencyError as e:
         log.debug("%s", e)
-        hint = "\n".join(f"  {line}" for line in manual_build_hint(onnx_path, opts).splitlines())
+        hint = "\n".join(f"  {line}" for line in manual_build_hint(onnx_path, opts, engine).splitlines())
         print(f"s2export: TensorRT is not installed here, so no engine was built from {onnx_path.name}; "
-              f"build it on the target with:\n{hint}", file=sys.stderr)
+              f"copy it and {sidecar_path(onnx_path).name} to the target and build {engine.name} "
+              f"there, in their folder:\n{hint}", file=sys.stderr)
         return EXIT_NO_ENGINE
-    print(f"engine: {engine_path} ({_size(engine_path)})")
+    print(f"engine: {engine} ({_size(engine)})")
     return EXIT_OK
 
 

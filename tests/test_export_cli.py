@@ -240,7 +240,7 @@ def test_engine_stage_gets_the_tensorrt_flavour_and_options(ckpt, exported, monk
     assert main([str(onnx_path), "--fp16", "--min", "1", "--max", "4x3x160x160", "--workspace", "2",
                  "--device", "1", "--timing-cache", str(exported / "t.cache"), "-q"]) == 0
     (src, dst, opts), = calls
-    assert src == onnx_path and dst == onnx_path.with_suffix(".engine")
+    assert src == onnx_path and dst == exported / f"{ckpt[0].stem}.engine"  # model.trt.onnx -> model.engine
     assert opts.precision == "fp16" and opts.min_shape == (1, 3, 160, 160)
     assert opts.max_shape == (4, 3, 160, 160) and opts.opt_shape is None
     assert opts.workspace_gib == 2 and opts.device == 1 and opts.use_plugin
