@@ -1,15 +1,25 @@
 """Image bombs: read an encoded image's size from its header and refuse it before anything decodes it.
 
 A 1.2 MB PNG can declare 20000x20000 pixels; decoding it costs 1.2 GB as BGR before any check can
-run. The header states the size, so the limit is applied to the bytes. Only the header fields are
-parsed (no decompression), for the formats OpenCV decodes: PNG, JPEG (and MPO), BMP, WebP, TIFF
-(and DNG, BigTIFF), GIF, PNM/PAM/PFM, Sun raster, Radiance HDR, JPEG 2000 and AVIF/HEIF.
+run. The header states the size, so the limit is applied to the bytes. Only the formats YOLOv5
+itself reads as images are accepted, recognised by their content (not their name): BMP, JPEG (and
+MPO), PNG, TIFF (and DNG), WebP and PFM; any other format is refused by name, since each parser
+here that disagrees with its decoder is a way past the limit. Only the header fields are parsed (no
+decompression); a header that can be read two ways (a TIFF tag given twice) is refused. GIF's size
+is read too, for the GIF videos FFmpeg decodes frame by frame.
+
+The decoder is the second net: `limit_decoder_pixels` sets OpenCV's own limit
+(OPENCV_IO_MAX_IMAGE_PIXELS, read once when cv2 is imported), which it checks against the size its
+own header parser finds.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+import sys
+from collections.abc import Callable
 
 from s2trt.errors import S2Error
 
@@ -17,7 +27,7 @@ from s2trt.errors import S2Error
 # sensors), decoded as 8-bit BGR that is 360 MB; a 20000x20000 bomb (400 MP, 1.2 GB) is refused.
 DEFAULT_MAX_PIXELS = 120_000_000
 
-FORMATS = "PNG, JPEG, BMP, WebP, TIFF, GIF, PNM/PFM, Sun raster, Radiance HDR, JPEG 2000, AVIF"
+READ_FORMATS = "BMP, JPEG/MPO, PNG, TIFF/DNG, WebP, PFM"
 
 # JPEG start-of-frame markers (SOF0..SOF15 except DHT C4, JPG C8, DAC CC): they carry the size.
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -101,6 +111,9 @@ def _tiff(d: bytes) -> tuple[int, int] | None:
         tag, typ = struct.unpack(e + "HH", d[p:p + 4])
         if tag not in (256, 257):
             continue
+        if tag in size:  # libtiff keeps the first, a reader of the last would see another image
+            raise HeaderProblem(f"its TIFF header gives {'ImageWidth' if tag == 256 else 'ImageLength'} "
+                                "twice")
         value = d[p + 4 + struct.calcsize(off_fmt):p + entry]
         if typ == 3:  # SHORT
             (size[tag],) = struct.unpack(e + "H", value[:2])
@@ -137,108 +150,101 @@ def _gif(d: bytes) -> tuple[int, int] | None:
     return w, h
 
 
-def _pnm(d: bytes) -> tuple[int, int] | None:
-    head = re.sub(rb"#[^\n]*", b"", d[:4096])
-    if d[:2] == b"P7":  # PAM: WIDTH / HEIGHT lines
-        w = re.search(rb"\bWIDTH\s+(\d+)", head)
-        h = re.search(rb"\bHEIGHT\s+(\d+)", head)
-        return (int(w.group(1)), int(h.group(1))) if w and h else None
-    fields = head[2:].split(maxsplit=2)
-    if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
-        return int(fields[0]), int(fields[1])
-    return None
+def _pfm(d: bytes) -> tuple[int, int] | None:
+    """'PF' or 'Pf', then width and height separated by whitespace; no comments (OpenCV's reader
+    takes none, so a header with one is refused rather than read another way)."""
+    m = re.match(rb"P[Ff]\s+(\d{1,9})\s+(\d{1,9})\s", d[:64])
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _sun(d: bytes) -> tuple[int, int] | None:
-    if len(d) < 12:
+class HeaderProblem(ValueError):
+    """A header that decoders may read another way than this module: refused, not guessed."""
+
+
+# Recognised by content: (name, test of the first bytes). Only READ_FORMATS are decoded.
+_MAGIC: list[tuple[str, Callable[[bytes], bool]]] = [
+    ("PNG", lambda d: d[:8] == b"\x89PNG\r\n\x1a\n"),
+    ("JPEG", lambda d: d[:3] == b"\xff\xd8\xff"),
+    ("BMP", lambda d: d[:2] == b"BM"),
+    ("WebP", lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP"),
+    ("TIFF", lambda d: d[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),
+    ("PFM", lambda d: d[:2] in (b"PF", b"Pf") and d[2:3].isspace()),
+    ("GIF", lambda d: d[:6] in (b"GIF87a", b"GIF89a")),
+    ("PNM", lambda d: len(d) > 2 and d[0:1] == b"P" and d[1:2] in b"1234567" and d[2:3].isspace()),
+    ("Sun raster", lambda d: d[:4] == b"\x59\xa6\x6a\x95"),
+    ("Radiance HDR", lambda d: d[:10] == b"#?RADIANCE" or d[:6] == b"#?RGBE"),
+    ("JPEG 2000", lambda d: d[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or d[:4] == b"\xff\x4f\xff\x51"),
+    ("OpenEXR", lambda d: d[:4] == b"\x76\x2f\x31\x01"),
+    ("AVIF/HEIF", lambda d: d[4:8] == b"ftyp"),
+]
+_SIZE = {"PNG": _png, "JPEG": _jpeg, "BMP": _bmp, "WebP": _webp, "TIFF": _tiff, "PFM": _pfm, "GIF": _gif}
+READ = ("PNG", "JPEG", "BMP", "WebP", "TIFF", "PFM")  # the names image_format gives them
+
+
+def image_format(data: bytes) -> str | None:
+    """The format an encoded image's first bytes say it is, whatever its name; None if unknown."""
+    d = bytes(data[:16])
+    return next((name for name, test in _MAGIC if test(d)), None)
+
+
+def _size(data: bytes, formats: tuple[str, ...]) -> tuple[int, int] | None:
+    """Raises HeaderProblem for an ambiguous header; None for another format or a cut header."""
+    fmt = image_format(data)
+    if fmt not in formats:
         return None
-    w, h = struct.unpack(">II", d[4:12])
-    return w, h
-
-
-def _hdr(d: bytes) -> tuple[int, int] | None:
-    # The resolution line follows the blank line that ends the header: "-Y 480 +X 640" and variants.
-    m = re.search(rb"\n\n([-+][XY]) (\d+) ([-+][XY]) (\d+)", d[:65536])
-    if not m:
+    try:
+        return _SIZE[fmt](data if isinstance(data, bytes) else bytes(data))
+    except struct.error:  # a header cut short
         return None
-    a, b = int(m.group(2)), int(m.group(4))
-    return (b, a) if m.group(1).endswith(b"Y") else (a, b)
-
-
-def _jp2(d: bytes) -> tuple[int, int] | None:
-    i = d.find(b"ihdr", 0, 65536)
-    if i < 0 or i + 12 > len(d):
-        return None
-    h, w = struct.unpack(">II", d[i + 4:i + 12])
-    return w, h
-
-
-def _j2k(d: bytes) -> tuple[int, int] | None:
-    if len(d) < 24:
-        return None
-    xsiz, ysiz, xo, yo = struct.unpack(">IIII", d[8:24])
-    return max(xsiz - xo, 0), max(ysiz - yo, 0)
-
-
-def _isobmff(d: bytes) -> tuple[int, int] | None:
-    """AVIF / HEIF: the largest 'ispe' (image spatial extents) property among the items."""
-    best = None
-    i = d.find(b"ispe", 0, 65536)
-    while i >= 0 and i + 16 <= len(d):
-        w, h = struct.unpack(">II", d[i + 8:i + 16])  # after version and flags
-        if best is None or w * h > best[0] * best[1]:
-            best = (w, h)
-        i = d.find(b"ispe", i + 4, 65536)
-    return best
 
 
 def image_size_from_header(data: bytes) -> tuple[int, int] | None:
-    """(width, height) declared by an encoded image's header, without decoding; None if the format is
-    not one of FORMATS or the header is cut short."""
-    d = data if isinstance(data, bytes) else bytes(data)
+    """(width, height) declared by an encoded image's header, without decoding; None if the format
+    is not one of READ_FORMATS, or the header is cut short or ambiguous."""
     try:
-        if d[:8] == b"\x89PNG\r\n\x1a\n":
-            return _png(d)
-        if d[:3] == b"\xff\xd8\xff":
-            return _jpeg(d)
-        if d[:2] == b"BM":
-            return _bmp(d)
-        if d[:4] == b"RIFF" and d[8:12] == b"WEBP":
-            return _webp(d)
-        if d[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            return _tiff(d)
-        if d[:6] in (b"GIF87a", b"GIF89a"):
-            return _gif(d)
-        if len(d) > 2 and d[0:1] == b"P" and d[1:2] in b"1234567fF" and d[2:3].isspace():
-            return _pnm(d)
-        if d[:4] == b"\x59\xa6\x6a\x95":
-            return _sun(d)
-        if d[:10] == b"#?RADIANCE" or d[:6] == b"#?RGBE":
-            return _hdr(d)
-        if d[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n":
-            return _jp2(d)
-        if d[:4] == b"\xff\x4f\xff\x51":
-            return _j2k(d)
-        if d[4:8] == b"ftyp":
-            return _isobmff(d)
-    except struct.error:  # a header cut short
+        return _size(data, READ)
+    except HeaderProblem:
         return None
-    return None
+
+
+def gif_size(data: bytes) -> tuple[int, int] | None:
+    """A GIF's size (its screen grown to every frame), for a GIF read as a video; None if the data
+    is no GIF or its header is cut short."""
+    return _size(data, ("GIF",))
+
+
+def limit_decoder_pixels(max_pixels: int) -> bool:
+    """Make OpenCV's image decoders refuse more than max_pixels pixels themselves, checked against
+    the size their own header parsers find. OpenCV reads the limit once, when cv2 is imported (it has
+    no call to change it), so this must run first; False when cv2 is imported already (its limit
+    stays what it was: the header check still applies)."""
+    if "cv2" in sys.modules:
+        return False
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(max_pixels)
+    return True
 
 
 def check_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image",
                       hint: str = "") -> None:
-    """Raise S2Error (one line) unless data's header declares between 1 and max_pixels pixels.
+    """Raise S2Error (one line) unless data is one of READ_FORMATS whose header declares between 1
+    and max_pixels pixels.
 
-    A format whose size cannot be read from its header is refused too: its decoder would allocate
-    whatever the file declares, which is what this check exists to prevent. `what` names the input
-    in the message (a path, "request 3"); `hint` is appended to the over-limit message (how the
-    caller raises the limit, e.g. "raise it with --max-pixels").
+    Another format is refused by name, and a header whose size cannot be read (cut short, or
+    ambiguous) is refused too: its decoder would allocate whatever the file declares, which is what
+    this check exists to prevent. `what` names the input in the message (a path, "request 3");
+    `hint` is appended to the over-limit message (how the caller raises the limit, e.g. "raise it
+    with --max-pixels").
     """
-    size = image_size_from_header(data)
+    fmt = image_format(data)
+    if fmt is not None and fmt not in READ:
+        raise S2Error(f"{what}: {fmt} images are not read (s2trt reads {READ_FORMATS}, as YOLOv5 does)")
+    try:
+        size = _size(data, READ)
+    except HeaderProblem as e:
+        raise S2Error(f"{what}: {e}, so its size is not certain: refused") from None
     if size is None:
-        raise S2Error(f"{what}: not an image format whose size can be checked before decoding "
-                      f"({FORMATS})")
+        raise S2Error(f"{what}: not an image whose size can be checked before decoding "
+                      f"({READ_FORMATS})")
     check_image_size(*size, max_pixels, what, hint)
 
 

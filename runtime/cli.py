@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from s2trt.cli import add_verbosity, run_main, sigterm_as_interrupt
-from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
+from s2trt.detect.image_limits import (  # struct and re only: --help stays instant
+    DEFAULT_MAX_PIXELS,
+    limit_decoder_pixels,
+)
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error, UsageError
 from s2trt.runtime.model import TRITON_BATCH, BackendOptions, ModelRef
@@ -309,6 +312,7 @@ def _quiet_opencv(verbose: bool) -> None:
 
 
 def _main(a: argparse.Namespace) -> int:
+    limit_decoder_pixels(a.max_pixels)  # before anything imports cv2: OpenCV reads it once
     with sigterm_as_interrupt():
         return _run(a)
 

@@ -647,3 +647,18 @@ def test_save_json_to_a_closed_stdout_is_one_line_and_exit_1(tmp_path):
     assert proc.returncode == 1, err
     assert err.strip().splitlines() == ["s2infer: error: cannot write JSON Lines to stdout "
                                         "(--save-json -): it is closed"]
+
+
+# --- issue 26 item 4: the decoder enforces the pixel limit -------------------------------------------
+
+def test_a_sparse_3_gb_jpeg_is_refused_from_its_size_in_one_line(tmp_path, capsys):
+    img = tmp_path / "big.jpg"
+    buf = cv2.imencode(".jpg", scene(1))[1]
+    with open(img, "wb") as f:
+        f.write(buf.tobytes())
+        f.truncate(3 << 30)
+    assert run(tmp_path, img, "--save-json") == 1
+    assert last_error_line(capsys.readouterr().err) == (
+        f"s2infer: error: {img}: 3221 MB is more than an image of at most 120 megapixels takes (raise it "
+        "with --max-pixels)")
+    assert not (tmp_path / "runs").exists()

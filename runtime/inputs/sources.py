@@ -17,13 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s2trt.detect.image_limits import (
-    DEFAULT_MAX_PIXELS,
-    check_frame_pixels,
-    check_image_bytes,
-    check_image_size,
-    image_size_from_header,
-)
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_frame_pixels
+from s2trt.detect.image_read import check_gif_video, read_image
 from s2trt.detect.media import IMAGE_EXTS, VIDEO_EXTS
 from s2trt.errors import S2Error
 from s2trt.text import redact_credentials
@@ -75,24 +70,10 @@ class Source:
 
     def _image(self, path: str) -> Iterator[Frame]:
         t0 = time.perf_counter()
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            self._bad(S2Error(f"{path}: cannot read: {e.strerror or e}"))
-            return
-        size = image_size_from_header(data)
-        if size is None:  # OpenCV would not read it either (or unchecked)
-            self._bad(S2Error(f"{path}: not a readable image"))
-            return
-        try:
-            check_image_size(*size, self.max_pixels, path, MAX_PIXELS_HINT)
+        try:  # size on disk, format and header checked before it is read whole and decoded
+            img = read_image(path, self.max_pixels, MAX_PIXELS_HINT)
         except S2Error as e:
             self._bad(e)
-            return
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # EXIF rotation as imread
-        del data
-        if img is None:
-            self._bad(S2Error(f"{path}: not a readable image"))
             return
         yield Frame(img, path, 0, "image", decode_s=time.perf_counter() - t0)
 
@@ -106,7 +87,7 @@ class Source:
     def _video(self, kind: str, item: str) -> Iterator[Frame]:
         try:
             if kind == "video" and Path(item).suffix.lower() == ".gif":  # decoded by an image codec
-                check_image_bytes(Path(item).read_bytes(), self.max_pixels, item, MAX_PIXELS_HINT)
+                check_gif_video(item, self.max_pixels, MAX_PIXELS_HINT)
             cap = open_capture(kind, item, decoder=self.decoder)
             _check_frame_size(cap, item, self.max_pixels)
             self.decoders[item] = decoder_name(cap)
