@@ -182,6 +182,15 @@ def to_frames(dets: Sequence[np.ndarray], outputs: dict[str, np.ndarray], infos:
     return frames, masks
 
 
+def full_masks(masks: Sequence[InstanceMask], shape: tuple[int, int]) -> np.ndarray:
+    """(n, h, w) bool masks of the whole frame (for Python callers; s2infer keeps the windows)."""
+    out = np.zeros((len(masks), *shape), dtype=bool)
+    for i, m in enumerate(masks):
+        h, w = m.bits.shape
+        out[i, m.y:m.y + h, m.x:m.x + w] = m.bits
+    return out
+
+
 def draw_masks(img: np.ndarray, masks: Sequence[InstanceMask], colors: Sequence[tuple[int, int, int]],
                alpha: float = 0.5) -> np.ndarray:
     """Blend each mask into img (in place) in its colour, the first mask on top (as yolov5 draws)."""

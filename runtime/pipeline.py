@@ -32,9 +32,10 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
-from s2trt.detect.boxes import postprocess, scale_boxes
+from s2trt.detect.boxes import postprocess
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
+from s2trt.detect.masks import full_masks, to_frames
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend, OverlappedBackend
@@ -211,20 +212,21 @@ class Runner:
 
     def _write(self, b: Batch) -> None:
         t0 = time.perf_counter()
-        dets = postprocess(b.outputs, self.opts)
-        dets = [scale_boxes(d, info) for d, info in zip(dets, b.infos, strict=True)]
+        # Boxes back to the frame, and a segmentation model's masks beside them.
+        dets, masks = to_frames(postprocess(b.outputs, self.opts), b.outputs, b.infos, self.backend.imgsz)
         dt = time.perf_counter() - t0
         self.stats.add("postprocess", dt, len(b.frames))
         b.seconds["postprocess"] = dt / len(b.frames)
         t0 = time.perf_counter()
-        for frame, d, info in zip(b.frames, dets, b.infos, strict=True):
-            if self.sinks is not None:
-                self.sinks.write(frame, d)
+        for frame, d, m, info in zip(b.frames, dets, masks, b.infos, strict=True):
+            if self.sinks is not None:  # masks only where there are: a detection sink takes two
+                self.sinks.write(frame, d) if m is None else self.sinks.write(frame, d, m)
             if self._on_result is not None:  # several sources: their table counts results written
                 self._on_result(frame)
             if self.results is not None:
                 timing = {"decode": frame.decode_s * 1e3, **{k: v * 1e3 for k, v in b.seconds.items()}}
-                self.results(Result(frame, d, self.backend.meta.names, info, timing))
+                full = None if m is None else full_masks(m, frame.image.shape[:2])
+                self.results(Result(frame, d, self.backend.meta.names, info, timing, full))
         self.stats.add("write", time.perf_counter() - t0, len(b.frames))
         self.stats.frames += len(b.frames)
         self.stats.detections += sum(len(d) for d in dets)

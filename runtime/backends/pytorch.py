@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s2trt.detect.boxes import PROTO_OUTPUT
 from s2trt.errors import S2Error, missing
 from s2trt.meta import ModelMeta
 from s2trt.runtime.backends.base import RAW_OUTPUT, BatchedBackend, BatchSpec
@@ -49,7 +50,8 @@ class TorchBackend(BatchedBackend):
             self.model.half()
         self.meta = ModelMeta(names=loaded.names, imgsz=[h, w], stride=stride, batch="dynamic",
                               precision="fp16" if self.half else "fp32",
-                              versions={"torch": torch.__version__})
+                              versions={"torch": torch.__version__},
+                              task="segment" if loaded.nm else "detect", nm=loaded.nm)
         self.spec = BatchSpec(1, 64)
         self.name = f"pytorch {torch.__version__} ({self.device})"
         log.info("%s: %s, %d classes, stride %d", Path(path).name, self.name, len(loaded.names), stride)
@@ -59,4 +61,6 @@ class TorchBackend(BatchedBackend):
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device)
             y = self.model(x.half() if self.half else x)
+        if isinstance(y, tuple):  # a Segment model: detections, then its mask prototypes
+            return {RAW_OUTPUT: y[0].float().cpu().numpy(), PROTO_OUTPUT: y[1].float().cpu().numpy()}
         return {RAW_OUTPUT: y.float().cpu().numpy()}

@@ -215,10 +215,13 @@ class TrtBackend(BatchedBackend):
             return ModelMeta.from_dict(sidecar, str(path))
         shape = self.input.profile[2] if self.input.profile else self.input.shape
         out0 = next((t for t in self.outputs if t.name == "output0"), None)
-        nc = out0.shape[-1] - 5 if out0 is not None and out0.shape[-1] > 5 else 0
+        proto = next((t for t in self.outputs if t.name == "output1"), None)
+        nm = proto.shape[1] if proto is not None and len(proto.shape) == 4 else 0  # a seg model's
+        nc = out0.shape[-1] - 5 - nm if out0 is not None and out0.shape[-1] > 5 + nm else 0
         log.warning("%s has no sidecar %s.json: class names unknown, boxes labelled by class id",
                     path, path.name)
-        return ModelMeta(names=[str(i) for i in range(nc)], imgsz=[shape[2], shape[3]])
+        return ModelMeta(names=[str(i) for i in range(nc)], imgsz=[shape[2], shape[3]],
+                         task="segment" if nm else "detect", nm=nm)
 
     def _allocate(self) -> None:
         """Two buffer sets for the largest batch, set once: every batch then only copies and enqueues.

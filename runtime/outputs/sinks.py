@@ -22,6 +22,7 @@ from typing import IO
 import cv2
 import numpy as np
 
+from s2trt.detect.masks import InstanceMask, draw_masks
 from s2trt.errors import S2Error
 from s2trt.meta import check_writable
 from s2trt.publish import exclusive_temp, private_folder
@@ -55,9 +56,13 @@ def increment_dir(project: str | Path, name: str, exist_ok: bool = False) -> Pat
 
 
 def annotate(img: np.ndarray, dets: np.ndarray, names: Sequence[str], line_width: int | None = None,
-             labels: bool = True, conf: bool = True, inplace: bool = False) -> np.ndarray:
-    """Draw boxes (and 'name 0.87' labels) on img, or on a copy of it."""
+             labels: bool = True, conf: bool = True, inplace: bool = False,
+             masks: Sequence[InstanceMask] | None = None) -> np.ndarray:
+    """Draw masks (a segmentation model's, under the boxes as yolov5 draws them), boxes and
+    'name 0.87' labels on img, or on a copy of it."""
     out = img if inplace else img.copy()
+    if masks is not None:
+        draw_masks(out, masks, [PALETTE[int(c) % len(PALETTE)] for c in dets[:, 5]])
     lw = line_width or max(round(sum(img.shape[:2]) / 2 * 0.003), 2)
     for x1, y1, x2, y2, score, cls in dets:
         c = int(cls)
@@ -200,10 +205,11 @@ class JsonlSink:
         fd, self.tmp = exclusive_temp(self.path)
         return os.fdopen(fd, "w", encoding="utf-8")
 
-    def write(self, frame: Frame, dets: np.ndarray, names: Sequence[str]) -> None:
+    def write(self, frame: Frame, dets: np.ndarray, names: Sequence[str],
+              masks: Sequence[InstanceMask] | None = None) -> None:
         if self.f is None:
             self.f = self._open()
-        line = json.dumps(record(frame, dets, names), separators=(",", ":")) + "\n"
+        line = json.dumps(record(frame, dets, names, masks), separators=(",", ":")) + "\n"
         try:
             if isinstance(self.f, InPlaceWriter):
                 self.f.write(line.encode())
@@ -237,11 +243,14 @@ class JsonlSink:
         return publish
 
 
-def record(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> dict:
+def record(frame: Frame, dets: np.ndarray, names: Sequence[str],
+           masks: Sequence[InstanceMask] | None = None) -> dict:
     """The JSONL schema: one frame, its time, its size, and parallel lists of boxes, scores, classes
     and names. `pts`: the frame's timestamp in its video or stream, seconds (null where the decoder
     cannot tell, and for images); `wall`: a camera's or stream's frame's capture time, Unix seconds
-    (null for files, whose results do not depend on when they ran)."""
+    (null for files, whose results do not depend on when they ran). A segmentation model adds
+    `segments`: per detection, its mask's outer polygons [x0, y0, x1, y1, ...] in frame pixels
+    (COCO's polygon format; s2trt.detect.masks.fill_polygons draws them back)."""
     cls = [int(c) for c in dets[:, 5]]
     live = frame.kind in ("camera", "stream")
     return {
@@ -255,6 +264,7 @@ def record(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> dict:
         "scores": [round(float(s), 4) for s in dets[:, 4]],
         "class_ids": cls,
         "names": [class_name(names, c) for c in cls],
+        **({} if masks is None else {"segments": [m.polygons() for m in masks]}),
     }
 
 
@@ -316,15 +326,16 @@ class Sinks:
             raise S2Error(f"cannot create output folder {path.parent}: {_why(e)}") from None
         self.created += missing
 
-    def write(self, frame: Frame, dets: np.ndarray) -> None:
+    def write(self, frame: Frame, dets: np.ndarray, masks: Sequence[InstanceMask] | None = None) -> None:
+        """One frame's (n, 6) detections in frame pixels, and a segmentation model's masks."""
         if self.jsonl is not None:
             if self.jsonl.f is None:
                 self._folder_for(self.jsonl.path)
-            self.jsonl.write(frame, dets, self.names)
+            self.jsonl.write(frame, dets, self.names, masks)
         if not (self.save or self.show):
             return
         # In place: the frame has no other reader after this sink (saves a copy of every frame).
-        img = annotate(frame.image, dets, self.names, inplace=True, **self.draw_kw)
+        img = annotate(frame.image, dets, self.names, inplace=True, masks=masks, **self.draw_kw)
         if self.save:
             if frame.kind == "image":
                 self._write_image(self._target(frame), img)
