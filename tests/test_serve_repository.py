@@ -234,7 +234,7 @@ def test_run_requests_batches_good_requests_and_fails_bad_ones_alone():
     assert backend.calls == [4]  # one network call for the four good images
     assert [r["num_dets"].ravel().tolist() if isinstance(r, dict) else None for r in results] == \
         [[1, 1], None, [0], None, None, [1]]
-    assert "not an image format" in str(results[1]) and "exactly one" in str(results[3])
+    assert "not an image whose size can be checked" in str(results[1]) and "exactly one" in str(results[3])
     assert "within 0..1" in str(results[4])
     boxes = from_nms_outputs(*(results[0][k] for k in ("num_dets", "det_boxes", "det_scores", "det_classes")))
     # Frame 0: mean 0 -> box centre 10; frame 1: mean 1 -> centre 50 (same letterbox: 64x64, ratio 1).
@@ -354,7 +354,8 @@ def test_engine_plugin_library_is_copied_where_the_served_runtime_finds_it(tmp_p
     # of those bytes, so only the bytes are compared).
     version = tmp_path / "repo" / R.DETECTOR / "1"
     side = json.loads((version / "model.plan.json").read_text())
-    found = no_plugin_elsewhere.engine_plugin_library(version / "model.plan", side, None)
+    # The operator vouches for the repository s2serve export wrote from a library of theirs.
+    found = no_plugin_elsewhere.engine_plugin_library(version / "model.plan", side, None, trust_bundle=True)
     assert found is not None and found.read_bytes() == lib.read_bytes()
     readme = (tmp_path / "repo" / "README.md").read_text()
     assert f'plugins="{lib}"' in readme  # --plugin-lib given: the hint names it

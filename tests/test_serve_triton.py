@@ -202,7 +202,7 @@ def infer_raw(server, inputs, model_name=R.DETECTOR):
 @pytest.mark.parametrize("inputs, message", [
     ([("FRAME", np.zeros((1, 32, 32), np.uint8))], "unexpected shape"),
     ([("FRAME", np.zeros((1, 32, 32, 3), np.float32))], "expects 'UINT8'"),
-    ([("IMAGE", np.frombuffer(b"\xff\xd8 not a jpeg at all", np.uint8)[None])], "not an image format"),
+    ([("IMAGE", np.frombuffer(b"\xff\xd8 not a jpeg at all", np.uint8)[None])], "not an image whose size"),
     ([("IMAGE", np.frombuffer(JPEG_HEADER_ONLY, np.uint8)[None])], "not a decodable image"),
     ([("IMAGE", np.frombuffer(png_claiming(20000, 20000), np.uint8)[None])],
      "20000x20000 is 400.0 megapixels, above the limit"),
@@ -226,7 +226,7 @@ def test_bad_image_fails_only_its_own_request(server, images):
     with TritonClient(server.endpoints.grpc_url) as client:
         bad = client.submit(b"garbage")
         good = [client.submit(data) for data, _ in images]
-        with pytest.raises(S2Error, match=r"rejected the request: .*not an image format"):
+        with pytest.raises(S2Error, match=r"rejected the request: .*not an image whose size can be checked"):
             bad.result()
         assert all(f.result().shape[1] == 6 for f in good)
 
