@@ -391,8 +391,9 @@ def _check_built_engine(trt: Any, logger: Any, serialized: Any, onnx_path: Path,
 # from TensorRT 10.9 on just "Float", "Half", "Int8") -> the type they name.
 _FORMAT_TYPES = {"fp32": "FP32", "float": "FP32", "float32": "FP32", "fp16": "FP16", "half": "FP16",
                  "float16": "FP16", "int8": "INT8", "bf16": "BF16", "bfloat16": "BF16", "fp8": "FP8"}
-# The FP16 pass's border Casts (export/fp16.py): fused into an island layer, they make its input
-# (`/to_fp32`) or output (`/to_fp16`) reduced precision while the layer itself computes in FP32.
+# The FP16 pass's border Casts (export/fp16.py, calib/qdq.py): fused into an island layer, they make
+# its input (`/to_fp32`) or output (`/to_fp16`) reduced precision while it computes in FP32; fused
+# into an FP16 convolution, a `/to_fp16` makes its input FP32.
 _CAST_IN, _CAST_OUT = "/to_fp32", "/to_fp16"
 _FUSION_WORDS = frozenset({"PWN", "ForeignNode", "+"})  # TensorRT's wrappers around fused node names
 _COMPUTE = ("convolution", "deconvolution", "matrixmultiply", "fullyconnected", "gemm")
@@ -471,7 +472,8 @@ def check_engine_precision(engine: Any, islands: Sequence[str], precision: str,
                 problems.append(f"{name} (FP32 island) runs in {'/'.join(sorted(set(reduced)))}")
         kind = f"{entry.get('ParameterType', '')} {entry.get('LayerType', '')}".lower()
         compute = any(c in kind for c in _COMPUTE)
-        if want and compute and not in_island and set(ins) == {"FP32"}:
+        cast_in = any(n.endswith(_CAST_OUT) for n in nodes)  # it reads FP32 through a fused Cast(->FP16)
+        if want and compute and not in_island and not cast_in and set(ins) == {"FP32"}:
             problems.append(f"{name} runs in FP32, not {want}")
     if precision == "int8" and not int8_seen:
         problems.append("no layer runs in INT8")

@@ -260,9 +260,11 @@ TRT = FakeTRT("10.3.0")
     ("fp16", [("/m/Mul_1 + conv", "Convolution", "half", "half"), ("Reformatting CopyNode for Input "
               "Tensor 0 to /m/Sigmoid", "Reformat", "half", "float"),
               ("PWN(/m/Sigmoid, /m/Mul)", "PointWise", "float", "float")], []),
-    # A border Cast of the FP16 pass fused into an island layer: that side may be FP16.
+    # A border Cast of the FP16 pass fused into an island layer: that side may be FP16; fused into a
+    # convolution (the image's Cast before the stem), it reads FP32 and computes in FP16.
     ("fp16", [("c/to_fp32 + PWN(/m/Sigmoid, /m/Mul)", "PointWise", "half", "float"),
-              ("/m/Reshape + m/to_fp16", "Shuffle", "float", "half")], []),
+              ("/m/Reshape + m/to_fp16", "Shuffle", "float", "half"),
+              ("images/to_fp16 + conv", "Convolution", "float", "half")], []),
     ("fp16", [("PWN(/m/Sigmoid, /m/Mul)", "PointWise", "float", "half"),
               ("/m/Mul_1 + conv", "Convolution", "float", "float"),
               ("{ForeignNode[/m/Reshape.../m/Reshape_7]}", "Myelin", "half", "half")],
