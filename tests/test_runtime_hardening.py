@@ -662,3 +662,46 @@ def test_a_sparse_3_gb_jpeg_is_refused_from_its_size_in_one_line(tmp_path, capsy
         f"s2infer: error: {img}: 3221 MB is more than an image of at most 120 megapixels takes (raise it "
         "with --max-pixels)")
     assert not (tmp_path / "runs").exists()
+
+
+# --- issue 26 item 6: text that is not UTF-8 never crashes ---------------------------------------------
+
+def test_names_and_file_names_that_are_not_utf8_are_drawn_and_kept_as_bytes(tmp_path):
+    """A lone surrogate (how Python spells a byte that is not UTF-8) reaching OpenCV is a SIGSEGV."""
+    import onnx
+
+    model = onnx.load(str(tiny_models()["onnx"]))
+    for prop in model.metadata_props:
+        if prop.key == "names":  # JSON escapes: what s2export writes for names given as such bytes
+            prop.value = json.dumps([f"b\udcff{n}" for n in json.loads(prop.value)])
+    onnx_path = tmp_path / "names.onnx"
+    onnx_path.write_bytes(model.SerializeToString())
+    src = tmp_path / os.fsdecode(b"in\xff")
+    src.mkdir()
+    write_video(tmp_path / "v.mp4", 3).rename(src / os.fsdecode(b"\xff.mp4"))  # OpenCV only sees UTF-8
+    cv2.imencode(".jpg", scene(2))[1].tofile(str(src / os.fsdecode(b"\xfe.jpg")))
+    out = tmp_path / os.fsdecode(b"out\xfd")
+    cmd = [*S2INFER, "--onnx", str(onnx_path), str(src), "-o", str(out), "--save-json", "--conf-thres",
+           "0.3", "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.fsencode(p.name) for p in out.iterdir()) == [b"predictions.jsonl", b"\xfe.jpg",
+                                                                   b"\xff.mp4"]
+    assert cv2.imdecode(np.fromfile(out / os.fsdecode(b"\xfe.jpg"), np.uint8), cv2.IMREAD_COLOR) is not None
+    (out / os.fsdecode(b"\xff.mp4")).rename(tmp_path / "check.mp4")
+    assert count_frames(tmp_path / "check.mp4") == 3
+    recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {os.fsencode(r["source"]) for r in recs} == {os.fsencode(src) + b"/\xfe.jpg",
+                                                        os.fsencode(src) + b"/\xff.mp4"}
+    assert any(r["names"] for r in recs) and all(n.startswith("b\udcff") for r in recs for n in r["names"])
+    # One video to a file whose name is not UTF-8, and a --project that is not either.
+    video = src / os.fsdecode(b"\xff.mp4")
+    one, project = tmp_path / os.fsdecode(b"\xff.mp4"), tmp_path / os.fsdecode(b"\xfe")
+    for argv, made in ([["-o", str(one)], one],
+                       [["--project", str(project)], project / "exp" / os.fsdecode(b"\xff.mp4")]):
+        r = subprocess.run([*S2INFER, "--onnx", str(onnx_path), str(video), *argv, "--conf-thres", "0.3",
+                            "-q"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        made.rename(tmp_path / "check.mp4")
+        assert count_frames(tmp_path / "check.mp4") == 3
+    assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]

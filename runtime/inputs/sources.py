@@ -20,6 +20,7 @@ import numpy as np
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_frame_pixels
 from s2trt.detect.image_read import check_gif_video, read_image
 from s2trt.detect.media import IMAGE_EXTS, VIDEO_EXTS
+from s2trt.detect.opencv_safe import opencv_path
 from s2trt.errors import S2Error
 from s2trt.text import redact_credentials
 
@@ -199,7 +200,8 @@ def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 10
         cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
                                                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     else:
-        cap = cv2.VideoCapture(item)
+        with opencv_path(item) as name:  # a file name that is not UTF-8 would crash OpenCV
+            cap = cv2.VideoCapture(name)
     if not cap.isOpened():
         what = "stream" if kind == "stream" else "video"
         raise S2Error(f"cannot open {what} {redact_credentials(item)} (unreachable, unsupported codec or "

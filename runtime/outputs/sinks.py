@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from s2trt.detect.masks import InstanceMask, draw_masks
+from s2trt.detect.opencv_safe import drawable, opencv_path
 from s2trt.errors import S2Error
 from s2trt.meta import check_writable
 from s2trt.publish import exclusive_temp, private_folder
@@ -71,7 +72,7 @@ def annotate(img: np.ndarray, dets: np.ndarray, names: Sequence[str], line_width
         cv2.rectangle(out, p1, p2, color, lw, cv2.LINE_AA)
         if not labels:
             continue
-        text = class_name(names, c) + (f" {score:.2f}" if conf else "")
+        text = drawable(class_name(names, c) + (f" {score:.2f}" if conf else ""))
         fs = lw / 3
         tw, th = cv2.getTextSize(text, 0, fs, max(lw - 1, 1))[0]
         above = p1[1] - th - 3 >= 0
@@ -104,8 +105,9 @@ class VideoSink:
         self.relay = VideoRelay(path) if self.direct else None
         self.tmp = self.relay.fifo if self.relay else private_folder(path) / f"video{path.suffix}"
         self.frames = 0
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                      fps if fps and fps > 0 else 30.0, size)
+        with opencv_path(self.tmp, new=True) as name:  # a folder whose name is not UTF-8
+            self.writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*"mp4v"),
+                                          fps if fps and fps > 0 else 30.0, size)
         if not self.writer.isOpened():
             self._discard()
             if self.relay:
@@ -163,7 +165,8 @@ class VideoSink:
             return False
         # OpenCV's writer reports no error (a full disk gives a file without its index): read back
         # the frame count that the container declares.
-        cap = cv2.VideoCapture(str(self.tmp))
+        with opencv_path(self.tmp) as name:
+            cap = cv2.VideoCapture(name)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
         cap.release()
         if n != self.frames:
@@ -345,7 +348,7 @@ class Sinks:
                 if frame.last and self.concurrent:  # published now, not when every source has ended
                     self._close_video(frame.source, True)
         if self.show:
-            cv2.imshow(redact_credentials(frame.source), img)
+            cv2.imshow(drawable(redact_credentials(frame.source)), img)
             cv2.waitKey(1)
 
     def _video(self, frame: Frame, img: np.ndarray) -> VideoSink:
