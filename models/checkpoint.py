@@ -9,17 +9,20 @@ the pickled objects' behaviour is reused (v6.0 and v7.0 cache Detect grids diffe
 
 A checkpoint is also a resource claim: a few bytes of pickle can ask NumPy or torch for gigabytes,
 a zip entry can inflate a thousandfold, a config can describe a model of any size. Every size is
-checked before it is allocated: against the file's size (data must be stored in it), against
-YOLOv5's own ranges (models/limits.py), and the weights' shapes against the model the config
-describes, planned on the meta device (models/yolo.py plan_model).
+checked before it is allocated: against the file's size (data must be stored in it, and what the
+pickle may build is budgeted: models/budget.py), against YOLOv5's own ranges (models/limits.py),
+and the weights' shapes against the model the config describes, planned on the meta device
+(models/yolo.py plan_model).
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import math
 import pickle
+import pickletools
 import re
+import tarfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -29,6 +32,20 @@ from typing import Any
 
 from s2trt.errors import S2Error
 from s2trt.meta import MAX_NAME
+from s2trt.models.budget import (
+    MODEL_PER_BYTE,
+    MODULE,
+    OBJECT,
+    SLACK,
+    Budget,
+    Checked,
+    numpy_scalar,
+    ordered_dict_class,
+    path_parts,
+    scan_pickle,
+    tensor_rebuilders,
+    text_codec,
+)
 from s2trt.models.limits import brief
 from s2trt.text import first_line
 
@@ -59,15 +76,34 @@ _ALLOWED = {
 _NUMPY = {"_reconstruct", "scalar", "ndarray", "dtype"}
 
 
-def _standin_class(module: str, name: str) -> type:
+def _standin_class(module: str, name: str, budget: Budget) -> type:
     import torch
+
+    def new(cls: type, *a: Any, **k: Any) -> Any:
+        budget.charge(OBJECT, f"a {module}.{name}")
+        return object.__new__(cls)
+
+    def init(self: Any, *a: Any, **k: Any) -> None:  # a REDUCE calls it; a NEWOBJ does not
+        budget.charge(MODULE, f"a {module}.{name}")
+        torch.nn.Module.__init__(self)
+
+    def setstate(self: Any, state: Any) -> None:
+        # BUILD copies the stored dict into the instance: one stored dict may be built into
+        # every module the pickle makes, so each copy is charged.
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise S2Error(f"{budget.path}: a {module}.{name} in the checkpoint has the state "
+                          f"{brief(state)}")
+        budget.charge_args(f"the attributes of a {module}.{name}", (state,))
+        torch.nn.Module.__setstate__(self, state)
 
     # An nn.Module so that its pickled _modules/_parameters/_buffers give a state_dict(); the
     # item and list hooks let pickled dict or list subclasses fill it without failing.
     return type(name, (torch.nn.Module,), {
         "__module__": f"s2trt.standin.{module}",
         "_s2trt_origin": (module, name),
-        "__init__": lambda self, *a, **k: torch.nn.Module.__init__(self),
+        "__new__": new,
+        "__init__": init,
+        "__setstate__": setstate,
         "__setitem__": lambda self, k, v: self.__dict__.setdefault("_items", {}).__setitem__(k, v),
         "extend": lambda self, v: self.__dict__.setdefault("_list", []).extend(v),
         "append": lambda self, v: self.__dict__.setdefault("_list", []).append(v),
@@ -80,7 +116,7 @@ def _standin_class(module: str, name: str) -> type:
 _HEAD_METHODS = {(("models.yolo", "Detect"), "forward"), (("models.yolo", "Segment"), "forward")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no __dict__: a BUILD cannot copy a stored dict into it
 class HeadMethod:
     """What getattr(<YOLOv5 head class>, 'forward') unpickles to: a name, never called."""
 
@@ -100,24 +136,50 @@ def _head_method(obj: Any, name: Any, *default: Any) -> HeadMethod:
     return HeadMethod(origin[1], name)
 
 
-def _resolve(module: str, name: str, budget: _Budget) -> Any:
+def _resolve(module: str, name: str, budget: Budget) -> Any:
+    """What a pickle's global names, made once per load (a pickle may name a global a million
+    times: each would be a new class)."""
+    if module == "__builtin__":
+        module = "builtins"
+    key = (module, name)
+    if key not in budget.resolved:
+        budget.charge(MODULE, f"the global {module}.{name}")
+        budget.resolved[key] = _resolve_new(module, name, budget)
+    return budget.resolved[key]
+
+
+def _metered(fn: Any, what: str, budget: Budget) -> Checked:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        budget.charge_args(what, (*args, *kwargs.values()))
+        return fn(*args, **kwargs)
+
+    return Checked(call, what)
+
+
+def _resolve_new(module: str, name: str, budget: Budget) -> Any:
     import importlib
 
     import numpy as np
     import torch
 
-    if module in ("builtins", "__builtin__") and name == "getattr":
-        return _head_method
+    qualname = f"{module}.{name}"
+    if module == "builtins" and name == "getattr":
+        return Checked(_head_method, "getattr")
     if (module, name) in _ALLOWED:
-        if module == "__builtin__":
-            module = "builtins"
         if module == "pathlib":  # a path from another OS must not fail to build
-            return pathlib_standin
-        return getattr(importlib.import_module(module), name)
+            return Checked(path_parts(budget), qualname)
+        if module == "_codecs":
+            return Checked(text_codec(budget), qualname)
+        if module == "torch._utils":
+            return Checked(tensor_rebuilders(budget)[name], qualname)
+        if (module, name) == ("collections", "OrderedDict"):
+            return _metered(ordered_dict_class(budget), qualname, budget)
+        obj = getattr(importlib.import_module(module), name)
+        return obj if isinstance(obj, torch.dtype) else _metered(obj, qualname, budget)
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in _NUMPY:
-        return budget.numpy(name)
+        return _numpy_helper(name, budget)
     if module == "numpy" and name in ("ndarray", "dtype"):
-        return budget.numpy(name)
+        return _numpy_helper(name, budget)
     if module.startswith("numpy.dtypes") and name.endswith("DType"):
         return getattr(np.dtypes, name)
     if module.startswith("torch.nn.modules.") and _NAME.match(name):
@@ -125,61 +187,24 @@ def _resolve(module: str, name: str, budget: _Budget) -> Any:
         if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
             # A stand-in, not the class: a REDUCE could otherwise call e.g. Linear(2**17, 2**17)
             # and allocate tens of GB; protocol-2 pickles of real modules never call constructors.
-            return _standin_class(module, name)
+            return _standin_class(module, name, budget)
     if _STANDIN_MODULE.match(module) and _NAME.match(name):
-        return _standin_class(module, name)
+        return _standin_class(module, name, budget)
     raise UnsafeCheckpointError(
-        f"the checkpoint's pickle refers to '{module}.{name}', which is not on s2trt's allow-list "
+        f"the checkpoint's pickle refers to '{qualname}', which is not on s2trt's allow-list "
         "of YOLOv5 / torch / NumPy types; refusing to load it (it may run code)")
 
 
-def pathlib_standin(*parts: Any) -> str:
-    return "/".join(str(p) for p in parts)
+def _numpy_helper(name: str, budget: Budget) -> Any:
+    """NumPy's pickle helpers, with every allocation checked against the budget."""
+    import numpy as np
 
-
-class _Budget:
-    """Memory that data inside a pickle may claim, from the size of the file that holds it.
-
-    Array data and tensor storages are stored in the file, so a legitimate one is never larger
-    than the file (an object array: 8 bytes per element, each at least one opcode). Shapes and
-    storage sizes are checked against it before NumPy or torch allocate anything.
-    """
-
-    def __init__(self, path: Path, file_size: int):
-        self.path, self.file_size = path, file_size
-        self.array_bytes = 8 * file_size + (64 << 10)
-        self._numpy: dict[str, Any] = {}
-
-    def check_array(self, shape: Any, dtype: Any) -> None:
-        import numpy as np
-
-        dims = shape if isinstance(shape, tuple) else (shape,)
-        if not all(isinstance(d, int) and d >= 0 for d in dims) or len(dims) > 32:
-            raise S2Error(f"{self.path}: a NumPy array in the checkpoint has the shape {brief(shape)}")
-        nbytes = math.prod(dims) * np.dtype(dtype).itemsize
-        if nbytes > self.array_bytes:
-            raise S2Error(f"{self.path}: a NumPy array in the checkpoint claims {nbytes} bytes, larger "
-                          f"than the {self.file_size}-byte file could hold; refusing to allocate it")
-
-    def check_storage(self, saved_id: Any) -> None:
-        # ('storage', type, key, location, numel): numel elements of at least a byte each
-        numel = saved_id[4] if isinstance(saved_id, tuple) and len(saved_id) >= 5 else None
-        if not isinstance(numel, int) or not 0 <= numel <= self.file_size:
-            raise S2Error(f"{self.path}: a tensor storage in the checkpoint claims {brief(numel)} "
-                          f"elements, more than the {self.file_size}-byte file holds")
-
-    def numpy(self, name: str) -> Any:
-        """NumPy's pickle helpers, with every allocation checked against the budget."""
-        if not self._numpy:
-            self._numpy = self._numpy_helpers()
-        return self._numpy[name]
-
-    def _numpy_helpers(self) -> dict[str, Any]:
-        import numpy as np
-
-        core = getattr(np, "_core", None) or np.core
-        budget = self
-
+    if name == "scalar":
+        return Checked(numpy_scalar(budget), "numpy scalar")
+    if name == "dtype":
+        return _metered(np.dtype, "numpy.dtype", budget)
+    key = ("s2trt", "ndarray")  # _reconstruct checks that it rebuilds this very class
+    if key not in budget.resolved:
         class ndarray(np.ndarray):  # the name the pickle asked for
             """Arrays made by the pickle; BUILD (__setstate__) may resize them, so it is checked."""
 
@@ -192,22 +217,41 @@ class _Budget:
                     budget.check_array(state[1], state[2])
                 elif isinstance(state, tuple) and len(state) == 4:
                     budget.check_array(state[0], state[1])
+                else:
+                    raise S2Error(f"{budget.path}: a NumPy array in the checkpoint has the state "
+                                  f"{brief(state)}")
                 np.ndarray.__setstate__(self, state)
 
-        def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
-            if subtype is not ndarray:
-                raise S2Error(f"{self.path}: the checkpoint rebuilds a NumPy array of type "
-                              f"{brief(subtype)}; only plain arrays are accepted")
-            return ndarray(shape, dtype)
+        budget.resolved[key] = ndarray
+    ndarray = budget.resolved[key]
+    if name == "ndarray":
+        return ndarray
 
-        return {"_reconstruct": _reconstruct, "ndarray": ndarray, "dtype": np.dtype,
-                "scalar": core.multiarray.scalar}
+    def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+        if subtype is not ndarray:
+            raise S2Error(f"{budget.path}: the checkpoint rebuilds a NumPy array of type "
+                          f"{brief(subtype)}; only plain arrays are accepted")
+        return ndarray(shape, dtype)
+
+    return Checked(_reconstruct, "numpy _reconstruct")
 
 
-def _pickle_module(budget: _Budget) -> Any:
+def _pickle_module(budget: Budget) -> Any:
     """What torch.load needs from a pickle module: an allow-listing Unpickler under a budget."""
 
     class Unpickler(pickle.Unpickler):
+        def __init__(self, file: Any, **kw: Any):
+            super().__init__(file, **kw)
+            start = file.tell()
+            end = file.seek(0, io.SEEK_END)
+            file.seek(start)
+            self._file = _Bounded(file, end)
+
+        def load(self) -> Any:
+            # what the opcodes build is charged first: the C unpickler cannot be metered per opcode
+            self._file.scan(budget)
+            return super().load()
+
         def find_class(self, module: str, name: str) -> Any:
             return _resolve(module, name, budget)
 
@@ -240,17 +284,34 @@ MAX_INFLATION = 4
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-def _check_archive(path: Path, file_size: int) -> None:
-    """Sizes from the zip directory before torch reads a record (it allocates the stated size)."""
+def _budget(path: Path, file_size: int) -> Budget:
+    """The file's budget. zip: entry sizes from the directory before torch reads a record (it
+    allocates the stated size), and each storage's record size for the storage checks; the
+    legacy stream: a plain pickle stream, its storages budgeted against the file's size."""
     with open(path, "rb") as f:
-        if f.read(4) != _ZIP_MAGIC:
-            return  # the legacy format: a plain pickle stream, budgeted while it is read
+        head = f.read(tarfile.BLOCKSIZE)
+    if head[:4] != _ZIP_MAGIC:
+        _refuse_tar(path, head)
+        return Budget(path, file_size)
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
+            names = [i.filename for i in infos]
+            # Python's zipfile and torch's reader may pick different entries of one name
+            if len(set(names)) != len(names):
+                raise S2Error(f"{path}: its zip archive names an entry twice; refusing to guess "
+                              "which one torch would read")
+            _check_inflation(path, file_size, infos)
+            prefix = names[0].split("/")[0] + "/" if names else ""  # torch's archive name
+            records = {n[len(prefix) + 5:]: i.file_size for n, i in zip(names, infos, strict=True)
+                       if n.startswith(prefix + "data/")}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise S2Error(f"{path} is not a readable PyTorch checkpoint (broken zip: "
                       f"{str(e)[:200]})") from None
+    return Budget(path, file_size, records)
+
+
+def _check_inflation(path: Path, file_size: int, infos: list[zipfile.ZipInfo]) -> None:
     total = sum(i.file_size for i in infos)
     if total > MAX_INFLATION * file_size + (1 << 20):
         raise S2Error(f"{path}: its zip entries inflate to {total} bytes from a {file_size}-byte "
@@ -258,6 +319,47 @@ def _check_archive(path: Path, file_size: int) -> None:
     if any(i.filename.endswith("/constants.pkl") or i.filename == "constants.pkl" for i in infos):
         raise S2Error(f"{path} is a TorchScript archive, not a YOLOv5 checkpoint: pass the .pt "
                       "that train.py wrote")
+
+
+def _refuse_tar(path: Path, head: bytes) -> None:
+    """torch.load reads any file that is not a zip as a tar first (its first format): it unpacks
+    members to a temporary folder and allocates storages at sizes read from them, so a 20 KB
+    file with a sparse member costs gigabytes of disk and memory. No YOLOv5 release wrote it; a
+    file whose first block is a valid tar header (the test torch's tarfile makes) is refused."""
+    try:
+        tarfile.TarInfo.frombuf(head, tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return
+    raise S2Error(f"{path} is in PyTorch's first (tar) checkpoint format, which no YOLOv5 release "
+                  "wrote; s2trt does not read it (re-save it with a current torch.save)")
+
+
+class _Bounded:
+    """A file's read() that never asks for more than the file holds: a pickle's length field
+    would otherwise make the buffered reader allocate the length it states."""
+
+    def __init__(self, f: Any, size: int):
+        self.f, self.size = f, size
+
+    def scan(self, budget: Budget) -> None:
+        """Charge the opcodes of the pickle that starts here, then come back here."""
+        start = self.f.tell()
+        try:
+            scan_pickle(pickletools.genops(self), budget)
+        except (ValueError, EOFError, OverflowError) as e:  # a truncated or foreign file
+            raise S2Error(f"{budget.path} is not a readable PyTorch checkpoint "
+                          f"({first_line(e)[:200]})") from None
+        self.f.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self.size - self.f.tell(), 0)
+        return self.f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self.f.readline()
+
+    def tell(self) -> int:
+        return self.f.tell()
 
 
 @dataclass
@@ -293,10 +395,9 @@ def read_pickle(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise S2Error(f"checkpoint not found: {path}")
-    size = path.stat().st_size
-    _check_archive(path, size)
+    budget = _budget(path, path.stat().st_size)
     try:
-        return torch.load(path, map_location="cpu", pickle_module=_pickle_module(_Budget(path, size)),
+        return torch.load(path, map_location="cpu", pickle_module=_pickle_module(budget),
                           weights_only=False)
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(f"{path}: {e}") from None
@@ -446,6 +547,7 @@ def load_checkpoint(path: str | Path, cfg: str | Path | dict | None = None,
     else:
         raise S2Error(f"{path} does not contain a YOLOv5 model (found {type(obj).__name__})")
 
+    _check_expanded(state, path)
     release = identify(keys, model_class, state)
     info["release"] = release.tag
     if model_class in release.unsupported:
@@ -510,6 +612,22 @@ def _nc_from_state(state: Mapping, model_yaml: dict) -> int:
     if w is None or w.dim() != 4 or w.shape[0] % na or w.shape[0] // na <= extra:
         return int(model_yaml["nc"])
     return w.shape[0] // na - extra
+
+
+def _check_expanded(state: Mapping, path: Path | str) -> None:
+    """The FP32 model these weights fill, against what the file may claim, before it is built.
+
+    A tensor is a view: zero or overlapping strides (or a BUILD that re-strides it, or one tensor
+    under many names) describe any number of elements over a few stored bytes, and the model
+    allocates every one of them. A 226 KB file described a 277 M-parameter model this way.
+    """
+    numel = sum(v.numel() for v in state.values())
+    size = Path(path).stat().st_size
+    limit = MODEL_PER_BYTE * size + SLACK
+    if 4 * numel > limit:
+        raise S2Error(f"{path}: its weights describe {numel} elements ({4 * numel} bytes in FP32), "
+                      f"more than a {size}-byte checkpoint may claim ({limit} bytes): zero or "
+                      "overlapping strides? refusing to build the model")
 
 
 def _check_fits(own: Mapping[str, tuple[int, ...]], state: Mapping, path: Any) -> None:

@@ -157,3 +157,160 @@ def test_wide_convs_refused_before_allocating(tmp_path, width, words):
     cfg = wide_config(tmp_path, width=width)
     _refused(run_loader(str(_state_dict(tmp_path / "sd.pt")), "--cfg", str(cfg), "-o",
                         str(tmp_path)), *words)
+
+
+# --- memory budgets: every allocation a pickle asks for is counted before it happens ----------
+
+# A refusal may take this much more than refusing a 29-byte file (which costs torch's imports).
+RSS_ABOVE_BASELINE = 100 << 20
+
+
+def _u32(n: int) -> bytes:
+    return n.to_bytes(4, "little")
+
+
+def _str(s: str) -> bytes:
+    """BINUNICODE: a string in a protocol-2 pickle."""
+    return b"X" + _u32(len(s)) + s.encode()
+
+
+def numpy_void_scalar(path: Path, itemsize: int = 400_000_000) -> Path:
+    """numpy.core.multiarray.scalar(dtype('V<itemsize>')): without data NumPy zeroes the item,
+    then copies it into the scalar, twice the itemsize in a hundred bytes."""
+    path.write_bytes(b"\x80\x02cnumpy.core.multiarray\nscalar\ncnumpy\ndtype\n" + _str(f"V{itemsize}")
+                     + b"\x89\x88\x87R\x85R.")
+    return path
+
+
+def codec_chain(path: Path, times: int = 17, start: int = 2048) -> Path:
+    """_codecs.encode(..., 'hex') applied `times` times to a latin-1 string: it doubles each time
+    (2 KB becomes 268 MB, the last two alive together)."""
+    enc = b"c_codecs\nencode\nq\x00"
+    data = b"\x80\x02" + enc + b"h\x00" * times  # the callables first, then innermost arguments
+    data += _str("a" * start) + _str("latin1") + b"\x86R"
+    data += (_str("hex") + b"\x86R") * times
+    path.write_bytes(data + b".")
+    return path
+
+
+def _tar_header(name: str, typeflag: bytes, size: int, extra: dict[int, bytes]) -> bytes:
+    h = bytearray(512)
+    for at, field in {0: name.encode(), 100: b"0000644\0", 108: b"0000000\0", 116: b"0000000\0",
+                      124: b"%011o\0" % size, 136: b"00000000000\0", 148: b" " * 8,
+                      156: typeflag, 257: b"ustar  \0", **extra}.items():
+        h[at:at + len(field)] = field
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def legacy_tar(path: Path, claim: int = 100_000_000) -> Path:
+    """torch's first (tar) format: a GNU sparse member `storages` that unpacks to 4 * claim bytes
+    of holes, read back as one float32 storage of `claim` elements. Its storage type is a YOLOv5
+    stand-in that a BUILD gave a `_dtype`; the file is a few KB."""
+    standin = (b"cmodels.common\nConv\n)R}" + _str("_dtype") + b"ctorch\nfloat32\nsb")
+    head = (pickle.dumps(1, protocol=2) + b"\x80\x02" + _str("0") + _str("cpu") + standin
+            + b"\x87." + claim.to_bytes(8, "little"))
+    real = len(head) + 4 * claim
+    sparse = {386: b"%011o\0" % 0 + b"%011o\0" % len(head), 482: b"\0", 483: b"%011o\0" % real}
+    block = head + bytes(-len(head) % 512)
+    path.write_bytes(_tar_header("storages", b"S", len(head), sparse) + block + bytes(1024))
+    return path
+
+
+def zero_stride_weights(path: Path, tmp_path: Path, width: float = 1.25) -> tuple[Path, Path]:
+    """A state dict whose every tensor is one stored FP16 zero expanded (stride 0) to the shape a
+    wide YOLOv5 config wants: a few KB describe a model of tens of millions of parameters."""
+    from s2trt.models import load_config
+    from s2trt.models.yolo import plan_model
+
+    d = load_config("yolov5s")
+    d["width_multiple"] = width
+    cfg = tmp_path / "wide-zero.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    one = torch.zeros(1, dtype=torch.float16)
+    state = {k: (torch.zeros((), dtype=torch.long) if k.endswith("num_batches_tracked")
+                 else one.expand(shape)) for k, shape in plan_model(d).shapes.items()}
+    torch.save(state, path)
+    return path, cfg
+
+
+def memo_index(path: Path, index: int = 50_000_000) -> Path:
+    """LONG_BINPUT of a large index: CPython's C unpickler grows its memo array to twice the index
+    and zeroes it (16 bytes per index) before anything else happens."""
+    path.write_bytes(b"\x80\x02Nr" + _u32(index) + b".")
+    return path
+
+
+def empty_sets(path: Path, n: int = 1_000_000) -> Path:
+    """A million EMPTY_SET opcodes: a byte each, 216 bytes each in CPython."""
+    path.write_bytes(b"\x80\x04" + b"\x8f" * n + b".")
+    return path
+
+
+def module_spam(path: Path, n: int = 200_000) -> Path:
+    """A YOLOv5 class called 200,000 times (4 bytes a call): each nn.Module.__init__ makes a
+    dozen ordered dicts."""
+    path.write_bytes(b"\x80\x02cmodels.common\nConv\nq\x00" + b"h\x00)R" * n + b".")
+    return path
+
+
+def state_copies(path: Path, keys: int = 5000, copies: int = 2000) -> Path:
+    """One stored dict of 5,000 attributes BUILT into 2,000 modules: each BUILD copies it."""
+    d = b"}q\x01(" + b"".join(_str(f"k{i}") + b"N" for i in range(keys)) + b"u0"
+    one = b"h\x00)\x81h\x01b"  # NEWOBJ of the class, BUILD with the memoized dict
+    path.write_bytes(b"\x80\x02cmodels.common\nConv\nq\x00" + d + b"(" + one * copies + b"l.")
+    return path
+
+
+def set_copies(path: Path, items: int = 50_000, copies: int = 400) -> Path:
+    """builtins.set over one stored list of 50,000 ints, 400 times: 8 bytes an element in the
+    list, 30 and more in each set."""
+    lst = b"]q\x01(" + b"".join(b"J" + _u32(i) for i in range(items)) + b"e0"
+    one = b"h\x00h\x01\x85R"
+    path.write_bytes(b"\x80\x02c__builtin__\nset\nq\x00" + lst + b"(" + one * copies + b"l.")
+    return path
+
+
+@pytest.fixture(scope="module")
+def baseline_rss(tmp_path_factory) -> int:
+    """Peak RSS of s2export refusing a 29-byte file that is no checkpoint at all."""
+    path = tmp_path_factory.mktemp("baseline") / "junk.pt"
+    path.write_bytes(b"this is not a checkpoint\n\0\0\0\0")
+    assert path.stat().st_size == 29
+    rc, stderr, rss = run_loader(str(path), "-o", str(path.parent))
+    assert rc == 1, stderr
+    return rss
+
+
+BOMBS = {
+    "numpy void scalar": (numpy_void_scalar, ("NumPy scalar",)),
+    "_codecs.encode chain": (codec_chain, ("_codecs.encode", "latin1")),
+    "legacy tar": (legacy_tar, ("tar",)),
+    "memo index": (memo_index, ("claims", "bytes")),
+    "empty sets": (empty_sets, ("pickle opcodes",)),
+    "module spam": (module_spam, ("models.common.Conv",)),
+    "state copies": (state_copies, ("attributes of a models.common.Conv",)),
+    "set copies": (set_copies, ("builtins.set",)),
+}
+
+
+@pytest.mark.parametrize("bomb", list(BOMBS))
+def test_pickle_memory_bomb_is_refused_before_allocating(tmp_path, baseline_rss, bomb):
+    make, words = BOMBS[bomb]
+    path = make(tmp_path / "bomb.pt")
+    assert path.stat().st_size <= 1 << 20
+    rc, stderr, rss = run_loader(str(path), "-o", str(tmp_path))
+    assert rss - baseline_rss < RSS_ABOVE_BASELINE, \
+        f"peak RSS {rss >> 20} MB, {(rss - baseline_rss) >> 20} MB above refusing a 29-byte file"
+    _refused((rc, stderr, rss), *words)
+    assert not [p for p in tmp_path.rglob("*") if p != path]  # nothing unpacked or written
+
+
+def test_zero_stride_weights_are_counted_at_their_expanded_size(tmp_path, baseline_rss):
+    """A state dict of expanded views over one stored zero: refused from the sizes the views
+    describe, before the model they fill is allocated (it was allocated and exported)."""
+    path, cfg = zero_stride_weights(tmp_path / "zero.pt", tmp_path)
+    assert path.stat().st_size < 256 << 10
+    rc, stderr, rss = run_loader(str(path), "--cfg", str(cfg), "-o", str(tmp_path))
+    assert rss - baseline_rss < RSS_ABOVE_BASELINE, f"peak RSS {rss >> 20} MB"
+    _refused((rc, stderr, rss), "stride (0, 0, 0, 0) claims")
