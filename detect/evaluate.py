@@ -1,7 +1,9 @@
 """COCO-style mAP of any backend on a YOLO-format dataset, with the runtime's own pre/post-processing.
 
 A backend is any callable mapping a float32 (B, 3, h, w) batch (docs/DESIGN.md §3 input) to the (B, N, 5 + nc)
-output: a PyTorch model wrapper, an ONNX Runtime session, a TensorRT engine. Frames go through
+output (a segmentation model's: the pair (B, N, 5 + nc + nm) and its prototypes, which adds the mask
+mAP where the labels are polygons, see s2trt.detect.mask_eval): a PyTorch model wrapper, an ONNX Runtime
+session, a TensorRT engine. Frames go through
 `preprocess`, `non_max_suppression` and `scale_boxes` exactly as in s2infer, so FP32, FP16 and INT8
 graphs are compared on what users get. The matching and averaging are faster-coco-eval's
 (pycocotools' algorithm), not ours.
@@ -18,14 +20,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from s2trt.detect.boxes import non_max_suppression, scale_boxes
+from s2trt.detect.boxes import PROTO_OUTPUT, non_max_suppression, scale_boxes
 from s2trt.detect.letterbox import preprocess
+from s2trt.detect.mask_eval import mask_map, read_label_rows
+from s2trt.detect.masks import to_frames
 from s2trt.errors import S2Error, missing
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-Predict = Callable[[np.ndarray], np.ndarray]
+Predict = Callable[[np.ndarray], Any]  # (B, N, 5 + nc), or (detections, prototypes) of a seg model
 
 
 @dataclass
@@ -70,17 +74,10 @@ def label_path(image: Path) -> Path:
 
 
 def read_labels(path: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """YOLO txt rows 'cls cx cy w h' (normalised) -> (boxes x1y1x2y2 pixels, classes)."""
-    if not path.is_file():
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    rows = np.loadtxt(path, dtype=np.float32, ndmin=2)
-    if rows.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    if rows.shape[1] != 5:
-        raise S2Error(f"{path}: expected 5 numbers per row (class cx cy w h), found {rows.shape[1]}")
-    cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
-    boxes = np.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), 1)
-    return boxes, rows[:, 0].astype(np.int64)
+    """YOLO txt rows 'cls cx cy w h' or polygons 'cls x0 y0 x1 y1 ...' (normalised) -> (boxes
+    x1y1x2y2 pixels, classes)."""
+    boxes, classes, _ = read_label_rows(path, h, w)
+    return boxes, classes
 
 
 def split_images(data: dict[str, Any], split: str) -> list[Path]:
@@ -129,12 +126,13 @@ def coco_map(samples: Sequence[tuple[tuple[int, int], np.ndarray, np.ndarray]],
 def evaluate(predict: Predict, data: str | Path, split: str = "val", imgsz: int = 640, batch: int = 8,
              conf_thres: float = 0.001, iou_thres: float = 0.6, limit: int | None = None,
              max_det: int = 300) -> dict[str, float]:
-    """mAP50 / mAP50-95 of `predict` on a split of a YOLO data yaml: {'mAP50', 'mAP50-95', 'images'}."""
+    """mAP50 / mAP50-95 of `predict` on a split of a YOLO data yaml: {'mAP50', 'mAP50-95', 'images'},
+    and for a segmentation model on polygon labels 'mask_mAP50' and 'mask_mAP50-95' too."""
     d = read_data_yaml(data)
     paths = split_images(d, split)[:limit]
     if not paths:
         raise S2Error(f"no images in the '{split}' split of {data}")
-    samples, detections = [], []
+    samples, detections, masks, polygons = [], [], [], []
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
         frames = []
@@ -143,14 +141,28 @@ def evaluate(predict: Predict, data: str | Path, split: str = "val", imgsz: int 
             if img is None:
                 raise S2Error(f"cannot read image {p}")
             frames.append(img)
-            samples.append(((img.shape[0], img.shape[1]), *read_labels(label_path(p), *img.shape[:2])))
+            boxes, classes, polys = read_label_rows(label_path(p), *img.shape[:2])
+            samples.append(((img.shape[0], img.shape[1]), boxes, classes))
+            polygons.append(polys)
         x, infos = preprocess(frames, imgsz)
-        pred = np.asarray(predict(x), dtype=np.float32)
+        out = predict(x)
+        proto = np.asarray(out[1], np.float32) if isinstance(out, (tuple, list)) else None
+        pred = np.asarray(out[0] if proto is not None else out, dtype=np.float32)
         if pred.ndim != 3 or pred.shape[0] != len(chunk):
             raise S2Error(f"the backend returned shape {pred.shape}; expected ({len(chunk)}, N, 5 + nc)")
-        dets = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det)
-        detections.extend(scale_boxes(det, info) for det, info in zip(dets, infos, strict=True))
+        nm = 0 if proto is None else proto.shape[1]
+        dets = non_max_suppression(pred, conf_thres, iou_thres, max_det=max_det, nm=nm)
+        if proto is None:
+            detections.extend(scale_boxes(det, info) for det, info in zip(dets, infos, strict=True))
+        else:
+            got, got_masks = to_frames(dets, {PROTO_OUTPUT: proto}, infos, tuple(x.shape[2:]))
+            detections.extend(got)
+            masks.extend(got_masks)
     result = coco_map(samples, detections, len(d["names"]))
+    if masks and any(poly is not None for polys in polygons for poly in polys):
+        result.update(mask_map([(hw, classes, polys) for (hw, _, classes), polys in zip(samples, polygons,
+                                                                                       strict=True)],
+                               detections, masks, len(d["names"])))
     return {**result, "images": len(paths)}
 
 
@@ -175,12 +187,14 @@ def onnx_predictor(path: str | Path,
     inp = sess.get_inputs()[0]
     shape = inp.shape
     fixed_batch = shape[0] if isinstance(shape[0], int) else None
+    segment = [o.name for o in sess.get_outputs()][1:2] == [PROTO_OUTPUT]  # detections, prototypes
     size = shape[2] if isinstance(shape[2], int) else None
 
     def predict(x: np.ndarray) -> np.ndarray:
         n = len(x)
         if fixed_batch is not None and n < fixed_batch:  # the last, short batch of a fixed-batch graph
             x = np.concatenate((x, np.zeros((fixed_batch - n, *x.shape[1:]), x.dtype)))
-        return sess.run(None, {inp.name: x})[0][:n]
+        outs = sess.run(None, {inp.name: x})
+        return (outs[0][:n], outs[1][:n]) if segment else outs[0][:n]
 
     return predict, fixed_batch, size

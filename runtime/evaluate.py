@@ -29,8 +29,10 @@ def _main(args: argparse.Namespace) -> int:
     imgsz = args.imgsz or size or 640
     batch = fixed_batch or args.batch
     r = evaluate(predict, args.data, args.split, imgsz, batch, limit=args.limit)
+    masks = f"  mask mAP50 {r['mask_mAP50']:.4f}  mask mAP50-95 {r['mask_mAP50-95']:.4f}" \
+        if "mask_mAP50" in r else ""
     print(f"{args.split}: {r['images']} images at {imgsz}: mAP50 {r['mAP50']:.4f}  "
-          f"mAP50-95 {r['mAP50-95']:.4f}")
+          f"mAP50-95 {r['mAP50-95']:.4f}{masks}")
     return 0
 
 

@@ -195,3 +195,70 @@ def test_to_frames_keeps_masks_beside_the_boxes_the_frame_keeps():
         np.testing.assert_array_equal(g.full((100, 400)), wnt.full((100, 400)))
     plain, none = to_frames([dets[:, :6]], {"output0": np.zeros(1)}, [info], (128, 160))
     assert none == [None] and plain[0].shape == (3, 6)
+
+
+def _polygon_dataset(root: Path) -> tuple[Path, list[tuple[tuple[int, int], list[np.ndarray]]]]:
+    """Four images with two or three convex polygons each, labelled in YOLO's polygon format."""
+    rng = np.random.default_rng(11)
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "labels" / "val").mkdir(parents=True)
+    truth = []
+    for i, (h, w) in enumerate([(160, 200), (120, 200), (200, 160), (160, 160)]):
+        img = np.full((h, w, 3), 60, np.uint8)
+        polys, lines = [], []
+        for k in range(2 + i % 2):
+            cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+            ang = np.sort(rng.uniform(0, 2 * np.pi, 6))
+            rad = rng.uniform(0.15, 0.3) * min(h, w)
+            pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1)
+            polys.append(pts)
+            cv2.fillPoly(img, [pts.round().astype(np.int32)], (200, 80 + 60 * k, 40))
+            lines.append(" ".join([str(k % 2), *(f"{v:.6f}" for v in (pts / [w, h]).reshape(-1))]))
+        cv2.imwrite(str(root / "images" / "val" / f"im{i}.png"), img)
+        (root / "labels" / "val" / f"im{i}.txt").write_text("\n".join(lines) + "\n")
+        truth.append(((h, w), polys))
+    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: [a, b]\n")
+    return root / "data.yaml", truth
+
+
+def _mask_oracle(truth, imgsz: int, wrong: bool = False):
+    """A seg backend that 'predicts' each labelled polygon: its bounds as the box, and a prototype
+    channel per object that is +10 inside the polygon (drawn at stride 4) and -10 outside, picked by
+    a one-hot coefficient; `wrong` picks the next object's channel instead. The letterbox
+    arithmetic is written out here, not imported."""
+    outs = []
+    for (h, w), polys in truth:
+        r = min(imgsz / h, imgsz / w)
+        dw, dh = (imgsz - round(w * r)) / 2, (imgsz - round(h * r)) / 2
+        det = np.zeros((20, 5 + 2 + NM), np.float32)
+        proto = np.full((NM, imgsz // 4, imgsz // 4), -10, np.float32)
+        for k, pts in enumerate(polys):
+            p = pts * r + [dw, dh]
+            (x0, y0), (x1, y1) = p.min(0), p.max(0)
+            det[k, :5] = ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.9)
+            det[k, 5 + k % 2] = 1.0
+            det[k, 7 + (k + wrong) % len(polys)] = 1.0
+            plane = np.zeros(proto.shape[1:], np.uint8)
+            cv2.fillPoly(plane, [(p / 4).round().astype(np.int32)], 1)
+            proto[k][plane.astype(bool)] = 10
+        outs.append((det, proto))
+    queue = iter(outs)
+
+    def predict(x: np.ndarray):
+        got = [next(queue) for _ in range(len(x))]
+        return np.stack([g[0] for g in got]), np.stack([g[1] for g in got])
+
+    return predict
+
+
+def test_mask_map_of_polygon_labels_tells_right_masks_from_wrong_ones(tmp_path):
+    pytest.importorskip("faster_coco_eval")
+    from s2trt.detect.evaluate import evaluate
+
+    data, truth = _polygon_dataset(tmp_path)
+    right = evaluate(_mask_oracle(truth, 128), data, imgsz=128, batch=3)
+    wrong = evaluate(_mask_oracle(truth, 128, wrong=True), data, imgsz=128, batch=3)
+    # The boxes are the same in both: only the masks tell them apart.
+    assert right["mAP50"] > 0.99 and wrong["mAP50"] > 0.99
+    assert right["mask_mAP50"] > 0.99 and 0.3 < right["mask_mAP50-95"] < 1.0
+    assert wrong["mask_mAP50"] < 0.2

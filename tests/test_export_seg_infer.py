@@ -148,3 +148,21 @@ def test_pytorch_backend_gives_the_same_masks(seg, tmp_path):
         assert far[j] < 0.5
         ma, mb = fill_polygons(pa, shape), fill_polygons(b["segments"][j], shape)
         assert (ma ^ mb).sum() <= max(2, 0.02 * (ma | mb).sum())
+
+
+def test_evaluate_gives_mask_map_for_an_exported_seg_model(seg, tmp_path):
+    """The evaluation on polygon labels: the box and the mask mAP of the graph's own outputs."""
+    pytest.importorskip("faster_coco_eval")
+    from s2trt.detect.evaluate import evaluate, onnx_predictor
+
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    shutil.copy(seg["image"], tmp_path / "images" / "val" / "a.png")
+    (tmp_path / "labels" / "val" / "a.txt").write_text("1 0.2 0.2 0.6 0.25 0.5 0.8\n0 0.5 0.5 0.3 0.3\n")
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\nval: images/val\nnames: [a, b, c]\n")
+    predict, _, _ = onnx_predictor(seg["onnx"])
+    det, proto = predict(np.zeros((1, 3, *IMGSZ), np.float32))
+    assert det.shape[2] == 5 + 3 + 32 and proto.shape == (1, 32, IMGSZ[0] // 4, IMGSZ[1] // 4)
+    r = evaluate(onnx_predictor(seg["onnx"])[0], tmp_path / "data.yaml", imgsz=IMGSZ, batch=1)
+    assert r["images"] == 1 and {"mAP50", "mask_mAP50", "mask_mAP50-95"} <= set(r)
+    assert 0 <= r["mask_mAP50-95"] <= r["mask_mAP50"] <= 1
