@@ -60,7 +60,8 @@ def evaluate_onnx(path: Path, data: str | Path, split: str, imgsz: int, batch: i
     predict, fixed_batch, _ = onnx_predictor(path, basic_optimizations)
     clock = [0.0, 0]
     r = evaluate(_timed(predict, clock), data, split, imgsz, fixed_batch or batch, limit=limit)
-    return {"mAP50": r["mAP50"], "mAP50-95": r["mAP50-95"], "images": r["images"],
+    masks = {k: r[k] for k in ("mask_mAP50", "mask_mAP50-95") if k in r}  # a seg model, polygon labels
+    return {"mAP50": r["mAP50"], "mAP50-95": r["mAP50-95"], **masks, "images": r["images"],
             "ms_per_image": round(1000 * clock[0] / max(clock[1], 1), 2)}
 
 
@@ -135,7 +136,9 @@ def format_table(report: dict[str, Any]) -> str:
         mark = "  <- best INT8" if several and name == f"int8-{report['best']}" else ""
         lines.append(f"{name:<18}{100 * r['mAP50']:>8.2f}{100 * r['mAP50-95']:>10.2f}"
                      f"{0.0 - r['drop_mAP50']:>+9.2f}{0.0 - r['drop_mAP50-95']:>+11.2f}"
-                     f"{r['ms_per_image']:>9.1f}{mark}")
+                     f"{r['ms_per_image']:>9.1f}{mark}"
+                     + (f"  mask mAP50 {100 * r['mask_mAP50']:.2f}, mAP50-95 {100 * r['mask_mAP50-95']:.2f}"
+                        if "mask_mAP50" in r else ""))
     lines += report["notes"]
     lines.append(verdict(report))
     return "\n".join(lines)

@@ -131,16 +131,31 @@ def test_nms_is_refused_for_seg_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_int8_qdq_graphs_build_for_seg(tmp_path):
-    """Q/DQ graphs of a seg model keep both outputs, and their prototypes and boxes follow FP32's."""
+def _polygon_data(root: Path) -> Path:
+    """The demo images as a train split and a val split labelled with polygons (YOLO seg format)."""
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for img in sorted((parity.demo_assets() / "images").glob("*.jpg")):
+            shutil.copy(img, root / "images" / split / img.name)
+            (root / "labels" / split / f"{img.stem}.txt").write_text(
+                "0 0.1 0.1 0.5 0.15 0.45 0.6 0.12 0.5\n2 0.6 0.55 0.9 0.6 0.8 0.95\n")
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
+                                    "names: [class0, class1, class2]\n")
+    return root / "data.yaml"
+
+
+def test_int8_qdq_graphs_build_for_seg_and_report_mask_map(tmp_path):
+    """Q/DQ graphs of a seg model keep both outputs, their prototypes and boxes follow FP32's, and
+    the accuracy report on polygon labels gives the mask mAP of every graph."""
     from s2trt.calib.pipeline import Int8Options, int8_fp16_path, quantize_export
+    from s2trt.calib.report import format_table
 
     entry = next(e for e in SEG if e["name"] == "yolov5n-seg")
     state = _export(tmp_path, entry, batch=1, plugin=False)
     fp32 = state.artifacts[0].path
     out = fp32.with_name("int8.onnx")
-    images = parity.demo_assets() / "images"
-    quantize_export(fp32, out, Int8Options(calib=str(images), report=False))
+    result = quantize_export(fp32, out, Int8Options(calib=str(_polygon_data(tmp_path / "data"))))
     for path in (out, int8_fp16_path(out)):
         model = onnx.load(str(path))
         assert [o.name for o in model.graph.output] == ["output0", "output1"]
@@ -151,6 +166,10 @@ def test_int8_qdq_graphs_build_for_seg(tmp_path):
     got = parity.run_ort(onnx.load(str(out)), x)
     # INT8 rounds every activation to 1/255 of its range: a broken graph is off by order 1.
     assert _rel(got[1], ref[1]) < 0.1 and _rel(got[0][..., :4], ref[0][..., :4]) < 0.1
+    rows = result["accuracy"]["rows"]
+    assert {"fp32", "fp16", "int8-percentile"} <= set(rows)
+    assert all(0 <= r["mask_mAP50-95"] <= r["mask_mAP50"] <= 1 for r in rows.values())
+    assert "mask mAP50" in format_table(result["accuracy"])
 
 
 def test_task_and_mask_count_must_agree_in_metadata():
