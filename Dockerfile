@@ -6,7 +6,8 @@
 #   docker build -t s2trt:jetson \
 #     --build-arg BASE_IMAGE=nvcr.io/nvidia/l4t-jetpack:r36.4.0 \
 #     --build-arg RUNTIME_IMAGE=nvcr.io/nvidia/l4t-jetpack:r36.4.0 \
-#     --build-arg CUDA_ARCHS=87 --build-arg PIP_EXTRAS=ort .
+#     --build-arg CUDA_ARCHS=87 .
+# TensorRT 11 (an NGC image on CUDA 13, R580+ driver): --build-arg PIP_EXTRAS=ort,gpu-cu13.
 #
 # BASE_IMAGE must hold TensorRT's headers and CUDA's compiler; RUNTIME_IMAGE TensorRT's libraries
 # and Python module. The plugin is compiled in the first stage only, so no compiler is added to
@@ -40,8 +41,9 @@ COPY demo/ demo/
 RUN python3 -m pip wheel --no-cache-dir --no-deps -w /wheels .
 
 FROM ${RUNTIME_IMAGE}
-# ort: ONNX Runtime backend; gpu: cuda-python for the TensorRT backend. Add ",export" for s2export
-# from a .pt (pulls torch), or leave as is to build engines from ONNX files on the target.
+# ort: ONNX Runtime backend; gpu: cuda-python 12.x for the TensorRT backend (--engine), which runs on
+# JetPack 6 (CUDA 12.6) and every driver from R525 on; gpu-cu13 instead on a CUDA 13 base. Add
+# ",export" for s2export from a .pt (pulls torch), or leave as is to build engines from ONNX files.
 ARG PIP_EXTRAS=ort,gpu
 ENV S2TRT_PLUGIN_LIB=/opt/s2trt/lib/libs2trt_plugins.so \
     PYTHONUNBUFFERED=1

@@ -42,11 +42,24 @@ def test_built_libraries_are_cmake_targets():
 def test_pip_extras_and_packages_match_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = set(project["project"]["optional-dependencies"])
-    default = re.search(r"ARG PIP_EXTRAS=([\w,]+)", DOCKERFILE).group(1).split(",")
+    default = re.search(r"ARG PIP_EXTRAS=([\w,-]+)", DOCKERFILE).group(1).split(",")
     assert set(default) <= extras
     copied = set(re.findall(r"^COPY (\w+)/ \1/$", DOCKERFILE, re.M)) - {"plugins"}
     mapped = set(project["tool"]["setuptools"]["package-dir"].values())
     assert copied == mapped, "every package folder, and only those, is copied into the build"
+
+
+def test_every_recipe_installs_what_the_engine_backend_needs():
+    """`--engine` needs cuda-python (the gpu extra, or gpu-cu13 on a CUDA 13 base): the image's default
+    and every PIP_EXTRAS a build line in the Dockerfile or the README passes include one, so no
+    recipe builds an image that stops at "needs cuda-python (or pycuda)"."""
+    default = re.search(r"ARG PIP_EXTRAS=([\w,-]+)", DOCKERFILE).group(1).split(",")
+    assert "gpu" in default
+    readme = (ROOT / "README.md").read_text()
+    given = re.findall(r"PIP_EXTRAS=([\w,-]+)", DOCKERFILE + readme)
+    assert len(given) >= 3
+    for value in given:
+        assert {"gpu", "gpu-cu13"} & set(value.split(",")), f"PIP_EXTRAS={value} installs no cuda-python"
 
 
 def test_entrypoint_and_plugin_path_are_real():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -117,12 +118,11 @@ def image(daemon: Daemon) -> str:
     bases = standin(daemon)
     print(f"\nstand-in bases: {time.monotonic() - t0:.0f} s")
     t0 = time.monotonic()
+    # The image's own extras (cuda-python installs without a GPU); ONNX Runtime on the CPU runs the demo.
     daemon.run("build", "--network=host", "-t", IMAGE,
                "--build-arg", f"BASE_IMAGE={bases['BUILD_IMAGE']}",
                "--build-arg", f"RUNTIME_IMAGE={bases['RUNTIME_IMAGE']}",
-               "--build-arg", f"CUDA_ARCHS={CUDA_ARCH}",
-               # The stand-in has no GPU, so no cuda-python: ONNX Runtime on the CPU runs the demo.
-               "--build-arg", "PIP_EXTRAS=ort", str(ROOT), timeout=900)
+               "--build-arg", f"CUDA_ARCHS={CUDA_ARCH}", str(ROOT), timeout=900)
     size = int(daemon.run("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
     print(f"docker build on the stand-in: {time.monotonic() - t0:.0f} s, image {size / 2**20:.0f} MiB")
     return IMAGE
@@ -242,9 +242,11 @@ def test_image_user_cannot_write_a_callers_folder_and_says_so(daemon: Daemon, im
 
 
 def test_arm64_python_side_installs_and_runs(daemon: Daemon, tmp_path: Path):
-    """Jetson's Python side: the s2trt wheel with the ort extra resolves to aarch64 wheels and
-    s2infer starts. onnxruntime is installed but not imported: under Debian 12's qemu-user (7.2) its
-    import hung (measured: >7 min at 0% CPU, then SIGSEGV), a limit of the emulator, not of the wheel."""
+    """Jetson's Python side: the s2trt wheel with the image's default extras resolves to aarch64
+    wheels, what --engine needs imports (cuda-python 12.x, which JetPack 6's CUDA 12.6 driver runs,
+    and s2trt's TensorRT backend; TensorRT itself comes from the L4T base) and s2infer starts.
+    onnxruntime is installed but not imported: under Debian 12's qemu-user (7.2) its import hung
+    (measured: >7 min at 0% CPU, then SIGSEGV), a limit of the emulator, not of the wheel."""
     reason = arm64_emulation()
     if reason:
         pytest.skip(reason)
@@ -253,18 +255,25 @@ def test_arm64_python_side_installs_and_runs(daemon: Daemon, tmp_path: Path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(wheels), str(ROOT)], check=True, capture_output=True, timeout=600)
     wheels.chmod(0o755)
+    extras = re.search(r"ARG PIP_EXTRAS=([\w,-]+)", (ROOT / "Dockerfile").read_text()).group(1)
+    assert "gpu" in extras.split(","), "--engine needs cuda-python"
+    names = ("onnxruntime", "opencv-python-headless", "numpy", "cuda-bindings")
     tags = ("from importlib.metadata import distribution as d; "
-            "[print(n, *(ln for ln in d(n).read_text('WHEEL').splitlines() if ln.startswith('Tag:'))) "
-            "for n in ('onnxruntime', 'opencv-python-headless', 'numpy')]")
+            "[print(n, d(n).version, *(ln for ln in d(n).read_text('WHEEL').splitlines() "
+            f"if ln.startswith('Tag:'))) for n in {names}]")
+    engine = ("from cuda.bindings import runtime; import s2trt.runtime.backends.trt, s2trt.trt.cuda_mem; "
+              "print('engine side imports', int(runtime.cudaError_t.cudaErrorInsufficientDriver))")
     r = daemon.run("run", "--rm", "--platform", "linux/arm64", "--network=host",
                    "-v", f"{wheels}:/wheels:ro", base, "sh", "-c",
-                   'pip install -q --no-cache-dir "$(ls /wheels/s2trt-*.whl)[ort]" && uname -m '
-                   f"&& python3 -c \"{tags}\" && python3 -c 'import cv2, numpy' && s2infer --help",
-                   timeout=1200)
+                   f'pip install -q --no-cache-dir "$(ls /wheels/s2trt-*.whl)[{extras}]" && uname -m '
+                   f"&& python3 -c \"{tags}\" && python3 -c 'import cv2, numpy' "
+                   f"&& python3 -c \"{engine}\" && s2infer --help", timeout=1200)
     lines = r.stdout.splitlines()
     assert lines[0] == "aarch64"
-    for name, line in zip(("onnxruntime", "opencv-python-headless", "numpy"), lines[1:4], strict=True):
+    for name, line in zip(names, lines[1:5], strict=True):
         assert line.startswith(name) and "aarch64" in line, line
+    assert lines[4].split()[1].startswith("12."), f"JetPack 6's driver runs cuda-python 12.x: {lines[4]}"
+    assert lines[5] == "engine side imports 35", r.stdout  # the code trt/gpu.py explains
     assert "usage: s2infer" in r.stdout
 
 
