@@ -89,23 +89,21 @@ def taps(n_out: int, n_in: int, start: int, stop: int, scale: float | None = Non
 def _resample(a: np.ndarray, rows: tuple[np.ndarray, np.ndarray, np.ndarray],
               cols: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """Bilinear samples of `a` at the given row and column taps; a tap outside `a` reads 0."""
-    def take(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
-        ok = ((idx >= 0) & (idx < x.shape[axis])).astype(np.float32)
-        got = np.take(x, np.clip(idx, 0, x.shape[axis] - 1), axis=axis)
-        return got * (ok[:, None] if axis == 0 else ok[None, :])
-
+    a = np.pad(a.astype(np.float32, copy=False), 1)  # the zero border every outside tap reads
     (r0, r1, fy), (c0, c1, fx) = rows, cols
+    n, m = a.shape
+    r0, r1 = np.clip(r0 + 1, 0, n - 1), np.clip(r1 + 1, 0, n - 1)
+    c0, c1 = np.clip(c0 + 1, 0, m - 1), np.clip(c1 + 1, 0, m - 1)
     fy32, fx32 = fy.astype(np.float32)[:, None], fx.astype(np.float32)[None, :]
-    r = take(a, r0, 0) * (1 - fy32) + take(a, r1, 0) * fy32
-    return take(r, c0, 1) * (1 - fx32) + take(r, c1, 1) * fx32
+    r = a[r0] * (1 - fy32) + a[r1] * fy32
+    return r[:, c0] * (1 - fx32) + r[:, c1] * fx32
 
 
-def soft_masks(proto: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    """sigmoid(coefficients @ prototypes): (n, mh, mw) float32, at the prototypes' resolution."""
-    nm, mh, mw = proto.shape
-    logits = coefficients.astype(np.float32).reshape(-1, nm) @ proto.astype(np.float32).reshape(nm, -1)
+def soft_mask(proto: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """sigmoid(coefficients . prototypes): (mh, mw) float32 of the prototypes (nm, mh, mw) given."""
+    logits = np.tensordot(coefficients.astype(np.float32), proto, axes=1)
     with np.errstate(over="ignore"):  # exp of a very negative logit: the sigmoid is 0 as it should
-        return (1.0 / (1.0 + np.exp(-logits))).reshape(-1, mh, mw)
+        return 1.0 / (1.0 + np.exp(-logits))
 
 
 def process_masks(proto: np.ndarray, dets: np.ndarray, input_hw: tuple[int, int],
@@ -114,7 +112,7 @@ def process_masks(proto: np.ndarray, dets: np.ndarray, input_hw: tuple[int, int]
     nm = proto.shape[0]
     h, w = input_hw
     mh, mw = proto.shape[1:]
-    soft = soft_masks(proto, dets[:, 6:6 + nm])
+    proto = proto.astype(np.float32, copy=False)
     h0, w0 = info.orig_shape
     # The letterbox resized the frame to (nh, nw) and padded dh, dw on each side (split as it
     # splits them): the rows and columns it wrote are exactly these.
@@ -122,15 +120,19 @@ def process_masks(proto: np.ndarray, dets: np.ndarray, input_hw: tuple[int, int]
     nw, nh = round(w - 2 * dw), round(h - 2 * dh)
     top, left = round(dh - 0.1), round(dw - 0.1)
     out = []
-    for m, (x1, y1, x2, y2) in zip(soft, dets[:, :4].astype(np.float64), strict=True):
+    for coef, (x1, y1, x2, y2) in zip(dets[:, 6:6 + nm], dets[:, :4].astype(np.float64), strict=True):
         # Step 3's window in input pixels: the columns c with x1 <= c < x2, inside the input.
         c0, c1 = int(np.clip(np.ceil(x1), 0, w)), int(np.clip(np.ceil(x2), 0, w))
         r0, r1 = int(np.clip(np.ceil(y1), 0, h)), int(np.clip(np.ceil(y2), 0, h))
         if c1 <= c0 or r1 <= r0:
             out.append(InstanceMask(0, 0, np.zeros((0, 0), dtype=bool)))
             continue
-        # Steps 2-4 on the window only.
-        win = _resample(m, taps(h, mh, r0, r1), taps(w, mw, c0, c1)) > THRESHOLD
+        # Steps 1-4 on the window only, from the prototype pixels its taps read.
+        rows, cols = taps(h, mh, r0, r1), taps(w, mw, c0, c1)
+        a, b, c, d = int(rows[0][0]), int(rows[1][-1]) + 1, int(cols[0][0]), int(cols[1][-1]) + 1
+        m = soft_mask(proto[:, a:b, c:d], coef)
+        win = _resample(m, (rows[0] - a, rows[1] - a, rows[2]),
+                        (cols[0] - c, cols[1] - c, cols[2])) > THRESHOLD
         # Step 5: the frame rows and columns whose taps reach the window (one pixel of margin
         # each side, since a tap is at most one source pixel away from its centre).
         sy, sx = nh / h0, nw / w0
