@@ -197,8 +197,8 @@ def graphs_in(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def demo_batch(n: int) -> np.ndarray:
-    """n demo images (repeated in order), letterboxed as the runtime does."""
+def demo_batch(n: int, imgsz: tuple[int, int]) -> np.ndarray:
+    """n demo images (repeated in order), letterboxed to the engine's input as the runtime does."""
     import cv2
 
     from s2trt.demo.assets import ASSETS
@@ -206,7 +206,7 @@ def demo_batch(n: int) -> np.ndarray:
 
     files = sorted((ASSETS / "images").glob("*.jpg"))
     frames = [cv2.imread(str(files[i % len(files)])) for i in range(n)]
-    return preprocess(frames, IMGSZ)[0]
+    return preprocess(frames, imgsz)[0]
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -240,7 +240,7 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def check_against_ort(engine: Any, reference: Any, precision: str) -> Row:
-    x = demo_batch(4)
+    x = demo_batch(4, engine.imgsz)
     share, moved, n = agreement(engine.infer(x)["output0"], reference.infer(x)["output0"])
     need, limit = AGREEMENT[precision]
     ok = n > 0 and share >= need and moved <= limit
@@ -253,7 +253,7 @@ def check_graph_replay(graphs: Any, plain: Any, precision: str) -> Row:
     replay follows a run at the other size."""
     diffs = []
     for i, n in enumerate(ALTERNATING):
-        x = demo_batch(n + i)[i:]  # other images each time, so a stale buffer cannot pass
+        x = demo_batch(n + i, plain.imgsz)[i:]  # other images each time, so a stale buffer cannot pass
         a, b = graphs.infer(x), plain.infer(x)
         diffs += [f"step {i} (batch {n}) {k}" for k in b if not np.array_equal(a[k], b[k])]
     state = graphs.graph_state
@@ -264,7 +264,7 @@ def check_graph_replay(graphs: Any, plain: Any, precision: str) -> Row:
 
 
 def time_engine(engine: Any, batch: int) -> Row:
-    x = demo_batch(batch)
+    x = demo_batch(batch, engine.imgsz)
     for _ in range(10):
         engine.infer(x)
     times = []

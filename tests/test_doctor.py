@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import FakeEngine, open_fake
 
 from s2trt.errors import S2Error
 from s2trt.runtime import doctor
@@ -189,6 +190,35 @@ def test_a_fault_fails_its_check_and_the_run(graphs: Path, capsys: pytest.Captur
         assert "/model.24/Softmax (FP32 island) runs in FP16" in bad[0]
     if fault == "shifted":
         assert "boxes within 5.00 px (limit 2)" in bad[0]
+
+
+@pytest.mark.parametrize(("capturable", "ok"), [(True, True), (False, False)])
+def test_graph_replay_check_on_the_tensorrt_backend(tmp_path: Path, capturable: bool, ok: bool) -> None:
+    """The real TensorRT backend over the shared fakes (tests/fakes.py): replayed CUDA graphs give the
+    plain enqueue's bits; an engine whose enqueue cannot be captured leaves graphs off, which fails."""
+    for name in ("graphs", "plain"):
+        (tmp_path / name).mkdir()
+    fast, _ = open_fake(tmp_path / "graphs", FakeEngine(capturable=capturable))
+    plain, _ = open_fake(tmp_path / "plain", FakeEngine(), backend_kw={"cuda_graphs": False})
+    with fast, plain:
+        row = doctor.check_graph_replay(fast, plain, "fp16")
+    assert row.ok is ok, row
+    assert (row.detail == "batches 2,3,2,3,2,3: bit for bit, CUDA graphs on") is ok, row
+
+
+def test_target_builds_the_profile_the_checks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch 1 to 8 at the demo size: what the replay (2, 3) and the timing (1, 8) run."""
+    import s2trt.export.engine as engine
+
+    seen = []
+    monkeypatch.setattr(engine, "build_engine", lambda onnx, out, opts: seen.append((onnx, out, opts)))
+    doctor.Target(trt=None, device=1, plugin_lib=Path("lib.so")).build(tmp_path / "a.onnx",
+                                                                       tmp_path / "a.engine", "fp16")
+    (onnx, out, opts), = seen
+    assert (onnx.name, out.name, opts.precision, opts.device, opts.plugin_lib) == (
+        "a.onnx", "a.engine", "fp16", 1, Path("lib.so"))
+    size = (doctor.IMGSZ, doctor.IMGSZ)
+    assert (opts.min_shape, opts.opt_shape, opts.max_shape) == ((1, 3, *size), (8, 3, *size), (8, 3, *size))
 
 
 def test_missing_graphs_name_the_command_that_makes_them(tmp_path: Path) -> None:
