@@ -75,12 +75,10 @@ def fill_polygons(polygons: Sequence[Sequence[float]], shape: tuple[int, int]) -
     return out.astype(bool)
 
 
-def taps(n_out: int, n_in: int, start: int, stop: int, scale: float | None = None
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def taps(n_out: int, n_in: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source rows (i0, i1) and the weight of i1 for output rows start..stop-1 of a bilinear resize
     from n_in to n_out rows (half-pixel centres, clamped at both edges)."""
-    s = n_in / n_out if scale is None else scale
-    src = np.maximum((np.arange(start, stop, dtype=np.float64) + 0.5) * s - 0.5, 0.0)
+    src = np.maximum((np.arange(start, stop, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     return i0, i1, src - i0
@@ -135,9 +133,8 @@ def process_masks(proto: np.ndarray, dets: np.ndarray, input_hw: tuple[int, int]
                         (cols[0] - c, cols[1] - c, cols[2])) > THRESHOLD
         # Step 5: the frame rows and columns whose taps reach the window (one pixel of margin
         # each side, since a tap is at most one source pixel away from its centre).
-        sy, sx = nh / h0, nw / w0
-        fy0, fy1 = _reach(r0 - top, r1 - top, 1 / sy, h0)
-        fx0, fx1 = _reach(c0 - left, c1 - left, 1 / sx, w0)
+        fy0, fy1 = _reach(r0 - top, r1 - top, h0 / nh, h0)
+        fx0, fx1 = _reach(c0 - left, c1 - left, w0 / nw, w0)
         rows = taps(h0, nh, fy0, fy1)
         cols = taps(w0, nw, fx0, fx1)
         # Content row j is input row top + j, which is window row top + j - r0.
@@ -186,11 +183,7 @@ def to_frames(dets: Sequence[np.ndarray], outputs: dict[str, np.ndarray], infos:
 
 def full_masks(masks: Sequence[InstanceMask], shape: tuple[int, int]) -> np.ndarray:
     """(n, h, w) bool masks of the whole frame (for Python callers; s2infer keeps the windows)."""
-    out = np.zeros((len(masks), *shape), dtype=bool)
-    for i, m in enumerate(masks):
-        h, w = m.bits.shape
-        out[i, m.y:m.y + h, m.x:m.x + w] = m.bits
-    return out
+    return np.stack([m.full(shape) for m in masks]) if masks else np.zeros((0, *shape), dtype=bool)
 
 
 def draw_masks(img: np.ndarray, masks: Sequence[InstanceMask], colors: Sequence[tuple[int, int, int]],

@@ -18,7 +18,7 @@ import torch
 
 from s2trt.detect.boxes import non_max_suppression, postprocess
 from s2trt.detect.letterbox import preprocess
-from s2trt.detect.masks import fill_polygons, process_masks, to_frames
+from s2trt.detect.masks import fill_polygons, full_masks, process_masks, to_frames
 from s2trt.detect.options import DetectOptions
 
 DATA = Path(__file__).parent / "data" / "yolov5" / "v7.0"
@@ -193,6 +193,9 @@ def test_to_frames_keeps_masks_beside_the_boxes_the_frame_keeps():
     want = process_masks(proto, dets[[0, 2, 3]], (128, 160), info)
     for g, wnt in zip(masks[0], want, strict=True):
         np.testing.assert_array_equal(g.full((100, 400)), wnt.full((100, 400)))
+    stacked = full_masks(masks[0], (100, 400))
+    assert stacked.shape == (3, 100, 400) and [int(m.sum()) for m in stacked] == [m.area for m in masks[0]]
+    assert full_masks([], (100, 400)).shape == (0, 100, 400)
     plain, none = to_frames([dets[:, :6]], {"output0": np.zeros(1)}, [info], (128, 160))
     assert none == [None] and plain[0].shape == (3, 6)
 
