@@ -239,9 +239,9 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area, 1e-9)
 
 
-def check_against_ort(engine: Any, reference: Any, precision: str) -> Row:
-    x = demo_batch(4, engine.imgsz)
-    share, moved, n = agreement(engine.infer(x)["output0"], reference.infer(x)["output0"])
+def check_against_ort(backend: Any, reference: Any, precision: str) -> Row:
+    x = demo_batch(4, backend.imgsz)
+    share, moved, n = agreement(backend.infer(x)["output0"], reference.infer(x)["output0"])
     need, limit = AGREEMENT[precision]
     ok = n > 0 and share >= need and moved <= limit
     return Row(f"{precision}: same detections as ONNX Runtime", ok,
@@ -263,14 +263,14 @@ def check_graph_replay(graphs: Any, plain: Any, precision: str) -> Row:
     return Row(f"{precision}: CUDA graphs = --no-cuda-graphs", ok, detail)
 
 
-def time_engine(engine: Any, batch: int) -> Row:
-    x = demo_batch(batch, engine.imgsz)
+def time_engine(backend: Any, batch: int) -> Row:
+    x = demo_batch(batch, backend.imgsz)
     for _ in range(10):
-        engine.infer(x)
+        backend.infer(x)
     times = []
     for _ in range(TIMED):
         t0 = time.perf_counter()
-        engine.infer(x)
+        backend.infer(x)
         times.append(time.perf_counter() - t0)
     ms = float(np.median(times)) * 1e3
     return Row(f"fp16: batch {batch} speed", True,
