@@ -42,9 +42,10 @@ RUN python3 -m pip wheel --no-cache-dir --no-deps -w /wheels .
 
 FROM ${RUNTIME_IMAGE}
 # ort: ONNX Runtime backend; gpu: cuda-python 12.x for the TensorRT backend (--engine), which runs on
-# JetPack 6 (CUDA 12.6) and every driver from R525 on; gpu-cu13 instead on a CUDA 13 base. Add
-# ",export" for s2export from a .pt (pulls torch), or leave as is to build engines from ONNX files.
-ARG PIP_EXTRAS=ort,gpu
+# JetPack 6 (CUDA 12.6) and every driver from R525 on; gpu-cu13 instead on a CUDA 13 base; engine:
+# onnx + onnx-graphsurgeon, so s2export builds engines from ONNX files here with their FP32 islands
+# pinned and checked (and s2trt doctor checks them). Add ",export" for s2export from a .pt (torch).
+ARG PIP_EXTRAS=ort,gpu,engine
 ENV S2TRT_PLUGIN_LIB=/opt/s2trt/lib/libs2trt_plugins.so \
     PYTHONUNBUFFERED=1
 COPY --from=build /src/plugins/build/libs2trt_plugins.so /src/plugins/build/libs2trt_kernels.so /opt/s2trt/lib/

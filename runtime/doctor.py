@@ -108,7 +108,8 @@ class Target:
         # As the build checks it (export/engine.py): an FP32 engine has no island to tell apart.
         islands = [] if precision == "fp32" else fp32_island_patterns(onnx, required=False)
         if islands is None:
-            return ["the FP32 islands cannot be listed here: pip install onnx onnx-graphsurgeon"]
+            return ["the FP32 islands cannot be listed here: pip install 's2trt[engine]' (onnx, "
+                    "onnx-graphsurgeon)"]
         return check_engine_precision(loaded, islands, precision, self.trt)
 
     def engine(self, path: Path, cuda_graphs: bool) -> Any:

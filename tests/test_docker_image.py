@@ -257,7 +257,7 @@ def test_arm64_python_side_installs_and_runs(daemon: Daemon, tmp_path: Path):
     wheels.chmod(0o755)
     extras = re.search(r"ARG PIP_EXTRAS=([\w,-]+)", (ROOT / "Dockerfile").read_text()).group(1)
     assert "gpu" in extras.split(","), "--engine needs cuda-python"
-    names = ("onnxruntime", "opencv-python-headless", "numpy", "cuda-bindings")
+    names = ("onnxruntime", "opencv-python-headless", "numpy", "onnx", "cuda-bindings")
     tags = ("from importlib.metadata import distribution as d; "
             "[print(n, d(n).version, *(ln for ln in d(n).read_text('WHEEL').splitlines() "
             f"if ln.startswith('Tag:'))) for n in {names}]")
@@ -270,10 +270,10 @@ def test_arm64_python_side_installs_and_runs(daemon: Daemon, tmp_path: Path):
                    f"&& python3 -c \"{engine}\" && s2infer --help", timeout=1200)
     lines = r.stdout.splitlines()
     assert lines[0] == "aarch64"
-    for name, line in zip(names, lines[1:5], strict=True):
+    for name, line in zip(names, lines[1:6], strict=True):
         assert line.startswith(name) and "aarch64" in line, line
-    assert lines[4].split()[1].startswith("12."), f"JetPack 6's driver runs cuda-python 12.x: {lines[4]}"
-    assert lines[5] == "engine side imports 35", r.stdout  # the code trt/gpu.py explains
+    assert lines[5].split()[1].startswith("12."), f"JetPack 6's driver runs cuda-python 12.x: {lines[5]}"
+    assert lines[6] == "engine side imports 35", r.stdout  # the code trt/gpu.py explains
     assert "usage: s2infer" in r.stdout
 
 

@@ -64,10 +64,10 @@ def resolve(requirements: list[str], arch: str) -> dict[str, tuple[str, str]]:
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize(("extra", "major"), [("gpu", "12"), ("gpu-cu13", "13")])
 def test_gpu_extras_resolve_to_one_cuda_major_on_both_targets(extra: str, major: str, arch: str) -> None:
-    """With the base dependencies and `ort`, as the Jetson image installs them: cuda-python and its
-    cuda-bindings (the compiled part) of one CUDA major, as cp310 wheels for the architecture."""
+    """With the base dependencies, `ort` and `engine`, as the Jetson image installs them: cuda-python
+    and its cuda-bindings (the compiled part) of one CUDA major, as cp310 wheels for the architecture."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    got = resolve([*project["dependencies"], *extras()["ort"], *extras()[extra]], arch)
+    got = resolve([*project["dependencies"], *extras()["ort"], *extras()["engine"], *extras()[extra]], arch)
     for name in ("cuda-python", "cuda-bindings"):
         version = got[name][0]
         assert version.split(".")[0] == major, f"{extra} on {arch}: {name} {version}"
