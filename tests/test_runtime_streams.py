@@ -339,6 +339,14 @@ def _lines(path):
     return [json.loads(ln) for ln in Path(path).read_text().splitlines()]
 
 
+def _plays_in_real_time(video, recs, fps=25.0):
+    """A live source's annotated video lasts as long as its frames' capture times span (frames that
+    inference dropped are filled), and holds at least every frame written to the JSONL."""
+    clock = "pts" if recs[-1]["pts"] else "wall"  # the stream's own timestamps, where it has them
+    n, want = count_frames(video), (recs[-1][clock] - recs[0][clock]) * fps + 1
+    return n >= len(recs) and abs(n - want) <= max(3, 0.1 * want)
+
+
 def test_s2infer_two_files_and_their_streams_file_match_each_file_alone(tmp_path):
     (tmp_path / "front").mkdir()
     (tmp_path / "back").mkdir()
@@ -365,6 +373,7 @@ def test_s2infer_two_files_and_their_streams_file_match_each_file_alone(tmp_path
 def test_s2infer_live_stream_that_dies_ends_alone_and_is_reported(tmp_path, capsys):
     clip = make_clip(tmp_path / "cam.ts")
     video = write_video(tmp_path / "v.mp4", 150, 48, 64)
+    tiny_models()  # exported before the clock below starts
     with TsServer(clip, "tcp") as server:
         killer = threading.Timer(3.0, server.kill)
         killer.start()
@@ -380,7 +389,8 @@ def test_s2infer_live_stream_that_dies_ends_alone_and_is_reported(tmp_path, caps
     assert cam and cam == sorted(set(cam))
     assert [r["frame"] for r in recs if r["source"] == str(video)] == list(range(150))
     assert count_frames(out / "v.mp4") == 150
-    assert count_frames(out / f"127.0.0.1_{server.port}.mp4") == len(cam)
+    live = [r for r in recs if r["source"] == server.url]
+    assert _plays_in_real_time(out / f"127.0.0.1_{server.port}.mp4", live)
     err = capsys.readouterr().err
     assert "reconnects" in err and "lost" in err and "no frame for" in err
 
@@ -442,7 +452,7 @@ def test_sigterm_ends_an_endless_live_run_with_every_output_complete(tmp_path):
     assert err.strip().splitlines()[-1] == "s2infer: terminated"
     recs = _lines(out / "predictions.jsonl")
     cam = [r for r in recs if r["source"] == server.url]
-    assert len(cam) >= 20 and count_frames(out / f"127.0.0.1_{server.port}.mp4") == len(cam)
+    assert len(cam) >= 20 and _plays_in_real_time(out / f"127.0.0.1_{server.port}.mp4", cam)
     assert count_frames(out / "v.mp4") == 6
     assert not list(out.glob(".*partial*"))
     table = err[err.index("per source:"):]
