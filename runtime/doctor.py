@@ -8,7 +8,7 @@ the plain enqueue gives, and FP16 runs at a measured speed. One table, with the 
 it; exit 0 when every check passes, 1 when one fails, 3 where there is no TensorRT or GPU to check.
 
 The graphs are exported with s2export in a child process (torch, as on any export machine), or taken
-from `--onnx DIR` where the target has no torch (the commands that make them are printed).
+from `--onnx DIR` where the target has no torch (made elsewhere by `s2trt doctor --export-only DIR`).
 """
 
 from __future__ import annotations
@@ -67,14 +67,14 @@ class Target:
         self.trt, self.device, self.plugin_lib = trt, device, plugin_lib
 
     def versions(self) -> dict[str, str]:
-        from s2trt.trt.gpu import gpu_info
+        from s2trt.trt.gpu import cuda_version, gpu_info
 
         name, cc = gpu_info(self.device)
         rows = {"GPU": f"{name} (sm_{(cc or '?').replace('.', '')})", "TensorRT": self.trt.__version__}
         cudart = _cudart()
         if cudart is not None:
-            rows["driver"] = _driver_version() + f" (CUDA {_cuda(cudart.cudaDriverGetVersion()[1])})"
-            rows["CUDA runtime"] = _cuda(cudart.cudaRuntimeGetVersion()[1])
+            rows["driver"] = _driver_version() + f" (CUDA {cuda_version(cudart.cudaDriverGetVersion()[1])})"
+            rows["CUDA runtime"] = cuda_version(cudart.cudaRuntimeGetVersion()[1])
         for dist in ("cuda-python", "cuda-bindings", "pycuda"):
             try:
                 rows[dist] = metadata.version(dist)
@@ -133,10 +133,6 @@ def _cudart() -> Any:
         except ImportError:
             return None
     return cudart
-
-
-def _cuda(version: int) -> str:
-    return f"{version // 1000}.{version % 1000 // 10}"
 
 
 def _driver_version() -> str:

@@ -221,6 +221,22 @@ def test_target_builds_the_profile_the_checks_run(tmp_path: Path, monkeypatch: p
     assert (opts.min_shape, opts.opt_shape, opts.max_shape) == ((1, 3, *size), (8, 3, *size), (8, 3, *size))
 
 
+def test_versions_head_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPU, driver, CUDA runtime, TensorRT and cuda-python, as the target reports them."""
+    from types import SimpleNamespace
+
+    cudart = SimpleNamespace(cudaDriverGetVersion=lambda: (0, 12060),
+                             cudaRuntimeGetVersion=lambda: (0, 12090))
+    monkeypatch.setattr(doctor, "_cudart", lambda: cudart)
+    monkeypatch.setattr("s2trt.trt.gpu.gpu_info", lambda device=0: ("Orin", "8.7"))
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)  # no nvidia-smi, as on some Jetsons
+    rows = doctor.Target(SimpleNamespace(__version__="10.3.0"), 0, None).versions()
+    assert list(rows)[:4] == ["GPU", "TensorRT", "driver", "CUDA runtime"]
+    assert rows["GPU"] == "Orin (sm_87)" and rows["TensorRT"] == "10.3.0"
+    assert rows["driver"] == "driver (CUDA 12.6)" and rows["CUDA runtime"] == "12.9"
+    assert {"cuda-python", "cuda-bindings"} & set(rows)  # whichever this environment installed
+
+
 def test_missing_graphs_name_the_command_that_makes_them(tmp_path: Path) -> None:
     (tmp_path / "demo.onnx").write_bytes(b"")
     with pytest.raises(S2Error, match=r"lacks demo\.trt\.onnx, demo-fp16\.trt\.onnx, demo-int8-fp16\.onnx: "

@@ -59,7 +59,8 @@ def select_device(device: int) -> None:
         raise S2Error(f"cannot use CUDA device {device} ({err}): check --device and nvidia-smi")
 
 
-def _cuda_version(v: int) -> str:
+def cuda_version(v: int) -> str:
+    """CUDA's 1000 * major + 10 * minor (cudaDriverGetVersion, cudaRuntimeGetVersion) as "12.6"."""
     return f"{v // 1000}.{v % 1000 // 10}"
 
 
@@ -71,10 +72,10 @@ def insufficient_driver_message(cudart: Any, device: int) -> str:
     """
     _, runtime = cudart.cudaRuntimeGetVersion()
     _, driver = cudart.cudaDriverGetVersion()
-    head = f"cannot use CUDA device {device}: cuda-python's CUDA runtime is {_cuda_version(runtime)}"
+    head = f"cannot use CUDA device {device}: cuda-python's CUDA runtime is {cuda_version(runtime)}"
     if not driver:
         return f"{head} and no NVIDIA driver was found: install the NVIDIA driver (nvidia-smi lists the GPUs)"
-    head += f", newer than this NVIDIA driver's CUDA {_cuda_version(driver)}"
+    head += f", newer than this NVIDIA driver's CUDA {cuda_version(driver)}"
     if driver >= 12000:
         return (f"{head}: install the cuda-python that matches the driver, pip install 's2trt[gpu]' "
                 "(cuda-python 12.x, any driver from R525 on, JetPack 6 included); 's2trt[gpu-cu13]' "
