@@ -95,6 +95,18 @@ def test_a_video_whose_codec_cannot_be_decoded_says_so(tmp_path, monkeypatch):
 
 
 @needs_gst
+def test_a_truncated_video_says_where_it_ends_with_either_decoder(tmp_path):
+    clip = encode(tmp_path / "c.mp4", frames=50, size="320x240", extra=("-movflags", "+faststart"))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[:clip.stat().st_size * 6 // 10])  # a copy that stopped halfway
+    for decoder in ("sw", "opencv"):
+        src = open_source(str(cut), decoder=decoder)
+        n = len(list(src))
+        assert 10 < n < 50
+        assert src.problems == [f"{cut}: the video ends at frame {n} of 50 (truncated?)"], decoder
+
+
+@needs_gst
 def test_a_file_source_through_gstreamer_gives_frames_with_their_timestamps(tmp_path):
     clip = encode(tmp_path / "c.mp4", frames=12)
     src = open_source(str(clip), decoder="sw")

@@ -289,6 +289,15 @@ class GstCapture:
             return f"{self.shown}: cannot be decoded: {reason}"
         return f"cannot open {what} {self.shown}: {reason}"
 
+    def stopped_by_error(self) -> str | None:
+        """After the last frame: why GStreamer stopped, if an error and not the end of the video
+        stopped it (a decoder that gave up halfway); None for a clean end."""
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.failure() if code != 0 else None
+
     def grab(self) -> bool:
         if self._pending is not None:
             self._frame, self._pending = self._pending, None

@@ -101,6 +101,8 @@ class Source:
         try:
             fps = (cap.get(cv2.CAP_PROP_FPS) or 0.0) / self.vid_stride  # the rate of the frames we keep
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
+            if kind == "video" and not isinstance(cap, cv2.VideoCapture):
+                count = _frame_count(item)  # the container's count, to tell a truncated video
             index, read, failed = 0, 0, []
             while True:
                 t0 = time.perf_counter()
@@ -132,6 +134,9 @@ class Source:
                 self.problems.append(f"{item}: the video ends at frame {decoded_to} of {count} "
                                      "(truncated?)")
                 log.warning("%s: the video ends at frame %d of %d (truncated?)", item, decoded_to, count)
+            elif (why := getattr(cap, "stopped_by_error", lambda: None)()) is not None:
+                self.problems.append(f"{why} (at frame {index}); the frames before it have their results")
+                log.warning("%s (at frame %d)", why, index)
         finally:
             cap.release()
 
@@ -245,6 +250,14 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
         raise S2Error(f"{redact_credentials(spec)} matches no files")
     total = _count(items, vid_stride, alone and decoder == "opencv")
     return Source(items, vid_stride, max_pixels, total=total, decoder=decoder)
+
+
+def _frame_count(path: str) -> int:
+    """The frame count a video's container declares, as OpenCV reads it (0 where it cannot tell)."""
+    cap = cv2.VideoCapture(path)
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    cap.release()
+    return max(n, 0)
 
 
 def _count(items: list[tuple[str, str]], vid_stride: int, alone: bool = True) -> int | None:
