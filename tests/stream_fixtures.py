@@ -82,3 +82,12 @@ class TsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+def wait_for(cond, what: str, timeout: float = 20.0) -> None:
+    """Poll cond() until it holds, failing the test with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from gst_fixtures import needs_gst
 from rtsp_fixtures import RtspServer, live, needs_rtsp_server
-from stream_fixtures import free_port
+from stream_fixtures import free_port, wait_for
 from test_runtime_support import write_video
 
 from s2trt.errors import S2Error
@@ -78,7 +78,7 @@ def test_a_restarted_server_is_reconnected():
 
         def restart():
             try:
-                _wait(lambda: ms.stats[url].frames >= 10, "the first frames")
+                wait_for(lambda: ms.stats[url].frames >= 10, "the first frames")
                 server.kill()
                 time.sleep(0.5)
                 server.start()  # the same port, a new server process
@@ -140,12 +140,3 @@ def test_srt_is_a_stream():
         sender.wait(timeout=10)
     assert len(got) == 10 and got[0].image.shape == (120, 160, 3)
     assert ms.stats[url].decoder == "avdec_h264"
-
-
-def _wait(cond, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_fixtures import TsServer, make_clip, needs_ffmpeg
+from stream_fixtures import TsServer, make_clip, needs_ffmpeg, wait_for
 from test_runtime_support import (
     NAMES,
     count_frames,
@@ -249,24 +249,16 @@ def test_files_together_are_batched_together_and_match_each_run_alone(tmp_path):
 
 # --- real streams on 127.0.0.1 -----------------------------------------------------------------
 
-def _wait(cond, what, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _drive(ms, url, server, outage, errors):
     """Kill the server after 10 frames, restart it `outage` s later, wait for the reconnect, then
     kill it for good."""
     try:
-        _wait(lambda: url in ms.stats and ms.stats[url].frames >= 10, "the first frames")
+        wait_for(lambda: url in ms.stats and ms.stats[url].frames >= 10, "the first frames")
         server.kill()
         before = ms.stats[url].frames
         time.sleep(outage)
         server.start()
-        _wait(lambda: ms.stats[url].reconnects == 1 and ms.stats[url].frames >= before + 5,
+        wait_for(lambda: ms.stats[url].reconnects == 1 and ms.stats[url].frames >= before + 5,
               "frames after the reconnect")
         server.kill()
     except BaseException as e:
