@@ -63,7 +63,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "(default s2trt_detector)")
     m.add_argument("--cfg", help="model config for a plain state_dict checkpoint (e.g. yolov5s-s2)")
     m.add_argument("--plugin-lib", metavar="PATH", help="S2SplitAttention plugin library for --engine "
-                   "(default: the one named in the engine's sidecar)")
+                   "(default: $S2TRT_PLUGIN_LIB, else the one s2trt ships)")
+    m.add_argument("--trust-engine-plugin", action="store_true",
+                   help="--engine: also load the plugin library that came with the engine (beside it, "
+                        "with the SHA-256 its sidecar records): it runs code, so only for an engine "
+                        "from a source you trust (also: S2TRT_TRUST_ENGINE_PLUGIN=1)")
     m.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: the GPU "
                    "when there is one)")
     m.add_argument("--imgsz", type=_imgsz, metavar="N", help="network input h [w]; --onnx and "
@@ -313,6 +317,10 @@ def _quiet_opencv(verbose: bool) -> None:
 
 def _main(a: argparse.Namespace) -> int:
     limit_decoder_pixels(a.max_pixels)  # before anything imports cv2: OpenCV reads it once
+    if a.trust_engine_plugin:
+        from s2trt.trt.plugin_lib import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"  # the flag is the variable's command-line form
     with sigterm_as_interrupt():
         return _run(a)
 

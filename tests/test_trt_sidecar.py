@@ -80,9 +80,16 @@ def marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _nothing_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No plugin library built in this checkout or set in the environment, unless a test says so."""
     monkeypatch.delenv(plugin_lib.PLUGIN_ENV, raising=False)
+    monkeypatch.delenv(plugin_lib.TRUST_ENV, raising=False)
     monkeypatch.setattr(plugin_lib, "_REPO_ROOT", tmp_path / "checkout")
     monkeypatch.setattr(gpu, "gpu_info", lambda device=0: (None, None))
     monkeypatch.setattr(plugin_lib, "_copies", {})  # each test's library is a file of its own
+
+
+@pytest.fixture
+def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator trusts the engine's bundle: its library may load (with the recorded digest)."""
+    monkeypatch.setenv(plugin_lib.TRUST_ENV, "1")
 
 
 def _copy(lib: Path, folder: Path, name: str = plugin_lib.PLUGIN_LIB_NAME) -> Path:
@@ -126,7 +133,8 @@ def test_library_path_from_a_sidecar_is_never_loaded(tmp_path: Path, ctor_lib: P
 
 
 def test_library_next_to_the_engine_loads_only_with_the_recorded_digest(
-        tmp_path: Path, ctor_lib: Path, marker: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, trusted: None, ctor_lib: Path, marker: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     beside = _copy(ctor_lib, tmp_path)
     engine = _plugin_engine(tmp_path, plugin_library="../../" + beside.name, plugin_sha256="0" * 64)
     with pytest.raises(S2Error, match="needs the S2SplitAttention plugin library"):
@@ -144,7 +152,7 @@ def test_library_next_to_the_engine_loads_only_with_the_recorded_digest(
 
 
 def test_the_library_loaded_is_the_one_whose_digest_was_checked(
-        tmp_path: Path, ctor_lib: Path, other_lib: Path, marker: Path,
+        tmp_path: Path, trusted: None, ctor_lib: Path, other_lib: Path, marker: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Whoever can write the engine's folder replaces the checked library before it is loaded:
     dlopen by that path would run the replacement's constructor."""
@@ -168,7 +176,7 @@ def test_the_library_loaded_is_the_one_whose_digest_was_checked(
 
 
 def test_unreadable_library_next_to_the_engine_is_one_line(
-        tmp_path: Path, ctor_lib: Path, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, trusted: None, ctor_lib: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """Not a traceback (exit 70): the library is not loaded, and the error says where else to put one."""
     beside = _copy(ctor_lib, tmp_path)
@@ -186,6 +194,38 @@ def test_unreadable_library_next_to_the_engine_is_one_line(
     assert "libs2trt_plugins.so cannot be read (Permission denied): not loaded" in caplog.text
 
 
+def test_a_matching_digest_alone_loads_nothing_from_the_engine_bundle(
+        tmp_path: Path, ctor_lib: Path, marker: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The library and the digest that vouches for it come from the same untrusted bundle: without the
+    operator's opt-in the library is not even read, and the error says how to opt in."""
+    beside = _copy(ctor_lib, tmp_path / "bundle")
+    engine = _plugin_engine(tmp_path / "bundle", plugin_library=beside.name, plugin_sha256=_sha256(beside))
+    with pytest.raises(S2Error) as e:
+        TrtBackend(engine, trt=_trt_with_registry(FakeEngine()), cuda=FakeCuda())
+    assert str(e.value) == (f"{beside} is not loaded: a library that comes with an engine runs only if you "
+                            "trust where the engine came from: rerun with --trust-engine-plugin (or "
+                            "S2TRT_TRUST_ENGINE_PLUGIN=1), or point --plugin-lib or $S2TRT_PLUGIN_LIB at a "
+                            "library you built")
+    assert not marker.exists()
+    for off in ("", "0"):
+        monkeypatch.setenv(plugin_lib.TRUST_ENV, off)
+        with pytest.raises(S2Error, match="is not loaded"):
+            plugin_lib.engine_plugin_library(engine, {"plugin_library": beside.name,
+                                                      "plugin_sha256": _sha256(beside)}, None)
+    # A library s2trt ships is used instead, and the one beside is named in a warning.
+    shipped = _copy(ctor_lib, tmp_path / "checkout" / "plugins" / "build")
+    side = {"plugin_library": beside.name, "plugin_sha256": _sha256(beside)}
+    assert plugin_lib.engine_plugin_library(engine, side, None) == shipped
+    assert f"{beside} is not loaded" in caplog.text
+    # The opt-in, as s2infer's flag sets it.
+    from s2trt.runtime.cli import parse
+
+    assert parse(["--engine", str(engine), "x.jpg", "--trust-engine-plugin"]).trust_engine_plugin
+    monkeypatch.setenv(plugin_lib.TRUST_ENV, "1")
+    assert plugin_lib.engine_plugin_library(engine, side, None).read_bytes() == beside.read_bytes()
+
+
 def test_plugin_library_precedence(tmp_path: Path, ctor_lib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--plugin-lib, then $S2TRT_PLUGIN_LIB, then the digest-checked library beside the engine, then
     the library that ships with s2trt (no file is loaded here: only the choice is made)."""
@@ -197,8 +237,10 @@ def test_plugin_library_precedence(tmp_path: Path, ctor_lib: Path, monkeypatch: 
     monkeypatch.setenv(plugin_lib.PLUGIN_ENV, "/opt/env.so")
     assert plugin_lib.engine_plugin_library(engine, side, None) == Path("/opt/env.so")
     monkeypatch.delenv(plugin_lib.PLUGIN_ENV)
-    assert plugin_lib.engine_plugin_library(engine, side, None).read_bytes() == beside.read_bytes()
-    assert plugin_lib.engine_plugin_library(engine, {**side, "plugin_sha256": "f" * 64}, None) == shipped
+    assert plugin_lib.engine_plugin_library(engine, side, None, trust_bundle=True).read_bytes() == \
+        beside.read_bytes()
+    assert plugin_lib.engine_plugin_library(engine, {**side, "plugin_sha256": "f" * 64}, None,
+                                            trust_bundle=True) == shipped
     assert plugin_lib.engine_plugin_library(engine, None, None) == shipped
 
 

@@ -20,6 +20,9 @@ PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = "s2trt"
 PLUGIN_LIB_NAME = "libs2trt_plugins.so"
 PLUGIN_ENV = "S2TRT_PLUGIN_LIB"
+# The operator's opt-in to run a library that came with an engine (docs/ARCHITECTURE.md, contracts).
+TRUST_ENV = "S2TRT_TRUST_ENGINE_PLUGIN"
+TRUST_FLAG = "--trust-engine-plugin"
 PLUGIN_BUILD_CMD = ("cmake -S plugins -B plugins/build -DTENSORRT_INCLUDE_DIR=<TensorRT include dir> "
                     "&& cmake --build plugins/build")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,15 +55,24 @@ def shipped_plugin_library(name: str = PLUGIN_LIB_NAME) -> Path | None:
     return None
 
 
+def bundle_trusted() -> bool:
+    """Whether the operator opted in to libraries that come with an engine ($S2TRT_TRUST_ENGINE_PLUGIN
+    set to anything but 0, or s2infer --trust-engine-plugin)."""
+    return os.environ.get(TRUST_ENV, "") not in ("", "0")
+
+
 def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | None,
-                          explicit: str | Path | None) -> Path | None:
+                          explicit: str | Path | None, trust_bundle: bool | None = None) -> Path | None:
     """The plugin library the runtime may load for an engine: --plugin-lib, else $S2TRT_PLUGIN_LIB,
-    else the library next to the engine whose SHA-256 the sidecar records, else the one that ships
-    with s2trt; None when there is none.
+    else (only when the operator trusts the engine's bundle: `trust_bundle`, by default
+    bundle_trusted()) the library next to the engine whose SHA-256 the sidecar records, else the one
+    that ships with s2trt; None when there is none.
 
     Never a path read from the sidecar: dlopen runs a library's constructors, so a sidecar that
     named any file would run its code before any check. From the sidecar only a file name is taken,
-    looked up beside the engine, and loaded only when its digest is the recorded one.
+    looked up beside the engine, and loaded only when its digest is the recorded one. That digest
+    comes from the same bundle as the library, so it proves the two belong together, not where they
+    came from: loading it is the operator's decision, and without it the error says how to make it.
     """
     if explicit:
         return Path(explicit).expanduser()
@@ -69,19 +81,28 @@ def engine_plugin_library(engine_path: str | Path, sidecar: dict[str, Any] | Non
         return Path(env).expanduser()
     side = sidecar or {}
     name, digest = side.get("plugin_library"), side.get("plugin_sha256")
-    if name and digest:
-        beside = Path(engine_path).parent / Path(name).name
-        if beside.is_file():
-            try:
-                copy, _ = _private_copy(beside, digest)
-            except OSError as e:
-                log.warning("%s cannot be read (%s): not loaded", printable(beside),
-                            printable(e.strerror or type(e).__name__))
-            else:
-                if copy is not None:
-                    return copy
-                log.warning("%s is not the plugin library %s was built with (its SHA-256 differs): not "
-                            "loaded", printable(beside), printable(Path(engine_path).name))
+    beside = Path(engine_path).parent / Path(name).name if name and digest else None
+    if beside is None or not beside.is_file():
+        return shipped_plugin_library()
+    if not (bundle_trusted() if trust_bundle is None else trust_bundle):
+        shipped = shipped_plugin_library()
+        advice = (f"a library that comes with an engine runs only if you trust where the engine came "
+                  f"from: rerun with {TRUST_FLAG} (or {TRUST_ENV}=1), or point --plugin-lib or "
+                  f"${PLUGIN_ENV} at a library you built")
+        if shipped is None:
+            raise S2Error(f"{printable(beside)} is not loaded: {advice}")
+        log.warning("%s is not loaded (%s); using %s", printable(beside), advice, printable(shipped))
+        return shipped
+    try:
+        copy, _ = _private_copy(beside, digest)
+    except OSError as e:
+        log.warning("%s cannot be read (%s): not loaded", printable(beside),
+                    printable(e.strerror or type(e).__name__))
+    else:
+        if copy is not None:
+            return copy
+        log.warning("%s is not the plugin library %s was built with (its SHA-256 differs): not "
+                    "loaded", printable(beside), printable(Path(engine_path).name))
     return shipped_plugin_library()
 
 
