@@ -705,3 +705,54 @@ def test_names_and_file_names_that_are_not_utf8_are_drawn_and_kept_as_bytes(tmp_
         made.rename(tmp_path / "check.mp4")
         assert count_frames(tmp_path / "check.mp4") == 3
     assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
+
+
+# --- issue 26 item 9 -------------------------------------------------------------------------------
+
+def test_a_video_claiming_two_billion_fps_is_refused_for_that(tmp_path, capsys, monkeypatch):
+    from s2trt.runtime.inputs import sources
+
+    video = write_video(tmp_path / "v.mp4", 2)
+    real = sources.Source._video
+
+    def claims_2e9_fps(self, kind, item):
+        for frame in real(self, kind, item):
+            frame.fps = 2.1e9  # what the container of the issue's file declares
+            yield frame
+
+    monkeypatch.setattr(sources.Source, "_video", claims_2e9_fps)
+    assert run(tmp_path, video, "-o", tmp_path / "out.mp4") == 1
+    assert last_error_line(capsys.readouterr().err) == (
+        f"s2infer: error: cannot write video {tmp_path / 'out.mp4'}: its source claims 2.1e+09 frames per "
+        "second, and an mp4v video holds at most 65535 (MPEG-4's time base)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def test_a_recursive_glob_through_a_link_to_its_own_folder_reads_each_image_once(tmp_path):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i, name in enumerate(("a.jpg", "z.jpg")):
+        cv2.imwrite(str(src / name), scene(i))
+    (src / "sub").symlink_to(".")
+    assert run(tmp_path, f"{src}/**/*.jpg", "--no-save", "--save-json", tmp_path / "p.jsonl") == 0
+    recs = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in recs] == [str(src / "a.jpg"), str(src / "z.jpg")]
+
+
+def test_a_full_disk_in_a_folder_run_keeps_each_image_with_its_json_line(tmp_path):
+    """The same rule for both: what was finished before the failure is published, images and the
+    lines that describe them; neither lists a frame the other lacks."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(16):
+        cv2.imwrite(str(src / f"im{i:02d}.jpg"), scene(i, 120, 160))
+    out = tmp_path / "out"
+    proc = spawn(tmp_path, src, "-o", out, "--save-json", "--conf-thres", "0.25",
+                 preexec_fn=limit_file_size(64 * 1024))  # images fit, the JSONL does not
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "File too large" in last_error_line(err), err
+    images = sorted(p.name for p in out.iterdir() if p.suffix == ".jpg")
+    recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert 0 < len(images) < 16 and [Path(r["source"]).name for r in recs] == images
+    assert not list(out.glob(".*partial*"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -233,7 +234,7 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
     if live is not None:
         return Source([(live, spec)], vid_stride, max_pixels, decoder=decoder)
     if any(c in spec for c in "*?["):
-        files = sorted(glob.glob(spec, recursive=True))
+        files = _each_file_once(sorted(glob.glob(spec, recursive=True)))
         if not files:
             raise S2Error(f"no files match {redact_credentials(spec)}")
     elif Path(spec).is_dir():
@@ -258,6 +259,23 @@ def _frame_count(path: str) -> int:
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
     cap.release()
     return max(n, 0)
+
+
+def _each_file_once(paths: list[str]) -> list[str]:
+    """Each file once, under its shortest name, in the order given: a recursive glob follows links
+    to folders, so through a `sub -> .` link it finds every file again under sub/, sub/sub/, ... up
+    to the kernel's limit on links."""
+    seen: set[tuple[int, int]] = set()
+    keep = set()
+    for p in sorted(paths, key=lambda p: (p.count(os.sep), p)):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            keep.add(p)
+    return [p for p in paths if p in keep]
 
 
 def _count(items: list[tuple[str, str]], vid_stride: int, alone: bool = True) -> int | None:

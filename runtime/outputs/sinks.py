@@ -34,6 +34,8 @@ from s2trt.text import redact_credentials
 
 log = logging.getLogger(__name__)
 
+# MPEG-4 Part 2 (mp4v) takes a time base denominator up to 65535: OpenCV opens no writer above.
+MAX_VIDEO_FPS = 65535
 # Formats cv2.imwrite can write everywhere; others that it reads (.mpo, .dng, .pfm) are saved as .jpg.
 WRITABLE_IMAGE_EXTS = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 
@@ -99,6 +101,9 @@ class VideoSink:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         self.path = path
+        if fps > MAX_VIDEO_FPS:  # inf too; nan and 0 (unknown) are written at 30 below
+            raise S2Error(f"cannot write video {path}: its source claims {fps:g} frames per second, and "
+                          f"an mp4v video holds at most {MAX_VIDEO_FPS} (MPEG-4's time base)")
         self.direct = writes_in_place(path)
         # In place through a relay that checks every write; else a file in a private folder: same
         # folder (rename is atomic) and same extension (OpenCV picks the format from it).
@@ -189,7 +194,10 @@ class VideoSink:
 class JsonlSink:
     """One JSON object per frame; whole lines only, renamed into place on close.
 
-    The file is created at the first line, so a run that reads nothing leaves no empty file."""
+    The file is created at the first line, so a run that reads nothing leaves no empty file. It is
+    written line by line without a buffer, so it is known how many bytes hold whole lines
+    (`complete`) and how many hold the lines of frames whose other outputs are published too
+    (`settled`, moved by mark_settled): what a failed run publishes."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -197,6 +205,7 @@ class JsonlSink:
         self.tmp = path
         self.f: IO[str] | InPlaceWriter | None = None
         self.lines = 0
+        self.complete = self.settled = 0
 
     def _open(self) -> IO[str] | InPlaceWriter:
         if str(self.path) == "-":
@@ -206,7 +215,10 @@ class JsonlSink:
         if self.direct:
             return InPlaceWriter(self.path, str(self.path))
         fd, self.tmp = exclusive_temp(self.path)
-        return os.fdopen(fd, "w", encoding="utf-8")
+        return os.fdopen(fd, "wb", buffering=0)
+
+    def mark_settled(self) -> None:
+        self.settled = self.complete
 
     def write(self, frame: Frame, dets: np.ndarray, names: Sequence[str],
               masks: Sequence[InstanceMask] | None = None) -> None:
@@ -216,22 +228,35 @@ class JsonlSink:
         try:
             if isinstance(self.f, InPlaceWriter):
                 self.f.write(line.encode())
-            else:
+            elif self.f is sys.stdout:
                 self.f.write(line)
+            else:
+                data = memoryview(line.encode())
+                while data:  # a short write, then the error (a full disk) on the next
+                    data = data[self.f.write(data):]
+                self.complete += len(line.encode())
         except (OSError, ValueError) as e:  # ValueError: a stdout that was closed meanwhile
             raise S2Error(f"cannot write {self.path}: {_why(e)}") from None
         self.lines += 1
 
     def close(self, publish: bool = True) -> bool:
-        """Finish the file; True when it was published. Raises S2Error if it could not be written."""
+        """Finish the file; True when it was published. Raises S2Error if it could not be written.
+
+        Not `publish` (a failed run): its settled lines are published, as the images they describe
+        were, and the rest is cut off; nothing settled, nothing published."""
         f, self.f = self.f, None
         if f is None:
             return False
         try:
             if f is sys.stdout:
                 f.flush()
+            elif isinstance(f, InPlaceWriter):
+                f.close()
             else:
-                f.close()  # flushes: a full disk shows here
+                if not publish and self.settled:
+                    os.ftruncate(f.fileno(), self.settled)  # frees blocks: works on a full disk
+                    publish = True
+                f.close()
         except (OSError, ValueError) as e:
             if not self.direct:
                 self.tmp.unlink(missing_ok=True)
@@ -331,12 +356,18 @@ class Sinks:
 
     def write(self, frame: Frame, dets: np.ndarray, masks: Sequence[InstanceMask] | None = None) -> None:
         """One frame's (n, 6) detections in frame pixels, and a segmentation model's masks."""
+        if (self.save and frame.kind != "image" and frame.source not in self.videos
+                and not self.concurrent):
+            for old in list(self.videos):  # sources run one after another: finish the previous one
+                self._close_video(old, True)
         if self.jsonl is not None:
             if self.jsonl.f is None:
                 self._folder_for(self.jsonl.path)
             self.jsonl.write(frame, dets, self.names, masks)
-        if not (self.save or self.show):
-            return
+        if self.save or self.show:
+            self._save_and_show(frame, dets, masks)
+
+    def _save_and_show(self, frame: Frame, dets: np.ndarray, masks: Sequence[InstanceMask] | None) -> None:
         # In place: the frame has no other reader after this sink (saves a copy of every frame).
         img = annotate(frame.image, dets, self.names, inplace=True, masks=masks, **self.draw_kw)
         if self.save:
@@ -353,9 +384,7 @@ class Sinks:
 
     def _video(self, frame: Frame, img: np.ndarray) -> VideoSink:
         sink = self.videos.get(frame.source)
-        if sink is None:
-            for old in [] if self.concurrent else list(self.videos):
-                self._close_video(old, True)  # sources run one after another: finish the previous one
+        if sink is None:  # (the previous source's video, in a sequential run, was closed by write)
             target = self._target(frame)
             self._folder_for(target)
             sink = VideoSink(target, frame.fps, (img.shape[1], img.shape[0]))
@@ -365,7 +394,14 @@ class Sinks:
     def _close_video(self, key: str, publish: bool) -> None:
         sink = self.videos.pop(key)
         if sink.close(publish):
-            self.saved.append(sink.path)
+            self._published(sink.path)
+
+    def _published(self, path: Path) -> None:
+        """An image or video is out: the JSON lines so far describe published files only, unless a
+        video is still open, and a failed run publishes them with those files (JsonlSink.close)."""
+        self.saved.append(path)
+        if self.jsonl is not None and not self.videos:
+            self.jsonl.mark_settled()
 
     def _write_image(self, path: Path, img: np.ndarray) -> None:
         ext = path.suffix.lower() if path.suffix.lower() in WRITABLE_IMAGE_EXTS else ".jpg"
@@ -385,7 +421,7 @@ class Sinks:
                 out.write(buf.tobytes())
             finally:
                 out.close()
-            self.saved.append(path)
+            self._published(path)
             return
         fd, tmp = exclusive_temp(path)
         try:  # written by Python, not cv2.imwrite, so that a full disk raises instead of truncating
@@ -396,7 +432,7 @@ class Sinks:
             raise S2Error(f"cannot write image {path}: {_why(e)}") from None
         finally:
             tmp.unlink(missing_ok=True)
-        self.saved.append(path)
+        self._published(path)
 
     def close(self, publish: bool = True) -> None:
         """Finish every output: publish it (a run that ended or was interrupted) or discard what is
