@@ -292,7 +292,18 @@ class TritonServer:
     def start(self, timeout: float = 120.0) -> TritonServer:
         self.check_ports()
         self._tmp = tempfile.TemporaryDirectory(prefix="s2trt-triton-")
-        tmp = Path(self._tmp.name)
+        try:
+            self._launch(Path(self._tmp.name))
+            self.wait_ready(timeout)
+            self._model_pids = self.model_processes()
+        except BaseException:
+            self.stop()
+            raise
+        if self._secret is not None:  # read by the server at exec: not needed on disk any longer
+            self._secret[1].unlink(missing_ok=True)
+        return self
+
+    def _launch(self, tmp: Path) -> None:
         backend_dir = _python_backend_dir(self.install, tmp / "backends") if self.install.bundled else None
         self._log_path = self._log_arg or tmp / "tritonserver.log"
         if self.admin_key is not None:
@@ -306,16 +317,6 @@ class TritonServer:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          preexec_fn=_die_with_launcher())
-        try:
-            self.wait_ready(timeout)
-            self._model_pids = self.model_processes()
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            if self._secret is not None:  # read by the server at exec: not needed on disk any longer
-                self._secret[1].unlink(missing_ok=True)
-        return self
 
     def _ready(self) -> bool:
         """Ready, and the server answering is this one."""

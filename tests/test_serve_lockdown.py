@@ -273,3 +273,21 @@ def test_an_ipv6_host_is_one_clear_error(tmp_path, host, capsys):
     assert cli.main([str(tmp_path), "--host", host]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "0.0.0.0" in err[0], err
+
+
+def test_a_key_without_a_c_compiler_is_one_clear_error(repo, monkeypatch):
+    """The key cannot reach the server without the preload library: refused before anything runs."""
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(S.argv_secret.shutil, "which", lambda name: None)
+    server = S.TritonServer(repo, admin_key=KEY)
+    with pytest.raises(S2Error, match=r"needs a C compiler \(cc\)"):
+        server.start(timeout=30)
+    assert server.proc is None and server._tmp is None  # its temporary folder (and key file) removed
+
+
+@pytest.mark.parametrize("key", ["has space", "line\nbreak", "", "x" * 1025, "é"])
+def test_a_key_no_client_could_send_is_refused(tmp_path, key):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.pbtxt").write_text("")
+    with pytest.raises(S2Error, match="visible ASCII"):
+        S.TritonServer(tmp_path, admin_key=key)
