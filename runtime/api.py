@@ -23,12 +23,13 @@ from s2trt.detect.letterbox import check_frame
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend
-from s2trt.runtime.inputs.sources import Frame, Source, open_source, shown
+from s2trt.runtime.inputs.sources import Frame, Source, open_source
 from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, SourceStats
 from s2trt.runtime.model import TRITON_BATCH, BackendOptions, ModelRef, open_model
 from s2trt.runtime.pipeline import Runner, open_frames, plan_batch
 from s2trt.runtime.results import Result
 from s2trt.runtime.stats import Stats
+from s2trt.text import redact_credentials
 
 log = logging.getLogger("s2trt.runtime")
 
@@ -126,7 +127,7 @@ class Detector:
                 Runner(backend, source, None, self.options, self.batch, pipelined=len(source.items) > 1,
                        results=out.append).run()
             if not out:
-                raise S2Error(f"no image could be read from {' '.join(map(shown, specs))}")
+                raise S2Error(f"no image could be read from {' '.join(map(redact_credentials, specs))}")
             return out
 
     # --- videos, cameras, streams ---------------------------------------------------------------
@@ -311,6 +312,6 @@ def _frames_or_specs(images: Images) -> tuple[list[Frame] | None, list[str]]:
 def _refuse_videos(source: Source) -> None:
     for kind, item in source.items:
         if kind != "image":
-            raise S2Error(f"{shown(item)} is a {kind}: videos, cameras and streams go through "
+            raise S2Error(f"{redact_credentials(item)} is a {kind}: videos, cameras and streams go through "
                           "Detector.stream(); det() takes images")
 

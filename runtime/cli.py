@@ -329,11 +329,11 @@ def _run(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from s2trt.runtime.backends.base import OverlappedBackend
-    from s2trt.runtime.inputs.sources import shown
     from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, output_names
     from s2trt.runtime.model import open_model
     from s2trt.runtime.outputs.sinks import Sinks
     from s2trt.runtime.pipeline import Runner, open_frames, plan_batch
+    from s2trt.text import redact_credentials
 
     _quiet_opencv(a.verbose)
     source = open_frames(a.source, vid_stride=a.vid_stride, max_pixels=a.max_pixels,
@@ -383,7 +383,7 @@ def _run(a: argparse.Namespace) -> int:
     finally:
         backend.close()
     if stats.frames == 0:
-        raise S2Error(f"no frame could be read from {' '.join(map(shown, a.source))}")
+        raise S2Error(f"no frame could be read from {' '.join(map(redact_credentials, a.source))}")
     return 0
 
 

@@ -40,12 +40,12 @@ from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend, OverlappedBackend
 from s2trt.runtime.inputs.gst import resolve_decoder
-from s2trt.runtime.inputs.sources import Frame, Source, open_source, shown
+from s2trt.runtime.inputs.sources import Frame, Source, open_source
 from s2trt.runtime.inputs.streams import LIVE_KINDS, LiveOptions, MultiSource, is_multi
 from s2trt.runtime.outputs.sinks import Sinks
 from s2trt.runtime.results import Result
 from s2trt.runtime.stats import Stats
-from s2trt.text import first_line
+from s2trt.text import first_line, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ class Runner:
             try:
                 x, info = preprocess([f.image], self.backend.imgsz, **self._letterbox)
             except _FRAME_ERRORS as e:
-                what = shown(f.source) if f.kind == "image" else f"{shown(f.source)}: frame {f.index}"
+                where = redact_credentials(f.source)
+                what = where if f.kind == "image" else f"{where}: frame {f.index}"
                 msg = f"{what}: {first_line(e)}, skipped"
                 self.problems.append(msg)
                 log.warning("%s", msg)

@@ -23,7 +23,7 @@ from test_runtime_support import (
 
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.ort import OrtBackend
-from s2trt.runtime.inputs.sources import open_source, shown
+from s2trt.runtime.inputs.sources import open_source
 from s2trt.runtime.inputs.streams import (
     LiveOptions,
     MultiSource,
@@ -34,6 +34,7 @@ from s2trt.runtime.inputs.streams import (
 )
 from s2trt.runtime.outputs.sinks import record
 from s2trt.runtime.pipeline import DetectOptions, Runner
+from s2trt.text import redact_credentials
 
 FAST = LiveOptions(read_timeout_s=0.5, reconnect_timeout_s=0.4, backoff_s=0.05, max_backoff_s=0.1)
 
@@ -117,7 +118,7 @@ def scripted(*steps):
     opened = []
 
     def opener(kind, item, timeout_s):
-        step = next(it, S2Error(f"cannot open stream {shown(item)}"))  # as open_capture says it
+        step = next(it, S2Error(f"cannot open stream {redact_credentials(item)}"))  # as open_capture says it
         if isinstance(step, Exception):
             raise step
         opened.append(step)
@@ -489,9 +490,9 @@ def test_a_stream_that_opened_once_is_reopened_even_before_its_first_frame():
 
 def test_stream_credentials_never_reach_logs_tables_or_file_names(caplog):
     url = "rtsp://admin:s3cr@t@cam.example:554/live?ch=1"
-    assert shown(url) == "rtsp://cam.example:554/live?ch=1"
+    assert redact_credentials(url) == "rtsp://cam.example:554/live?ch=1"
     for kept in ("rtsp://cam/a@b", "imgs/me@home.jpg", "0", "rtsp://cam/x?u=a@b"):
-        assert shown(kept) == kept  # an @ after the host, or outside a URL, is no credential
+        assert redact_credentials(kept) == kept  # an @ after the host, or outside a URL, is no credential
     opened = []
     steps = scripted(FakeCap(3), S2Error("refused"), FakeCap(2, first=3))
 

@@ -179,8 +179,6 @@ def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None
         raise
 
 
-# The name this module gave redact_credentials, until its last importers move to the new one.
-shown = redact_credentials
 
 
 def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,

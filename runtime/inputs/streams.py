@@ -49,10 +49,10 @@ from s2trt.runtime.inputs.sources import (
     live_kind,
     open_capture,
     open_source,
-    shown,
 )
 from s2trt.runtime.outputs.sinks import output_name
 from s2trt.runtime.stats import StageTimes
+from s2trt.text import redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class SourceStats:
 def format_table(stats: Sequence[SourceStats]) -> str:
     """One line per source; latency is from a frame's capture (read from the decoder) to its results
     written, p50/p95 over the frames written ("-" before any)."""
-    names = [shown(s.source) for s in stats]
+    names = [redact_credentials(s.source) for s in stats]
     width = max([len("source"), *map(len, names)])
     width = min(width, 60)
     dw = max([len("decoder"), *(len(s.decoder) for s in stats)])
@@ -178,9 +178,9 @@ def expand_specs(specs: Sequence[str]) -> list[str]:
     for spec in out:
         # Its frames could not be told apart in the outputs, which name a stream without its
         # credentials: the same stream with other credentials is the same source.
-        if shown(spec) in seen:
-            raise S2Error(f"source {shown(spec)} is given twice")
-        seen.add(shown(spec))
+        if redact_credentials(spec) in seen:
+            raise S2Error(f"source {redact_credentials(spec)} is given twice")
+        seen.add(redact_credentials(spec))
     return out
 
 
@@ -326,7 +326,7 @@ class LiveReader(_Reader):
                  max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_capture, alone: bool = False):
         super().__init__(wake, stop)
         self.kind, self.item, self.st, self.opts, self.alone = kind, item, st, opts, alone
-        self.shown = shown(item)  # in messages: the URL without its credentials
+        self.shown = redact_credentials(item)  # in messages: the URL without its credentials
         self.problems, self.vid_stride, self.max_pixels, self.opener = (problems, vid_stride,
                                                                          max_pixels, opener)
         self.lock = threading.Lock()
@@ -503,7 +503,8 @@ class MultiSource:
             raise missing[0]
         dup = _first_duplicate(item for _, item in self.items)
         if dup is not None:  # a folder and a file in it, say: their frames could not be told apart
-            raise S2Error(f"{shown(dup)} is given twice (directly and through a folder, glob or .streams)")
+            raise S2Error(f"{redact_credentials(dup)} is given twice (directly and through a folder, glob "
+                          "or .streams)")
         totals = [lane.total for k, lane in self.lanes if k == "file"]
         live = any(k != "file" for k, _ in self.lanes)
         self.total = None if live or None in totals else sum(totals)
