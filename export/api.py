@@ -19,6 +19,7 @@ from typing import Any
 
 from s2trt.errors import EXIT_NO_ENGINE, UsageError
 from s2trt.export import cli
+from s2trt.publish import forget_inputs
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,10 @@ def export_model(weights: str | os.PathLike[str], *, fp16: bool = False, imgsz: 
              "no_plugin": no_plugin, "output": output, "onnx_only": onnx_only, "quiet": quiet, **options}
     parser = cli.build_parser()
     args = _parse(parser, [os.fspath(weights), *_argv(parser, given)])
-    done = cli.export(args)
+    try:
+        done = cli.export(args)
+    finally:
+        forget_inputs()  # s2export guards its inputs from its outputs for this export only
     state = done.state
     flavours = {a.flavour: a.path for a in state.artifacts} if state is not None else {}
     engine = done.engine
