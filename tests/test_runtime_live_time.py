@@ -64,6 +64,7 @@ def test_s2infer_reads_rtsp_with_gstreamer_and_its_video_keeps_real_time(tmp_pat
     model = tiny_models()["onnx"]  # exported before the clock below starts
     with RtspServer({"/cam": live()}) as server:
         url = server.url("/cam", "rtspt")
+        t0 = time.time()
         killer = threading.Timer(4.0, server.kill)
         killer.start()
         try:
@@ -73,6 +74,7 @@ def test_s2infer_reads_rtsp_with_gstreamer_and_its_video_keeps_real_time(tmp_pat
         finally:
             killer.cancel()
     assert rc == 0
+    t1 = time.time()
     out = tmp_path / "runs" / "exp"
     recs = [json.loads(ln) for ln in (out / "predictions.jsonl").read_text().splitlines()]
     clip = [r for r in recs if r["source"] == str(video)]
@@ -81,7 +83,7 @@ def test_s2infer_reads_rtsp_with_gstreamer_and_its_video_keeps_real_time(tmp_pat
     cam = [r for r in recs if r["source"] == url]
     assert len(cam) >= 20 and all(r["wall"] and r["pts"] is not None for r in cam)
     walls = [r["wall"] for r in cam]
-    assert walls == sorted(walls) and abs(walls[-1] - time.time()) < 60
+    assert walls == sorted(walls) and t0 <= walls[0] and walls[-1] <= t1  # this run's clock
     # The annotated stream lasts as long as the stream did, whatever inference kept of it.
     span = cam[-1]["pts"] - cam[0]["pts"]
     n = count_frames(out / f"127.0.0.1_{server.port}_cam.mp4")
