@@ -174,3 +174,60 @@ def test_build_cannot_rewrite_an_allowed_function(tmp_path):
         assert fn.__defaults__ == saved
     finally:
         fn.__defaults__ = saved
+
+
+# --- the cost model: what the budget charges bounds what unpickling allocates ----------------
+
+leaves = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
+                   st.text(max_size=40), st.binary(max_size=40))
+
+
+def _repeat(inner):
+    """Containers, and the same object referenced many times (memo references cost two bytes)."""
+    many = st.integers(0, 3000)
+    return st.one_of(
+        st.lists(inner, max_size=8), st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=8),
+        st.frozensets(st.integers() | st.text(max_size=8), max_size=8).map(set),
+        st.builds(lambda x, n: [x] * n, inner, many),
+        st.builds(lambda x, n: [set(range(n % 300))] * (n // 10) + [x], inner, many),
+        st.builds(lambda n: [{"k": None} for _ in range(n)], many))
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.recursive(leaves, _repeat, max_leaves=12), st.sampled_from([2, 4]))
+def test_what_the_budget_charges_bounds_what_unpickling_allocates(tmp_path_factory, obj, protocol):
+    """Python's own pickler writes the opcodes (protocol 2: sets and bytes through REDUCE of set
+    and _codecs.encode; 4: EMPTY_SET, BINBYTES, MEMOIZE, frames); tracemalloc, the reference,
+    measures what loading them allocates, which must stay below what the budget charged."""
+    import tracemalloc
+
+    from s2trt.models import checkpoint
+
+    path = tmp_path_factory.mktemp("cost") / "obj.pt"
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
+    budgets = []
+    make = checkpoint._budget
+
+    def keep(*a):
+        budgets.append(make(*a))
+        return budgets[-1]
+
+    checkpoint._budget = keep
+    try:
+        for _ in range(2):  # the first load also fills the caches of torch, pytest and Hypothesis
+            tracemalloc.start()
+            try:
+                read_pickle(path)  # a plain pickle: its object loads, then torch wants its magic number
+            except S2Error as e:
+                # protocol 2 writes b'' as builtins.bytes(), which the allow-list refuses
+                assert any(w in str(e) for w in ("magic number", "claims", "allow-list")), str(e)
+            finally:
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+    finally:
+        checkpoint._budget = make
+    event(f"peak {'<' if peak < 1 << 20 else '>='} 1 MB")
+    # what torch.load and the test's tools allocate whatever the pickle: well under 256 KB
+    assert peak <= budgets[-1].spent + (256 << 10), f"allocated {peak}, charged {budgets[-1].spent}"
