@@ -27,7 +27,7 @@ from s2trt.models.limits import brief
 
 # A file of N bytes may claim PER_BYTE * N + SLACK bytes. The charges are upper bounds: YOLOv5's
 # own checkpoints, shrunk to a few hundred KB with all their modules (tests/data/yolov5), claim
-# up to 25 N, full-size ones far less; a refused 1 MB file stays well below the 250 MB that
+# up to 30 N, full-size ones far less; a refused 1 MB file stays well below the 250 MB that
 # torch's import itself takes.
 PER_BYTE = 32
 SLACK = 16 << 20

@@ -94,6 +94,7 @@ def _standin_class(module: str, name: str, budget: Budget) -> type:
             raise S2Error(f"{budget.path}: a {module}.{name} in the checkpoint has the state "
                           f"{brief(state)}")
         budget.charge_args(f"the attributes of a {module}.{name}", (state,))
+        budget.charge(MODULE, f"a {module}.{name}")  # Module.__setstate__ adds the hook dicts
         torch.nn.Module.__setstate__(self, state)
 
     # An nn.Module so that its pickled _modules/_parameters/_buffers give a state_dict(); the

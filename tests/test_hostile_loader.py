@@ -254,6 +254,13 @@ def module_spam(path: Path, n: int = 200_000) -> Path:
     return path
 
 
+def module_builds(path: Path, n: int = 140_000) -> Path:
+    """NEWOBJ and BUILD with one stored empty dict, 140,000 times (7 bytes each): nn.Module's
+    __setstate__ adds the dozen hook dicts the empty state lacks."""
+    path.write_bytes(b"\x80\x02cmodels.common\nConv\nq\x00}q\x01(" + b"h\x00)\x81h\x01b" * n + b"l.")
+    return path
+
+
 def state_copies(path: Path, keys: int = 5000, copies: int = 2000) -> Path:
     """One stored dict of 5,000 attributes BUILT into 2,000 modules: each BUILD copies it."""
     d = b"}q\x01(" + b"".join(_str(f"k{i}") + b"N" for i in range(keys)) + b"u0"
@@ -289,6 +296,7 @@ BOMBS = {
     "memo index": (memo_index, ("claims", "bytes")),
     "empty sets": (empty_sets, ("pickle opcodes",)),
     "module spam": (module_spam, ("models.common.Conv",)),
+    "module builds": (module_builds, ("models.common.Conv",)),
     "state copies": (state_copies, ("attributes of a models.common.Conv",)),
     "set copies": (set_copies, ("builtins.set",)),
 }
