@@ -239,7 +239,46 @@ def summary(state: Any) -> str:
     return "\n".join(lines)
 
 
+def planned_outputs(args: argparse.Namespace) -> list[Path]:
+    """Every file this command line can write: the graphs, their sidecars, the engine and its."""
+    from s2trt.calib.pipeline import int8_fp16_path, int8_path
+    from s2trt.export.pipeline import ExportRequest, tensorrt_path
+    from s2trt.meta import sidecar_path
+
+    if args.weights.suffix.lower() == ".onnx":
+        graphs = [args.weights]
+        written: list[Path] = []
+    else:
+        portable = ExportRequest(weights=args.weights, fp16=args.fp16, output=args.output).portable_path()
+        graphs = [portable] + ([] if args.no_plugin else [tensorrt_path(portable)])
+        if args.int8:
+            graphs += [int8_path(portable), int8_fp16_path(int8_path(portable))]
+        written = graphs + [sidecar_path(g) for g in graphs]
+    engines = {engine_path(g) for g in graphs}
+    return written + sorted(engines) + [sidecar_path(e) for e in sorted(engines)]
+
+
+def guard_inputs_from_outputs(args: argparse.Namespace) -> None:
+    """An output never replaces an input, the rule s2infer follows: checked before any work for
+    every file the command line names (a --names n.json beside -o n.onnx would become its
+    sidecar), and again for every file published (s2trt.publish)."""
+    from s2trt.meta import sidecar_path
+    from s2trt.publish import guard_inputs, refuse_input
+
+    inputs: list[tuple[str | Path, str]] = [(args.weights, "the model")]
+    if args.weights.suffix.lower() == ".onnx":
+        inputs.append((sidecar_path(args.weights), "the model's sidecar"))
+    for flag in ("cfg", "names", "plugin_lib", "calib", "int8_val"):
+        value = getattr(args, flag, None)
+        if value:
+            inputs.append((value, f"the --{flag.replace('_', '-')} file"))
+    guard_inputs(inputs)
+    for out in planned_outputs(args):
+        refuse_input(out, "the output")
+
+
 def _main(args: argparse.Namespace) -> int:
+    guard_inputs_from_outputs(args)
     if args.weights.suffix.lower() == ".onnx":
         return _main_onnx(args)
     from s2trt.export.pipeline import ExportState, run

@@ -12,7 +12,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import IMGSZ, NAMES, count_frames, scene, signal_mid_run, tiny_models, write_video
+from test_runtime_support import (
+    IMGSZ,
+    NAMES,
+    count_frames,
+    partial_text,
+    scene,
+    signal_mid_run,
+    tiny_models,
+    write_video,
+)
 
 from s2trt.detect.boxes import scale_boxes
 from s2trt.detect.letterbox import preprocess
@@ -199,8 +208,7 @@ def test_ctrl_c_leaves_playable_video_and_valid_jsonl(tmp_path):
            "--onnx", str(tiny_models()["onnx"]), str(video), "-o", str(out), "--save-json",
            "--conf-thres", CONF]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    partial = out / ".predictions.partial.jsonl"
-    signal_mid_run(proc, lambda: partial.exists() and partial.stat().st_size > 2000, signal.SIGINT, 60)
+    signal_mid_run(proc, lambda: len(partial_text(out, "predictions.jsonl")) > 2000, signal.SIGINT, 60)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "s2infer: interrupted" in err and "Traceback" not in err
