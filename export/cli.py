@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def request(args: argparse.Namespace) -> Any:
+    from s2trt.detect.options import DetectOptions
     from s2trt.export.nms import NMSConfig
     from s2trt.export.pipeline import ExportRequest
 
@@ -157,7 +159,8 @@ def request(args: argparse.Namespace) -> Any:
         from s2trt.calib.pipeline import check_int8_args
 
         check_int8_args(args)  # a bad --calib fails now, not after the export
-    nms = NMSConfig(args.conf_thres, args.iou_thres, args.max_det, args.topk) if args.nms else None
+    nms = (NMSConfig(DetectOptions(args.conf_thres, args.iou_thres, max_det=args.max_det), args.topk)
+           if args.nms else None)
     return ExportRequest(weights=args.weights, cfg=args.cfg, names=args.names, imgsz=args.imgsz,
                          batch=None if args.dynamic else args.batch, opset=args.opset, fp16=args.fp16,
                          nms=nms, plugin=not args.no_plugin, output=args.output, simplify=args.simplify,
@@ -277,10 +280,30 @@ def guard_inputs_from_outputs(args: argparse.Namespace) -> None:
         refuse_input(out, "the output")
 
 
+@dataclass
+class Exported:
+    """What one s2export run made: the export's state (None for an .onnx input), the graph the
+    engine is built from (None with --onnx-only) and the exit code (EXIT_NO_ENGINE: no TensorRT
+    here, the command that builds it was printed)."""
+
+    state: Any = None
+    target: Path | None = None
+    code: int = EXIT_OK
+
+    @property
+    def engine(self) -> Path | None:
+        return engine_path(self.target) if self.target is not None and self.code == EXIT_OK else None
+
+
 def _main(args: argparse.Namespace) -> int:
+    return export(args).code
+
+
+def export(args: argparse.Namespace) -> Exported:
+    """The whole s2export run on parsed arguments: the command line's and s2trt.export_model's."""
     guard_inputs_from_outputs(args)
     if args.weights.suffix.lower() == ".onnx":
-        return _main_onnx(args)
+        return _export_onnx(args)
     from s2trt.export.pipeline import ExportState, run
 
     state = run(ExportState(request(args)))
@@ -288,12 +311,13 @@ def _main(args: argparse.Namespace) -> int:
         print(summary(state))
     qdq = int8_stage(args, state) if args.int8 else None
     if args.onnx_only:
-        return EXIT_OK
+        return Exported(state)
     if qdq is not None:  # a typed Q/DQ graph: TensorRT 10 and 11 build it strongly typed, as is
-        return build(qdq, engine_options(args, state.imgsz))
-    target = next(a.path for a in state.artifacts if a.flavour == ("portable" if args.no_plugin
-                                                                     else "tensorrt"))
-    return build(target, engine_options(args, state.imgsz))
+        target = qdq
+    else:
+        target = next(a.path for a in state.artifacts if a.flavour == ("portable" if args.no_plugin
+                                                                         else "tensorrt"))
+    return Exported(state, target, build(target, engine_options(args, state.imgsz)))
 
 
 def int8_stage(args: argparse.Namespace, state: Any) -> Path:
@@ -327,7 +351,7 @@ def int8_stage(args: argparse.Namespace, state: Any) -> Path:
     return out
 
 
-def _main_onnx(args: argparse.Namespace) -> int:
+def _export_onnx(args: argparse.Namespace) -> Exported:
     """`s2export model.onnx`: only the engine, from an ONNX that s2export wrote."""
     from s2trt.meta import read_onnx_meta
 
@@ -350,7 +374,7 @@ def _main_onnx(args: argparse.Namespace) -> int:
             opts.calibrator = trt_calibrator(args.weights, args, opts)
         except MissingDependencyError as e:  # no TensorRT or CUDA here: build() prints the command
             log.debug("%s", e)
-    return build(args.weights, opts)
+    return Exported(None, args.weights, build(args.weights, opts))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
