@@ -23,9 +23,9 @@ from test_runtime_support import (
     write_video,
 )
 
-from s2trt.detect.boxes import scale_boxes
+from s2trt.detect.boxes import postprocess, scale_boxes
 from s2trt.detect.letterbox import preprocess
-from s2trt.runtime.backends.base import decode
+from s2trt.detect.options import DetectOptions
 from s2trt.runtime.backends.ort import OrtBackend
 from s2trt.runtime.cli import main
 
@@ -61,7 +61,7 @@ def test_video_gives_playable_mp4_and_one_json_line_per_frame(tmp_path, onnx_pat
         ok, img = cap.read()
         assert ok
         x, (info,) = preprocess([img], IMGSZ)
-        want = scale_boxes(decode(backend.infer(x), float(CONF))[0], info)
+        want = scale_boxes(postprocess(backend.infer(x), DetectOptions(float(CONF)))[0], info)
         assert set(rec) == {"source", "frame", "width", "height", "boxes", "scores", "class_ids", "names"}
         assert (rec["width"], rec["height"], rec["source"]) == (320, 240, str(video))
         np.testing.assert_allclose(np.array(rec["boxes"]).reshape(-1, 4), want[:, :4], atol=0.02)
