@@ -35,7 +35,7 @@ import numpy as np
 from s2trt.detect.boxes import postprocess
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
-from s2trt.detect.masks import full_masks, to_frames
+from s2trt.detect.masks import to_frames
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend, OverlappedBackend
@@ -226,8 +226,7 @@ class Runner:
                 self._on_result(frame)
             if self.results is not None:
                 timing = {"decode": frame.decode_s * 1e3, **{k: v * 1e3 for k, v in b.seconds.items()}}
-                full = None if m is None else full_masks(m, frame.image.shape[:2])
-                self.results(Result(frame, d, self.backend.meta.names, info, timing, full))
+                self.results(Result(frame, d, self.backend.meta.names, info, timing, m))
         self.stats.add("write", time.perf_counter() - t0, len(b.frames))
         self.stats.frames += len(b.frames)
         self.stats.detections += sum(len(d) for d in dets)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from s2trt.detect.letterbox import LetterboxInfo
+from s2trt.detect.masks import InstanceMask, full_masks
 from s2trt.runtime.inputs.sources import Frame
 from s2trt.runtime.outputs.sinks import annotate, class_name, record
 
@@ -25,7 +27,9 @@ class Result:
 
     - `boxes` (n, 4) float32 x1 y1 x2 y2 in the original frame's pixels, `scores` (n,) float32,
       `class_ids` (n,) int64 and `names` (n class names), best score first;
-    - `masks`: instance masks (n, h, w) bool for segmentation models; None for detection models;
+    - `masks`: instance masks (n, h, w) bool over the whole frame for segmentation models (made on
+      first use from `instance_masks`, each mask's window as s2infer keeps it); None for detection
+      models;
     - `letterbox`: how the frame was fitted into the network input (ratio, padding, original size);
     - `timing`: milliseconds this frame spent in each stage: `decode` (reading it), `preprocess`
       (letterbox), `infer`, `postprocess` (NMS, boxes back to the frame); a batch's time is shared
@@ -39,7 +43,13 @@ class Result:
     class_names: Sequence[str]  # the model's, by class id
     letterbox: LetterboxInfo
     timing: Mapping[str, float] = field(default_factory=dict)
-    masks: np.ndarray | None = None
+    instance_masks: Sequence[InstanceMask] | None = None
+
+    @cached_property
+    def masks(self) -> np.ndarray | None:
+        if self.instance_masks is None:
+            return None
+        return full_masks(self.instance_masks, self.frame.image.shape[:2])
 
     @property
     def boxes(self) -> np.ndarray:
@@ -81,12 +91,13 @@ class Result:
         return len(self.detections)
 
     def plot(self, line_width: int | None = None, labels: bool = True, conf: bool = True) -> np.ndarray:
-        """A copy of the frame with the boxes drawn as s2infer --save draws them (BGR uint8)."""
-        return annotate(self.frame.image, self.detections, self.class_names, line_width, labels, conf)
+        """A copy of the frame with the boxes (and masks) drawn as s2infer --save draws them (BGR uint8)."""
+        return annotate(self.frame.image, self.detections, self.class_names, line_width, labels, conf,
+                        masks=self.instance_masks)
 
     def to_json(self) -> str:
         """The JSON Lines record s2infer --save-json writes for this frame (without the newline)."""
-        return json_line(self.frame, self.detections, self.class_names)
+        return json_line(self.frame, self.detections, self.class_names, self.instance_masks)
 
     def __repr__(self) -> str:
         h, w = self.frame.image.shape[:2]
@@ -94,6 +105,7 @@ class Result:
                 f"{len(self.detections)} detections)")
 
 
-def json_line(frame: Frame, dets: np.ndarray, names: Sequence[str]) -> str:
+def json_line(frame: Frame, dets: np.ndarray, names: Sequence[str],
+              masks: Sequence[InstanceMask] | None = None) -> str:
     """A frame's JSON Lines record as s2infer's JsonlSink writes it, without the newline."""
-    return json.dumps(record(frame, dets, names), separators=(",", ":"))
+    return json.dumps(record(frame, dets, names, masks), separators=(",", ":"))

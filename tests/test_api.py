@@ -309,3 +309,27 @@ def test_the_package_ships_its_type_hints():
     folder = root / setup["package-dir"]["s2trt"]
     assert (folder / "py.typed").is_file() and (folder / "__init__.py").is_file()
     assert "py.typed" in setup["package-data"]["s2trt"]
+
+
+def test_a_segmentation_model_gives_s2infers_masks_record_and_drawing(tmp_path):
+    """v7.0's yolov5s-seg checkpoint of tests/data/yolov5 (random weights: a low threshold gives it
+    detections), exported here; its masks, record and drawing are s2infer's."""
+    import shutil
+
+    shutil.copy(Path(__file__).parent / "data" / "yolov5" / "v7.0" / "yolov5s-seg.pt", tmp_path / "seg.pt")
+    assert s2trt.export_model(tmp_path / "seg.pt", imgsz=(64, 96), dynamic=True, no_plugin=True,
+                              onnx_only=True).onnx == tmp_path / "seg.onnx"
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), cv2.resize(scene(4), (150, 97)))
+    out, jsonl = tmp_path / "drawn.png", tmp_path / "seg.jsonl"
+    assert s2infer_main(["--onnx", str(tmp_path / "seg.onnx"), str(frame), "--conf-thres", "0.001", "-o",
+                         str(out), "--save-json", str(jsonl), "-q"]) == 0
+    with s2trt.Detector(tmp_path / "seg.onnx", conf_thres=0.001) as seg:
+        (r,) = seg(frame)
+    assert len(r) >= 3 and r.to_json() == jsonl.read_text().strip()
+    assert np.array_equal(r.plot(), cv2.imread(str(out)))
+    assert r.masks.shape == (len(r), 97, 150) and r.masks.dtype == bool and r.masks.any()
+    for m, window in zip(r.masks, r.instance_masks, strict=True):  # each mask is its window, placed
+        h, w = window.bits.shape
+        inside = m[window.y:window.y + h, window.x:window.x + w]
+        assert m.sum() == window.bits.sum() == inside.sum()
