@@ -62,8 +62,8 @@ def test_video_gives_playable_mp4_and_one_json_line_per_frame(tmp_path, onnx_pat
         assert ok
         x, (info,) = preprocess([img], IMGSZ)
         want = scale_boxes(postprocess(backend.infer(x), DetectOptions(float(CONF)))[0], info)
-        assert set(rec) == {"source", "frame", "pts", "wall", "width", "height", "boxes", "scores", "class_ids",
-                            "names"}
+        assert set(rec) == {"source", "frame", "pts", "wall", "width", "height", "boxes", "scores",
+                            "class_ids", "names"}
         assert (rec["width"], rec["height"], rec["source"]) == (320, 240, str(video))
         np.testing.assert_allclose(np.array(rec["boxes"]).reshape(-1, 4), want[:, :4], atol=0.02)
         np.testing.assert_allclose(rec["scores"], want[:, 4], atol=2e-4)
