@@ -218,7 +218,7 @@ fi
 
 # ---- 2. GPU-marked tests --------------------------------------------------------------------------------
 if [ "$KERNELS_OK" = 1 ]; then
-    mapfile -t GPU_TESTS < <(grep -l 'mark\.gpu' "$ROOT"/tests/test_*.py)
+    mapfile -t GPU_TESTS < <(grep -rl --include='test_*.py' 'mark\.gpu' "$ROOT"/tests)
     step gpu-tests 240 env S2TRT_REQUIRE_GPU=1 S2TRT_PLUGIN_BUILD="$BUILD" \
         TENSORRT_INCLUDE_DIRS="$HEADERS" CUDACXX="$NVCC" "$PYTHON" -m pytest -q -m 'gpu and not tensorrt' \
         -p no:cacheprovider -rs "${GPU_TESTS[@]}"
