@@ -12,7 +12,7 @@
 # BASE_IMAGE must hold TensorRT's headers and CUDA's compiler; RUNTIME_IMAGE TensorRT's libraries
 # and Python module. The plugin is compiled in the first stage only, so no compiler is added to
 # the image that runs. CI builds this file on Debian stand-ins of both bases (docker/standin/,
-# tests/test_docker_image.py), which have no TensorRT or CUDA libraries.
+# tests/packaging/test_docker_image.py), which have no TensorRT or CUDA libraries.
 ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt:24.08-py3
 ARG RUNTIME_IMAGE=nvcr.io/nvidia/tensorrt:24.08-py3
 

@@ -2,7 +2,7 @@
 
 A Result holds the frame it came from, its detections in the frame's pixels, how the frame was
 letterboxed and the time it spent in each stage. `to_json()` is the line s2infer's `--save-json`
-writes for the frame (the sinks' own `record`, serialised as the sink does; tests/test_api.py
+writes for the frame (the sinks' own `record`, serialised as the sink does; tests/api/test_api.py
 compares them byte for byte), `plot()` the frame s2infer's `--save` draws (the sinks' `annotate`).
 """
 

@@ -1,7 +1,7 @@
 """The one place that knows how TensorRT versions differ (docs/DESIGN.md §4-§5).
 
 The builder, the runtime and the INT8 calibrator import TensorRT through `import_tensorrt()` and ask
-this module what a version can do. Conventions that tests/test_trt_api.py relies on to check every
+this module what a version can do. Conventions that tests/trt/test_trt_api.py relies on to check every
 TensorRT attribute against the real 10.3, recent 10.x and 11.x Python modules:
 
 - the TensorRT module is always held in a variable named `trt`;
