@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
-from test_runtime_support import count_frames
+from runtime_support import count_frames
 
 from s2trt.errors import S2Error
 

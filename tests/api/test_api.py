@@ -1,5 +1,5 @@
 """s2trt.Detector: the same records as s2infer (byte for byte), the same errors, PyTorch's boxes, and a
-stream that stops cleanly. The models are test_runtime_support's tiny ones (ONNX and checkpoint)."""
+stream that stops cleanly. The models are runtime_support's tiny ones (ONNX and checkpoint)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 from paths import DATA, REPO
+from runtime_support import IMGSZ, NAMES, scene, tiny_models, write_video
 from stream_fixtures import TsServer, make_clip, needs_ffmpeg
-from test_runtime_support import IMGSZ, NAMES, scene, tiny_models, write_video
 
 import s2trt
 from s2trt.detect.letterbox import letterbox_geometry

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from paths import DEMO_ASSETS
-from test_runtime_support import IMGSZ, NAMES, export_onnx, scene, tiny_models
+from runtime_support import IMGSZ, NAMES, export_onnx, scene, tiny_models
 
 from s2trt.detect.boxes import postprocess, scale_boxes
 from s2trt.detect.letterbox import preprocess

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from paths import TESTS
-from test_runtime_support import (
+from runtime_support import (
     count_frames,
     partial_text,
     scene,
@@ -374,9 +374,9 @@ def test_sigterm_finishes_the_outputs_and_exits_143(tmp_path):
 # --- item 10: nothing left behind ----------------------------------------------------------------------
 
 def test_the_tiny_models_folder_is_removed_when_the_session_ends(tmp_path):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_runtime_support import tiny_models; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from runtime_support import tiny_models; "
             "print(tiny_models()['onnx'].parent)")
-    r = subprocess.run([sys.executable, "-c", code, str(TESTS)], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", code, str(TESTS / "support")], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     folder = Path(r.stdout.strip().splitlines()[-1])
@@ -384,7 +384,7 @@ def test_the_tiny_models_folder_is_removed_when_the_session_ends(tmp_path):
 
 
 def test_the_ctrl_c_test_skips_when_sigint_is_ignored(tmp_path):
-    test = "test_runtime_cli.py::test_ctrl_c_leaves_playable_video_and_valid_jsonl"
+    test = "runtime/test_runtime_cli.py::test_ctrl_c_leaves_playable_video_and_valid_jsonl"
     # Outside CI's rules: under CI=true that skip is a failure by design (tests/conftest.py).
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",

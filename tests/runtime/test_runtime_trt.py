@@ -182,7 +182,7 @@ def test_cuda_python_memory_calls_and_errors():
 def test_real_engine_matches_onnxruntime(tmp_path):
     """On a GPU machine with TensorRT: a dynamic-batch engine of the tiny model vs ONNX Runtime."""
     pytest.importorskip("tensorrt", reason="TensorRT's Python module is not installed")
-    from test_runtime_support import IMGSZ, scene, tiny_models
+    from runtime_support import IMGSZ, scene, tiny_models
 
     from s2trt.detect.letterbox import preprocess
     from s2trt.export.engine import EngineOptions, build_engine

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from gst_fixtures import encode, needs_gst
-from test_runtime_support import tiny_models
+from runtime_support import tiny_models
 
 from s2trt.errors import S2Error
 from s2trt.runtime.inputs import gst

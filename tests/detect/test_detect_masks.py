@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import paths
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from s2trt.detect.letterbox import preprocess
 from s2trt.detect.masks import fill_polygons, full_masks, process_masks, to_frames
 from s2trt.detect.options import DetectOptions
 
-DATA = Path(__file__).parent / "data" / "yolov5" / "v7.0"
+DATA = paths.DATA / "yolov5" / "v7.0"
 NM = 32
 
 

@@ -1,4 +1,4 @@
-"""RTSP for real: GStreamer's RTSP server (tests/rtsp_server.c) on 127.0.0.1 serving live H.264 and
+"""RTSP for real: GStreamer's RTSP server (tests/support/rtsp_server.c) on 127.0.0.1 serving live H.264 and
 H.265, read over TCP and UDP, with credentials, through a server restart and a resolution change;
 SRT from gst-launch's srtsink; and a stream that connects but cannot be decoded."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from gst_fixtures import needs_gst
 from rtsp_fixtures import RtspServer, live, needs_rtsp_server
+from runtime_support import write_video
 from stream_fixtures import free_port, wait_for
-from test_runtime_support import write_video
 
 from s2trt.errors import S2Error
 from s2trt.runtime.inputs.streams import LiveOptions, MultiSource

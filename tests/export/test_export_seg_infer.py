@@ -13,8 +13,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import paths
 import pytest
-from test_runtime_support import count_frames
+from runtime_support import count_frames
 
 from s2trt.detect.boxes import postprocess
 from s2trt.detect.letterbox import preprocess
@@ -26,7 +27,7 @@ from s2trt.runtime.backends.ort import OrtBackend
 from s2trt.runtime.cli import main as s2infer
 from s2trt.runtime.outputs.sinks import annotate
 
-DATA = Path(__file__).parent / "data" / "yolov5" / "v7.0"
+DATA = paths.DATA / "yolov5" / "v7.0"
 CONF = "0.001"
 IMGSZ = (64, 96)
 

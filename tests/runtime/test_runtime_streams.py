@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_fixtures import TsServer, make_clip, needs_ffmpeg, wait_for
-from test_runtime_support import (
+from runtime_support import (
     NAMES,
     count_frames,
     partial_text,
@@ -20,6 +19,7 @@ from test_runtime_support import (
     tiny_models,
     write_video,
 )
+from stream_fixtures import TsServer, make_clip, needs_ffmpeg, wait_for
 
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.ort import OrtBackend

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from gst_fixtures import needs_gst
 from rtsp_fixtures import RtspServer, live, needs_rtsp_server
-from test_runtime_support import NAMES, count_frames, tiny_models, write_video
+from runtime_support import NAMES, count_frames, tiny_models, write_video
 
 from s2trt.runtime.inputs.sources import Frame
 from s2trt.runtime.outputs.sinks import Sinks, VideoSink, record

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import paths
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ from s2trt.export.fp16 import FP16_TOL, decode_nodes, elem_types
 from s2trt.export.pipeline import ExportRequest, ExportState, run
 from s2trt.meta import ModelMeta, read_onnx_meta
 
-DATA = Path(__file__).parent / "data" / "yolov5" / "v7.0"
+DATA = paths.DATA / "yolov5" / "v7.0"
 SEG = [e for e in json.loads((DATA / "index.json").read_text()) if e["segment"]]
 NC, NM = 3, 32
 

@@ -1,4 +1,4 @@
-"""A real RTSP server on 127.0.0.1 for the tests: tests/rtsp_server.c (GStreamer's RTSP server library)
+"""A real RTSP server on 127.0.0.1 for the tests: support/rtsp_server.c (GStreamer's RTSP server library)
 compiled once per session with gcc, serving live test patterns encoded by x264/x265.
 
 Debian: apt-get install -y gcc pkg-config libgstrtspserver-1.0-dev gstreamer1.0-plugins-ugly

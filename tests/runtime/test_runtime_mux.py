@@ -10,7 +10,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import tiny_models, write_video
+from runtime_support import tiny_models, write_video
 
 from s2trt.errors import S2Error
 from s2trt.runtime.inputs.streams import LiveOptions, MultiSource

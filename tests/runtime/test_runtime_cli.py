@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import (
+from runtime_support import (
     IMGSZ,
     NAMES,
     count_frames,
