@@ -3,14 +3,9 @@ call, and whatever one request's content breaks fails that request alone (issue 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
 
 from s2trt.detect.options import DetectOptions

@@ -22,21 +22,20 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
+import paths
 import pytest
-import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
+import yaml
 
 from s2trt.serve import cli
 from s2trt.serve import repository as R
 from s2trt.serve import server as S
 
-K8S = Path(__file__).parents[1] / "deploy" / "k8s"
+K8S = paths.REPO / "deploy" / "k8s"
 BASE = K8S / "base"
 OVERLAY = K8S / "overlays" / "example"
 ADAPTER_RULES = K8S / "prometheus-adapter-rules.yaml"
-PODMONITOR_SCHEMA = Path(__file__).parent / "data/k8s" / "monitoring.coreos.com_podmonitors.v1.schema.json"
+PODMONITOR_SCHEMA = paths.DATA / "k8s" / "monitoring.coreos.com_podmonitors.v1.schema.json"
 # The oldest Kubernetes still in wide use with autoscaling/v2 and appProtocol, and the newest bundled.
 VERSIONS = ("1.27.0", "latest")
 # Kinds kubernetes-validate has no schema for: prometheus-operator's (checked against its CRD here).

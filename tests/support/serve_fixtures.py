@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import paths
 
 
 def sample_images(n: int = 4, seed: int = 0) -> list[np.ndarray]:
@@ -37,7 +38,7 @@ def encode_jpeg(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-DEMO_CHECKPOINT = Path(__file__).parents[1] / "demo" / "assets" / "demo.pt"
+DEMO_CHECKPOINT = paths.DEMO_ASSETS / "demo.pt"
 
 
 _exported: dict[tuple[int, int], Path] = {}  # one export per size and test session, copied after

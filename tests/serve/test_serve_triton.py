@@ -32,11 +32,11 @@ except S2Error:
 pytestmark = pytest.mark.skipif(not HAVE_SERVER,
                                 reason="no tritonserver: pip install --no-deps nvidia-pytriton (x86_64)")
 
-sys.path.insert(0, str(Path(__file__).parent))
+import paths  # noqa: E402
 import serve_fixtures as F  # noqa: E402
 
 MAX_DET = 100
-DEMO_IMAGES = sorted((Path(__file__).parents[1] / "demo" / "assets" / "images").glob("*.jpg"))
+DEMO_IMAGES = sorted((paths.DEMO_ASSETS / "images").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +360,7 @@ def test_s2serve_starts_prints_endpoints_and_stops_on_ctrl_c(small_repo, stop_si
             proc.wait()
 
 
-SAMPLE_VIDEO = Path(__file__).parents[1] / "demo" / "assets" / "sample.mp4"
+SAMPLE_VIDEO = paths.DEMO_ASSETS / "sample.mp4"
 
 
 def read_jsonl(path: Path) -> list[dict]:

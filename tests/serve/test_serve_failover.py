@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
 from runtime_support import count_frames
 

@@ -6,15 +6,11 @@ stays a server error, which it does."""
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
 
 from s2trt.errors import S2Error

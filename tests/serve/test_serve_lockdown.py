@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 import serve_fixtures as F
 
 from s2trt.errors import S2Error
