@@ -49,7 +49,7 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"  # the prefix is Trit
 # Without a key the restricted protocols ask for a header that no client can send, so nobody can use
 # them and nothing secret is needed: a field name cannot hold a colon (HTTP/1.1 ends the name there,
 # RFC 9110 5.6.2; gRPC resets an HTTP/2 stream whose metadata key has one, measured with a raw HTTP/2
-# client in tests/test_serve_lockdown.py). Triton splits its option at the first colon only.
+# client in tests/serve/test_serve_lockdown.py). Triton splits its option at the first colon only.
 CLOSED_HEADER = "s2trt:admin-off"
 SHM_DIR = Path("/dev/shm")
 STUB = "triton_python_backend_stub"  # the Python backend's model process, one per model instance
