@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from image_bombs import zeros_zlib
 
 from s2trt.detect.image_limits import (
     DEFAULT_MAX_PIXELS,
@@ -123,18 +124,6 @@ def test_formats_yolov5_does_not_read_are_refused_by_content_with_their_name(tmp
         read_image(str(disguised), DEFAULT_MAX_PIXELS)
     assert str(e.value) == (f"{disguised}: {name} images are not read (s2trt reads BMP, JPEG/MPO, PNG, "
                             "TIFF/DNG, WebP, PFM, as YOLOv5 does)")
-
-
-def zeros_zlib(n: int) -> bytes:
-    """A zlib stream of n zero bytes, built from one repeated compressed block (see png_bomb)."""
-    block = 1 << 20
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    first = c.compress(bytes(block)) + c.flush(zlib.Z_SYNC_FLUSH)
-    repeat = c.compress(bytes(block)) + c.flush(zlib.Z_SYNC_FLUSH)
-    k, rest = divmod(n, block)
-    tail = c.compress(bytes(rest)) + c.flush()
-    adler = ((n % 65521) << 16) | 1
-    return b"\x78\xda" + first + repeat * max(k - 1, 0) + tail + struct.pack(">I", adler)
 
 
 def tiff_width_twice(first: int, second: int, h: int) -> bytes:

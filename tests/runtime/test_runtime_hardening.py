@@ -9,12 +9,10 @@ import resource
 import shutil
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -22,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from image_bombs import png_bomb
 from paths import TESTS
 from runtime_support import (
     count_frames,
@@ -56,28 +55,6 @@ def last_error_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert "Traceback" not in err, err
     return lines[-1]
-
-
-def png_bomb(w: int, h: int) -> bytes:
-    """A valid all-black w x h RGB PNG of about 1 KB per 3 megapixels: deflate compresses zeros ~1000:1.
-
-    Identical 1 MiB blocks of zeros compress to identical bytes once the 32 KiB history is all zeros,
-    so the stream is one block repeated rather than a gigabyte compressed in the test."""
-    n = h * (1 + 3 * w)  # each row: filter byte 0, then RGB
-    block = 1 << 20
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    first = c.compress(bytes(block)) + c.flush(zlib.Z_SYNC_FLUSH)
-    repeat = c.compress(bytes(block)) + c.flush(zlib.Z_SYNC_FLUSH)
-    k, rest = divmod(n, block)
-    tail = c.compress(bytes(rest)) + c.flush()
-    adler = ((n % 65521) << 16) | 1  # Adler-32 of n zero bytes
-    idat = b"\x78\xda" + first + repeat * (k - 1) + tail + struct.pack(">I", adler)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 # --- item 2: image bombs ---------------------------------------------------------------------------
