@@ -80,10 +80,7 @@ def test_grpc_admin_protocols_refused_without_the_key_inference_still_works(serv
         assert "log_verbose_level" in str(c.get_log_settings(headers={S.GRPC_ADMIN_HEADER: KEY}))
         assert c.is_model_ready("s2trt_detector")  # the refused unload did not happen
 
-        frame = F.sample_images(1)[0][None]
-        inp = g.InferInput("FRAME", list(frame.shape), "UINT8")
-        inp.set_data_from_numpy(frame)
-        assert c.infer("s2trt_detector", [inp]).as_numpy("num_dets").shape == (1, 1)
+        assert F.infer_one_frame(c).shape == (1, 1)
     finally:
         c.close()
 
@@ -151,10 +148,7 @@ def test_without_a_key_nobody_can_use_the_admin_protocols(repo):
         try:
             with pytest.raises(g.InferenceServerException, match="restricted"):
                 c.get_log_settings(headers={S.GRPC_ADMIN_HEADER: KEY})
-            frame = F.sample_images(1)[0][None]
-            inp = g.InferInput("FRAME", list(frame.shape), "UINT8")
-            inp.set_data_from_numpy(frame)
-            assert c.infer("s2trt_detector", [inp]).as_numpy("num_dets").shape == (1, 1)
+            assert F.infer_one_frame(c).shape == (1, 1)
         finally:
             c.close()
 

@@ -143,10 +143,7 @@ def test_a_dead_model_process_is_noticed_and_the_server_restarted(repo):
         assert again != server and children(again, S.STUB)
         c = g.InferenceServerClient(f"127.0.0.1:{ports[1]}")
         try:
-            frame = F.sample_images(1)[0][None]
-            inp = g.InferInput("FRAME", list(frame.shape), "UINT8")
-            inp.set_data_from_numpy(frame)
-            assert c.infer("s2trt_detector", [inp]).as_numpy("num_dets").shape == (1, 1)
+            assert F.infer_one_frame(c).shape == (1, 1)
         finally:
             c.close()
     finally:

@@ -32,6 +32,16 @@ def sample_images(n: int = 4, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def infer_one_frame(client) -> np.ndarray:
+    """`num_dets` of one sample frame sent as FRAME to s2trt_detector through a tritonclient.grpc client."""
+    import tritonclient.grpc as g
+
+    frame = sample_images(1)[0][None]
+    inp = g.InferInput("FRAME", list(frame.shape), "UINT8")
+    inp.set_data_from_numpy(frame)
+    return client.infer("s2trt_detector", [inp]).as_numpy("num_dets")
+
+
 def encode_jpeg(img: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
