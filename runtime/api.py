@@ -23,7 +23,7 @@ from s2trt.detect.letterbox import check_frame
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend
-from s2trt.runtime.inputs.sources import Frame, Source, open_source
+from s2trt.runtime.inputs.sources import Frame, Source, SourceKind, open_source
 from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, SourceStats
 from s2trt.runtime.model import TRITON_BATCH, BackendOptions, ModelRef, open_model
 from s2trt.runtime.pipeline import Runner, open_frames, plan_batch
@@ -305,13 +305,13 @@ def _frames_or_specs(images: Images) -> tuple[list[Frame] | None, list[str]]:
     frames = []
     for i, a in enumerate(arrays):
         check_frame(a, i)
-        frames.append(Frame(a, ARRAY_SOURCE, i, "image"))
+        frames.append(Frame(a, ARRAY_SOURCE, i, SourceKind.IMAGE))
     return frames, []
 
 
 def _refuse_videos(source: Source) -> None:
     for kind, item in source.items:
-        if kind != "image":
+        if kind != SourceKind.IMAGE:
             raise S2Error(f"{redact_credentials(item)} is a {kind}: videos, cameras and streams go through "
                           "Detector.stream(); det() takes images")
 

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from s2trt.cli import add_verbosity, run_main, sigterm_as_interrupt
 from s2trt.detect.image_limits import (  # struct and re only: --help stays instant
@@ -21,6 +22,9 @@ from s2trt.detect.image_limits import (  # struct and re only: --help stays inst
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error, UsageError
 from s2trt.runtime.model import TRITON_BATCH, BackendOptions, ModelRef
+
+if TYPE_CHECKING:  # OpenCV: --help stays instant
+    from s2trt.runtime.inputs.sources import Item, SourceKind
 
 log = logging.getLogger("s2trt.runtime")
 
@@ -208,7 +212,7 @@ def backend_options(a: argparse.Namespace) -> BackendOptions:
                           gpu_preprocess={"auto": None, "on": True, "off": False}[a.gpu_preprocess])
 
 
-def plan_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]]
+def plan_outputs(a: argparse.Namespace, items: Sequence[Item]
                  ) -> tuple[Path | None, Path | None, Path | None]:
     """(save_dir, output_file, jsonl_path) from --project/--name, -o and --save-json.
 
@@ -239,24 +243,25 @@ def plan_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]]
     return save_dir, out_file, jsonl
 
 
-def _check_output_kind(out: Path, kind: str) -> None:
+def _check_output_kind(out: Path, kind: SourceKind) -> None:
     """-o names one file: it must be the kind of file the input gives (never renamed behind the user)."""
     from s2trt.detect.media import IMAGE_EXTS
+    from s2trt.runtime.inputs.sources import SourceKind
     from s2trt.runtime.outputs.sinks import WRITABLE_IMAGE_EXTS
 
     ext = out.suffix.lower()
-    if kind == "image" and ext not in IMAGE_EXTS:
+    if kind == SourceKind.IMAGE and ext not in IMAGE_EXTS:
         raise UsageError(f"-o {out}: the input is an image, so the output is an annotated image: name it "
                          f"{'/'.join(sorted(WRITABLE_IMAGE_EXTS))}")
-    if kind == "image" and ext not in WRITABLE_IMAGE_EXTS:
+    if kind == SourceKind.IMAGE and ext not in WRITABLE_IMAGE_EXTS:
         raise UsageError(f"-o {out}: OpenCV cannot write {ext} images: name it "
                          f"{'/'.join(sorted(WRITABLE_IMAGE_EXTS))}")
-    if kind != "image" and ext in IMAGE_EXTS:
+    if kind != SourceKind.IMAGE and ext in IMAGE_EXTS:
         raise UsageError(f"-o {out}: the input is a {kind}, so the output is an annotated video: name it "
                          ".mp4 (or .avi, .mkv, .ts)")
 
 
-def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_dir: Path | None,
+def check_outputs(a: argparse.Namespace, items: Sequence[Item], save_dir: Path | None,
                   out_file: Path | None, jsonl: Path | None,
                   file_names: dict[str, str] | None = None) -> None:
     """Refuse any output that is an input: a source file, the model, its sidecar, the plugin or cfg."""
@@ -265,7 +270,7 @@ def check_outputs(a: argparse.Namespace, items: Sequence[tuple[str, str]], save_
     from s2trt.runtime.inputs.streams import STREAMS_SUFFIX
     from s2trt.runtime.outputs.sinks import output_name, writes_in_place
 
-    inputs = [(Path(p), "the input") for kind, p in items if kind in ("image", "video")]
+    inputs = [(Path(p), "the input") for kind, p in items if not kind.live]
     inputs += [(Path(s), "the source list") for s in a.source if s.endswith(STREAMS_SUFFIX)]
     model = a.engine or a.onnx or a.weights
     if model:

@@ -40,8 +40,8 @@ from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend, OverlappedBackend
 from s2trt.runtime.inputs.gst import resolve_decoder
-from s2trt.runtime.inputs.sources import Frame, Source, open_source
-from s2trt.runtime.inputs.streams import LIVE_KINDS, LiveOptions, MultiSource, is_multi
+from s2trt.runtime.inputs.sources import Frame, Source, SourceKind, open_source
+from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, is_multi
 from s2trt.runtime.outputs.sinks import Sinks
 from s2trt.runtime.results import Result
 from s2trt.runtime.stats import Stats
@@ -143,7 +143,7 @@ class Runner:
                 x, info = preprocess([f.image], self.backend.imgsz, **self._letterbox)
             except _FRAME_ERRORS as e:
                 where = redact_credentials(f.source)
-                what = where if f.kind == "image" else f"{where}: frame {f.index}"
+                what = where if f.kind == SourceKind.IMAGE else f"{where}: frame {f.index}"
                 msg = f"{what}: {first_line(e)}, skipped"
                 self.problems.append(msg)
                 log.warning("%s", msg)
@@ -344,7 +344,7 @@ def plan_batch(batch: int | None, backend: Backend, source: Source | MultiSource
     nvstreammux is set up), within what the model takes. Above an engine's maximum, say what that
     costs."""
     if batch is None:
-        live = sum(1 for kind, _ in source.items if kind in LIVE_KINDS)
+        live = sum(1 for kind, _ in source.items if kind.live)
         batch = max(1, min(live, backend.max_batch))
     if isinstance(backend, OverlappedBackend) and batch > backend.max_batch and not sequential:
         log.warning("--batch %d is above the engine's maximum batch %d: each batch runs in pieces, "

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import cv2
@@ -37,12 +38,34 @@ MAX_PIXELS_HINT = "raise it with --max-pixels"
 MAX_READ_FAILURES = 30  # consecutive undecodable frames before a video is given up as truncated
 
 
+class SourceKind(str, Enum):
+    """What an input is. A str, so that a kind prints, formats and serializes as its word on every
+    Python version (JSON Lines, the per-source table) and compares equal to it."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    CAMERA = "camera"
+    STREAM = "stream"
+
+    def __str__(self) -> str:  # a mixed-in Enum's own is "SourceKind.IMAGE", which 3.12's format() follows
+        return self.value
+
+    @property
+    def live(self) -> bool:
+        """A camera or stream: read newest frame first, reconnected, its frames stamped with the
+        wall clock."""
+        return self in (SourceKind.CAMERA, SourceKind.STREAM)
+
+
+Item = tuple[SourceKind, str]  # one input: its kind, and its path, camera index or URL
+
+
 @dataclass
 class Frame:
     image: np.ndarray  # BGR uint8 (h, w, 3)
     source: str  # the file, camera or URL it came from
     index: int  # frame number within that source (0 for an image)
-    kind: str  # "image" | "video" | "camera" | "stream"
+    kind: SourceKind
     fps: float = 0.0
     decode_s: float = 0.0  # time spent reading and decoding it
     last: bool = False  # known to be its source's final frame: that source's outputs can be finished
@@ -55,7 +78,7 @@ class Frame:
 class Source:
     """An ordered list of inputs, iterated as frames."""
 
-    items: list[tuple[str, str]]  # (kind, path-or-url)
+    items: list[Item]
     vid_stride: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images and video frames are refused undecoded
     problems: list[str] = field(default_factory=list)
@@ -65,7 +88,7 @@ class Source:
 
     def __iter__(self) -> Iterator[Frame]:
         for kind, item in self.items:
-            if kind == "image":
+            if kind == SourceKind.IMAGE:
                 yield from self._image(item)
             else:
                 yield from self._video(kind, item)
@@ -77,7 +100,7 @@ class Source:
         except S2Error as e:
             self._bad(e)
             return
-        yield Frame(img, path, 0, "image", decode_s=time.perf_counter() - t0)
+        yield Frame(img, path, 0, SourceKind.IMAGE, decode_s=time.perf_counter() - t0)
 
     def _bad(self, e: S2Error) -> None:
         """One input that cannot be used: the run's only input fails it, else it is skipped."""
@@ -86,9 +109,9 @@ class Source:
         self.problems.append(f"{e}, skipped")  # one bad file in a folder does not stop the rest
         log.warning("%s, skipped", e)
 
-    def _video(self, kind: str, item: str) -> Iterator[Frame]:
+    def _video(self, kind: SourceKind, item: str) -> Iterator[Frame]:
         try:
-            if kind == "video" and Path(item).suffix.lower() == ".gif":  # decoded by an image codec
+            if kind == SourceKind.VIDEO and Path(item).suffix.lower() == ".gif":  # decoded by an image codec
                 check_gif_video(item, self.max_pixels, MAX_PIXELS_HINT)
             cap = open_capture(kind, item, decoder=self.decoder)
             _check_frame_size(cap, item, self.max_pixels)
@@ -101,8 +124,8 @@ class Source:
             return
         try:
             fps = (cap.get(cv2.CAP_PROP_FPS) or 0.0) / self.vid_stride  # the rate of the frames we keep
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
-            if kind == "video" and not isinstance(cap, cv2.VideoCapture):
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == SourceKind.VIDEO else 0
+            if kind == SourceKind.VIDEO and not isinstance(cap, cv2.VideoCapture):
                 count = _frame_count(item)  # the container's count, to tell a truncated video
             index, read, failed = 0, 0, []
             while True:
@@ -110,7 +133,7 @@ class Source:
                 if not cap.grab():
                     # Past a bad frame the decoder may recover: retry while the container says
                     # frames remain, and report the gap only if a later frame decodes.
-                    if kind != "video" or index >= count or len(failed) >= MAX_READ_FAILURES:
+                    if kind != SourceKind.VIDEO or index >= count or len(failed) >= MAX_READ_FAILURES:
                         break
                     failed.append(index)
                     index += 1
@@ -128,10 +151,10 @@ class Source:
                         self._skip(item, index)
                 index += 1
             decoded_to = index - len(failed)
-            if kind == "video" and read == 0:
+            if kind == SourceKind.VIDEO and read == 0:
                 self.problems.append(f"{item}: no frame could be decoded (corrupt or not a video)")
                 log.warning("%s: no frame could be decoded", item)
-            elif kind == "video" and 0 < decoded_to < count:
+            elif kind == SourceKind.VIDEO and 0 < decoded_to < count:
                 self.problems.append(f"{item}: the video ends at frame {decoded_to} of {count} "
                                      "(truncated?)")
                 log.warning("%s: the video ends at frame %d of %d (truncated?)", item, decoded_to, count)
@@ -179,27 +202,25 @@ def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None
         raise
 
 
-
-
-def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,
+def open_capture(kind: SourceKind, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,
                  decoder: str = "opencv") -> cv2.VideoCapture:
     """Open a video, camera or network stream with OpenCV's FFmpeg, or (decoder "sw" / "nv") with
     GStreamer (runtime/inputs/gst.py). A stream's open and each read give up after timeout_s, so an
     unreachable host fails fast and a stalled stream returns from grab()."""
-    if decoder != "opencv" and kind != "camera":
+    if decoder != "opencv" and kind != SourceKind.CAMERA:
         from s2trt.runtime.inputs.gst import GstCapture
 
         return GstCapture(kind, item, decoder, timeout_s, redact_credentials(item))
     if item.lower().startswith(GST_ONLY_SCHEMES):
         raise S2Error(f"{redact_credentials(item)}: {item.split(':', 1)[0]}:// is GStreamer's scheme: "
                       "read it with --decoder sw (or nv), or give rtsp:// to OpenCV")
-    if kind == "camera":
+    if kind == SourceKind.CAMERA:
         cap = cv2.VideoCapture(int(item))
         if not cap.isOpened():
             raise S2Error(f"camera {item} could not be opened (is it connected, not used by another "
                           "program, and is the index right?)")
         return cap
-    if kind == "stream":  # an unreachable host must not hang the run: FFmpeg waits 30 s+ otherwise
+    if kind == SourceKind.STREAM:  # an unreachable host must not hang the run: FFmpeg waits 30 s+ otherwise
         ms = max(int(timeout_s * 1000), 1)
         cap = cv2.VideoCapture(item, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
                                                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
@@ -207,18 +228,18 @@ def open_capture(kind: str, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 10
         with opencv_path(item) as name:  # a file name that is not UTF-8 would crash OpenCV
             cap = cv2.VideoCapture(name)
     if not cap.isOpened():
-        what = "stream" if kind == "stream" else "video"
+        what = "stream" if kind == SourceKind.STREAM else "video"
         raise S2Error(f"cannot open {what} {redact_credentials(item)} (unreachable, unsupported codec or "
                       "not a video)")
     return cap
 
 
-def live_kind(spec: str) -> str | None:
-    """"camera" for a camera index, "stream" for a stream URL, None for a file, folder or glob."""
+def live_kind(spec: str) -> SourceKind | None:
+    """CAMERA for a camera index, STREAM for a stream URL, None for a file, folder or glob."""
     if re.fullmatch(r"\d+", spec):
-        return "camera"
+        return SourceKind.CAMERA
     if spec.lower().startswith(STREAM_SCHEMES):
-        return "stream"
+        return SourceKind.STREAM
     return None
 
 
@@ -243,8 +264,8 @@ def open_source(spec: str, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PI
         files = [spec]
     else:
         raise S2Error(f"source not found: {redact_credentials(spec)}")
-    items = [("image" if Path(f).suffix.lower() in IMAGE_EXTS else "video", f) for f in files
-             if Path(f).is_file()]
+    items = [(SourceKind.IMAGE if Path(f).suffix.lower() in IMAGE_EXTS else SourceKind.VIDEO, f)
+             for f in files if Path(f).is_file()]
     if not items:
         raise S2Error(f"{redact_credentials(spec)} matches no files")
     total = _count(items, vid_stride, alone and decoder == "opencv")
@@ -276,13 +297,13 @@ def _each_file_once(paths: list[str]) -> list[str]:
     return [p for p in paths if p in keep]
 
 
-def _count(items: list[tuple[str, str]], vid_stride: int, alone: bool = True) -> int | None:
+def _count(items: list[Item], vid_stride: int, alone: bool = True) -> int | None:
     """Frames the items will give, when every one can tell (asked of OpenCV, whichever decoder
     reads them); the run's lone video that OpenCV cannot open fails here, before the model is
     loaded (GStreamer's reader says why it cannot when it opens it)."""
     total: int | None = 0
     for kind, path in items:
-        if kind == "image":
+        if kind == SourceKind.IMAGE:
             total = None if total is None else total + 1
             continue
         try:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -42,7 +42,9 @@ from s2trt.errors import S2Error
 from s2trt.runtime.inputs.sources import (
     MAX_PIXELS_HINT,
     Frame,
+    Item,
     Source,
+    SourceKind,
     _bgr,
     decoder_name,
     frame_pts,
@@ -56,7 +58,6 @@ from s2trt.text import redact_credentials
 
 log = logging.getLogger(__name__)
 
-LIVE_KINDS = ("camera", "stream")
 STREAMS_SUFFIX = ".streams"
 FILE_QUEUE = 4  # decoded frames a file reader may hold ahead of inference (bounds memory)
 _POLL_S = 0.1
@@ -87,7 +88,7 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
-Opener = Callable[[str, str, float], Capture]
+Opener = Callable[[SourceKind, str, float], Capture]
 
 
 @dataclass
@@ -96,7 +97,7 @@ class SourceStats:
     one row, named after it)."""
 
     source: str
-    kind: str
+    kind: SourceKind | None  # None: a source that could not be opened at all
     frames: int = 0  # given to inference (after the run: written, see MultiSource.close)
     dropped: int = 0  # read from a live source, then replaced by a newer frame before inference
     reconnects: int = 0  # times a lost live source came back
@@ -191,7 +192,7 @@ def is_multi(specs: Sequence[str]) -> bool:
                                  for s in specs)
 
 
-def output_names(items: Sequence[tuple[str, str]]) -> dict[str, str]:
+def output_names(items: Sequence[Item]) -> dict[str, str]:
     """Each source's file name in the run folder: named after the source, and when two sources would
     share a name (cam/a.mp4 and backup/a.mp4), the later ones get _2, _3, ... Compared without case,
     so the names also stay apart on a case-insensitive file system."""
@@ -321,7 +322,7 @@ class LiveReader(_Reader):
     """Reads a camera or network stream, keeping only the newest frame (older ones are counted as
     dropped), and reopens it with backoff when it stalls or closes."""
 
-    def __init__(self, kind: str, item: str, st: SourceStats, opts: LiveOptions, problems: list[str],
+    def __init__(self, kind: SourceKind, item: str, st: SourceStats, opts: LiveOptions, problems: list[str],
                  wake: threading.Event, stop: threading.Event, vid_stride: int = 1,
                  max_pixels: int = DEFAULT_MAX_PIXELS, opener: Opener = open_capture, alone: bool = False):
         super().__init__(wake, stop)
@@ -463,8 +464,8 @@ class MultiSource:
         self.decoder, self.push_timeout_s = decoder, push_timeout_s
         self.opener = opener or partial(open_capture, decoder=decoder)
         self.problems: list[str] = []
-        self.lanes: list[tuple[str, Any]] = []  # ("file", Source) | (kind, url-or-index)
-        self.items: list[tuple[str, str]] = []
+        self.lanes: list[Source | Item] = []  # a file source, or a camera's or stream's item
+        self.items: list[Item] = []
         self.stats: dict[str, SourceStats] = {}
         self._key: dict[str, str] = {}  # each input -> its row in stats
         self._rng = random.Random(0)
@@ -484,20 +485,19 @@ class MultiSource:
                 missing.append(e)
                 self.problems.append(f"{e}, this source ended")
                 log.warning("%s, this source ended", e)
-                self.stats[spec] = SourceStats(spec, "missing")
+                self.stats[spec] = SourceStats(spec, None)
                 self.stats[spec].end("failed")
                 continue
-            kind = src.items[0][0]
-            if kind in LIVE_KINDS:
-                self.lanes.append((kind, src.items[0][1]))
+            if src.items[0][0].live:
+                self.lanes.append(src.items[0])
             else:
                 src.problems = self.problems  # one list for the run's report
-                self.lanes.append(("file", src))
+                self.lanes.append(src)
             self.items += src.items
             # One row per video, camera and stream; the images of one argument share its row. Made
             # here, before the reader threads start, so that the dict never changes while read.
             for k, item in src.items:
-                self._key[item] = spec if k == "image" else item
+                self._key[item] = spec if k == SourceKind.IMAGE else item
                 self.stats.setdefault(self._key[item], SourceStats(self._key[item], k))
         if len(missing) == len(expanded):
             raise missing[0]
@@ -505,19 +505,20 @@ class MultiSource:
         if dup is not None:  # a folder and a file in it, say: their frames could not be told apart
             raise S2Error(f"{redact_credentials(dup)} is given twice (directly and through a folder, glob "
                           "or .streams)")
-        totals = [lane.total for k, lane in self.lanes if k == "file"]
-        live = any(k != "file" for k, _ in self.lanes)
+        totals = [lane.total for lane in self.lanes if isinstance(lane, Source)]
+        live = any(not isinstance(lane, Source) for lane in self.lanes)
         self.total = None if live or None in totals else sum(totals)
         self._stop = threading.Event()
         self._readers: list[_Reader] = []
 
     def _make_readers(self, wake: threading.Event) -> list[_Reader]:
         readers: list[_Reader] = []
-        for kind, lane in self.lanes:
-            if kind == "file":
+        for lane in self.lanes:
+            if isinstance(lane, Source):
                 readers.append(FileReader(lane, self.stats, self._key, wake, self._stop))
             else:
-                readers.append(LiveReader(kind, lane, self.stats[lane], self.live, self.problems, wake,
+                kind, item = lane
+                readers.append(LiveReader(kind, item, self.stats[item], self.live, self.problems, wake,
                                           self._stop, self.vid_stride, self.max_pixels, self.opener,
                                           alone=len(self.lanes) == 1))
         return readers
@@ -625,7 +626,7 @@ class MultiSource:
                 # Taken from the source but never written (an interrupt, a failed batch): not
                 # counted as frames; a live source's count as dropped, so that frames plus dropped
                 # is still every frame read.
-                if st.kind in LIVE_KINDS:
+                if st.kind is not None and st.kind.live:
                     st.dropped += st.frames - st.written
                 st.frames = st.written
 

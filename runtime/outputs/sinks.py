@@ -28,7 +28,7 @@ from s2trt.errors import S2Error
 from s2trt.meta import check_writable
 from s2trt.publish import exclusive_temp, private_folder
 from s2trt.publish import publish as publish_file
-from s2trt.runtime.inputs.sources import Frame
+from s2trt.runtime.inputs.sources import Frame, SourceKind
 from s2trt.runtime.outputs.in_place import InPlaceWriter, VideoRelay, writes_in_place
 from s2trt.text import redact_credentials
 
@@ -280,7 +280,7 @@ def record(frame: Frame, dets: np.ndarray, names: Sequence[str],
     `segments`: per detection, its mask's outer polygons [x0, y0, x1, y1, ...] in frame pixels
     (COCO's polygon format; s2trt.detect.masks.fill_polygons draws them back)."""
     cls = [int(c) for c in dets[:, 5]]
-    live = frame.kind in ("camera", "stream")
+    live = frame.kind.live
     return {
         "source": redact_credentials(frame.source),  # results files are shared: no credentials
         "frame": frame.index,
@@ -296,16 +296,16 @@ def record(frame: Frame, dets: np.ndarray, names: Sequence[str],
     }
 
 
-def output_name(kind: str, source: str) -> str:
+def output_name(kind: SourceKind, source: str) -> str:
     """The file name of a source's annotated copy in the output folder."""
-    if kind == "camera":
+    if kind == SourceKind.CAMERA:
         return f"camera{source}.mp4"
-    if kind == "stream":
+    if kind == SourceKind.STREAM:
         bare = redact_credentials(source).split("://", 1)[-1]
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", bare).strip("_")[:60]
         return f"{stem or 'stream'}.mp4"
     p = Path(source)
-    if kind != "image":
+    if kind != SourceKind.IMAGE:
         return f"{p.stem}.mp4"
     # Formats OpenCV reads but cannot write (.mpo, .dng, .pfm) are saved as .jpg.
     return p.name if p.suffix.lower() in WRITABLE_IMAGE_EXTS else f"{p.stem}.jpg"
@@ -356,7 +356,7 @@ class Sinks:
 
     def write(self, frame: Frame, dets: np.ndarray, masks: Sequence[InstanceMask] | None = None) -> None:
         """One frame's (n, 6) detections in frame pixels, and a segmentation model's masks."""
-        if (self.save and frame.kind != "image" and frame.source not in self.videos
+        if (self.save and frame.kind != SourceKind.IMAGE and frame.source not in self.videos
                 and not self.concurrent):
             for old in list(self.videos):  # sources run one after another: finish the previous one
                 self._close_video(old, True)
@@ -371,10 +371,10 @@ class Sinks:
         # In place: the frame has no other reader after this sink (saves a copy of every frame).
         img = annotate(frame.image, dets, self.names, inplace=True, masks=masks, **self.draw_kw)
         if self.save:
-            if frame.kind == "image":
+            if frame.kind == SourceKind.IMAGE:
                 self._write_image(self._target(frame), img)
             else:
-                live = frame.kind in ("camera", "stream")
+                live = frame.kind.live
                 self._video(frame, img).write(img, frame.captured if live else None, frame.pts)
                 if frame.last and self.concurrent:  # published now, not when every source has ended
                     self._close_video(frame.source, True)

@@ -14,13 +14,13 @@ from gst_fixtures import needs_gst
 from rtsp_fixtures import RtspServer, live, needs_rtsp_server
 from runtime_support import NAMES, count_frames, tiny_models, write_video
 
-from s2trt.runtime.inputs.sources import Frame
+from s2trt.runtime.inputs.sources import Frame, SourceKind
 from s2trt.runtime.outputs.sinks import Sinks, VideoSink, record
 
 
 def _live_frame(i: float, captured: float) -> Frame:
-    return Frame(np.full((48, 64, 3), int(i) % 256, np.uint8), "rtsp://cam/a", int(i), "stream", 25.0,
-                 captured=captured, pts=i / 25, wall=1_765_000_000.0 + captured)
+    return Frame(np.full((48, 64, 3), int(i) % 256, np.uint8), "rtsp://cam/a", int(i), SourceKind.STREAM,
+                 25.0, captured=captured, pts=i / 25, wall=1_765_000_000.0 + captured)
 
 
 def test_a_live_video_plays_in_real_time_whatever_inference_dropped(tmp_path):
@@ -43,7 +43,7 @@ def test_jsonl_carries_each_frame_time(tmp_path):
     f = _live_frame(7, captured=3.0)
     rec = record(f, np.zeros((0, 6), np.float32), NAMES)
     assert rec["pts"] == 0.28 and rec["wall"] == 1_765_000_003.0
-    img = Frame(np.zeros((8, 8, 3), np.uint8), "a.png", 0, "image")
+    img = Frame(np.zeros((8, 8, 3), np.uint8), "a.png", 0, SourceKind.IMAGE)
     rec = record(img, np.zeros((0, 6)), NAMES)
     assert (rec["pts"], rec["wall"]) == (None, None)
     # Through the sinks: the live video holds real time, the JSONL one line per frame kept.

@@ -13,6 +13,7 @@ import pytest
 from runtime_support import tiny_models, write_video
 
 from s2trt.errors import S2Error
+from s2trt.runtime.inputs.sources import SourceKind
 from s2trt.runtime.inputs.streams import LiveOptions, MultiSource
 
 FAST = LiveOptions(read_timeout_s=0.5, reconnect_timeout_s=0.3, backoff_s=0.05, max_backoff_s=0.1)
@@ -173,12 +174,13 @@ def test_batch_defaults_to_the_live_sources_within_the_engine_and_above_it_warns
     assert isinstance(_Engine(), OverlappedBackend)
 
     class Src:
-        items = [("stream", f"rtsp://cam/{i}") for i in range(6)] + [("video", "a.mp4"), ("camera", "0")]
+        items = ([(SourceKind.STREAM, f"rtsp://cam/{i}") for i in range(6)]
+                 + [(SourceKind.VIDEO, "a.mp4"), (SourceKind.CAMERA, "0")])
 
     assert plan_batch(None, _Engine(), Src(), False) == 4  # 7 live sources, the engine takes 4
     Src.items = Src.items[:2]
     assert plan_batch(None, _Engine(), Src(), False) == 2
-    Src.items = [("video", "a.mp4")]
+    Src.items = [(SourceKind.VIDEO, "a.mp4")]
     assert plan_batch(None, _Engine(), Src(), False) == 1
     with caplog.at_level(logging.WARNING):
         assert plan_batch(8, _Engine(), Src(), False) == 8

@@ -17,7 +17,7 @@ from fakes import FakeEngine, FakeLetterbox, open_fake
 
 from s2trt.detect.letterbox import LetterboxInfo
 from s2trt.errors import S2Error
-from s2trt.runtime.inputs.sources import Frame
+from s2trt.runtime.inputs.sources import Frame, SourceKind
 from s2trt.runtime.pipeline import DetectOptions, Runner
 
 
@@ -34,7 +34,7 @@ class InfoLetterbox(FakeLetterbox):
 def frames(n, seed=0):
     rng = np.random.default_rng(seed)
     shapes = [(50, 70), (64, 96), (31, 200), (80, 60)]
-    return [Frame(rng.integers(0, 256, (*shapes[i % 4], 3), dtype=np.uint8), "mem", i, "video")
+    return [Frame(rng.integers(0, 256, (*shapes[i % 4], 3), dtype=np.uint8), "mem", i, SourceKind.VIDEO)
             for i in range(n)]
 
 
@@ -84,7 +84,7 @@ def test_a_frame_the_gpu_letterbox_refuses_is_skipped_alone(tmp_path):
     engine = FakeEngine(profile=(1, 4, 8))
     backend, _ = open_fake(tmp_path, engine, backend_kw={"letterbox": InfoLetterbox(engine)})
     fr = frames(6)
-    fr[2] = Frame(np.zeros((0, 5, 3), np.uint8), "mem", 2, "video")
+    fr[2] = Frame(np.zeros((0, 5, 3), np.uint8), "mem", 2, SourceKind.VIDEO)
     got, runner = run(backend, fr)
     assert [i for i, _ in got] == [0, 1, 3, 4, 5]
     assert any("frame 2" in p for p in runner.problems)

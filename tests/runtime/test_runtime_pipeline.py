@@ -10,7 +10,7 @@ import pytest
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
 from s2trt.runtime.backends.base import BatchedBackend, BatchSpec
-from s2trt.runtime.inputs.sources import Frame
+from s2trt.runtime.inputs.sources import Frame, SourceKind
 from s2trt.runtime.pipeline import DetectOptions, Runner
 from s2trt.runtime.stats import RESERVOIR, Stats
 
@@ -47,7 +47,7 @@ class ListSink:
 
 def frames(n):
     for i in range(n):
-        yield Frame(np.full((48, 64, 3), 10 + i, np.uint8), "mem", i, "video")
+        yield Frame(np.full((48, 64, 3), 10 + i, np.uint8), "mem", i, SourceKind.VIDEO)
 
 
 @pytest.mark.parametrize("pipelined", [True, False])
@@ -107,9 +107,10 @@ class TinyFrames(list):
 
 @pytest.mark.parametrize("pipelined", [True, False])
 def test_a_frame_the_letterbox_cannot_take_is_skipped_alone(pipelined):
-    good = [Frame(np.full((48, 64, 3), 10 + i, np.uint8), f"im{i}.png", 0, "image") for i in range(4)]
-    thin = Frame(np.full((1, 5000, 3), 50, np.uint8), "thin.png", 0, "image")
-    empty = Frame(np.zeros((0, 7, 3), np.uint8), "empty.png", 0, "image")
+    good = [Frame(np.full((48, 64, 3), 10 + i, np.uint8), f"im{i}.png", 0, SourceKind.IMAGE)
+            for i in range(4)]
+    thin = Frame(np.full((1, 5000, 3), 50, np.uint8), "thin.png", 0, SourceKind.IMAGE)
+    empty = Frame(np.zeros((0, 7, 3), np.uint8), "empty.png", 0, SourceKind.IMAGE)
     src = TinyFrames([good[0], thin, empty, good[1], good[2], good[3]])
     src.problems = []
     got = []

@@ -23,7 +23,7 @@ from stream_fixtures import TsServer, make_clip, needs_ffmpeg, wait_for
 
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.ort import OrtBackend
-from s2trt.runtime.inputs.sources import open_source
+from s2trt.runtime.inputs.sources import SourceKind, open_source
 from s2trt.runtime.inputs.streams import (
     LiveOptions,
     MultiSource,
@@ -76,9 +76,9 @@ def test_which_runs_need_the_multi_source_reader():
 
 
 def test_output_names_follow_the_source_and_never_collide():
-    items = [("video", "front/clip.mp4"), ("video", "back/clip.mp4"), ("video", "x/clip_2.mp4"),
-             ("video", "CLIP.avi"), ("camera", "0"), ("stream", "rtsp://10.0.0.5/live"),
-             ("image", "imgs/a.png")]
+    video, camera, stream, image = SourceKind.VIDEO, SourceKind.CAMERA, SourceKind.STREAM, SourceKind.IMAGE
+    items = [(video, "front/clip.mp4"), (video, "back/clip.mp4"), (video, "x/clip_2.mp4"),
+             (video, "CLIP.avi"), (camera, "0"), (stream, "rtsp://10.0.0.5/live"), (image, "imgs/a.png")]
     names = output_names(items)
     assert names == {"front/clip.mp4": "clip.mp4", "back/clip.mp4": "clip_2.mp4",
                      "x/clip_2.mp4": "clip_2_2.mp4", "CLIP.avi": "CLIP_3.mp4", "0": "camera0.mp4",
@@ -509,7 +509,7 @@ def test_stream_credentials_never_reach_logs_tables_or_file_names(caplog):
     shown_text = "\n".join([caplog.text, *ms.problems, ms.table()])
     assert "cam.example:554/live" in shown_text
     assert "admin" not in shown_text and "s3cr" not in shown_text
-    assert output_names([("stream", url)]) == {url: "cam.example_554_live_ch_1.mp4"}
+    assert output_names([(SourceKind.STREAM, url)]) == {url: "cam.example_554_live_ch_1.mp4"}
     # Results files are shared too: the JSONL names the stream as the logs do.
     rec = record(got[0], np.zeros((0, 6), np.float32), NAMES)
     assert rec["source"] == "rtsp://cam.example:554/live?ch=1"
