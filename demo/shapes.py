@@ -1,8 +1,9 @@
-"""Drawing of the five demo shapes on textured backgrounds, with boxes measured from the drawn pixels.
+"""Drawing of the five demo shapes on textured backgrounds, with boxes and polygons measured from the
+drawn pixels.
 
-Every box comes from the pixels that stay visible after all shapes are drawn (an ownership map), so
-labels are tight by construction; placements that would hide too much of an earlier shape are
-rejected, so every labelled object stays recognisable.
+Every box and outline comes from the pixels that stay visible after all shapes are drawn (an
+ownership map), so labels are tight by construction; placements that would hide too much of an
+earlier shape are rejected, so every labelled object stays recognisable.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 CLASSES = ("circle", "square", "triangle", "star", "ring")
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel vertex positions
 _MIN_VISIBLE = 0.7  # an object may lose at most 30% of its pixels to shapes drawn over it
+_TRACE = 4  # outlines are traced on the mask enlarged this many times: 1/8 pixel inside the edge
+_SIMPLIFY = 0.5  # then simplified to within this many pixels
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Scene:
     labels: np.ndarray  # (n, 5) float32
     owner: np.ndarray  # (h, w) int16: index into labels, -1 = background
     visible: np.ndarray  # (n,) fraction of each shape's pixels that stay visible
+    polygons: list[np.ndarray]  # per label, its visible outline (k, 2) in pixel-edge coordinates
 
 
 def _polygon(cx: float, cy: float, radii: list[float], angle: float) -> np.ndarray:
@@ -123,15 +127,56 @@ def compose(bg: np.ndarray, shapes: list[Shape], masks: list[np.ndarray] | None 
         img[m] = np.asarray(s.color, np.float32) * shade[:, None]
         owner[m] = i
     img = np.clip(img, 0, 255).astype(np.uint8)
-    labels, visible = [], []
+    labels, visible, polygons = [], [], []
     for i, (s, m) in enumerate(zip(shapes, masks, strict=True)):
-        ys, xs = np.nonzero(owner == i)
+        mine = owner == i
+        ys, xs = np.nonzero(mine)
         visible.append(len(xs) / max(int(m.sum()), 1))
         if len(xs) == 0:
             labels.append((s.cls, 0, 0, 0, 0))
+            polygons.append(np.zeros((0, 2), np.float32))
             continue
-        labels.append((s.cls, xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
-    return Scene(img, np.array(labels, np.float32).reshape(-1, 5), owner, np.array(visible, np.float32))
+        x1, y1, x2, y2 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        labels.append((s.cls, x1, y1, x2, y2))
+        polygons.append(outline(mine[y1:y2, x1:x2]) + np.array([x1, y1], np.float32))
+    return Scene(img, np.array(labels, np.float32).reshape(-1, 5), owner, np.array(visible, np.float32),
+                 polygons)
+
+
+def outline(mask: np.ndarray, tolerance: float = _SIMPLIFY) -> np.ndarray:
+    """One polygon (k, 2) whose inside is the mask's pixels, in pixel-edge coordinates (pixel (x, y)
+    is the square x..x+1, y..y+1, as COCO rasterises polygons).
+
+    The contours are traced on the mask enlarged _TRACE times, so they run 1/(2 _TRACE) pixel
+    inside the true edge, then simplified (Douglas-Peucker) to within `tolerance` pixels. A mask in
+    several parts or with holes (a ring, a shape cut in two by one in front) becomes one polygon, as
+    YOLO's one-polygon-per-object label format needs: each further contour is spliced in at its
+    nearest point by a zero-width cut there and back (a keyhole), and holes run opposite to outer
+    contours, so even-odd and non-zero filling both leave them empty.
+    """
+    big = np.repeat(np.repeat(mask.astype(np.uint8), _TRACE, 0), _TRACE, 1)
+    contours, hierarchy = cv2.findContours(np.pad(big, 1), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE,
+                                           offset=(-1, -1))
+    if not contours:
+        return np.zeros((0, 2), np.float32)
+    parts = []
+    for c, (_, _, _, parent) in zip(contours, hierarchy[0], strict=True):
+        pts = cv2.approxPolyDP(c, tolerance * _TRACE, True).reshape(-1, 2).astype(np.float64)
+        if len(pts) < 3:
+            pts = c.reshape(-1, 2).astype(np.float64)
+        hole = parent >= 0
+        signed = cv2.contourArea(pts.astype(np.float32), oriented=True)
+        if (signed < 0) != hole:  # outer contours one way round, holes the other
+            pts = pts[::-1]
+        parts.append((hole, -abs(signed), (pts + 0.5) / _TRACE))
+    parts.sort(key=lambda p: (p[0], p[1]))  # the largest outer contour first
+    poly = parts[0][2]
+    for _, _, pts in parts[1:]:
+        d = ((poly[:, None] - pts[None]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(d.argmin()), d.shape)
+        loop = np.concatenate((pts[j:], pts[:j + 1]))  # round the part, back to where it was entered
+        poly = np.concatenate((poly[:i + 1], loop, poly[i:]))
+    return poly.astype(np.float32)
 
 
 def place_shapes(rng: np.random.Generator, bg: np.ndarray, n: int, rmin: float, rmax: float,

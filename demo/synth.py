@@ -1,5 +1,8 @@
 """Seeded synthetic detection set in YOLO txt format: images/<split>, labels/<split>, data.yaml.
 
+Labels are boxes ('cls cx cy w h'), or with --segments polygons ('cls x0 y0 x1 y1 ...', the format
+yolov5's segment/train.py reads) tracing the pixels of each shape that stay visible.
+
 Image i of a split depends only on (seed, split, i), so a small prefix of a split (e.g. the first 20
 val images, as CI uses) is exactly the start of the full split.
 """
@@ -45,7 +48,18 @@ def yolo_lines(labels: np.ndarray, h: int, w: int) -> list[str]:
     return out
 
 
-def write_split(out: Path, split: str, n: int, seed: int, imgsz: int) -> None:
+def yolo_segment_lines(labels: np.ndarray, polygons: Sequence[np.ndarray], h: int, w: int) -> list[str]:
+    """Visible outlines (k, 2) in pixels -> 'cls x0 y0 x1 y1 ...' normalised (YOLOv5's segment labels)."""
+    out = []
+    for (c, *_), poly in zip(labels, polygons, strict=True):
+        if len(poly) < 3:
+            continue
+        xy = (np.asarray(poly, np.float64) / [w, h]).reshape(-1)
+        out.append(f"{int(c)} " + " ".join(f"{v:.5f}" for v in xy))
+    return out
+
+
+def write_split(out: Path, split: str, n: int, seed: int, imgsz: int, segments: bool = False) -> None:
     img_dir, lbl_dir = out / "images" / split, out / "labels" / split
     img_dir.mkdir(parents=True, exist_ok=True)
     lbl_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +69,9 @@ def write_split(out: Path, split: str, n: int, seed: int, imgsz: int) -> None:
         name = f"{split}_{i:06d}"
         if not cv2.imwrite(str(img_dir / f"{name}.jpg"), scene.image, [cv2.IMWRITE_JPEG_QUALITY, 92]):
             raise S2Error(f"cannot write {img_dir / name}.jpg")
-        (lbl_dir / f"{name}.txt").write_text("".join(f"{s}\n" for s in yolo_lines(scene.labels, h, w)))
+        lines = (yolo_segment_lines(scene.labels, scene.polygons, h, w) if segments
+                 else yolo_lines(scene.labels, h, w))
+        (lbl_dir / f"{name}.txt").write_text("".join(f"{s}\n" for s in lines))
 
 
 def write_data_yaml(out: Path, splits: Sequence[str]) -> Path:
@@ -69,13 +85,14 @@ def write_data_yaml(out: Path, splits: Sequence[str]) -> Path:
 
 
 def generate(out: str | Path, seed: int = 0, counts: dict[str, int] | None = None,
-             imgsz: int = 416) -> Path:
-    """Write the requested splits under `out` and return the data yaml's path."""
+             imgsz: int = 416, segments: bool = False) -> Path:
+    """Write the requested splits under `out` and return the data yaml's path; `segments`: polygon
+    labels instead of boxes (the images are the same)."""
     out = Path(out)
     counts = {k: v for k, v in (counts or {"train": 2000, "val": 200, "calib": 100}).items() if v > 0}
     for split, n in counts.items():
         log.info("writing %d %s images to %s", n, split, out)
-        write_split(out, split, n, seed, imgsz)
+        write_split(out, split, n, seed, imgsz, segments)
     return write_data_yaml(out, list(counts))
 
 
@@ -89,6 +106,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--calib", type=int, default=100, help="INT8 calibration images")
     p.add_argument("--imgsz", type=int, default=416, help="image width in pixels")
+    p.add_argument("--segments", action="store_true",
+                   help="polygon labels of the visible outlines (YOLOv5 segment format), not boxes")
     add_verbosity(p)
     return p.parse_args(argv)
 
@@ -97,7 +116,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.imgsz < 64:
         raise S2Error("--imgsz must be at least 64")
     path = generate(args.out, args.seed, {"train": args.train, "val": args.val, "calib": args.calib},
-                    args.imgsz)
+                    args.imgsz, args.segments)
     log.info("data yaml: %s", path)
     return 0
 
