@@ -1,8 +1,10 @@
-"""YOLOv5's training loss: anchor matching with neighbour cells, CIoU box loss, IoU-target objectness.
+"""YOLOv5's training loss: anchor matching with neighbour cells, CIoU box loss, IoU-target objectness,
+and for v7.0's Segment head its mask loss.
 
 Targets are an (n, 6) tensor of rows [image index, class, cx, cy, w, h] with coordinates normalised
 to the network input. Predictions are Detect's train-mode maps (B, na, ny, nx, 5 + nc), whose boxes
-decode as xy = 2 sigmoid - 0.5 (cell units, relative to the cell), wh = (2 sigmoid)^2 * anchor.
+decode as xy = 2 sigmoid - 0.5 (cell units, relative to the cell), wh = (2 sigmoid)^2 * anchor;
+Segment's maps have nm mask coefficients after the class scores, and come with the prototypes.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class YoloLoss:
             b, a, gj, gi, tbox, tcls, anchors = self.match(i, p.shape, targets)
             tobj = torch.zeros(p.shape[:4], device=dev)
             if len(b):
-                ps = p[b, a, gj, gi]
+                ps = p[b, a, gj, gi][:, :5 + self.nc]
                 pxy = ps[:, :2].sigmoid() * 2 - 0.5
                 pwh = (ps[:, 2:4].sigmoid() * 2) ** 2 * anchors
                 iou = bbox_ciou(torch.cat((pxy, pwh), 1), tbox)
@@ -81,6 +83,11 @@ class YoloLoss:
 
     def match(self, i: int, shape: Any, targets: Any) -> tuple[Any, ...]:
         """Targets assigned to layer i: indices (b, a, gj, gi), box relative to its cell, class, anchor.
+        """
+        return self.assign(i, shape, targets)[:7]
+
+    def assign(self, i: int, shape: Any, targets: Any) -> tuple[Any, ...]:
+        """match()'s tuple and, last, the row of `targets` each assignment comes from.
 
         A target goes to every anchor whose width and height ratios to it are within anchor_t, in its
         own cell and in the two neighbouring cells closest to its centre (YOLOv5's rule), which
@@ -95,7 +102,7 @@ class YoloLoss:
         empty = torch.zeros(0, dtype=torch.long, device=dev)
         if len(t) == 0:
             z = torch.zeros(0, 2, device=dev)
-            return empty, empty, empty, empty, torch.zeros(0, 4, device=dev), empty, z
+            return empty, empty, empty, empty, torch.zeros(0, 4, device=dev), empty, z, empty
         ratio = t[None, :, 2:4] / anchors[:, None]  # (na, nt, 2)
         ok = torch.max(ratio, 1 / ratio).amax(2) < self.anchor_t
         ai, ti = ok.nonzero(as_tuple=True)
@@ -120,4 +127,57 @@ class YoloLoss:
         cls = targets[rows, 1].long()
         a = ai[m]
         tbox = torch.cat((gxy[m] - cell, gwh[m]), 1)
-        return b, a, gj, gi, tbox, cls, anchors[a]
+        return b, a, gj, gi, tbox, cls, anchors[a], rows
+
+
+def crop_to_boxes(maps: Any, boxes: Any) -> Any:
+    """(n, h, w) maps with everything outside each (n, 4) x1y1x2y2 box (in map pixels) set to 0."""
+    import torch
+
+    h, w = maps.shape[1:]
+    xs = torch.arange(w, device=maps.device, dtype=boxes.dtype)[None, None, :]
+    ys = torch.arange(h, device=maps.device, dtype=boxes.dtype)[None, :, None]
+    x1, y1, x2, y2 = (boxes[:, k, None, None] for k in range(4))
+    return maps * ((xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2))
+
+
+class SegmentLoss(YoloLoss):
+    """YoloLoss of a Segment model and YOLOv5's mask loss; call with ((maps, prototypes), targets,
+    masks) -> (total * B, parts box, obj, cls, mask), where masks (n, H/4, W/4) in 0..1 are each
+    target's mask at the prototypes' resolution.
+
+    Per positive, its mask is sigmoid(coefficients . prototypes); the per-pixel BCE against the
+    target's mask counts inside the target's box only, is averaged over the whole map and divided by
+    the box's area (a fraction of the image), so small and large objects weigh alike. The mask gain
+    is the box gain over the batch size (both applied to the mean over positives).
+    """
+
+    def __init__(self, model: Any, imgsz: int, **kw: Any):
+        super().__init__(model, imgsz, **kw)
+        self.nm = model.detect.nm
+
+    def __call__(self, preds: Any, targets: Any, masks: Any = None) -> tuple[Any, Any]:  # type: ignore[override]
+        import torch
+        from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+        maps, proto = preds
+        total, parts = super().__call__(maps, targets)
+        proto = proto.float()
+        bs, nm, mh, mw = proto.shape
+        lseg = torch.zeros(1, device=proto.device)
+        scale = torch.tensor([mw, mh, mw, mh], device=proto.device, dtype=proto.dtype)
+        for i, p in enumerate(maps):
+            b, a, gj, gi, *_, rows = self.assign(i, p.shape, targets)
+            if not len(b):
+                continue
+            coef = p.float()[b, a, gj, gi][:, 5 + self.nc:]
+            xywh = targets[rows, 2:6].float()
+            area = xywh[:, 2] * xywh[:, 3]
+            xyxy = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1) * scale
+            for bi in b.unique():
+                j = b == bi
+                logits = (coef[j] @ proto[bi].reshape(nm, -1)).view(-1, mh, mw)
+                err = bce(logits, masks[rows[j]].to(logits.dtype), reduction="none")
+                lseg = lseg + (crop_to_boxes(err, xyxy[j]).mean((1, 2)) / area[j]).mean()
+        lseg = lseg * self.w_box / bs
+        return total + lseg * bs, torch.cat((parts, lseg.detach()))
