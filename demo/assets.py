@@ -1,8 +1,9 @@
 """The bundled demo media: a labelled sample video of moving, rotating shapes and a few sample images.
 
 `python -m s2trt.demo.assets --out demo/assets --seed 0` writes sample.mp4 (OpenCV's mp4v), its
-per-frame labels sample_labels.json, and images/*.jpg. The checkpoint demo.pt comes from
-s2trt.demo.train (see demo/README.md).
+per-frame labels sample_labels.json (boxes) and sample_segments.json (the visible outline of each
+object), and images/*.jpg. The checkpoints demo.pt and demo-seg.pt come from s2trt.demo.train (see
+demo/README.md). Every file is written under an exclusively created temporary name, then renamed.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from s2trt.demo.shapes import CLASSES, Shape, background, compose, pick_color, render_image
+from s2trt.demo.shapes import CLASSES, Scene, Shape, background, compose, outline, pick_color, render_image
 from s2trt.errors import S2Error
+from s2trt.publish import private_folder, publish, write_bytes_atomic
 
 log = logging.getLogger("s2trt.demo.assets")  # not __name__: it is __main__ under -m
 
 ASSETS = Path(__file__).parent / "assets"
+# The video's objects are 48-128 pixels across: outlines within a pixel keep the files small.
+VIDEO_OUTLINE_TOLERANCE = 1.0
 
 
 def _moving_shapes(rng: np.random.Generator, bg: np.ndarray, n: int) -> tuple[list[Shape], np.ndarray]:
@@ -54,39 +58,86 @@ def _step(shapes: list[Shape], motion: np.ndarray, h: int, w: int) -> None:
             s.cy = min(max(s.cy, s.r + 1), h - s.r - 1)
 
 
-def make_video(out: str | Path, labels_out: str | Path, seed: int = 0, seconds: float = 10.0,
-               fps: int = 25, size: tuple[int, int] = (640, 480), n_objects: int = 6) -> int:
-    """Write the sample video and its labels; returns the number of frames.
-
-    The labels hold, per frame, [class, x1, y1, x2, y2, visible fraction] in frame pixels: objects
-    hidden behind others have visible < 1, and tests count only well-visible ones.
-    """
-    out, labels_out = Path(out), Path(labels_out)
+def video_scenes(seed: int = 0, seconds: float = 10.0, fps: int = 25, size: tuple[int, int] = (640, 480),
+                 n_objects: int = 6) -> Iterator[Scene]:
+    """The sample video's frames, one Scene each (the same for the same arguments)."""
     w, h = size
     rng = np.random.default_rng([seed, 100])
     bg = background(rng, h, w)
     bg = np.clip(bg.astype(np.float32) + rng.normal(0, 4, bg.shape), 0, 255).astype(np.uint8)
     shapes, motion = _moving_shapes(rng, bg, n_objects)
-    n = round(seconds * fps)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)  # the suffix picks OpenCV's container
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise S2Error(f"OpenCV cannot write an mp4v video to {tmp}")
-    frames = []
+    for _ in range(round(seconds * fps)):
+        yield compose(bg, shapes)
+        _step(shapes, motion, h, w)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    write_bytes_atomic(path, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def frame_outlines(scene: Scene, tolerance: float = VIDEO_OUTLINE_TOLERANCE) -> list[list[int]]:
+    """Each object's visible outline as [x0, y0, x1, y1, ...] in whole pixel-edge coordinates."""
+    out = []
+    for i, (_, x1, y1, x2, y2) in enumerate(scene.labels.astype(int).tolist()):
+        mine = scene.owner[y1:y2, x1:x2] == i
+        poly = outline(mine, tolerance) if mine.any() else np.zeros((0, 2))
+        out.append(np.round(poly + np.array([x1, y1])).astype(int).reshape(-1).tolist())
+    return out
+
+
+def make_video(out: str | Path, labels_out: str | Path, seed: int = 0, seconds: float = 10.0,
+               fps: int = 25, size: tuple[int, int] = (640, 480), n_objects: int = 6,
+               segments_out: str | Path | None = None) -> int:
+    """Write the sample video and its labels; returns the number of frames.
+
+    The labels hold, per frame, [class, x1, y1, x2, y2, visible fraction] in frame pixels: objects
+    hidden behind others have visible < 1, and tests count only well-visible ones. `segments_out`
+    also gets each object's visible outline (make_segments).
+    """
+    out, labels_out = Path(out), Path(labels_out)
+    w, h = size
+    folder = private_folder(out)  # OpenCV opens its file by name: nobody else can enter this folder
+    tmp = folder / out.name  # the suffix picks OpenCV's container
+    frames, outlines = [], []
     try:
-        for _ in range(n):
-            scene = compose(bg, shapes)
-            writer.write(scene.image)
-            frames.append([[int(c), *(round(float(v), 1) for v in box), round(float(vis), 3)]
-                           for (c, *box), vis in zip(scene.labels.tolist(), scene.visible, strict=True)])
-            _step(shapes, motion, h, w)
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise S2Error(f"OpenCV cannot write an mp4v video to {out}")
+        try:
+            for scene in video_scenes(seed, seconds, fps, size, n_objects):
+                writer.write(scene.image)
+                frames.append([[int(c), *(round(float(v), 1) for v in box), round(float(vis), 3)]
+                               for (c, *box), vis in zip(scene.labels.tolist(), scene.visible,
+                                                         strict=True)])
+                if segments_out is not None:
+                    outlines.append(frame_outlines(scene))
+        finally:
+            writer.release()
+        publish(tmp, out)
     finally:
-        writer.release()
-    tmp.replace(out)
+        tmp.unlink(missing_ok=True)
+        folder.rmdir()
     doc = {"video": out.name, "fps": fps, "width": w, "height": h, "seed": seed, "names": list(CLASSES),
            "format": "per frame: [class, x1, y1, x2, y2, visible fraction], pixels", "frames": frames}
-    labels_out.write_text(json.dumps(doc, separators=(",", ":")))
-    return n
+    _write_json(labels_out, doc)
+    if segments_out is not None:
+        _write_json(Path(segments_out), _segments_doc(out.name, seed, outlines))
+    return len(frames)
+
+
+def _segments_doc(video: str, seed: int, outlines: list[list[list[int]]]) -> dict:
+    return {"video": video, "seed": seed, "names": list(CLASSES),
+            "format": "per frame, per object of sample_labels.json (same order): its visible outline "
+                      "[x0, y0, x1, y1, ...], whole pixels in pixel-edge coordinates (COCO's polygon "
+                      "format; a ring's hole is joined by a zero-width cut)", "frames": outlines}
+
+
+def make_segments(segments_out: str | Path, seed: int = 0, seconds: float = 10.0, fps: int = 25,
+                  size: tuple[int, int] = (640, 480), n_objects: int = 6, video: str = "sample.mp4") -> int:
+    """Only the outlines file of make_video (the frames are not encoded again); returns the frames."""
+    outlines = [frame_outlines(scene) for scene in video_scenes(seed, seconds, fps, size, n_objects)]
+    _write_json(Path(segments_out), _segments_doc(video, seed, outlines))
+    return len(outlines)
 
 
 def make_images(folder: str | Path, seed: int = 0, n: int = 4,
@@ -98,8 +149,10 @@ def make_images(folder: str | Path, seed: int = 0, n: int = 4,
     for i in range(n):
         scene = render_image(np.random.default_rng([seed, 200, i]), size[1], size[0])
         p = folder / f"shapes_{i}.jpg"
-        if not cv2.imwrite(str(p), scene.image, [cv2.IMWRITE_JPEG_QUALITY, 90]):
-            raise S2Error(f"cannot write {p}")
+        ok, buf = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise S2Error(f"cannot encode {p}")
+        write_bytes_atomic(p, buf.tobytes())
         paths.append(p)
     return paths
 
@@ -119,8 +172,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def _main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    n = make_video(out / "sample.mp4", out / "sample_labels.json", args.seed, args.seconds)
-    log.info("wrote %s (%d frames) and sample_labels.json", out / "sample.mp4", n)
+    n = make_video(out / "sample.mp4", out / "sample_labels.json", args.seed, args.seconds,
+                   segments_out=out / "sample_segments.json")
+    log.info("wrote %s (%d frames), sample_labels.json and sample_segments.json", out / "sample.mp4", n)
     for p in make_images(out / "images", args.seed, args.images):
         log.info("wrote %s", p)
     return 0

@@ -1,4 +1,5 @@
-"""The bundled demo assets: sizes, the labelled video, and that the bundled model finds the shapes."""
+"""The bundled demo assets: sizes, the labelled video and its outlines, written safely, and that the
+bundled model finds the shapes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from s2trt.demo.assets import ASSETS
+from s2trt.demo.assets import ASSETS, make_images, make_video, video_scenes
 from s2trt.demo.shapes import CLASSES
 from s2trt.detect.boxes import non_max_suppression, scale_boxes
 from s2trt.detect.letterbox import preprocess
@@ -53,6 +54,46 @@ def test_video_format(video: tuple[list[np.ndarray], dict]) -> None:
     assert labels["fps"] == 25 and labels["names"] == list(CLASSES)
     classes = {row[0] for f in labels["frames"] for row in f}
     assert classes == set(range(len(CLASSES)))
+
+
+def test_video_outlines_match_the_objects(video: tuple[list[np.ndarray], dict]) -> None:
+    coco_mask = pytest.importorskip("faster_coco_eval.core.mask")
+    _, labels = video
+    doc = json.loads((ASSETS / "sample_segments.json").read_text())
+    assert doc["video"] == "sample.mp4" and len(doc["frames"]) == len(labels["frames"])
+    scenes = {k: s for k, s in enumerate(video_scenes(labels["seed"], 2.0)) if k in FRAMES}
+    for k, (objects, outlines) in enumerate(zip(labels["frames"], doc["frames"], strict=True)):
+        assert len(outlines) == len(objects)
+        for i, ((_, x1, y1, x2, y2, _), poly) in enumerate(zip(objects, outlines, strict=True)):
+            pts = np.asarray(poly, float).reshape(-1, 2)
+            # Whole pixels, within a pixel of the outline: the bounds are the box label's.
+            np.testing.assert_allclose([*pts.min(0), *pts.max(0)], [x1, y1, x2, y2], atol=1.5)
+            if k in scenes:  # the drawn pixels of the object, rendered again
+                rle = coco_mask.merge(coco_mask.frPyObjects([poly], 480, 640))
+                filled = coco_mask.decode(rle).astype(bool)
+                mine = scenes[k].owner == i
+                assert (filled & mine).sum() / (filled | mine).sum() > 0.95
+
+
+def test_assets_are_written_through_temporary_names(tmp_path) -> None:
+    # A link at the output (or at any name a writer might pick) is replaced, never written through.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("clip.mp4", "clip.tmp.mp4", "labels.json", "segments.json", "shapes_0.jpg"):
+        (out / name).symlink_to(victim)
+    assert make_video(out / "clip.mp4", out / "labels.json", seconds=0.2,
+                      segments_out=out / "segments.json") == 5
+    paths = make_images(out, n=1)
+    assert victim.read_bytes() == b"keep"
+    for name in ("clip.mp4", "labels.json", "segments.json", "shapes_0.jpg"):
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
+    assert cv2.imread(str(paths[0])).shape == (480, 640, 3)
+    assert len(json.loads((out / "segments.json").read_text())["frames"]) == 5
+    # Nothing half-written is left behind.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["clip.mp4", "clip.tmp.mp4", "labels.json", "segments.json", "shapes_0.jpg"])
 
 
 def test_bundled_checkpoint_loads_safely() -> None:
