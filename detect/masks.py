@@ -15,7 +15,8 @@ Each step only touches the pixels near the box: a mask is a window of the frame 
 so 300 masks of a 4K frame cost what their boxes cover, not 300 frames.
 
 Detections of a segmentation model are (n, 6 + nm) rows [x1, y1, x2, y2, score, class, coefficients]
-in network-input pixels (`s2trt.detect.boxes.non_max_suppression` with `nm`).
+in network-input pixels (`s2trt.detect.boxes.non_max_suppression` with `nm`). An NMS layout may carry
+them too: `det_coefficients` (B, K, nm) beside its boxes (the Triton model's answer, docs/DESIGN.md §7).
 
 In JSON, a mask is its outer polygons (`polygons`, OpenCV's contour tracing of the window's pixels),
 COCO's polygon `segmentation` format in frame pixels; `fill_polygons` draws them back. Holes inside
@@ -30,10 +31,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from s2trt.detect.boxes import PROTO_OUTPUT, scale_boxes
+from s2trt.detect.boxes import (
+    NMS_OUTPUTS,
+    PROTO_OUTPUT,
+    RAW_OUTPUT,
+    from_nms_outputs,
+    postprocess,
+    scale_boxes,
+)
 from s2trt.detect.letterbox import LetterboxInfo
+from s2trt.detect.options import DetectOptions
 
 THRESHOLD = 0.5
+COEFFICIENTS_OUTPUT = "det_coefficients"  # (B, K, nm): the mask coefficients of an NMS layout's rows
 
 
 @dataclass
@@ -162,6 +172,32 @@ def _trimmed(bits: np.ndarray, x: int, y: int) -> InstanceMask:
                         np.ascontiguousarray(bits[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]))
 
 
+def detections(outputs: dict[str, np.ndarray], options: DetectOptions) -> list[np.ndarray]:
+    """`postprocess` that keeps a segmentation model's mask coefficients: per image (n, 6 + nm) rows
+    from output0 and output1, or from an NMS layout that carries them in `det_coefficients`."""
+    coefficients = outputs.get(COEFFICIENTS_OUTPUT)
+    if coefficients is None or RAW_OUTPUT in outputs:
+        return postprocess(outputs, options)
+    layout = {k: outputs[k] for k in NMS_OUTPUTS}
+    rows = [np.concatenate([d, c[:len(d)].astype(np.float32, copy=False)], axis=1)
+            for d, c in zip(from_nms_outputs(*layout.values()), coefficients, strict=True)]
+    # postprocess's own selection decides which rows stay: it sees each row's index as a unit box
+    # (x1 = index), so the kept rows' coefficients follow them whatever its filter is.
+    k = layout["det_boxes"].shape[1]
+    index = np.zeros_like(layout["det_boxes"], dtype=np.float32)
+    index[..., 0], index[..., 2], index[..., 3] = np.arange(k), np.arange(k) + 1, 1
+    kept = postprocess({**layout, "det_boxes": index}, options)
+    return [r[p[:, 0].astype(np.int64)] for r, p in zip(rows, kept, strict=True)]
+
+
+def in_frame(dets: np.ndarray, info: LetterboxInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 6) detections mapped to the frame (`scale_boxes`), and the network-input rows they come
+    from, coefficients included: a box with nothing left in the frame is dropped from both."""
+    indexed = np.concatenate([dets[:, :6], np.arange(len(dets), dtype=np.float32)[:, None]], axis=1)
+    kept = scale_boxes(indexed, info)
+    return np.ascontiguousarray(kept[:, :6]), dets[kept[:, 6].astype(np.int64)]
+
+
 def to_frames(dets: Sequence[np.ndarray], outputs: dict[str, np.ndarray], infos: Sequence[LetterboxInfo],
               input_hw: tuple[int, int]) -> tuple[list[np.ndarray], list[list[InstanceMask] | None]]:
     """Per image: (n, 6) detections in the frame, and their masks (None for a detection model).
@@ -173,10 +209,8 @@ def to_frames(dets: Sequence[np.ndarray], outputs: dict[str, np.ndarray], infos:
         return [scale_boxes(d, info) for d, info in zip(dets, infos, strict=True)], [None] * len(dets)
     frames, masks = [], []
     for d, p, info in zip(dets, proto, infos, strict=True):
-        indexed = np.concatenate([d[:, :6], np.arange(len(d), dtype=np.float32)[:, None]], axis=1)
-        kept = scale_boxes(indexed, info)
-        rows = d[kept[:, 6].astype(np.int64)]
-        frames.append(np.ascontiguousarray(kept[:, :6]))
+        kept, rows = in_frame(d, info)
+        frames.append(kept)
         masks.append(process_masks(p, rows, input_hw, info))
     return frames, masks
 
