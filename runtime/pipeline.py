@@ -32,10 +32,9 @@ from typing import Any, cast
 import cv2
 import numpy as np
 
-from s2trt.detect.boxes import postprocess
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
-from s2trt.detect.masks import to_frames
+from s2trt.detect.masks import detections, to_frames
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend, OverlappedBackend
@@ -214,7 +213,7 @@ class Runner:
     def _write(self, b: Batch) -> None:
         t0 = time.perf_counter()
         # Boxes back to the frame, and a segmentation model's masks beside them.
-        dets, masks = to_frames(postprocess(b.outputs, self.opts), b.outputs, b.infos, self.backend.imgsz)
+        dets, masks = to_frames(detections(b.outputs, self.opts), b.outputs, b.infos, self.backend.imgsz)
         dt = time.perf_counter() - t0
         self.stats.add("postprocess", dt, len(b.frames))
         b.seconds["postprocess"] = dt / len(b.frames)
