@@ -1,7 +1,8 @@
 """What the Triton model `s2trt_detector` does per batch of requests, free of Triton's own API.
 
 Requests carry encoded images (`IMAGE`: the file's bytes as a uint8 vector, one image per row) or
-uint8 BGR frames (`FRAME`, (h, w, 3)); the answer is docs/DESIGN.md §3's NMS layout, padded to `max_det`.
+uint8 BGR frames (`FRAME`, (h, w, 3)); the answer is docs/DESIGN.md §3's NMS layout, padded to `max_det`,
+and for a segmentation model what its masks are made from (`answer`, docs/DESIGN.md §7).
 Requests of one scheduler batch run through the network together, and a bad request (undecodable
 bytes, an image bomb, a frame that cannot be letterboxed, both inputs or none) fails alone.
 """
@@ -15,13 +16,21 @@ from typing import Any
 import cv2
 import numpy as np
 
-from s2trt.detect.boxes import postprocess, scale_boxes, to_layout
+from s2trt.detect.boxes import PROTO_OUTPUT, postprocess, to_layout
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_image_bytes
 from s2trt.detect.letterbox import LetterboxInfo, preprocess
+from s2trt.detect.masks import COEFFICIENTS_OUTPUT, in_frame
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend
-from s2trt.runtime.backends.triton import INPUT_FRAME, INPUT_IMAGE
+from s2trt.runtime.backends.triton import (
+    INPUT_BOXES,
+    INPUT_FRAME,
+    INPUT_IMAGE,
+    LETTERBOX,
+    PROTOTYPES,
+    geometry,
+)
 
 # The request parameters a client may set (Triton's parameters extension; s2infer --triton sends them).
 REQUEST_OPTIONS = ("conf_thres", "iou_thres", "agnostic", "max_det")
@@ -52,6 +61,25 @@ def server_options(params: Mapping[str, str]) -> DetectOptions:
     """The model's options from the `parameters` of its config.pbtxt."""
     return request_options(DetectOptions(max_det=int(params.get("max_det", "300"))),
                            {k: v for k, v in params.items() if k in ("conf_thres", "iou_thres", "agnostic")})
+
+
+def answer(dets: Sequence[np.ndarray], infos: Sequence[LetterboxInfo], max_det: int,
+           prototypes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The model's outputs for detections in network-input pixels ((n, 6 + nm) rows of the runtime's
+    NMS): the NMS layout in frame pixels, and with a segmentation model's prototypes (B, nm, H/4, W/4)
+    each row's coefficients and input box, the prototypes and the letterbox, so a client rebuilds the
+    masks with detect/masks.py's process_masks exactly as s2infer makes them."""
+    kept = [in_frame(d, info) for d, info in zip(dets, infos, strict=True)]
+    out = to_layout([frame for frame, _ in kept], max_det)
+    if prototypes is None:
+        return out
+    coefficients = np.zeros((len(kept), max_det, prototypes.shape[1]), dtype=np.float32)
+    boxes = np.zeros((len(kept), max_det, 4), dtype=np.float32)
+    for i, (_, rows) in enumerate(kept):
+        n = min(len(rows), max_det)
+        coefficients[i, :n], boxes[i, :n] = rows[:n, 6:], rows[:n, :4]
+    return {**out, COEFFICIENTS_OUTPUT: coefficients, INPUT_BOXES: boxes,
+            PROTOTYPES: np.ascontiguousarray(prototypes, dtype=np.float32), LETTERBOX: geometry(infos)}
 
 
 def decode_image(data: np.ndarray, index: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -143,15 +171,18 @@ class Detector:
                ) -> list[np.ndarray]:
         """(n, 6) [x1, y1, x2, y2, score, class] per frame, in the frame's pixels."""
         batch, infos = self.prepare(frames)
-        return self._infer(batch, infos, options or [self.options] * len(frames))
+        dets, _ = self._infer(batch, options or [self.options] * len(frames))
+        return [in_frame(d, info)[0] for d, info in zip(dets, infos, strict=True)]
 
-    def _infer(self, batch: np.ndarray, infos: Sequence[LetterboxInfo], options: Sequence[DetectOptions]
-               ) -> list[np.ndarray]:
+    def _infer(self, batch: np.ndarray, options: Sequence[DetectOptions]
+               ) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Per image its detections in network-input pixels (with a segmentation model's mask
+        coefficients), and the batch's prototypes (None for a detection model)."""
         outputs = self.backend.infer(batch)
         dets = []
         for i, o in enumerate(options):  # thresholds may differ per request, so select per image
             dets.extend(postprocess({k: v[i:i + 1] for k, v in outputs.items()}, o))
-        return [scale_boxes(d, info) for d, info in zip(dets, infos, strict=True)]
+        return dets, outputs.get(PROTO_OUTPUT)
 
     def run_requests(self, requests: Sequence[tuple[np.ndarray | None, np.ndarray | None, Mapping[str, Any]]]
                      ) -> list[dict[str, np.ndarray] | S2Error]:
@@ -178,9 +209,10 @@ class Detector:
             infos.extend(got)
             options.extend([o] * len(got))
         if inputs:
-            dets = self._infer(np.concatenate(inputs), infos, options)
+            dets, prototypes = self._infer(np.concatenate(inputs), options)
             for slot, first, n in spans:
-                results[slot] = to_layout(dets[first:first + n], self.options.max_det)
+                results[slot] = answer(dets[first:first + n], infos[first:first + n], self.options.max_det,
+                                       None if prototypes is None else prototypes[first:first + n])
         return results
 
     def close(self) -> None:

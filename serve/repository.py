@@ -3,7 +3,7 @@
 Always: `s2trt_detector`, a Python-backend model running s2trt's own runtime (ONNX Runtime for a
 .onnx, TensorRT for an .engine) with the shared letterbox and NMS. Inputs: `IMAGE` (an encoded image
 file as a uint8 vector) or `FRAME` (uint8 BGR frames, (h, w, 3)); outputs: docs/DESIGN.md §3's NMS layout in
-frame pixels.
+frame pixels, and for a segmentation model what its masks are made from (docs/DESIGN.md §7).
 
 With `ensemble=True` also: `s2trt_preprocess` -> `s2trt_engine` -> `s2trt_postprocess` wrapped in the
 `s2trt_ensemble` model. For an engine the middle step is Triton's own TensorRT backend
@@ -23,7 +23,9 @@ import site
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from s2trt.detect.boxes import PROTO_OUTPUT, RAW_OUTPUT
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
+from s2trt.detect.masks import COEFFICIENTS_OUTPUT
 from s2trt.errors import S2Error
 from s2trt.meta import (
     ModelMeta,
@@ -33,6 +35,8 @@ from s2trt.meta import (
     sidecar_path,
 )
 from s2trt.publish import write_bytes_atomic
+from s2trt.runtime.backends.triton import INPUT_BOXES, LETTERBOX, OUTPUTS, PROTOTYPES
+from s2trt.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +173,99 @@ def nms_outputs(k: int) -> list[str]:
             _tensor("det_scores", "TYPE_FP32", [k]), _tensor("det_classes", "TYPE_INT32", [k])]
 
 
-def raw_rows(meta: ModelMeta) -> int:
-    """Rows of output0: YOLOv5's three anchors on each of the stride 8, 16 and 32 grids."""
+@dataclass(frozen=True)
+class Network:
+    """The network's own outputs past the batch: output0 (rows, 5 + nc + nm), and a segmentation
+    model's prototypes output1 (nm, H/4, W/4); -1 where only the engine knows."""
+
+    raw: list[int]
+    proto: list[int] | None
+
+    def per_detection(self, k: int) -> list[str]:
+        """The NMS layout padded to k rows, and a segmentation model's rows beside it."""
+        rows = nms_outputs(k)
+        if self.proto:
+            rows += [_tensor(COEFFICIENTS_OUTPUT, "TYPE_FP32", [k, self.proto[0]]),
+                     _tensor(INPUT_BOXES, "TYPE_FP32", [k, 4])]
+        return rows
+
+    def per_image(self) -> list[str]:
+        """A segmentation model's prototypes and letterbox (s2trt.runtime.backends.triton)."""
+        return [_tensor(PROTOTYPES, "TYPE_FP32", self.proto), _tensor(LETTERBOX, "TYPE_FP32", [5])] \
+            if self.proto else []
+
+
+def _graph_outputs(onnx_path: Path) -> dict[str, list[int]]:
+    """Each graph output's dims past the batch, -1 where the graph names a dim instead of sizing it."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as e:
+        raise S2Error(f"{onnx_path} is not a readable ONNX file ({first_line(e, 200)})") from None
+    return {o.name: [d.dim_value if d.HasField("dim_value") else -1 for d in o.type.tensor_type.shape.dim][1:]
+            for o in model.graph.output}
+
+
+def _built_from(engine: Path, meta: ModelMeta) -> Path | None:
+    """The ONNX an engine was built from (its sidecar's onnx_file, as given or beside the engine),
+    when it is still there and is the same model."""
+    name = (read_sidecar(engine) or {}).get("onnx_file")
+    if not isinstance(name, str) or not name:
+        return None
+    for candidate in (Path(name), engine.parent / Path(name).name):
+        try:
+            if not candidate.is_file():
+                continue
+            m = read_onnx_meta(candidate)
+        except (S2Error, OSError, ImportError):
+            continue
+        if (m.names, m.imgsz, m.nm, m.nms) == (meta.names, meta.imgsz, meta.nm, meta.nms):
+            return candidate
+    return None
+
+
+def network_outputs(model: Path, meta: ModelMeta) -> Network:
+    """output0's rows are the anchors of every grid (three per cell on strides 8-32 for most YOLOv5s,
+    8-64 for P6, 4-32 for P2, other counts in a user's yaml): the metadata does not say, the graph's
+    static output shape does (a dim it only names stays -1). An engine's is read from the ONNX it was
+    built from; without that, the rows are left to the engine (-1: Triton's TensorRT backend sizes
+    outputs from the engine and compares a -1 config dim with anything, tensorrt_backend's
+    InitializeConfigExecuteOutputBindings) and the prototypes are (nm, H/4, W/4) as YOLOv5's Proto
+    makes them."""
+    nc, nm = len(meta.names), meta.nm
     h, w = (int(v) for v in meta.imgsz)
-    return sum(3 * (h // s) * (w // s) for s in (8, 16, 32))
+    raw, proto = [-1, 5 + nc + nm], [nm, h // 4, w // 4] if nm else None
+    graph = model if model.suffix == ".onnx" else _built_from(model, meta)
+    if graph is None:
+        return Network(raw, proto)
+    dims = _graph_outputs(graph)
+    got_raw = _agreeing(dims.get(RAW_OUTPUT), raw)
+    if got_raw is None:
+        raise S2Error(f"{graph}: output0 is {dims.get(RAW_OUTPUT)} past the batch, not (rows, 5 + {nc} "
+                      f"classes + {nm} mask coefficients) as its metadata says: re-export it with s2export")
+    got_proto = _agreeing(dims.get(PROTO_OUTPUT), [nm, -1, -1]) if nm else None
+    if nm and got_proto is None:
+        raise S2Error(f"{graph}: a segmentation model's output1 is {dims.get(PROTO_OUTPUT)} past the batch, "
+                      f"not ({nm}, H/4, W/4): re-export it with s2export")
+    return Network(got_raw, got_proto)
 
 
-def engine_outputs(meta: ModelMeta) -> list[str]:
+def _agreeing(got: list[int] | None, want: list[int]) -> list[int] | None:
+    """The graph's dims where it sizes them, the expected ones where it only names them; None when
+    they disagree (a different rank, or a size other than the metadata's)."""
+    if got is None or len(got) != len(want):
+        return None
+    if any(g != -1 and w != -1 and g != w for g, w in zip(got, want, strict=True)):
+        return None
+    return [w if g == -1 else g for g, w in zip(got, want, strict=True)]
+
+
+def engine_outputs(meta: ModelMeta, net: Network) -> list[str]:
     if meta.nms:
         return nms_outputs(int(meta.nms.get("max_det", 300)))
-    return [_tensor("output0", "TYPE_FP32", [raw_rows(meta), 5 + len(meta.names)])]
+    return [_tensor(RAW_OUTPUT, "TYPE_FP32", net.raw)] + ([_tensor(PROTO_OUTPUT, "TYPE_FP32", net.proto)]
+                                                          if net.proto else [])
 
 
 def python_model_params(o: RepoOptions, meta: ModelMeta, model_file: str | None) -> dict[str, str]:
@@ -194,11 +281,12 @@ def python_model_params(o: RepoOptions, meta: ModelMeta, model_file: str | None)
     return params
 
 
-def detector_config(o: RepoOptions, meta: ModelMeta, model_file: str) -> str:
+def detector_config(o: RepoOptions, meta: ModelMeta, model_file: str, net: Network) -> str:
     return (f'name: "{DETECTOR}"\nbackend: "python"\nmax_batch_size: {o.max_batch_size}\n'
             + _io("input", [image_input(optional=True),
                             _tensor("FRAME", "TYPE_UINT8", [-1, -1, 3], optional=True)])
-            + _io("output", nms_outputs(o.max_det)) + _batching(o) + _instances(o)
+            + _io("output", net.per_detection(o.max_det) + net.per_image()) + _batching(o)
+            + _instances(o)
             + _params(python_model_params(o, meta, model_file)))
 
 
@@ -216,19 +304,20 @@ def _images_tensor(meta: ModelMeta) -> str:
     return _tensor("images", "TYPE_FP32", [3, h, w])
 
 
-LETTERBOX = "letterbox"  # (ratio, dw, dh, h0, w0) per image, from preprocess to postprocess
+def ensemble_configs(o: RepoOptions, meta: ModelMeta, engine_file: str, tensorrt: bool,
+                     net: Network) -> dict[str, str]:
+    """config.pbtxt text per model name for preprocess -> engine -> postprocess and the ensemble.
 
-
-def ensemble_configs(o: RepoOptions, meta: ModelMeta, engine_file: str, tensorrt: bool) -> dict[str, str]:
-    """config.pbtxt text per model name for preprocess -> engine -> postprocess and the ensemble."""
+    A segmentation model's prototypes and letterbox are ensemble outputs straight from the step that
+    makes them (the engine, preprocess), which postprocess reads as well: no step copies them."""
     lb = _tensor(LETTERBOX, "TYPE_FP32", [5])
-    net_out = engine_outputs(meta)
-    net_names = ["num_dets", "det_boxes", "det_scores", "det_classes"] if meta.nms else ["output0"]
+    net_out = engine_outputs(meta, net)
+    net_names = list(OUTPUTS) if meta.nms else [RAW_OUTPUT] + ([PROTO_OUTPUT] if net.proto else [])
+    per_detection = net.per_detection(o.max_det)
     configs = {
         PREPROCESS: _stage_config(PREPROCESS, o, meta, "preprocess", [image_input(optional=False)],
                                   [_images_tensor(meta), lb]),
-        POSTPROCESS: _stage_config(POSTPROCESS, o, meta, "postprocess", [*net_out, lb],
-                                   nms_outputs(o.max_det)),
+        POSTPROCESS: _stage_config(POSTPROCESS, o, meta, "postprocess", [*net_out, lb], per_detection),
     }
     if tensorrt:
         configs[ENGINE] = (f'name: "{ENGINE}"\nplatform: "tensorrt_plan"\n'
@@ -243,14 +332,19 @@ def ensemble_configs(o: RepoOptions, meta: ModelMeta, engine_file: str, tensorrt
         outs = "".join(f"    output_map {{ key: {_q(k)} value: {_q(v)} }}\n" for k, v in maps_out.items())
         return f"  step [ {{\n    model_name: {_q(model)}\n    model_version: -1\n{ins}{outs}  }} ]\n"
 
-    final = ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    # Ensemble tensor names: the outputs by their own names, the rest with a leading underscore.
+    tensor = {n: f"_{n}" for n in net_names} | {LETTERBOX: "_letterbox"}
+    if net.proto:
+        tensor |= {PROTO_OUTPUT: PROTOTYPES, LETTERBOX: LETTERBOX}
+    final = [*OUTPUTS, *([COEFFICIENTS_OUTPUT, INPUT_BOXES] if net.proto else [])]
     configs[ENSEMBLE] = (
         f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {o.max_batch_size}\n'
-        + _io("input", [image_input(optional=False)]) + _io("output", nms_outputs(o.max_det))
+        + _io("input", [image_input(optional=False)])
+        + _io("output", per_detection + net.per_image())
         + "ensemble_scheduling {\n"
-        + step(PREPROCESS, {"IMAGE": "IMAGE"}, {"images": "_images", LETTERBOX: "_letterbox"})
-        + step(ENGINE, {"images": "_images"}, {n: f"_{n}" for n in net_names})
-        + step(POSTPROCESS, {**{n: f"_{n}" for n in net_names}, LETTERBOX: "_letterbox"},
+        + step(PREPROCESS, {"IMAGE": "IMAGE"}, {"images": "_images", LETTERBOX: tensor[LETTERBOX]})
+        + step(ENGINE, {"images": "_images"}, {n: tensor[n] for n in net_names})
+        + step(POSTPROCESS, {**{n: tensor[n] for n in net_names}, LETTERBOX: tensor[LETTERBOX]},
                {n: n for n in final})
         + "}\n" + _params({"s2trt_meta": json.dumps(meta.to_props()), "max_det": str(o.max_det)}))
     return configs
@@ -331,6 +425,7 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
                       f"engine built with --dynamic (its profile's max batch >= --max-batch "
                       f"{o.max_batch_size})")
     check_writable(repo)
+    net = network_outputs(model, meta)
     files: dict[str, Path | bytes] = {model_file: model}
     # The plugin library is read and hashed only once the export can go ahead.
     plugin = engine_plugin_copy(model, o.plugin_lib) if is_engine else None
@@ -343,23 +438,23 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
         made = made.parent
     existed = made.exists()
     try:
-        return _write_repository(repo, o, meta, model_file, files, plugin, is_engine)
+        return _write_repository(repo, o, meta, net, model_file, files, plugin, is_engine)
     except OSError as e:  # read-only file system, disk full: one line, and no half-written repository
         if not existed:
             shutil.rmtree(made, ignore_errors=True)
         raise S2Error(f"cannot write the model repository {repo}: {e.strerror or e}") from None
 
 
-def _write_repository(repo: Path, o: RepoOptions, meta: ModelMeta, model_file: str,
+def _write_repository(repo: Path, o: RepoOptions, meta: ModelMeta, net: Network, model_file: str,
                       files: dict[str, Path | bytes], plugin: tuple[str, bytes] | None,
                       is_engine: bool) -> list[str]:
     repo.mkdir(parents=True, exist_ok=True)
     stage_py = {"model.py": _HERE / "triton_stage.py"}
     written = [DETECTOR]
-    _write_model(repo, DETECTOR, detector_config(o, meta, model_file),
+    _write_model(repo, DETECTOR, detector_config(o, meta, model_file, net),
                  {"model.py": _HERE / "triton_model.py", **files})
     if o.ensemble:
-        configs = ensemble_configs(o, meta, model_file, tensorrt=is_engine)
+        configs = ensemble_configs(o, meta, model_file, is_engine, net)
         _write_model(repo, PREPROCESS, configs[PREPROCESS], stage_py)
         _write_model(repo, POSTPROCESS, configs[POSTPROCESS], stage_py)
         _write_model(repo, ENGINE, configs[ENGINE], files if is_engine else {**stage_py, **files})

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from s2trt.detect.boxes import postprocess, scale_boxes, to_layout
+from s2trt.detect.boxes import PROTO_OUTPUT, postprocess
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
-from s2trt.detect.letterbox import LetterboxInfo, preprocess
+from s2trt.detect.letterbox import preprocess
 from s2trt.errors import S2Error
 from s2trt.meta import ModelMeta
-from s2trt.serve.detector import decode_image, open_backend, server_options
-from s2trt.serve.repository import LETTERBOX
+from s2trt.runtime.backends.triton import LETTERBOX, geometry, letterboxes
+from s2trt.serve.detector import answer, decode_image, open_backend, server_options
 
 Arrays = Mapping[str, np.ndarray]
 Result = dict[str, np.ndarray] | S2Error
@@ -56,8 +56,7 @@ class Preprocess:
     def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
         frames = [decode_image(row, i, self.max_pixels) for i, row in enumerate(inputs["IMAGE"])]
         batch, infos = preprocess(frames, self.meta.imgsz, **self.meta.preprocess_kwargs())
-        geometry = np.array([[i.ratio, *i.pad, *i.orig_shape] for i in infos], dtype=np.float32)
-        return {"images": batch, LETTERBOX: geometry}
+        return {"images": batch, LETTERBOX: geometry(infos)}
 
 
 class Network:
@@ -84,8 +83,5 @@ class Postprocess:
 
     def one(self, inputs: Arrays) -> dict[str, np.ndarray]:
         net = {k: v for k, v in inputs.items() if k != LETTERBOX}
-        dets = postprocess(net, self.options)
-        infos = [LetterboxInfo(float(r), (float(dw), float(dh)), (round(h), round(w)))
-                 for r, dw, dh, h, w in inputs[LETTERBOX]]
-        return to_layout([scale_boxes(d, i) for d, i in zip(dets, infos, strict=True)],
-                         self.options.max_det)
+        return answer(postprocess(net, self.options), letterboxes(inputs[LETTERBOX]), self.options.max_det,
+                      net.get(PROTO_OUTPUT))

@@ -4,7 +4,8 @@
   (ratio, dw, dh, h0, w0) for mapping boxes back;
 - network: `images` -> the model's raw outputs on s2trt's runtime (the stand-in for Triton's TensorRT
   backend where a server has none);
-- postprocess: the network's outputs and `letterbox` -> docs/DESIGN.md §3's NMS layout in frame pixels.
+- postprocess: the network's outputs and `letterbox` -> docs/DESIGN.md §3's NMS layout in frame pixels
+  (and a segmentation model's coefficients and input boxes of each detection, docs/DESIGN.md §7).
 
 Like triton_model.py it adds the exporting environment's site folders before importing s2trt.
 """

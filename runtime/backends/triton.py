@@ -13,11 +13,14 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from s2trt.detect.boxes import to_layout
+from s2trt.detect.boxes import PROTO_OUTPUT, to_layout
+from s2trt.detect.letterbox import LetterboxInfo
+from s2trt.detect.masks import COEFFICIENTS_OUTPUT, InstanceMask, process_masks
 from s2trt.errors import S2Error, missing
 from s2trt.meta import ModelMeta
 from s2trt.runtime.backends.triton_pool import (
@@ -36,7 +39,51 @@ DEFAULT_MODEL = "s2trt_detector"
 # The model's inputs (s2trt.serve.detector): encoded images, or uint8 BGR frames.
 INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+# What a segmentation model answers besides (docs/DESIGN.md §7), row for row with det_*: each
+# detection's mask coefficients (K, nm) and its box in the letterboxed network input (K, 4); the
+# image's prototypes (nm, H/4, W/4) and letterbox (ratio, pad w, pad h, frame h, frame w). From these
+# detect/masks.py's process_masks rebuilds the masks s2infer makes locally, number for number.
+INPUT_BOXES, PROTOTYPES, LETTERBOX = "det_input_boxes", "prototypes", "letterbox"
+MASK_OUTPUTS = (COEFFICIENTS_OUTPUT, INPUT_BOXES, PROTOTYPES, LETTERBOX)
 
+
+def geometry(infos: Sequence[LetterboxInfo]) -> np.ndarray:
+    """(n, 5) float32 (ratio, pad w, pad h, frame h, frame w): the `letterbox` of each image."""
+    return np.array([[i.ratio, *i.pad, *i.orig_shape] for i in infos], dtype=np.float32).reshape(-1, 5)
+
+
+def letterboxes(rows: np.ndarray) -> list[LetterboxInfo]:
+    """`geometry` read back."""
+    return [LetterboxInfo(float(r), (float(dw), float(dh)), (round(h), round(w))) for r, dw, dh, h, w in rows]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One image's answer: (n, 6) detections in its pixels and, from a segmentation model, what their
+    masks are made from: `rows` (n, 6 + nm) [input box, score, class, coefficients] in the letterboxed
+    network input, the image's `prototypes` (nm, H/4, W/4) and its `letterbox`."""
+
+    dets: np.ndarray
+    rows: np.ndarray | None = None
+    prototypes: np.ndarray | None = None
+    letterbox: LetterboxInfo | None = None
+
+    def masks(self, input_hw: tuple[int, int]) -> list[InstanceMask] | None:
+        """The detections' masks in the image, as s2infer makes them (None for a detection model)."""
+        if self.rows is None or self.prototypes is None or self.letterbox is None:
+            return None
+        return process_masks(self.prototypes, self.rows, input_hw, self.letterbox)
+
+
+def _answer(result: Any, masks: bool) -> Answer:
+    """An InferResult of one image -> its Answer."""
+    dets = _dets(result)[0]
+    if not masks:
+        return Answer(dets)
+    n = len(dets)
+    rows = np.concatenate([result.as_numpy(INPUT_BOXES)[0, :n], dets[:, 4:6],
+                           result.as_numpy(COEFFICIENTS_OUTPUT)[0, :n]], axis=1).astype(np.float32)
+    return Answer(dets, rows, result.as_numpy(PROTOTYPES)[0], letterboxes(result.as_numpy(LETTERBOX))[0])
 
 
 def _grpc() -> Any:
@@ -78,6 +125,7 @@ class TritonClient:
         self.model, self.timeout = model, timeout
         self.params = {k: v for k, v in (params or {}).items() if v is not None}
         self._meta_props: str | None = None
+        self._serves_masks: bool | None = None  # whether the model answers MASK_OUTPUTS
         self._meta_lock = threading.Lock()
         # Start-up checks in parallel, so an unreachable server costs one timeout, not one each.
         with ThreadPoolExecutor(len(self.urls)) as ex:
@@ -91,6 +139,11 @@ class TritonClient:
             assert self._meta_props is not None
             self.meta = ModelMeta.from_props(_meta_json(self._meta_props, f"{self.url}/{model}"),
                                              f"{self.url}/{model}")
+            self.masks = bool(self._serves_masks) and self.meta.task == "segment"
+            if self.meta.task == "segment" and not self.masks:
+                log.warning("%s/%s serves a segmentation model without its masks (a model repository "
+                            "written before s2trt served them): boxes only; `s2serve export` it again",
+                            self.url, model)
         except BaseException:
             for c in found.values():
                 if not isinstance(c, Exception):
@@ -135,10 +188,13 @@ class TritonClient:
             with self._meta_lock:
                 if self._meta_props is None:
                     self._meta_props = params_cfg["s2trt_meta"]
+                    self._serves_masks = outputs >= set(MASK_OUTPUTS)
                 elif (_meta_json(params_cfg["s2trt_meta"], f"{url}/{self.model}")
-                      != _meta_json(self._meta_props, f"{url}/{self.model}")):
+                      != _meta_json(self._meta_props, f"{url}/{self.model}")
+                      or self._serves_masks != (outputs >= set(MASK_OUTPUTS))):
                     raise S2Error(f"Triton at {url} serves a different {self.model!r} than the other "
-                                  "server(s) (its s2trt_meta differs): give servers of one model only")
+                                  "server(s) (its s2trt_meta or outputs differ): give servers of one model "
+                                  "only")
         except InferenceServerException as e:
             client.close()
             if server_fault(e):
@@ -187,29 +243,43 @@ class TritonClient:
         inp.set_data_from_numpy(data)
         return [inp]
 
-    def submit(self, item: np.ndarray | bytes) -> Future[np.ndarray]:
-        """Send one image (a BGR uint8 frame or encoded bytes); the future gives its (n, 6) detections.
-
-        Blocks while `max_in_flight` requests are outstanding, which bounds memory under load.
-        """
+    def _send(self, item: np.ndarray | bytes, names: Sequence[str], convert: Any) -> Future[Any]:
         inputs = self._inputs(item)
-        outputs = [self._grpc.InferRequestedOutput(k) for k in OUTPUTS]
+        outputs = [self._grpc.InferRequestedOutput(k) for k in names]
 
         def send(client: Any, callback: Any) -> Any:
             return client.async_infer(self.model, inputs, callback, outputs=outputs,
                                       client_timeout=self.timeout, parameters=self.params or None)
 
-        def convert(result: Any) -> np.ndarray:
+        def checked(result: Any) -> Any:
             try:
-                return _dets(result)[0]
+                return convert(result)
             except Exception as e:  # an answer not in the NMS layout: not an s2trt model
                 raise S2Error(f"unexpected answer from {self.url}/{self.model}: {e}") from None
 
-        return self.pool.submit(send, convert)
+        return self.pool.submit(send, checked)
+
+    def submit(self, item: np.ndarray | bytes) -> Future[np.ndarray]:
+        """Send one image (a BGR uint8 frame or encoded bytes); the future gives its (n, 6) detections.
+
+        Blocks while `max_in_flight` requests are outstanding, which bounds memory under load.
+        """
+        return self._send(item, OUTPUTS, lambda result: _dets(result)[0])
+
+    def submit_answer(self, item: np.ndarray | bytes) -> Future[Answer]:
+        """Like `submit`, with what a segmentation model's masks are made from (`Answer.masks`)."""
+        return self._send(item, OUTPUTS + MASK_OUTPUTS if self.masks else OUTPUTS,
+                          lambda result: _answer(result, self.masks))
 
     def detect(self, items: Sequence[np.ndarray | bytes]) -> list[np.ndarray]:
         """Detections for each image, all requests in flight together; the first failure is raised."""
-        futures = [self.submit(item) for item in items]
+        return self._gather([self.submit(item) for item in items])
+
+    def answers(self, items: Sequence[np.ndarray | bytes]) -> list[Answer]:
+        """`detect` with the masks' data of a segmentation model."""
+        return self._gather([self.submit_answer(item) for item in items])
+
+    def _gather(self, futures: list[Future[Any]]) -> list[Any]:
         results, first = [], None
         for f in futures:
             try:
@@ -241,11 +311,13 @@ class TritonClient:
 
 class TritonBackend:
     """The runtime's Backend on a Triton server: `infer` takes the letterboxed float batch the pipeline
-    made and returns the NMS layout in network-input pixels, like an engine with in-graph NMS.
+    made and returns the NMS layout in network-input pixels, like an engine with in-graph NMS; for a
+    segmentation model with each row's mask coefficients (`det_coefficients`) and the prototypes
+    (`output1`), which detect/masks.py turns into the same masks as a local model's.
 
     The batch is turned back into exact uint8 frames (it is uint8 / 255) and sent as FRAME requests,
     a quarter of the bytes of float32; the server's letterbox of a frame already at the model's size
-    is the identity, so its boxes are in network-input pixels.
+    is the identity, so its boxes are in network-input pixels (for masks, the unclipped input boxes).
     """
 
     def __init__(self, url: str | Sequence[str], model: str = DEFAULT_MODEL, *,
@@ -271,8 +343,17 @@ class TritonBackend:
             raise S2Error(f"{self.name}: input of shape {tuple(batch.shape)} does not fit the model, which "
                           f"takes (batch, 3, {self.imgsz[0]}, {self.imgsz[1]})")
         frames = np.rint(batch[:, ::-1].transpose(0, 2, 3, 1) * 255).clip(0, 255).astype(np.uint8)
-        dets = self.client.detect(list(frames))
-        return to_layout(dets, max([len(d) for d in dets] + [1]))
+        answers = self.client.answers(list(frames))
+        k = max([len(a.dets) for a in answers] + [1])
+        if not self.client.masks:
+            return to_layout([a.dets for a in answers], k)
+        rows = [a.rows for a in answers]
+        out = to_layout(rows, k)
+        coefficients = np.zeros((len(rows), k, self.meta.nm), dtype=np.float32)
+        for i, r in enumerate(rows):
+            coefficients[i, :len(r)] = r[:, 6:]
+        return {**out, COEFFICIENTS_OUTPUT: coefficients,
+                PROTO_OUTPUT: np.stack([a.prototypes for a in answers])}
 
     def close(self) -> None:
         """Ends the run: the per-server table goes to the log after the run's own summary."""

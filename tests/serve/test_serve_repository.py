@@ -33,12 +33,17 @@ def parse_config(path: Path):
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-def write_onnx(path: Path, meta: ModelMeta) -> Path:
+ROWS = 1234  # output0's rows: any count, which the repository takes from the graph
+
+
+def write_onnx(path: Path, meta: ModelMeta, output0: list | None = None) -> Path:
+    """A graph with s2trt's outputs declared (its one node is never run)."""
     import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, *meta.imgsz])
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 3, *meta.imgsz])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT,
+                                      output0 or ["batch", ROWS, 5 + len(meta.names)])
     model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])],
                                                 "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
     for k, v in meta.to_props().items():
@@ -127,7 +132,19 @@ def test_gpu_instances_and_ensemble_chain(mc, onnx_model, tmp_path):
     assert {t.name for t in ens.output} <= available
     pre, post = cfgs[R.PREPROCESS], cfgs[R.POSTPROCESS]
     assert tensors(pre, "output")["images"] == (mc.TYPE_FP32, [3, 160, 192])
-    assert tensors(post, "input")["output0"] == (mc.TYPE_FP32, [R.raw_rows(ModelMeta(NAMES, [160, 192])), 8])
+    assert tensors(post, "input")["output0"] == (mc.TYPE_FP32, [ROWS, 8])
+
+
+def test_output_dims_the_graph_only_names_stay_open_and_a_contradiction_is_refused(mc, tmp_path):
+    meta = ModelMeta(names=NAMES, imgsz=[64, 64])
+    named = write_onnx(tmp_path / "n.onnx", meta, ["batch", "anchors", "values"])
+    R.export_repository(named, tmp_path / "repo", R.RepoOptions(ensemble=True))
+    post = parse_config(tmp_path / "repo" / R.POSTPROCESS / "config.pbtxt")
+    assert tensors(post, "input")["output0"] == (mc.TYPE_FP32, [-1, 5 + len(NAMES)])
+    wrong = write_onnx(tmp_path / "w.onnx", meta, ["batch", ROWS, 5 + len(NAMES) + 32])
+    with pytest.raises(S2Error, match=r"output0 is \[1234, 40\] past the batch, not \(rows, 5 \+ 3 classes"):
+        R.export_repository(wrong, tmp_path / "repo2")
+    assert not (tmp_path / "repo2").exists()
 
 
 def test_engine_gives_tensorrt_plan_step_and_plugin_hint(mc, tmp_path):
