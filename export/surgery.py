@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from s2trt.errors import S2Error
+from s2trt.export.graph import constant, is_constant, load, save
 from s2trt.export.plugin_reference import (
     OP_DOMAIN,
     OP_TYPE,
@@ -30,6 +31,7 @@ from s2trt.export.plugin_reference import (
 
 if TYPE_CHECKING:
     import onnx
+    import onnx_graphsurgeon as gs
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,6 @@ class _Miss(Exception):
     """This Softmax is not the one we look for (internal: tried candidates, reported at the end)."""
 
 
-def _const(t: Any) -> np.ndarray | None:
-    import onnx_graphsurgeon as gs
-
-    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
-
-
 def _producer(t: Any, op: str | set[str] | None = None) -> Any:
     if len(t.inputs) != 1:
         raise _Miss(f"{t.name} has no producing node")
@@ -78,7 +74,7 @@ def _producer(t: Any, op: str | set[str] | None = None) -> Any:
 
 def _add_leaves(t: Any, nodes: list[Any], stop: set[int] | None = None) -> list[Any]:
     """The tensors summed by a tree of Add nodes ending in t, left to right."""
-    if t.inputs and t.inputs[0].op == "Add" and all(_const(i) is None for i in t.inputs[0].inputs):
+    if t.inputs and t.inputs[0].op == "Add" and not any(map(is_constant, t.inputs[0].inputs)):
         node = t.inputs[0]
         if stop is None or id(node) not in stop:
             nodes.append(node)
@@ -89,12 +85,12 @@ def _add_leaves(t: Any, nodes: list[Any], stop: set[int] | None = None) -> list[
 def _linear_weight(node: Any) -> np.ndarray:
     """(out, in) weight of a bias-free MatMul / Gemm with an initializer operand."""
     if node.op == "MatMul":
-        w = _const(node.inputs[1])
+        w = constant(node.inputs[1])
         if w is None or w.ndim != 2:
             raise _Miss(f"{node.name}: MatMul without a 2-D initializer weight")
         return w.T
     if node.op == "Gemm":
-        w = _const(node.inputs[1])
+        w = constant(node.inputs[1])
         if w is None or len(node.inputs) > 2 or node.attrs.get("alpha", 1.0) != 1.0 \
                 or node.attrs.get("transA", 0):
             raise _Miss(f"{node.name}: Gemm with a bias, a scale or no initializer weight")
@@ -107,7 +103,7 @@ def _gelu_chain(out: Any, start: Any) -> list[Any]:
     nodes, stack, seen = [], [out], set()
     while stack:
         t = stack.pop()
-        if t is start or _const(t) is not None or id(t) in seen:
+        if t is start or is_constant(t) or id(t) in seen:
             continue
         seen.add(id(t))
         node = _producer(t)
@@ -126,11 +122,11 @@ def _gelu_chain(out: Any, start: Any) -> list[Any]:
 def _branch_index(node: Any) -> int:
     """k of a node that picks branch k of (B, 3, C, ...) along axis 1."""
     if node.op == "Gather" and node.attrs.get("axis", 0) == 1:
-        k = _const(node.inputs[1])
+        k = constant(node.inputs[1])
         if k is not None and k.size == 1:
             return int(k.reshape(-1)[0])
     if node.op == "Slice":
-        vals = [_const(t) for t in node.inputs[1:4]]
+        vals = [constant(t) for t in node.inputs[1:4]]
         if all(v is not None and v.size == 1 for v in vals):
             start, end, axis = (int(v.reshape(-1)[0]) for v in vals)
             if axis == 1 and end == start + 1:
@@ -161,7 +157,7 @@ def _match_softmax(sm: Any) -> Match:
         raise _Miss(f"weights {w1.shape} and {w2.shape} are not (C, C) and (3C, C)")
     _check_branch_reshape(reshape, c)
     red = _producer(mm1.inputs[0], "ReduceSum")
-    axes = _const(red.inputs[1]) if len(red.inputs) > 1 else np.asarray(red.attrs.get("axes", []))
+    axes = constant(red.inputs[1]) if len(red.inputs) > 1 else np.asarray(red.attrs.get("axes", []))
     if axes is None or sorted(int(a) % 4 for a in axes.reshape(-1)) != [2, 3] \
             or red.attrs.get("keepdims", 1) != 0:
         raise _Miss("ReduceSum is not a sum over H and W")
@@ -213,7 +209,7 @@ def _match_softmax(sm: Any) -> Match:
 def _check_branch_reshape(reshape: Any, c: int) -> None:
     """The softmax input must be (B, 3, C): branch-major, as the plugin's mlp2 rows are."""
     shape = reshape.outputs[0].shape
-    target = _const(reshape.inputs[1])
+    target = constant(reshape.inputs[1])
     dims = list(shape)[1:] if shape is not None and len(shape) == 3 else \
         (target.reshape(-1).tolist()[1:] if target is not None and target.size == 3 else None)
     if dims != [3, c]:
@@ -228,7 +224,7 @@ def _ancestors(t: Any, depth: int) -> list[Any]:
         for v in frontier:
             for node in v.inputs:
                 out.append(node)
-                nxt.extend(i for i in node.inputs if _const(i) is None)
+                nxt.extend(i for i in node.inputs if not is_constant(i))
         frontier = nxt
     return out
 
@@ -283,20 +279,17 @@ def _require_matches(graph: Any) -> list[Match]:
     return matches
 
 
-def split_attention_nodes(model: onnx.ModelProto) -> list[str]:
+def split_attention_nodes(model: onnx.ModelProto | gs.Graph) -> list[str]:
     """Names of the attention-weight nodes (sum, MLP, softmax) of every block in the graph."""
-    import onnx_graphsurgeon as gs
-
-    matches, _ = find_split_attention(gs.import_onnx(model))
+    matches, _ = find_split_attention(load(model))
     return [n.name for m in matches for n in m.weight_nodes]
 
 
 def insert_plugin(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """The TensorRT flavour of a portable graph, and how many blocks were replaced."""
     import onnx
-    import onnx_graphsurgeon as gs
 
-    graph = gs.import_onnx(model)
+    graph = load(model)
     matches = _require_matches(graph)
     for i, m in enumerate(matches):
         for node in m.nodes:
@@ -306,13 +299,10 @@ def insert_plugin(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                  "channels": m.channels,
                  "mlp1_weight": m.mlp1_weight.reshape(-1).tolist(),
                  "mlp2_weight": m.mlp2_weight.reshape(-1).tolist()}
-        graph.nodes.append(gs.Node(OP_TYPE, name=f"{OP_TYPE}_{i}", domain=OP_DOMAIN, attrs=attrs,
-                                   inputs=list(m.inputs), outputs=[m.output]))
+        graph.layer(op=OP_TYPE, name=f"{OP_TYPE}_{i}", domain=OP_DOMAIN, attrs=attrs,
+                    inputs=list(m.inputs), outputs=[m.output])
         log.debug("replaced split attention with %d channels by %s", m.channels, OP_TYPE)
-    graph.cleanup().toposort()
-    out = gs.export_onnx(graph)
+    out = save(graph, like=model)
     if not any(o.domain == OP_DOMAIN for o in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid(OP_DOMAIN, OP_VERSION))
-    del out.metadata_props[:]
-    out.metadata_props.extend(model.metadata_props)
     return out, len(matches)
