@@ -28,11 +28,27 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s2trt.errors import S2Error, missing
-from s2trt.export.fp16 import attention_islands, graph_index
+from s2trt.export.fp16 import attention_islands
+from s2trt.export.graph import (
+    QDQ_OPS,
+    add_cast,
+    is_cast_to,
+    is_constant,
+    load,
+    name_unnamed,
+    producer,
+    qdq_source,
+    replace_input,
+    save,
+)
 from s2trt.text import first_line
+
+if TYPE_CHECKING:
+    import onnx
+    import onnx_graphsurgeon as gs
 
 log = logging.getLogger(__name__)
 
@@ -95,53 +111,42 @@ class Exclusions:
 
 # ----------------------------------------------------------------------------- graph structure
 
-def ensure_node_names(model: Any) -> None:
-    """ORT excludes nodes by name: give unnamed nodes unique names first."""
-    used = {n.name for n in model.graph.node if n.name}
-    for k, n in enumerate(model.graph.node):
-        if not n.name:
-            name = f"{n.op_type}_{k}"
-            while name in used:
-                name += "_"
-            n.name = name
-            used.add(name)
-
-
-def find_detect_nodes(model: Any) -> list[str]:
+def find_detect_nodes(model: onnx.ModelProto | gs.Graph) -> list[str]:
     """The Detect convs and everything between them and the graph outputs (decode, optional NMS).
 
     Walking back from the outputs, every path ends at a convolution: the first ones met are the
     Detect head's 1x1 convs.
     """
-    producer, _ = graph_index(model.graph)
+    graph = load(model)
     found: dict[str, None] = {}
     convs = 0
-    stack = [o.name for o in model.graph.output]
+    stack = list(graph.outputs)
     seen: set[str] = set()
     while stack:
-        node = producer.get(stack.pop())
+        node = producer(stack.pop())
         if node is None or node.name in seen:
             continue
         seen.add(node.name)
         found[node.name] = None
-        if node.op_type == "Conv":
+        if node.op == "Conv":
             convs += 1
             continue
-        if node.op_type != "Shape":  # a Shape reads only the dimensions of its input
-            stack.extend(node.input)
+        if node.op != "Shape":  # a Shape reads only the dimensions of its input
+            stack.extend(node.inputs)
     if not convs:
         raise S2Error("cannot find the Detect head's convolutions behind the model outputs: is this "
                       "a YOLOv5 detection graph? Exclude nodes with --int8-exclude instead")
     return list(found)
 
 
-def find_stem_nodes(model: Any) -> list[str]:
+def find_stem_nodes(model: onnx.ModelProto | gs.Graph) -> list[str]:
     """The convolutions that read the image itself (YOLOv5's 6x6 stride-2 stem)."""
-    inputs = {i.name for i in model.graph.input}
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+    graph = load(model)
+    inputs = {id(i) for i in graph.inputs}
+    return [n.name for n in graph.nodes if n.op == "Conv" and id(n.inputs[0]) in inputs]
 
 
-def resolve_exclusions(model: Any, specs: Sequence[str] | None) -> Exclusions:
+def resolve_exclusions(model: onnx.ModelProto | gs.Graph, specs: Sequence[str] | None) -> Exclusions:
     """Turn --int8-exclude values into node names.
 
     A value is a group (`detect`, `attention`, `stem`: the first conv), `default` (detect and
@@ -155,22 +160,23 @@ def resolve_exclusions(model: Any, specs: Sequence[str] | None) -> Exclusions:
         if len(tokens) > 1:
             raise S2Error("--int8-exclude none cannot be combined with other values")
         return Exclusions()
+    graph = load(model)
     ex = Exclusions()
     expanded: list[str] = []
     for t in tokens:
         expanded += list(DEFAULT_EXCLUDE) if t == "default" else [t]
     for t in dict.fromkeys(expanded):
         if t == "detect":
-            ex.groups[t] = find_detect_nodes(model)
+            ex.groups[t] = find_detect_nodes(graph)
         elif t == "attention":
-            ex.groups[t] = sorted(attention_islands(model))
+            ex.groups[t] = sorted(attention_islands(graph))
             if not ex.groups[t]:
                 log.info("no split attention softmax path in this graph: nothing to keep in float")
         elif t == "stem":
-            ex.groups[t] = find_stem_nodes(model)
+            ex.groups[t] = find_stem_nodes(graph)
         else:
-            hits = [n.name for n in model.graph.node
-                    if fnmatch.fnmatchcase(n.name, t) or fnmatch.fnmatchcase(n.op_type, t)]
+            hits = [n.name for n in graph.nodes
+                    if fnmatch.fnmatchcase(n.name, t) or fnmatch.fnmatchcase(n.op, t)]
             if not hits:
                 raise S2Error(f"--int8-exclude '{t}' matches no node name or op type of the model "
                               f"(groups: {', '.join(EXCLUDE_GROUPS)}, default, none)")
@@ -210,8 +216,9 @@ def _ort_quantization() -> Any:
     return quantization
 
 
-def preprocess_for_quantization(src: Path, dst: Path) -> Any:
-    """ORT's quant_pre_process (shape inference, constant folding), with named nodes."""
+def preprocess_for_quantization(src: Path, dst: Path) -> gs.Graph:
+    """ORT's quant_pre_process (shape inference, constant folding), with named nodes: ORT excludes
+    nodes by name."""
     import onnx
 
     q = _ort_quantization()
@@ -222,9 +229,10 @@ def preprocess_for_quantization(src: Path, dst: Path) -> Any:
                     first_line(e))
         dst.write_bytes(src.read_bytes())
     model = onnx.load(str(dst))
-    ensure_node_names(model)
-    onnx.save(model, str(dst))
-    return model
+    graph = load(model)
+    name_unnamed(graph)
+    onnx.save(save(graph, like=model), str(dst))
+    return graph
 
 
 def quantize_qdq(onnx_fp32: str | Path, out: str | Path, reader: Any, method: str | CalibMethod,
@@ -242,8 +250,7 @@ def quantize_qdq(onnx_fp32: str | Path, out: str | Path, reader: Any, method: st
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="s2trt-int8-", dir=work_dir) as tmp:
         pre = Path(tmp) / "pre.onnx"
-        model = preprocess_for_quantization(Path(onnx_fp32), pre)
-        ex = resolve_exclusions(model, exclude)
+        ex = resolve_exclusions(preprocess_for_quantization(Path(onnx_fp32), pre), exclude)
         log.info("INT8 (%s): kept in float: %s", m.value,
                  ", ".join(f"{k} {v} nodes" for k, v in ex.summary().items()) or "nothing")
         qpath = Path(tmp) / "int8.onnx"
@@ -256,43 +263,39 @@ def quantize_qdq(onnx_fp32: str | Path, out: str | Path, reader: Any, method: st
                               nodes_to_exclude=ex.nodes, calibrate_method=m.ort(),
                               extra_options=ort_extra_options())
         log.debug("%s", chatter.getvalue().strip())
-        qmodel = onnx.load(str(qpath))
-        rewired = keep_excluded_inputs_float(qmodel, ex.nodes)
-        skips = quantize_residual_skips_only(qmodel)
-        concats = share_concat_scales(qmodel)
+        ort_model = onnx.load(str(qpath))
+        graph = load(ort_model)
+        rewired = keep_excluded_inputs_float(graph, ex.nodes)
+        skips = quantize_residual_skips_only(graph)
+        concats = share_concat_scales(graph)
+        qmodel = save(graph, like=ort_model)
+        stats = qdq_stats(graph)
         _copy_metadata(onnx.load(str(onnx_fp32), load_external_data=False), qmodel)
         write_bytes_atomic(Path(out), qmodel.SerializeToString())
-    stats = qdq_stats(qmodel)
     return {"method": m.value, "excluded": ex.summary(), "excluded_nodes": len(ex.nodes),
             "excluded_inputs_restored": rewired, "residual_adds_skip_only": skips,
             "concats_one_scale": concats,
             "calib_images": reader.num_images, "quantize_s": round(time.perf_counter() - t0, 1), **stats}
 
 
-def keep_excluded_inputs_float(model: Any, excluded: Iterable[str]) -> int:
+def keep_excluded_inputs_float(graph: gs.Graph, excluded: Iterable[str]) -> int:
     """Point excluded nodes back at the float tensors ORT quantized for a neighbour.
 
     ORT puts one Q/DQ pair on a tensor and rewires *every* consumer to it, so a Detect conv that
     shares its input with a neck conv would still read INT8-rounded values. Returns how many inputs
     were restored; Q/DQ pairs left without a consumer are removed.
     """
-    producer, _ = graph_index(model.graph)
-    inits = {i.name for i in model.graph.initializer}
     names = set(excluded)
     restored = 0
-    for node in model.graph.node:
+    for node in graph.nodes:
         if node.name not in names:
             continue
-        for k, name in enumerate(node.input):
-            dq = producer.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            q = producer.get(dq.input[0])
-            if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
-                continue
-            node.input[k] = q.input[0]
-            restored += 1
-    _drop_unused_qdq(model)
+        for k, t in enumerate(node.inputs):
+            pair = qdq_source(t)
+            if pair is not None:
+                node.inputs[k] = pair[0].inputs[0]
+                restored += 1
+    graph.cleanup()
     return restored
 
 
@@ -312,35 +315,24 @@ def keep_excluded_inputs_float(model: Any, excluded: Iterable[str]) -> int:
 _CONV_EPILOGUE_OPS = {"Relu", "Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu"}
 
 
-def _qdq_source(name: str, producer: dict[str, Any], inits: set[str]) -> tuple[Any, Any] | None:
-    """(Q, DQ) when tensor `name` is the DequantizeLinear of a quantized activation, else None."""
-    dq = producer.get(name)
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return None
-    q = producer.get(dq.input[0])
-    if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
-        return None
-    return q, dq
-
-
-def _conv_output(name: str, producer: dict[str, Any]) -> bool:
+def _conv_output(t: gs.Tensor) -> bool:
     """Whether a tensor is a Conv's output, directly or through its fused activation (SiLU included)."""
-    node = producer.get(name)
+    node = producer(t)
     if node is None:
         return False
-    if node.op_type == "Conv":
+    if node.op == "Conv":
         return True
-    if node.op_type in _CONV_EPILOGUE_OPS:
-        return _conv_output(node.input[0], producer)
-    if node.op_type == "Mul" and len(node.input) == 2:  # SiLU: x * Sigmoid(x)
-        for a, b in (node.input, node.input[::-1]):
-            s = producer.get(b)
-            if s is not None and s.op_type == "Sigmoid" and s.input[0] == a:
-                return _conv_output(a, producer)
+    if node.op in _CONV_EPILOGUE_OPS:
+        return _conv_output(node.inputs[0])
+    if node.op == "Mul" and len(node.inputs) == 2:  # SiLU: x * Sigmoid(x)
+        for a, b in (node.inputs, node.inputs[::-1]):
+            s = producer(b)
+            if s is not None and s.op == "Sigmoid" and s.inputs[0] is a:
+                return _conv_output(a)
     return False
 
 
-def quantize_residual_skips_only(model: Any) -> int:
+def quantize_residual_skips_only(graph: gs.Graph) -> int:
     """Leave the conv branch of each residual Add unquantized so TensorRT fuses Conv + act + Add.
 
     A residual Add is one with a quantized input computed by a convolution (the branch) and another
@@ -348,27 +340,27 @@ def quantize_residual_skips_only(model: Any) -> int:
     cv2); the skip keeps its Q/DQ pair, which it shares with the branch's first conv. Returns how many
     Adds were changed.
     """
-    producer, consumers = graph_index(model.graph)
-    inits = {i.name for i in model.graph.initializer}
+    # Readers as ORT left them: an Add rewired here must not change what the next Add sees.
+    readers = {name: len(t.outputs) for name, t in graph.tensors().items()}
     changed = 0
-    for add in (n for n in model.graph.node if n.op_type == "Add"):
-        pairs = {k: _qdq_source(t, producer, inits) for k, t in enumerate(add.input)}
+    for add in (n for n in graph.nodes if n.op == "Add"):
+        pairs = {k: qdq_source(t) for k, t in enumerate(add.inputs)}
         quantized = [k for k, p in pairs.items() if p is not None]
         if len(quantized) < 2:
             continue
-        branches = [k for k in quantized if _conv_output(pairs[k][0].input[0], producer)]
+        branches = [k for k in quantized if _conv_output(pairs[k][0].inputs[0])]
         if not branches:
             continue  # no conv feeds it: an Add of INT8 tensors, which TensorRT runs as one INT8 layer
         # The skip fans out (to the next block's conv); the branch has only its Q as a reader.
-        sole = [k for k in branches if len(consumers.get(pairs[k][0].input[0], [])) == 1]
+        sole = [k for k in branches if readers[pairs[k][0].inputs[0].name] == 1]
         k = (sole or branches)[-1]
-        add.input[k] = pairs[k][0].input[0]
+        add.inputs[k] = pairs[k][0].inputs[0]
         changed += 1
-    _drop_unused_qdq(model)
+    graph.cleanup()
     return changed
 
 
-def share_concat_scales(model: Any) -> int:
+def share_concat_scales(graph: gs.Graph) -> int:
     """Give every quantized input of a Concat, and its output's quantizer, one scale and zero point.
 
     Tensors shared between Concats (a neck feature map concatenated twice) tie those Concats
@@ -377,11 +369,8 @@ def share_concat_scales(model: Any) -> int:
     many Concats read quantized inputs.
     """
     import numpy as np
-    from onnx import numpy_helper
+    import onnx_graphsurgeon as gs
 
-    producer, consumers = graph_index(model.graph)
-    init_map = {i.name: i for i in model.graph.initializer}
-    inits = set(init_map)
     parent: dict[str, str] = {}
 
     def find(a: str) -> str:
@@ -393,12 +382,12 @@ def share_concat_scales(model: Any) -> int:
     quant: dict[str, Any] = {}  # Q name -> Q node
     outputs: set[str] = set()  # Q nodes on Concat outputs
     count = 0
-    for cat in (n for n in model.graph.node if n.op_type == "Concat"):
-        members = [p[0] for t in cat.input if (p := _qdq_source(t, producer, inits)) is not None]
+    for cat in (n for n in graph.nodes if n.op == "Concat"):
+        members = [p[0] for t in cat.inputs if (p := qdq_source(t)) is not None]
         if not members:
             continue
         count += 1
-        out_q = [c for c in consumers.get(cat.output[0], []) if c.op_type == "QuantizeLinear"]
+        out_q = [c for c in cat.outputs[0].outputs if c.op == "QuantizeLinear"]
         outputs.update(q.name for q in out_q)
         members += out_q
         for q in members:
@@ -406,23 +395,19 @@ def share_concat_scales(model: Any) -> int:
             parent[find(q.name)] = find(members[0].name)
 
     def scale(q: Any) -> float:
-        return float(numpy_helper.to_array(init_map[q.input[1]]).reshape(-1)[0])
+        return float(np.asarray(q.inputs[1].values).reshape(-1)[0])
 
     groups: dict[str, list[Any]] = {}
     for name, q in quant.items():
         groups.setdefault(find(name), []).append(q)
     for k, members in enumerate(groups.values()):
         pick = [q for q in members if q.name in outputs] or members
-        s = max(scale(q) for q in pick)
-        zp = init_map[members[0].input[2]]
-        s_name, zp_name = f"concat_group{k}_scale", f"concat_group{k}_zero_point"
-        model.graph.initializer.append(numpy_helper.from_array(np.array(s, np.float32), s_name))
-        model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(zp).copy(), zp_name))
+        s = gs.Constant(f"concat_group{k}_scale", np.array(max(scale(q) for q in pick), np.float32))
+        zp = gs.Constant(f"concat_group{k}_zero_point", np.asarray(members[0].inputs[2].values).copy())
         for q in members:
-            for node in [q, *consumers.get(q.output[0], [])]:
-                if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-                    node.input[1], node.input[2] = s_name, zp_name
-    _drop_unused_initializers(model)
+            for node in [q, *q.outputs[0].outputs]:
+                if node.op in QDQ_OPS:
+                    node.inputs[1], node.inputs[2] = s, zp
     return count
 
 
@@ -454,21 +439,17 @@ def mixed_int8_fp16(qmodel: Any) -> Any:
     if _default_opset(qmodel) < QDQ_FP16_OPSET:
         qmodel = version_converter.convert_version(qmodel, QDQ_FP16_OPSET)
     mixed = to_fp16(qmodel)
-    n = qdq_in_fp16(mixed)
+    graph = load(mixed)
+    n = qdq_in_fp16(graph)
     log.debug("INT8+FP16: %d Q/DQ nodes in FP16", n)
-    return mixed
+    return save(graph, like=mixed)
 
 
 def _default_opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _cast_to(node: Any, elem_type: int) -> bool:
-    return node is not None and node.op_type == "Cast" and any(
-        a.name == "to" and a.i == elem_type for a in node.attribute)
-
-
-def qdq_in_fp16(model: Any) -> int:
+def qdq_in_fp16(graph: gs.Graph) -> int:
     """Remove the Casts an FP16 converter puts around Q/DQ pairs (FP16 → FP32 → Q, DQ → FP32 → FP16)
     by giving those Q/DQ nodes FP16 scales. Returns how many Q/DQ nodes now work in FP16.
 
@@ -476,146 +457,130 @@ def qdq_in_fp16(model: Any) -> int:
     below FP16's normal range (1/16384) and loses precision there.
     """
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    import onnx_graphsurgeon as gs
+    from onnx import TensorProto
 
-    producer, consumers = graph_index(model.graph)
-    inits = {i.name: i for i in model.graph.initializer}
-    made: dict[str, str] = {}
+    F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    tensors = graph.tensors()
+    # Readers as the FP16 pass left them: the decisions below are about its graph, not the one this
+    # pass is making.
+    before = {name: list(t.outputs) for name, t in tensors.items()}
 
-    def half(scale: str, weight: str | None = None) -> tuple[str, str | None]:
-        key = f"{scale}|{weight}"
+    def readers(t: gs.Tensor) -> list[gs.Node]:
+        return before.get(t.name, [])
+
+    made: dict[str, gs.Constant] = {}
+
+    def half(scale: gs.Constant, weight: gs.Constant | None = None) -> tuple[gs.Constant, gs.Constant | None]:
+        key = f"{scale.name}|{weight.name if weight is not None else None}"
         if key not in made:
-            s32 = numpy_helper.to_array(inits[scale]).astype(np.float32)
-            s16 = np.maximum(s32.astype(np.float16), np.float16(2.0 ** -24))
-            made[key] = f"{scale}_fp16"
-            model.graph.initializer.append(numpy_helper.from_array(s16, made[key]))
+            s32 = np.asarray(scale.values).astype(np.float32)
+            s16 = np.asarray(np.maximum(s32.astype(np.float16), np.float16(2.0 ** -24)))
+            made[key] = gs.Constant(f"{scale.name}_fp16", s16)
             if weight is not None:
-                w = numpy_helper.to_array(inits[weight]).astype(np.float32)
+                w = np.asarray(weight.values).astype(np.float32)
                 ratio = s32 / s16.astype(np.float32)
                 if ratio.ndim == 1:  # per output channel (axis 0)
                     ratio = ratio.reshape([-1] + [1] * (w.ndim - 1))
                 w8 = np.clip(np.rint(w * ratio), -127, 127).astype(np.int8)
-                model.graph.initializer.append(numpy_helper.from_array(w8, f"{weight}_fp16scale"))
-        return made[key], (f"{weight}_fp16scale" if weight is not None else None)
+                made[f"{key}|weight"] = gs.Constant(f"{weight.name}_fp16scale", w8)
+        return made[key], made.get(f"{key}|weight")
 
     # Data movement that reads only DQs (a Concat of INT8 tensors, MaxPool, Resize, Slice), which
     # the converter left in FP32, moves to FP16 with its pairs when every pair around it can; where
     # it also feeds an FP32 island, one Cast(->FP32) at that border, as in the FP16 graph.
-    def is_dq(t: str) -> bool:
-        return (p := producer.get(t)) is not None and p.op_type == "DequantizeLinear"
+    def is_dq(t: gs.Tensor) -> bool:
+        return (p := producer(t)) is not None and p.op == "DequantizeLinear"
 
-    def mover_inputs(n: Any) -> list[str]:
-        return list(n.input if n.op_type == "Concat" else n.input[:1])
+    def mover_inputs(n: gs.Node) -> list[gs.Tensor]:
+        return list(n.inputs if n.op == "Concat" else n.inputs[:1])
 
-    graph_outputs = {o.name for o in model.graph.output}
-    movers = {n.name: n for n in model.graph.node if n.op_type in _MOVE_OPS
+    graph_outputs = {id(o) for o in graph.outputs}
+    movers = {n.name: n for n in graph.nodes if n.op in _MOVE_OPS
               and all(is_dq(t) for t in mover_inputs(n))
-              and consumers.get(n.output[0]) and n.output[0] not in graph_outputs}
+              and readers(n.outputs[0]) and id(n.outputs[0]) not in graph_outputs}
 
-    def dq_readers_fp16(dq: Any) -> bool:
-        readers = consumers.get(dq.output[0], [])
-        return bool(readers) and all(_cast_to(r, TensorProto.FLOAT16) or r.name in movers for r in readers)
+    def dq_readers_fp16(dq: gs.Node) -> bool:
+        after = readers(dq.outputs[0])
+        return bool(after) and all(is_cast_to(r, F16) or r.name in movers for r in after)
 
     # Both halves of a pair have one type (a Q's input and a DQ's output are the scale's type, and
     # TensorRT fuses a pair only as a pair): FP16 where every DQ of the Q feeds FP16 compute or
     # data movement, else FP32 with its Casts left where they are.
-    def pair_fp16(q: Any) -> bool:
-        readers = consumers.get(q.output[0], [])
-        return bool(readers) and all(r.op_type == "DequantizeLinear" and dq_readers_fp16(r) for r in readers)
+    def pair_fp16(q: gs.Node) -> bool:
+        after = readers(q.outputs[0])
+        return bool(after) and all(r.op == "DequantizeLinear" and dq_readers_fp16(r) for r in after)
 
-    def dq_fp16(dq: Any) -> bool:
-        q = producer.get(dq.input[0])
-        return pair_fp16(q) if q is not None and q.op_type == "QuantizeLinear" else dq_readers_fp16(dq)
+    def dq_fp16(dq: gs.Node) -> bool:
+        q = producer(dq.inputs[0])
+        return pair_fp16(q) if q is not None and q.op == "QuantizeLinear" else dq_readers_fp16(dq)
 
     while bad := [m for m, n in movers.items()
-                  if not all(dq_fp16(producer[t]) for t in mover_inputs(n))
-                  or not all(pair_fp16(r) for r in consumers[n.output[0]] if r.op_type == "QuantizeLinear")]:
+                  if not all(dq_fp16(producer(t)) for t in mover_inputs(n))
+                  or not all(pair_fp16(r) for r in readers(n.outputs[0]) if r.op == "QuantizeLinear")]:
         for m in bad:
             del movers[m]
 
-    rename: dict[str, str] = {}
-    half_outputs: set[str] = {n.output[0] for n in movers.values()}
-    to_half: dict[str, Any] = {}  # border Casts made here: FP32 values into FP16 pairs, and back
+    rename: dict[str, gs.Tensor] = {}  # a Cast's output -> the FP16 tensor its readers take instead
+    half_outputs: set[str] = {n.outputs[0].name for n in movers.values()}
+    casts: dict[str, gs.Tensor] = {}  # border Casts made here: FP32 values into FP16 pairs, and back
     count = 0
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] not in inits and pair_fp16(node):
-            src = producer.get(node.input[0])
-            if _cast_to(src, TensorProto.FLOAT):  # FP16 compute -> Cast(->FP32) -> Q: the Cast goes
-                node.input[0] = src.input[0]
+    for node in list(graph.nodes):
+        if node.op == "QuantizeLinear" and not is_constant(node.inputs[0]) and pair_fp16(node):
+            src = producer(node.inputs[0])
+            if is_cast_to(src, F32):  # FP16 compute -> Cast(->FP32) -> Q: the Cast goes
+                node.inputs[0] = src.inputs[0]
             elif src is None or src.name not in movers:  # an FP32 value (the image, an FP32 node)
-                t, name = node.input[0], f"{node.input[0]}/to_fp16"  # the converter's own Cast name
-                if not _cast_to(producer.get(name), TensorProto.FLOAT16) and name not in to_half:
-                    to_half[name] = helper.make_node("Cast", [t], [name], name=name, to=TensorProto.FLOAT16)
-                node.input[0] = name
-            node.input[1] = half(node.input[1])[0]
+                t = node.inputs[0]
+                name = f"{t.name}/to_fp16"  # the converter's own Cast name
+                own = tensors.get(name)
+                if own is not None and is_cast_to(producer(own), F16):
+                    node.inputs[0] = own
+                else:
+                    if name not in casts:
+                        casts[name] = add_cast(graph, t, F16, name)
+                    node.inputs[0] = casts[name]
+            node.inputs[1] = half(node.inputs[1])[0]
             count += 1
-        elif node.op_type == "DequantizeLinear" and dq_fp16(node):
-            weight = node.input[0] if node.input[0] in inits else None
-            node.input[1], w = half(node.input[1], weight)
+        elif node.op == "DequantizeLinear" and dq_fp16(node):
+            weight = node.inputs[0] if is_constant(node.inputs[0]) else None
+            node.inputs[1], w = half(node.inputs[1], weight)
             if w is not None:
-                node.input[0] = w
-            readers = consumers[node.output[0]]
-            rename.update({r.output[0]: node.output[0] for r in readers if r.op_type == "Cast"})
-            half_outputs.add(node.output[0])
+                node.inputs[0] = w
+            rename.update({r.outputs[0].name: node.outputs[0] for r in readers(node.outputs[0])
+                           if r.op == "Cast"})
+            half_outputs.add(node.outputs[0].name)
             count += 1
     for mover in movers.values():
-        out = mover.output[0]
-        for reader in consumers[out]:
-            if _cast_to(reader, TensorProto.FLOAT16):
-                rename[reader.output[0]] = out
-            elif reader.op_type != "QuantizeLinear":  # an FP32 island reads it
-                name = f"{out}/to_fp32"
-                to_half.setdefault(name, helper.make_node("Cast", [out], [name], name=name,
-                                                          to=TensorProto.FLOAT))
-                reader.input[:] = [name if t == out else t for t in reader.input]
-    if to_half:  # each Cast right before the first node that reads it, so the graph stays sorted
-        nodes = list(model.graph.node)
-        del model.graph.node[:]
-        for node in nodes:
-            model.graph.node.extend(to_half.pop(t) for t in list(node.input) if t in to_half)
-            model.graph.node.append(node)
+        out = mover.outputs[0]
+        for reader in readers(out):
+            if is_cast_to(reader, F16):
+                rename[reader.outputs[0].name] = out
+            elif reader.op != "QuantizeLinear":  # an FP32 island reads it
+                name = f"{out.name}/to_fp32"
+                if name not in casts:
+                    casts[name] = add_cast(graph, out, F32, name)
+                replace_input(reader, out, casts[name])
     # The activation pairs left in FP32 get their scales rounded to FP16 values too: TensorRT elides a
     # Concat only when the scales it compares are equal, whichever type each pair has.
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] not in inits \
-                and inits.get(node.input[1]) is not None \
-                and inits[node.input[1]].data_type == TensorProto.FLOAT:
-            key = f"{node.input[1]}|fp32"
+    for node in graph.nodes:
+        if node.op in QDQ_OPS and not is_constant(node.inputs[0]) and is_constant(node.inputs[1]) \
+                and node.inputs[1].dtype == np.float32:
+            scale = node.inputs[1]
+            key = f"{scale.name}|fp32"
             if key not in made:
-                s16 = numpy_helper.to_array(inits[node.input[1]]).astype(np.float16)
-                made[key] = f"{node.input[1]}_fp16_value"
-                model.graph.initializer.append(numpy_helper.from_array(s16.astype(np.float32), made[key]))
-            node.input[1] = made[key]
-    for node in model.graph.node:
-        for k, name in enumerate(node.input):
-            node.input[k] = rename.get(name, name)
-    for vi in model.graph.value_info:
-        if vi.name in half_outputs:
-            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    dead = [n for n in model.graph.node if n.op_type == "Cast" and n.output[0] not in used]
-    for n in dead:
-        model.graph.node.remove(n)
-    _drop_unused_initializers(model)
+                s16 = np.asarray(scale.values).astype(np.float16)
+                made[key] = gs.Constant(f"{scale.name}_fp16_value", s16.astype(np.float32))
+            node.inputs[1] = made[key]
+    for node in graph.nodes:
+        for k, t in enumerate(node.inputs):
+            if t.name in rename:
+                node.inputs[k] = rename[t.name]
+    io = {id(t) for t in (*graph.inputs, *graph.outputs)}
+    for name in half_outputs:  # the tensors that carry a type (value_info) say FP16 now
+        if tensors[name].dtype is not None and id(tensors[name]) not in io:
+            tensors[name].dtype = np.float16
     return count
-
-
-def _drop_unused_initializers(model: Any) -> None:
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-
-
-def _drop_unused_qdq(model: Any) -> None:
-    outputs = {o.name for o in model.graph.output}
-    while True:
-        used = {i for n in model.graph.node for i in n.input} | outputs
-        dead = [n for n in iter_qdq_nodes(model) if not any(o in used for o in n.output)]
-        if not dead:
-            return
-        for n in dead:
-            model.graph.node.remove(n)
 
 
 def _copy_metadata(src: Any, dst: Any) -> None:
@@ -629,15 +594,11 @@ def _copy_metadata(src: Any, dst: Any) -> None:
         entry.key, entry.value = k, v
 
 
-def qdq_stats(model: Any) -> dict[str, int]:
-    ops = [n.op_type for n in model.graph.node]
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    producer, _ = graph_index(model.graph)
-    int8_convs = sum(1 for c in convs if (p := producer.get(c.input[1])) is not None
-                     and p.op_type == "DequantizeLinear")
+def qdq_stats(model: onnx.ModelProto | gs.Graph) -> dict[str, int]:
+    graph = load(model)
+    ops = [n.op for n in graph.nodes]
+    convs = [n for n in graph.nodes if n.op == "Conv"]
+    int8_convs = sum(1 for c in convs if (p := producer(c.inputs[1])) is not None
+                     and p.op == "DequantizeLinear")
     return {"quantize_nodes": ops.count("QuantizeLinear"), "dequantize_nodes": ops.count("DequantizeLinear"),
             "int8_convs": int8_convs, "float_convs": len(convs) - int8_convs}
-
-
-def iter_qdq_nodes(model: Any) -> Iterable[Any]:
-    return (n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))

@@ -28,10 +28,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from s2trt.errors import S2Error
+from s2trt.export.graph import add_cast, is_constant, load, producer, save
 from s2trt.text import first_line
 
 if TYPE_CHECKING:
     import onnx
+    import onnx_graphsurgeon as gs
 
 log = logging.getLogger(__name__)
 
@@ -61,86 +63,77 @@ FIXED_INPUTS = {"Resize": frozenset({1, 2}), "Upsample": frozenset({1})}
 FP16_TOL = 5e-2
 
 
-def graph_index(graph: onnx.GraphProto) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """(tensor -> the node that writes it, tensor -> the nodes that read it) of an ONNX graph."""
-    producer = {o: n for n in graph.node for o in n.output if o}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    return producer, consumers
-
-
-def decode_nodes(model: onnx.ModelProto) -> list[str]:
+def decode_nodes(model: onnx.ModelProto | gs.Graph) -> list[str]:
     """Nodes between the graph outputs and the last Conv nodes before them (the Detect decode)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    names, stack, seen = [], [o.name for o in model.graph.output], set()
+    graph = load(model)
+    names, stack, seen = [], list(graph.outputs), set()
     while stack:
-        t = stack.pop()
-        node = producer.get(t)
-        if node is None or node.name in seen or node.op_type == "Conv":
+        node = producer(stack.pop())
+        if node is None or node.name in seen or node.op == "Conv":
             continue
         seen.add(node.name)
         names.append(node.name)
-        stack.extend(node.input)
+        stack.extend(node.inputs)
     return names
 
 
-def sum_trees(model: onnx.ModelProto) -> list[str]:
+def sum_trees(model: onnx.ModelProto | gs.Graph) -> list[str]:
     """Add nodes whose values flow only into a sum reduction (directly or through other such Adds).
 
     That is the split attention's global sum over the branches, found without matching the whole
     block, which a Q/DQ graph's extra nodes can break: its terms are added in FP32 like the sum.
     """
-    producer, consumers = graph_index(model.graph)
+    graph = load(model)
     keep: list[str] = []
-    stack = [n for n in model.graph.node if n.op_type in ("ReduceSum", "ReduceMean")]
+    stack = [n for n in graph.nodes if n.op in ("ReduceSum", "ReduceMean")]
     while stack:
         node = stack.pop()
-        for t in node.input[:1] if node.op_type != "Add" else node.input:
-            p = producer.get(t)
-            if p is not None and p.op_type == "Add" and p.name not in keep \
-                    and all(c.name == node.name for c in consumers[t]):
+        for t in node.inputs[:1] if node.op != "Add" else node.inputs:
+            p = producer(t)
+            if p is not None and p.op == "Add" and p.name not in keep \
+                    and all(c.name == node.name for c in t.outputs):
                 keep.append(p.name)
                 stack.append(p)
     return keep
 
 
-def softmax_paths(model: onnx.ModelProto) -> list[str]:
+def softmax_paths(model: onnx.ModelProto | gs.Graph) -> list[str]:
     """Each softmax fed by a sum reduction, and the nodes between them (the split attention's MLP),
     found by walking back from the softmax to the ReduceSum without crossing a convolution: structure
     that the exact block match of export/surgery.py misses where constants are not folded yet."""
-    producer, _ = graph_index(model.graph)
+    graph = load(model)
     found: list[str] = []
-    for softmax in (n for n in model.graph.node if n.op_type == "Softmax"):
-        path, stack, reached_sum = {softmax.name: None}, list(softmax.input), False
+    for softmax in (n for n in graph.nodes if n.op == "Softmax"):
+        path, stack, reached_sum = {softmax.name: None}, list(softmax.inputs), False
         while stack:
-            node = producer.get(stack.pop())
-            if node is None or node.name in path or node.op_type == "Conv":
+            node = producer(stack.pop())
+            if node is None or node.name in path or node.op == "Conv":
                 continue
             path[node.name] = None
-            if node.op_type in ("ReduceSum", "ReduceMean"):
+            if node.op in ("ReduceSum", "ReduceMean"):
                 reached_sum = True
-            elif node.op_type != "Shape":  # a dynamic reshape reads the branches' shape, not values
-                stack.extend(node.input)
+            elif node.op != "Shape":  # a dynamic reshape reads the branches' shape, not values
+                stack.extend(node.inputs)
         if reached_sum:  # a softmax of anything else is left alone
             found += [n for n in path if n not in found]
     return found
 
 
-def attention_islands(model: onnx.ModelProto) -> set[str]:
+def attention_islands(model: onnx.ModelProto | gs.Graph) -> set[str]:
     """The split attention's weight path: the branch sum, the global sum, its MLP and the softmax."""
     from s2trt.export.surgery import split_attention_nodes
 
-    return {*split_attention_nodes(model), *sum_trees(model), *softmax_paths(model)}
+    graph = load(model)
+    return {*split_attention_nodes(graph), *sum_trees(graph), *softmax_paths(graph)}
 
 
-def fp32_islands(model: onnx.ModelProto) -> set[str]:
+def fp32_islands(model: onnx.ModelProto | gs.Graph) -> set[str]:
     """The nodes every reduced-precision build keeps in FP32: the Detect decode and the split
     attention's sum, MLP and softmax. The FP16 graph, the TensorRT builder's precision pins and the
     INT8 graph's float exclusions (calib/qdq.py) read this one definition, so all keep the same
     islands."""
-    return {*decode_nodes(model), *attention_islands(model)}
+    graph = load(model)
+    return {*decode_nodes(graph), *attention_islands(graph)}
 
 
 def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.ModelProto:
@@ -152,132 +145,133 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.
 
     from s2trt.export.onnx_export import name_nodes
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    name_nodes(out)  # the FP32 set is by name: an unnamed node must not stand for all of them
-    keep = fp32_islands(out) | set(keep_fp32 or [])
-    unknown = set(keep_fp32 or []) - {n.name for n in out.graph.node}
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    name_nodes(named)  # the FP32 set is by name: an unnamed node must not stand for all of them
+    graph = load(named)
+    keep = fp32_islands(graph) | set(keep_fp32 or [])
+    unknown = set(keep_fp32 or []) - {n.name for n in graph.nodes}
     if unknown:
         raise S2Error(f"FP16 conversion: no node named {', '.join(sorted(unknown))} in the graph")
     try:
-        n_casts, n_fp32 = _Converter(out, keep).run()
+        n_casts, n_fp32 = _Converter(graph, elem_types(named), keep).run()
     except (ValueError, KeyError) as e:  # a graph this pass cannot type: say where
         raise S2Error(f"FP16 conversion failed: {first_line(e, 200)}") from None
     log.debug("FP16: %d nodes kept in FP32, %d Casts at the region borders", n_fp32, n_casts)
-    return out
+    return save(graph, like=named)
 
 
 class _Converter:
-    """Assigns FP16/FP32 to each float node in graph order, then types tensors and inserts Casts."""
+    """Assigns FP16/FP32 to each float node in graph order, then types tensors and inserts Casts.
 
-    def __init__(self, model: onnx.ModelProto, keep: set[str]):
+    Tensors are tracked by name: `types` (the element types of the FP32 graph) knows only the
+    original ones, so the Casts and FP16 copies made here are never converted again."""
+
+    def __init__(self, graph: gs.Graph, types: dict[str, int], keep: set[str]):
         import onnx
 
-        self.model, self.graph, self.keep = model, model.graph, keep
+        self.graph, self.types, self.keep = graph, types, keep
         self.F16, self.F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
-        self.types = elem_types(model)
-        self.inits = {i.name: i for i in self.graph.initializer}
+        self.inits = {t.name: t for t in graph.tensors().values() if is_constant(t)}
         self.now: dict[str, int] = {}  # float tensor -> its type in the new graph
-        self.casts: dict[tuple[str, int], str] = {}
-        self.new_nodes: list[onnx.NodeProto] = []
-        self.renamed: dict[str, str] = {}  # an FP16-produced graph output -> its FP16 tensor
+        self.casts: dict[tuple[str, int], Any] = {}
+        self.renamed: dict[str, Any] = {}  # an FP16-produced graph output -> its FP16 tensor
 
-    def is_float(self, t: str) -> bool:
-        return bool(t) and self.types.get(t) == self.F32
+    def is_float(self, t: gs.Tensor) -> bool:
+        return bool(t.name) and self.types.get(t.name) == self.F32
 
-    def precision(self, node: onnx.NodeProto) -> int | None:
+    def precision(self, node: gs.Node) -> int | None:
         from s2trt.export.plugin_reference import OP_DOMAIN
 
-        floats = [t for t in node.input if self.is_float(t)] + [t for t in node.output if self.is_float(t)]
+        floats = [t for t in (*node.inputs, *node.outputs) if self.is_float(t)]
         if not floats:
             return None
-        if node.name in self.keep or node.op_type in FP32_OPS:
+        if node.name in self.keep or node.op in FP32_OPS:
             return self.F32
-        if node.domain not in ("", "ai.onnx", OP_DOMAIN):  # a custom op whose types we do not know
+        if (node.domain or "") not in ("", "ai.onnx", OP_DOMAIN):  # a custom op whose types we do not know
             return self.F32
-        if node.op_type in FOLLOW_OPS:
-            made = [self.now.get(t) for t in node.input
-                    if self.is_float(t) and t not in self.inits]
+        if node.op in FOLLOW_OPS:
+            made = [self.now.get(t.name) for t in node.inputs
+                    if self.is_float(t) and t.name not in self.inits]
             return self.F16 if self.F16 in made else self.F32
         return self.F16
 
     def run(self) -> tuple[int, int]:
-        from onnx import helper
+        import numpy as np
+        import onnx_graphsurgeon as gs
 
-        outputs = {o.name for o in self.graph.output}
-        for t in (i.name for i in self.graph.input):
+        outputs = {o.name: o for o in self.graph.outputs}
+        for t in self.graph.inputs:
             if self.is_float(t):
-                self.now[t] = self.F32
+                self.now[t.name] = self.F32
+        nodes = list(self.graph.nodes)
         prec = []
-        for node in self.graph.node:  # graph order: a FOLLOW node sees its producers' precision
+        for node in nodes:  # graph order: a FOLLOW node sees its producers' precision
             p = self.precision(node)
             prec.append(p)
-            for t in node.output:
+            for t in node.outputs:
                 if p is not None and self.is_float(t):
-                    self.now[t] = p
-        init_users = self._initializer_users(prec)
-        for node, p in zip(list(self.graph.node), prec, strict=True):
-            if p is not None:
-                for i, t in enumerate(node.input):
-                    if not self.is_float(t) or i in FIXED_INPUTS.get(node.op_type, ()):
-                        continue
-                    node.input[i] = self._as(self.renamed.get(t, t), p, init_users)
-                for i, t in enumerate(node.output):
-                    if not self.is_float(t):
-                        continue
-                    if p == self.F16 and t in outputs:
-                        node.output[i] = self.renamed[t] = f"{t}/fp16"
-                        t = node.output[i]
-                    self.now[t] = p
-            self.new_nodes.append(node)
-        for t, inner in self.renamed.items():
-            self.new_nodes.append(helper.make_node("Cast", [inner], [t], name=f"{t}/to_fp32", to=self.F32))
-        del self.graph.node[:]
-        self.graph.node.extend(self.new_nodes)
-        for vi in self.graph.value_info:
-            if self.now.get(vi.name) == self.F16:
-                vi.type.tensor_type.elem_type = self.F16
+                    self.now[t.name] = p
+        init_users = self._initializer_users(nodes, prec)
+        for node, p in zip(nodes, prec, strict=True):
+            if p is None:
+                continue
+            for i, t in enumerate(list(node.inputs)):
+                if not self.is_float(t) or i in FIXED_INPUTS.get(node.op, ()):
+                    continue
+                node.inputs[i] = self._as(self.renamed.get(t.name, t), p, init_users)
+            for i, t in enumerate(list(node.outputs)):
+                if not self.is_float(t):
+                    continue
+                if p == self.F16 and t.name in outputs:
+                    node.outputs[i] = self.renamed[t.name] = gs.Variable(f"{t.name}/fp16")
+                    t = node.outputs[i]
+                self.now[t.name] = p
+        for name, inner in self.renamed.items():
+            self.graph.layer(op="Cast", name=f"{name}/to_fp32", inputs=[inner], outputs=[outputs[name]],
+                             attrs={"to": self.F32})
+        io = {id(t) for t in (*self.graph.inputs, *self.graph.outputs)}
+        for t in self.graph.tensors().values():  # the inner tensors that carry a type (value_info)
+            if not is_constant(t) and t.dtype is not None and id(t) not in io \
+                    and self.now.get(t.name) == self.F16:
+                t.dtype = np.float16
         n_fp32 = sum(p == self.F32 for p in prec)
         return len(self.casts) + len(self.renamed), n_fp32
 
-    def _initializer_users(self, prec: list[int | None]) -> dict[str, set[int]]:
+    def _initializer_users(self, nodes: list[gs.Node], prec: list[int | None]) -> dict[str, set[int]]:
         """Float initializer -> the precisions of the nodes that read it (as a converted input)."""
         users: dict[str, set[int]] = {}
-        for node, p in zip(self.graph.node, prec, strict=True):
-            for i, t in enumerate(node.input):
-                if p is not None and t in self.inits and self.is_float(t) \
-                        and i not in FIXED_INPUTS.get(node.op_type, ()):
-                    users.setdefault(t, set()).add(p)
+        for node, p in zip(nodes, prec, strict=True):
+            for i, t in enumerate(node.inputs):
+                if p is not None and t.name in self.inits and self.is_float(t) \
+                        and i not in FIXED_INPUTS.get(node.op, ()):
+                    users.setdefault(t.name, set()).add(p)
         return users
 
-    def _as(self, t: str, want: int, init_users: dict[str, set[int]]) -> str:
-        """Name of tensor t in type `want`: t itself, an FP16 initializer, or a (shared) Cast."""
-        from onnx import helper, numpy_helper
+    def _as(self, t: gs.Tensor, want: int, init_users: dict[str, set[int]]) -> gs.Tensor:
+        """Tensor t in type `want`: t itself, an FP16 initializer, or a (shared) Cast."""
+        import numpy as np
+        import onnx_graphsurgeon as gs
 
-        if t in self.inits:
+        if t.name in self.inits:
             if want == self.F32:
                 return t
-            if init_users.get(t) == {self.F16}:  # only FP16 readers: convert in place, once
-                init = self.inits[t]
-                if init.data_type == self.F32:
-                    init.CopyFrom(numpy_helper.from_array(_to_half(numpy_helper.to_array(init)), t))
+            if init_users.get(t.name) == {self.F16}:  # only FP16 readers: convert in place, once
+                if t.values.dtype == np.float32:
+                    t.values = _to_half(t.values)
                 return t
-            name = f"{t}/fp16"
+            name = f"{t.name}/fp16"
             if name not in self.inits:
-                self.inits[name] = numpy_helper.from_array(
-                    _to_half(numpy_helper.to_array(self.inits[t])), name)
-                self.graph.initializer.append(self.inits[name])
-            return name
-        have = self.now.get(t, self.F32)
+                self.inits[name] = gs.Constant(name, _to_half(t.values))
+            return self.inits[name]
+        have = self.now.get(t.name, self.F32)
         if have == want:
             return t
-        key = (t, want)
+        key = (t.name, want)
         if key not in self.casts:
             suffix = "fp16" if want == self.F16 else "fp32"
-            name = f"{t}/to_{suffix}"
-            self.new_nodes.append(helper.make_node("Cast", [t], [name], name=name, to=want))
-            self.casts[key] = name
-            self.now[name] = want
+            self.casts[key] = add_cast(self.graph, t, want, f"{t.name}/to_{suffix}")
+            self.now[self.casts[key].name] = want
         return self.casts[key]
 
 
@@ -285,7 +279,7 @@ def _to_half(a: object) -> object:
     import numpy as np
 
     with np.errstate(over="ignore"):
-        return np.asarray(a, np.float32).clip(-65504, 65504).astype(np.float16)
+        return np.asarray(np.asarray(a, np.float32).clip(-65504, 65504).astype(np.float16))
 
 
 _INT64_OPS = {"Shape", "Size", "NonZero", "ArgMax", "ArgMin", "NonMaxSuppression"}

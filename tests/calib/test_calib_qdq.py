@@ -136,6 +136,34 @@ def test_metadata_is_carried_with_int8_precision(quantized) -> None:
     assert props["producer"] == "s2trt" and props["precision"] == "int8"
 
 
+def _unused(model: onnx.ModelProto) -> tuple[set[str], set[str]]:
+    """(nodes no graph output depends on, initializers no node reads) of an ONNX graph."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    needed: set[str] = set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is not None and node.name not in needed:
+            needed.add(node.name)
+            stack.extend(node.input)
+    read = {t for n in model.graph.node for t in n.input}
+    return ({n.name for n in model.graph.node} - needed,
+            {i.name for i in model.graph.initializer} - read)
+
+
+@pytest.mark.parametrize("graph", ["int8", "int8+fp16", "fp16"])
+def test_passes_leave_no_unused_node_or_initializer(work: Path, quantized, graph: str) -> None:
+    """The Q/DQ rewiring and the FP16 passes orphan Q/DQ pairs, Casts and scales; what no output
+    needs must be gone (a dead Q/DQ pair would still join a Concat's scale group)."""
+    from s2trt.calib.qdq import mixed_int8_fp16
+    from s2trt.export.fp16 import to_fp16
+
+    _, fp32, q = quantized
+    model = q if graph == "int8" else mixed_int8_fp16(q) if graph == "int8+fp16" else to_fp16(fp32)
+    assert _unused(model) == (set(), set())
+    onnx.checker.check_model(model)
+
+
 def test_detect_found_by_structure_not_names(work: Path) -> None:
     m = onnx.load(str(work / "fp32.onnx"))
     for k, n in enumerate(m.graph.node):
