@@ -237,6 +237,28 @@ def _numpy_helper(name: str, budget: Budget) -> Any:
     return Checked(_reconstruct, "numpy _reconstruct")
 
 
+def _module_record(saved_id: Any, budget: Budget) -> type | None:
+    """The class of a module record, None for any other persistent id.
+
+    torch's stream format (torch < 1.6, and torch 1.x or 2.x with
+    `_use_new_zipfile_serialization=False`) records each nn.Module class it pickles as
+    ('module', <class>, <source file>, <source>). torch.load would compare that source with the
+    class's own and may write a .patch file; the class must be a stand-in that this pickle's own
+    global resolved, and it is returned as it is: the source is never read.
+    """
+    if not (isinstance(saved_id, tuple) and saved_id and type(saved_id[0]) is str
+            and saved_id[0] == "module"):
+        return None
+    cls = saved_id[1] if len(saved_id) == 4 else None
+    origin = cls.__dict__.get("_s2trt_origin") if isinstance(cls, type) else None
+    if (origin is None or budget.resolved.get(origin) is not cls
+            or not all(x is None or isinstance(x, str) for x in saved_id[2:])):
+        raise UnsafeCheckpointError(
+            f"the checkpoint's module record {brief(saved_id)} does not name a YOLOv5 or torch.nn "
+            "module class with its source; refusing to load it")
+    return cls
+
+
 def _pickle_module(budget: Budget) -> Any:
     """What torch.load needs from a pickle module: an allow-listing Unpickler under a budget."""
 
@@ -266,6 +288,9 @@ def _pickle_module(budget: Budget) -> Any:
         @persistent_load.setter
         def persistent_load(self, load: Any) -> None:
             def checked(saved_id: Any) -> Any:
+                cls = _module_record(saved_id, budget)
+                if cls is not None:
+                    return cls
                 budget.check_storage(saved_id)
                 return load(saved_id)
 

@@ -5,22 +5,28 @@ train.py code under torch 1.8.1 / NumPy 1.20.3 (v5.0, v6.0) and torch 1.13.1 / N
 (tests/data/yolov5/README.md says how). test_models_yolov5_releases.py checks their parity with the
 release's own forward and exports the v5.0 and v7.0 ones to ONNX, as it does for every entry of the
 index; this file checks that they really are what those writers make, and that the NumPy values in
-them are read back as they were written, not merely accepted.
+them are read back as they were written, not merely accepted. torch's older stream format (no
+zip; no YOLOv5 release wrote it by default) is written here at test time: its records of module
+classes are the one thing in it that the zip format lacks.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import pickle
 import pickletools
+import warnings
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 from paths import DATA
+from torch.serialization import MAGIC_NUMBER, PROTOCOL_VERSION
 
 from s2trt.models import load_checkpoint
-from s2trt.models.checkpoint import read_pickle
+from s2trt.models.checkpoint import UnsafeCheckpointError, read_pickle
 
 YOLOV5 = DATA / "yolov5"
 CASES = [(tag.name, e) for tag in sorted(YOLOV5.iterdir()) if tag.is_dir()
@@ -101,3 +107,53 @@ def test_loads_as_the_release_wrote_it(case):
     assert (lm.info["key"], lm.info["epoch"]) == (("model", -1) if entry["stripped"] else ("ema", 41))
     assert lm.half and lm.names == ["class0", "class1", "class2"] and lm.source == "yolov5"
     assert lm.nm == (32 if entry["segment"] else 0)
+
+
+def test_torch_stream_format_records_module_classes(tmp_path):
+    """torch's stream format (torch < 1.6's default, torch 1.x and 2.x on request) stores each
+    module class with its source: such a file loads, and the source is never compared (torch.load
+    would warn that it cannot read a stand-in's source, or write a .patch file)."""
+    from yolov5_fake import build_model
+
+    model = build_model("yolov5n-s2", nc=3, width_multiple=0.0625).half()
+    path = tmp_path / "stream.pt"
+    torch.save({"epoch": -1, "model": model}, path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:2] == b"\x80\x02" and b"def forward(self" in path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lm = load_checkpoint(path)
+    assert lm.half and lm.info["key"] == "model"
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = model.float()(x)[0], lm.model(x)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def _stream(path, record: tuple) -> None:
+    """A file in torch's stream format whose pickle holds one persistent record."""
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return record if obj is _MARK else None
+
+    with open(path, "wb") as f:
+        for part in (MAGIC_NUMBER, PROTOCOL_VERSION, {"protocol_version": PROTOCOL_VERSION}):
+            pickle.dump(part, f, protocol=2)
+        Pickler(f, protocol=2).dump({"model": _MARK})
+        pickle.dump([], f, protocol=2)
+
+
+_MARK = object()
+
+
+@pytest.mark.parametrize("record", [
+    ("module", torch.nn.Conv2d, None, 7),  # a source that is not text
+    ("module", torch.nn.Conv2d, None),  # too short
+    ("module", collections.OrderedDict, None, None),  # a global, but not a module's stand-in
+    ("module", "torch.nn.Conv2d", None, None),  # a name, not a class
+], ids=["source", "short", "not-a-module", "not-a-class"])
+def test_forged_module_records_are_refused(tmp_path, record):
+    path = tmp_path / "forged.pt"
+    _stream(path, record)
+    with pytest.raises(UnsafeCheckpointError, match="module record"):
+        read_pickle(path)
