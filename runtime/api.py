@@ -1,9 +1,10 @@
 """`s2trt.Detector`: detection from Python code, on the pipeline s2infer runs.
 
 The Detector opens its model as s2infer does (`runtime/model.py`), `det(...)` runs images through
-`Runner` in the calling thread, and `det.stream(...)` drives the very loop s2infer runs (the same
-sources, reader threads, newest-frame policy, reconnects and batching), one batch per step, so
-stopping the iteration stops the run. Errors are `S2Error`s with s2infer's one-line messages.
+`Runner` in the calling thread, and `det.stream(...)` drives s2infer's own run (`runtime/run.py`
+`Session`: the same sources, reader threads, newest-frame policy, reconnects, batch planning and
+end), one batch per step, so stopping the iteration stops the run. The options are checked where
+s2infer's are (`runtime/request.py`), so errors are `S2Error`s with s2infer's one-line messages.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend
 from s2trt.runtime.inputs.sources import Frame, Source, SourceKind, open_source
-from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, SourceStats
-from s2trt.runtime.model import TRITON_BATCH, BackendOptions, ModelRef, open_model
-from s2trt.runtime.pipeline import Runner, open_frames, plan_batch
+from s2trt.runtime.inputs.streams import MultiSource, SourceStats, open_frames
+from s2trt.runtime.model import BackendOptions, ModelRef, open_model, parse_gpu_preprocess
+from s2trt.runtime.pipeline import Runner
+from s2trt.runtime.request import QUEUE_SIZE, InputOptions, check_count, requested_batch
 from s2trt.runtime.results import Result
+from s2trt.runtime.run import Session
 from s2trt.runtime.stats import Stats
 from s2trt.text import redact_credentials
 
@@ -47,7 +50,10 @@ class Detector:
     `conf_thres`, `iou_thres`, `classes`, `agnostic_nms`, `max_det`, `batch` (frames per inference
     batch; default 1, 8 for Triton, one per camera or stream in `stream`), `plugin_lib`, `imgsz`
     (a checkpoint's input size, else checked against the model), `cfg`, `half`, `threads`,
-    `triton_model`, `cuda_graphs`, `gpu_preprocess` ("auto", "on", "off").
+    `triton_model`, `cuda_graphs`, `gpu_preprocess` ("auto", "on", "off"), `trust_engine_plugin`
+    (s2infer's --trust-engine-plugin: an engine's plugin library that came with it, beside it with
+    the SHA-256 its sidecar records, is loaded; it runs code, so only for an engine from a source
+    you trust. False leaves it to $S2TRT_TRUST_ENGINE_PLUGIN, as s2infer does).
 
     Thread safety: one Detector runs one call at a time. Calls from several threads are safe and
     take turns (a lock); for parallel inference make one Detector per thread. While a `stream` is
@@ -61,22 +67,20 @@ class Detector:
                  max_det: int = 300, batch: int | None = None, plugin_lib: PathLike | None = None,
                  imgsz: int | Sequence[int] | None = None, cfg: str | None = None, half: bool = False,
                  threads: int = 0, triton_model: str = "s2trt_detector", cuda_graphs: bool = True,
-                 gpu_preprocess: str = "auto"):
+                 gpu_preprocess: str = "auto", trust_engine_plugin: bool = False):
         self.options = DetectOptions(conf_thres, iou_thres, None if classes is None else tuple(classes),
                                      agnostic_nms, max_det)
-        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-            raise S2Error(f"--batch {batch} must be 1 or more")
-        if gpu_preprocess not in ("auto", "on", "off"):
-            raise S2Error(f"--gpu-preprocess {gpu_preprocess}: choose auto, on or off")
+        check_count("--batch", batch)
+        backend_options = BackendOptions(
+            device=device, plugin_lib=None if plugin_lib is None else os.fspath(plugin_lib), imgsz=_hw(imgsz),
+            cfg=cfg, half=half, threads=threads, triton_model=triton_model, cuda_graphs=cuda_graphs,
+            gpu_preprocess=parse_gpu_preprocess(gpu_preprocess),
+            trust_engine_plugin=bool(trust_engine_plugin))
         self.ref = ModelRef.parse(model)
         self._batch = batch
         self._lock = threading.Lock()
         self._streaming: int | None = None  # the thread iterating a stream, while one runs
-        self._backend: Backend | None = open_model(self.ref, BackendOptions(
-            device=device, plugin_lib=None if plugin_lib is None else os.fspath(plugin_lib),
-            imgsz=_hw(imgsz), cfg=cfg, half=half, threads=threads, triton_model=triton_model,
-            cuda_graphs=cuda_graphs, gpu_preprocess={"auto": None, "on": True, "off": False}[gpu_preprocess],
-        ), self.options)
+        self._backend: Backend | None = open_model(self.ref, backend_options, self.options)
 
     # --- what the model is ---------------------------------------------------------------------
 
@@ -99,9 +103,7 @@ class Detector:
     @property
     def batch(self) -> int:
         """Frames per inference batch in `det(...)`."""
-        if self._batch is not None:
-            return self._batch
-        return TRITON_BATCH if self.ref.kind == "triton" else 1
+        return requested_batch(self._batch, self.ref) or 1
 
     # --- images ---------------------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class Detector:
     def stream(self, sources: PathLike | int | Sequence[PathLike | int], *, vid_stride: int = 1,
                max_pixels: int = DEFAULT_MAX_PIXELS, stream_timeout: float = 10.0,
                reconnect_timeout: float = 60.0, decoder: str = "auto", push_timeout: float | None = None,
-               queue_size: int = 4) -> Stream:
+               queue_size: int = QUEUE_SIZE) -> Stream:
         """Results of videos, cameras (an int index) and streams (rtsp://, http://, ...), or a
         .streams file, as they come: s2infer's pipeline (several sources batched together, the
         newest frame of each live source, reconnects, drops counted in `Stream.sources`).
@@ -147,13 +149,12 @@ class Detector:
         specs = [str(s) if isinstance(s, int) else os.fspath(s) for s in _as_list(sources)]
         if not specs:
             raise S2Error("no source given")
-        if queue_size < 1:
-            raise S2Error(f"--queue-size {queue_size} must be 1 or more")
+        inputs = InputOptions(vid_stride, max_pixels, stream_timeout, reconnect_timeout, decoder,
+                              push_timeout)
+        inputs.check()
+        check_count("--queue-size", queue_size)
         self.backend  # noqa: B018 - refuses a closed Detector before any source is opened
-        source = open_frames(specs, vid_stride=vid_stride, max_pixels=max_pixels,
-                             live=LiveOptions(stream_timeout, reconnect_timeout), decoder=decoder,
-                             push_timeout_s=push_timeout)
-        return Stream(self, source, queue_size)
+        return Stream(self, open_frames(specs, inputs), queue_size)
 
     # --- life -----------------------------------------------------------------------------------
 
@@ -196,12 +197,12 @@ class Stream:
         self.detector, self.source = detector, source
         self._queue_size = queue_size
         self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
-        self._runner: Runner | None = None
+        self._session: Session | None = None
         self._gen: Iterator[Result] | None = None
 
     @property
     def stats(self) -> Stats:
-        return self._runner.stats if self._runner is not None else Stats()
+        return self._session.stats if self._session is not None else Stats()
 
     @property
     def sources(self) -> list[SourceStats]:
@@ -226,12 +227,9 @@ class Stream:
         with det._turn():
             det._streaming = threading.get_ident()
             try:
-                backend = det.backend
-                batch = plan_batch(det._batch if det._batch is not None or det.ref.kind != "triton"
-                                   else TRITON_BATCH, backend, self.source, sequential=False)
-                self._runner = Runner(backend, self.source, None, det.options, batch,
-                                      queue_size=self._queue_size, results=self._results.put)
-                steps = self._runner.steps()
+                self._session = Session(det.backend, det.ref, self.source, det.options, det._batch,
+                                        queue_size=self._queue_size, results=self._results.put)
+                steps = self._session.steps()
                 try:
                     for _ in steps:
                         yield from self._drain()
@@ -251,7 +249,7 @@ class Stream:
 
     def _end(self) -> None:
         self._closed = True
-        if isinstance(self.source, MultiSource):
+        if isinstance(self.source, MultiSource):  # closed by its Session too, unless never iterated
             self.source.close()
 
     def close(self) -> None:

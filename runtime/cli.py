@@ -1,32 +1,24 @@
 """s2infer: run a YOLOv5-S2 detector on images, videos, cameras and streams (like YOLOv5's detect.py).
 
-Only argparse is imported at module level: `s2infer --help` answers at once, and torch, onnxruntime
-and tensorrt are imported only by the backend that is asked for.
+The face over the runtime: parse the command line, map it onto one `RunRequest` and hand it to
+`runtime/run.py`; one-line errors and exit codes come from `s2trt.cli.run_main`. Only argparse and
+s2trt's light modules are imported here: `s2infer --help` answers at once, and torch, onnxruntime and
+tensorrt are imported only by the backend that is asked for.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from s2trt.cli import add_verbosity, run_main, sigterm_as_interrupt
-from s2trt.detect.image_limits import (  # struct and re only: --help stays instant
-    DEFAULT_MAX_PIXELS,
-    limit_decoder_pixels,
-)
+from s2trt.cli import add_verbosity, run_main
+from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS  # struct and re only: --help stays instant
 from s2trt.detect.options import DetectOptions
-from s2trt.errors import S2Error, UsageError
-from s2trt.runtime.model import TRITON_BATCH, BackendOptions, ModelRef
-
-if TYPE_CHECKING:  # OpenCV: --help stays instant
-    from s2trt.runtime.inputs.sources import Item, SourceKind
-
-log = logging.getLogger("s2trt.runtime")
+from s2trt.errors import S2Error
+from s2trt.runtime.model import GPU_PREPROCESS, TRITON_BATCH, BackendOptions, ModelRef
+from s2trt.runtime.request import QUEUE_SIZE, InputOptions, OutputOptions, RunRequest
+from s2trt.runtime.run import run
 
 EPILOG = """examples:
   s2infer --engine yolov5s-s2.engine video.mp4            annotated video in runs/detect/exp
@@ -45,8 +37,6 @@ an output could not be written (the message says why; nothing half-written is le
 (also an output that would overwrite an input), 70 internal error, 130 interrupted (Ctrl-C) and 143
 terminated (SIGTERM): the outputs so far are complete"""
 
-
-REPORT_S = 10.0  # with --verbose, the per-source table this often while sources are live
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -135,7 +125,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     r = p.add_argument_group("run")
     r.add_argument("--sequential", action="store_true", help="no stage overlap (for comparison)")
-    r.add_argument("--queue-size", type=int, default=4, help="batches buffered between stages (default 4)")
+    r.add_argument("--queue-size", type=int, default=QUEUE_SIZE,
+                   help=f"batches buffered between stages (default {QUEUE_SIZE})")
     add_verbosity(r)
     args = p.parse_args(_imgsz_argv(argv))
     _check(p, args)
@@ -143,24 +134,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    a.batch_given = a.batch is not None
-    if a.batch is None:
-        a.batch = TRITON_BATCH if a.triton else 1
-    if a.push_timeout is not None and not a.push_timeout > 0:  # also refuses nan
-        p.error("--push-timeout must be above 0 seconds")
-    try:
-        a.options = detect_options(a)
-    except S2Error as e:
-        p.error(str(e))
-    for flag, value in (("--batch", a.batch), ("--vid-stride", a.vid_stride), ("--queue-size", a.queue_size)):
-        if value < 1:
-            p.error(f"{flag} {value} must be 1 or more")
-    if a.max_pixels < 1:
-        p.error("--max-pixels must be 1 or more")
-    if not (a.stream_timeout > 0 and a.reconnect_timeout > 0):  # also refuses nan
-        p.error("--stream-timeout and --reconnect-timeout must be above 0 seconds")
     if a.imgsz is not None and len(a.imgsz) not in (1, 2):
         p.error("--imgsz takes one or two numbers (h [w])")
+    try:
+        a.request = request(a)
+        a.request.check()
+    except S2Error as e:
+        p.error(str(e))
 
 
 def _imgsz(text: str) -> list[int]:
@@ -193,215 +173,28 @@ def _imgsz_argv(argv: Sequence[str] | None) -> list[str]:
     return out
 
 
-def detect_options(a: argparse.Namespace) -> DetectOptions:
-    return DetectOptions(a.conf_thres, a.iou_thres, a.classes, a.agnostic_nms, a.max_det)
-
-
-def model_ref(a: argparse.Namespace) -> ModelRef:
+def request(a: argparse.Namespace) -> RunRequest:
+    """The run the command line asks for."""
     if a.triton:
-        return ModelRef("triton", a.triton)
-    kind = "engine" if a.engine else "onnx" if a.onnx else "weights"
-    return ModelRef(kind, getattr(a, kind))
-
-
-def backend_options(a: argparse.Namespace) -> BackendOptions:
+        model = ModelRef("triton", a.triton)
+    else:
+        kind = "engine" if a.engine else "onnx" if a.onnx else "weights"
+        model = ModelRef(kind, getattr(a, kind))
     size = tuple(a.imgsz) if a.imgsz else None
-    return BackendOptions(device=a.device, plugin_lib=a.plugin_lib,
-                          imgsz=None if size is None else (size[0], size[-1]), cfg=a.cfg, half=a.half,
-                          threads=a.threads, triton_model=a.triton_model, cuda_graphs=not a.no_cuda_graphs,
-                          gpu_preprocess={"auto": None, "on": True, "off": False}[a.gpu_preprocess])
-
-
-def plan_outputs(a: argparse.Namespace, items: Sequence[Item]
-                 ) -> tuple[Path | None, Path | None, Path | None]:
-    """(save_dir, output_file, jsonl_path) from --project/--name, -o and --save-json.
-
-    Nothing is created here: folders appear with the first file written into them."""
-    from s2trt.detect.media import IMAGE_EXTS, VIDEO_EXTS
-    from s2trt.runtime.outputs.sinks import increment_dir
-
-    wants_dir = a.save or (a.save_json == "")
-    save_dir = out_file = None
-    if a.output:
-        out = Path(a.output)
-        names_a_file = out.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS
-        if len(items) == 1 and names_a_file:
-            _check_output_kind(out, items[0][0])
-            out_file = out
-        elif names_a_file and not out.is_dir():  # a folder or glob gives several files as well
-            raise UsageError(f"-o {out} names one file, but {len(items)} inputs give a file each: "
-                             "name a folder")
-        elif wants_dir:
-            save_dir = increment_dir(out.parent, out.name, exist_ok=True)
-    elif wants_dir:
-        save_dir = increment_dir(a.project, a.name, a.exist_ok)
-    jsonl = None
-    if a.save_json:
-        jsonl = Path(a.save_json)
-    elif a.save_json is not None:
-        jsonl = out_file.with_suffix(".jsonl") if out_file else save_dir / "predictions.jsonl"
-    return save_dir, out_file, jsonl
-
-
-def _check_output_kind(out: Path, kind: SourceKind) -> None:
-    """-o names one file: it must be the kind of file the input gives (never renamed behind the user)."""
-    from s2trt.detect.media import IMAGE_EXTS
-    from s2trt.runtime.inputs.sources import SourceKind
-    from s2trt.runtime.outputs.sinks import WRITABLE_IMAGE_EXTS
-
-    ext = out.suffix.lower()
-    if kind == SourceKind.IMAGE and ext not in IMAGE_EXTS:
-        raise UsageError(f"-o {out}: the input is an image, so the output is an annotated image: name it "
-                         f"{'/'.join(sorted(WRITABLE_IMAGE_EXTS))}")
-    if kind == SourceKind.IMAGE and ext not in WRITABLE_IMAGE_EXTS:
-        raise UsageError(f"-o {out}: OpenCV cannot write {ext} images: name it "
-                         f"{'/'.join(sorted(WRITABLE_IMAGE_EXTS))}")
-    if kind != SourceKind.IMAGE and ext in IMAGE_EXTS:
-        raise UsageError(f"-o {out}: the input is a {kind}, so the output is an annotated video: name it "
-                         ".mp4 (or .avi, .mkv, .ts)")
-
-
-def check_outputs(a: argparse.Namespace, items: Sequence[Item], save_dir: Path | None,
-                  out_file: Path | None, jsonl: Path | None,
-                  file_names: dict[str, str] | None = None) -> None:
-    """Refuse any output that is an input: a source file, the model, its sidecar, the plugin or cfg."""
-    from s2trt.meta import sidecar_path
-    from s2trt.publish import guard_inputs
-    from s2trt.runtime.inputs.streams import STREAMS_SUFFIX
-    from s2trt.runtime.outputs.sinks import output_name, writes_in_place
-
-    inputs = [(Path(p), "the input") for kind, p in items if not kind.live]
-    inputs += [(Path(s), "the source list") for s in a.source if s.endswith(STREAMS_SUFFIX)]
-    model = a.engine or a.onnx or a.weights
-    if model:
-        inputs += [(Path(model), "the model"), (sidecar_path(model), "the model's sidecar")]
-    for extra, what in ((a.plugin_lib, "the plugin library"), (a.cfg, "the model config")):
-        if extra and Path(extra).is_file():
-            inputs.append((Path(extra), what))
-    guard_inputs(inputs)  # and at publish time: nothing this run writes replaces one of them
-    outputs = [("-o", out_file)] if out_file else []
-    if jsonl is not None:
-        outputs.append(("--save-json", jsonl))
-    if save_dir is not None and a.save:
-        flag = "-o" if a.output else "--project/--name"
-        names = file_names or {}
-        outputs += [(flag, save_dir / (names.get(p) or output_name(kind, p))) for kind, p in items]
-    for flag, out in outputs:
-        if writes_in_place(out):
-            continue
-        for path, what in inputs:
-            if _same_file(out, path):
-                shown = out if flag == "--save-json" or out == out_file else out.parent
-                raise UsageError(f"{flag} {shown} would overwrite {what} {path}: choose another output")
-    if out_file is not None and out_file.is_dir():
-        raise UsageError(f"-o {out_file} is a folder: name a file to write")
-    if jsonl is not None and jsonl.is_dir():
-        raise UsageError(f"--save-json {jsonl} is a folder: name a file (or give no PATH for "
-                         "predictions.jsonl in the output folder)")
-    if out_file is not None and jsonl is not None and _same_file(out_file, jsonl):
-        raise UsageError(f"--save-json {jsonl} is the -o file: choose another path for one of them")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:  # both exist: the same inode, whatever the links
-        return os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()
-
-
-def _quiet_opencv(verbose: bool) -> None:
-    """Our one line says what went wrong; FFmpeg's and OpenCV's own logging would say it again."""
-    if verbose:
-        return
-    # Read by OpenCV's FFmpeg backend when it is first used; -8 is AV_LOG_QUIET.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    import cv2
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-
-
-def _main(a: argparse.Namespace) -> int:
-    limit_decoder_pixels(a.max_pixels)  # before anything imports cv2: OpenCV reads it once
-    if a.trust_engine_plugin:
-        from s2trt.trt.plugin_lib import TRUST_ENV
-
-        os.environ[TRUST_ENV] = "1"  # the flag is the variable's command-line form
-    with sigterm_as_interrupt():
-        return _run(a)
-
-
-def _run(a: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from s2trt.runtime.backends.base import OverlappedBackend
-    from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, output_names
-    from s2trt.runtime.model import open_model
-    from s2trt.runtime.outputs.sinks import Sinks
-    from s2trt.runtime.pipeline import Runner, open_frames, plan_batch
-    from s2trt.text import redact_credentials
-
-    _quiet_opencv(a.verbose)
-    source = open_frames(a.source, vid_stride=a.vid_stride, max_pixels=a.max_pixels,
-                         live=LiveOptions(a.stream_timeout, a.reconnect_timeout), decoder=a.decoder,
-                         push_timeout_s=a.push_timeout, report_s=REPORT_S if a.verbose else None)
-    multi = isinstance(source, MultiSource)
-    file_names = output_names(source.items)
-    save_dir, out_file, jsonl = plan_outputs(a, source.items)
-    check_outputs(a, source.items, save_dir, out_file, jsonl, file_names)
-    backend = open_model(model_ref(a), backend_options(a), a.options)
-    try:
-        names = backend.meta.names
-        a.batch = plan_batch(a.batch if a.batch_given or a.triton else None, backend, source,
-                             a.sequential)
-        sinks = Sinks(names, save_dir, out_file, a.save, jsonl, a.show, a.line_width, a.hide_labels,
-                      a.hide_conf, file_names, concurrent=multi)
-        h, w = backend.imgsz
-        log.info("s2infer: %s, input %dx%d, batch %d, %d classes, %s, decoder %s", backend.name, h, w,
-                 a.batch, len(names), "pipelined" if not a.sequential else "sequential", source.decoder)
-        bar = tqdm(total=source.total, unit="frame", desc="s2infer", disable=a.quiet or None,
-                   dynamic_ncols=True, leave=False)
-        runner = Runner(backend, source, sinks, a.options, a.batch, not a.sequential, a.queue_size,
-                        bar.update)
-        finished = False  # ran to the end, or stopped where every frame before has its result
-        try:
-            stats = runner.run()
-            finished = True
-        except KeyboardInterrupt:
-            finished = True
-            raise
-        except S2Error as e:  # e.g. every Triton server gone: the frames before it all have results
-            finished = getattr(e, "outputs_complete", False)
-            raise
-        finally:
-            if multi:
-                source.close()  # its reader threads, before the outputs are finished
-            bar.close()
-            sinks.close(publish=finished)  # a failed run publishes nothing half-written
-            if finished:
-                if multi:
-                    log.info("per source:\n%s", source.table())
-                _report(runner.stats, source.problems + sinks.problems, sinks.saved, a.conf_thres)
-                if isinstance(backend, OverlappedBackend):
-                    log.debug("%s; letterbox on the %s; batches %s", backend.enqueue_summary(),
-                              "GPU" if runner.gpu_letterbox else "CPU",
-                              "overlapped" if runner.overlap else "one at a time")
-    finally:
-        backend.close()
-    if stats.frames == 0:
-        raise S2Error(f"no frame could be read from {' '.join(map(redact_credentials, a.source))}")
-    return 0
-
-
-def _report(stats, problems: list[str], saved: list[Path], conf_thres: float) -> None:
-    log.info("%s", stats.summary())
-    if stats.frames and not stats.detections:
-        log.warning("no detections in %d frame(s) above --conf-thres %g", stats.frames, conf_thres)
-    if problems:
-        log.warning("%d problem(s):\n  %s", len(problems), "\n  ".join(problems[:20]))
-    if saved:
-        folders = sorted({str(p.parent) for p in saved})
-        log.info("results saved to %s", ", ".join(folders))
+    backend = BackendOptions(device=a.device, plugin_lib=a.plugin_lib,
+                             imgsz=None if size is None else (size[0], size[-1]), cfg=a.cfg, half=a.half,
+                             threads=a.threads, triton_model=a.triton_model, cuda_graphs=not a.no_cuda_graphs,
+                             gpu_preprocess=GPU_PREPROCESS[a.gpu_preprocess],
+                             trust_engine_plugin=a.trust_engine_plugin)
+    return RunRequest(
+        model, tuple(a.source), backend,
+        DetectOptions(a.conf_thres, a.iou_thres, a.classes, a.agnostic_nms, a.max_det),
+        InputOptions(a.vid_stride, a.max_pixels, a.stream_timeout, a.reconnect_timeout, a.decoder,
+                     a.push_timeout),
+        OutputOptions(a.save, a.save_json, a.project, a.name, a.exist_ok, a.output, a.show, a.line_width,
+                      a.hide_labels, a.hide_conf),
+        batch=a.batch, sequential=a.sequential, queue_size=a.queue_size, verbose=a.verbose, quiet=a.quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("s2infer", parse, _main, argv)
+    return run_main("s2infer", parse, lambda a: run(a.request), argv)

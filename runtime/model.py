@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from s2trt.detect.options import DetectOptions
-from s2trt.errors import S2Error
+from s2trt.errors import S2Error, UsageError
 
 if TYPE_CHECKING:  # s2infer --help imports this module: no NumPy, no OpenCV at import
     from s2trt.runtime.backends.base import Backend
@@ -67,6 +67,20 @@ class BackendOptions:
     triton_model: str = "s2trt_detector"
     cuda_graphs: bool = True  # engine
     gpu_preprocess: bool | None = None  # engine: None = when the kernels library is installed
+    # engine: also load the plugin library that came with it (beside it, with the SHA-256 its sidecar
+    # records); it runs code, so only for an engine from a source the operator trusts. False leaves
+    # it to $S2TRT_TRUST_ENGINE_PLUGIN, as s2infer without --trust-engine-plugin does.
+    trust_engine_plugin: bool = False
+
+
+GPU_PREPROCESS = {"auto": None, "on": True, "off": False}  # --gpu-preprocess -> gpu_preprocess
+
+
+def parse_gpu_preprocess(choice: str) -> bool | None:
+    """BackendOptions.gpu_preprocess for --gpu-preprocess auto | on | off."""
+    if choice not in GPU_PREPROCESS:
+        raise UsageError(f"--gpu-preprocess {choice}: choose auto, on or off")
+    return GPU_PREPROCESS[choice]
 
 
 def open_backend(ref: ModelRef, opts: BackendOptions, detect: DetectOptions) -> Backend:
@@ -80,7 +94,7 @@ def open_backend(ref: ModelRef, opts: BackendOptions, detect: DetectOptions) -> 
         from s2trt.runtime.backends.trt import TrtBackend
 
         return TrtBackend(ref.where, opts.plugin_lib, opts.device, cuda_graphs=opts.cuda_graphs,
-                          gpu_preprocess=opts.gpu_preprocess)
+                          gpu_preprocess=opts.gpu_preprocess, trust_engine_plugin=opts.trust_engine_plugin)
     if ref.kind == "onnx":
         from s2trt.runtime.backends.ort import OrtBackend
 

@@ -13,9 +13,9 @@ time, and on an error or Ctrl-C it is still collected, so that its frames get th
 the backend letterboxes on the GPU, the reader thread passes the frames undecorated and the
 calling thread hands them to `submit_frames`.
 
-`Runner.steps()` is the same loop one batch at a time: s2infer drains it in `run()`, and
-`s2trt.Detector.stream()` yields the results that each step produced, so that stopping the
-iteration stops the run as Ctrl-C does.
+`Runner.steps()` is the same loop one batch at a time: runtime/run.py's `Session` drives it, to the
+end for s2infer and a step at a time for `s2trt.Detector.stream()`, which yields the results that
+each step produced, so that stopping the iteration stops the run as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -25,22 +25,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import cv2
 import numpy as np
 
-from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS
 from s2trt.detect.letterbox import LetterboxInfo, check_frame, preprocess
 from s2trt.detect.masks import detections, to_frames
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
 from s2trt.runtime.backends.base import Backend, OverlappedBackend
-from s2trt.runtime.inputs.gst import resolve_decoder
-from s2trt.runtime.inputs.sources import Frame, Source, SourceKind, open_source
-from s2trt.runtime.inputs.streams import LiveOptions, MultiSource, is_multi
+from s2trt.runtime.inputs.sources import Frame, Source, SourceKind
+from s2trt.runtime.inputs.streams import MultiSource
 from s2trt.runtime.outputs.sinks import Sinks
 from s2trt.runtime.results import Result
 from s2trt.runtime.stats import Stats
@@ -323,19 +321,6 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
         except queue.Full:
             if stop.is_set():
                 return False
-
-
-def open_frames(specs: Sequence[str], *, vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
-                live: LiveOptions | None = None, decoder: str = "auto", push_timeout_s: float | None = None,
-                report_s: float | None = None) -> Source | MultiSource:
-    """The frames of the sources, as s2infer reads them: one source on its own, several (or any
-    camera or stream) through MultiSource's reader threads, newest-frame policy and reconnects.
-    A MultiSource must be closed when the run ends."""
-    decoder = resolve_decoder(decoder)
-    if is_multi(specs):
-        return MultiSource(specs, vid_stride, max_pixels, live or LiveOptions(), report_s=report_s,
-                           decoder=decoder, push_timeout_s=push_timeout_s)
-    return open_source(specs[0], vid_stride, max_pixels, decoder=decoder)
 
 
 def plan_batch(batch: int | None, backend: Backend, source: Source | MultiSource, sequential: bool) -> int:

@@ -127,8 +127,9 @@ def plan_input(info: TensorInfo, imgsz: tuple[int, int], source: str) -> BatchSp
 class TrtBackend(BatchedBackend):
     def __init__(self, path: str | Path, plugin_lib: str | None = None, device: str = "auto", *,
                  cuda_graphs: bool = True, gpu_preprocess: bool | None = None,
-                 trt: Any = None, cuda: Any = None, letterbox: Any = None):
+                 trust_engine_plugin: bool = False, trt: Any = None, cuda: Any = None, letterbox: Any = None):
         """`gpu_preprocess`: None uses the kernels library when it is there, True requires it.
+        `trust_engine_plugin`: the library beside the engine may load (else $S2TRT_TRUST_ENGINE_PLUGIN says).
         `trt`, `cuda` and `letterbox` replace the TensorRT module, CUDA memory and GPU letterbox."""
         from s2trt.trt.gpu import select_device
         from s2trt.trt.plugin_lib import (
@@ -155,7 +156,7 @@ class TrtBackend(BatchedBackend):
         check_engine_compatible(path, sidecar, trt, gpu)
         needs_plugin = bool((sidecar or {}).get("plugin"))
         if plugin_lib or needs_plugin:
-            lib = engine_plugin_library(path, sidecar, plugin_lib)
+            lib = engine_plugin_library(path, sidecar, plugin_lib, trust_engine_plugin or None)
             if lib is None:
                 built_with = Path((sidecar or {}).get("plugin_library") or PLUGIN_LIB_NAME).name
                 raise S2Error(

@@ -39,6 +39,7 @@ import numpy as np
 
 from s2trt.detect.image_limits import DEFAULT_MAX_PIXELS, check_frame_pixels
 from s2trt.errors import S2Error
+from s2trt.runtime.inputs.gst import resolve_decoder
 from s2trt.runtime.inputs.sources import (
     MAX_PIXELS_HINT,
     Frame,
@@ -53,6 +54,7 @@ from s2trt.runtime.inputs.sources import (
     open_source,
 )
 from s2trt.runtime.outputs.sinks import output_name
+from s2trt.runtime.request import InputOptions
 from s2trt.runtime.stats import StageTimes
 from s2trt.text import redact_credentials
 
@@ -190,6 +192,19 @@ def is_multi(specs: Sequence[str]) -> bool:
     file, or a live source (which gets the newest-frame policy even alone)."""
     return len(specs) > 1 or any(s.lower().endswith(STREAMS_SUFFIX) or live_kind(s) is not None
                                  for s in specs)
+
+
+def open_frames(specs: Sequence[str], opts: InputOptions,
+                report_s: float | None = None) -> Source | MultiSource:
+    """The frames of the sources as a run reads them: one source on its own, several (or any camera
+    or stream) through MultiSource's reader threads, newest-frame policy and reconnects; `report_s`:
+    log the per-source table this often. A MultiSource must be closed when the run ends."""
+    decoder = resolve_decoder(opts.decoder)
+    if is_multi(specs):
+        return MultiSource(specs, opts.vid_stride, opts.max_pixels,
+                           LiveOptions(opts.stream_timeout, opts.reconnect_timeout), report_s=report_s,
+                           decoder=decoder, push_timeout_s=opts.push_timeout)
+    return open_source(specs[0], opts.vid_stride, opts.max_pixels, decoder=decoder)
 
 
 def output_names(items: Sequence[Item]) -> dict[str, str]:

@@ -263,11 +263,17 @@ def test_annotate_draws_boxes_and_labels_where_the_detections_are():
 
 
 def test_triton_keeps_several_requests_in_flight_by_default():
-    from s2trt.runtime.cli import TRITON_BATCH, parse
+    from s2trt.runtime.cli import parse
+    from s2trt.runtime.model import TRITON_BATCH
+    from s2trt.runtime.request import requested_batch
 
-    assert parse(["--triton", "localhost:8001", "v.mp4"]).batch == TRITON_BATCH > 1
-    assert parse(["--onnx", "m.onnx", "v.mp4"]).batch == 1
-    assert parse(["--triton", "localhost:8001", "v.mp4", "--batch", "2"]).batch == 2
+    def batch(*argv: str) -> int | None:
+        req = parse([*argv, "v.mp4"]).request
+        return requested_batch(req.batch, req.model)
+
+    assert batch("--triton", "localhost:8001") == TRITON_BATCH > 1
+    assert batch("--onnx", "m.onnx") is None  # one frame per camera and stream: plan_batch's default
+    assert batch("--triton", "localhost:8001", "--batch", "2") == 2
 
 
 def test_one_pixel_thin_images_are_processed_and_do_not_stop_the_folder(tmp_path):
