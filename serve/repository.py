@@ -176,7 +176,7 @@ def nms_outputs(k: int) -> list[str]:
 @dataclass(frozen=True)
 class Network:
     """The network's own outputs past the batch: output0 (rows, 5 + nc + nm), and a segmentation
-    model's prototypes output1 (nm, H/4, W/4); -1 where only the engine knows."""
+    model's prototypes output1 (nm, H/4, W/4); -1 for a dim the graph does not size."""
 
     raw: list[int]
     proto: list[int] | None
@@ -236,6 +236,8 @@ def network_outputs(model: Path, meta: ModelMeta) -> Network:
     nc, nm = len(meta.names), meta.nm
     h, w = (int(v) for v in meta.imgsz)
     raw, proto = [-1, 5 + nc + nm], [nm, h // 4, w // 4] if nm else None
+    if meta.nms:  # the graph ends in the NMS layout, whose shapes the metadata gives
+        return Network(raw, None)
     graph = model if model.suffix == ".onnx" else _built_from(model, meta)
     if graph is None:
         return Network(raw, proto)

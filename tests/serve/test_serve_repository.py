@@ -36,15 +36,15 @@ def parse_config(path: Path):
 ROWS = 1234  # output0's rows: any count, which the repository takes from the graph
 
 
-def write_onnx(path: Path, meta: ModelMeta, output0: list | None = None) -> Path:
+def write_onnx(path: Path, meta: ModelMeta, output0: list | None = None, name: str = "output0") -> Path:
     """A graph with s2trt's outputs declared (its one node is never run)."""
     import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, *meta.imgsz])
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT,
-                                      output0 or ["batch", ROWS, 5 + len(meta.names)])
-    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["images"], ["output0"])],
+    dims = output0 or ["batch", ROWS, 5 + len(meta.names)]
+    y = helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["images"], [name])],
                                                 "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
     for k, v in meta.to_props().items():
         model.metadata_props.add(key=k, value=v)
@@ -145,6 +145,12 @@ def test_output_dims_the_graph_only_names_stay_open_and_a_contradiction_is_refus
     with pytest.raises(S2Error, match=r"output0 is \[1234, 40\] past the batch, not \(rows, 5 \+ 3 classes"):
         R.export_repository(wrong, tmp_path / "repo2")
     assert not (tmp_path / "repo2").exists()
+    # A graph that ends in its own NMS has no output0: the layout comes from the metadata.
+    nms = write_onnx(tmp_path / "nms.onnx", ModelMeta(names=NAMES, imgsz=[64, 64], nms={"max_det": 20}),
+                     ["batch", 20, 4], name="det_boxes")
+    R.export_repository(nms, tmp_path / "repo3", R.RepoOptions(ensemble=True))
+    engine = parse_config(tmp_path / "repo3" / R.ENGINE / "config.pbtxt")
+    assert tensors(engine, "output")["det_boxes"] == (mc.TYPE_FP32, [20, 4])
 
 
 def test_engine_gives_tensorrt_plan_step_and_plugin_hint(mc, tmp_path):
