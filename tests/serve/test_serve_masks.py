@@ -222,3 +222,18 @@ def test_s2infer_triton_writes_the_masks_s2infer_onnx_writes(seg_server, exporte
     assert len(records["onnx"]) == len(frames())
     assert sum(len(r["segments"]) for r in records["onnx"]) > 0
     assert records["triton"] == records["onnx"]  # boxes, scores, classes and segments, line for line
+
+
+def test_the_python_api_on_triton_gives_the_local_results(seg_server, exported):
+    import s2trt
+
+    images = frames()
+    options = {"conf_thres": CONF, "max_det": MAX_DET}
+    with s2trt.Detector(exported("seg"), **options) as local, \
+            s2trt.Detector(f"triton://{seg_server.endpoints.grpc_url}", **options) as remote:
+        want, got = local(images), remote(images)
+    assert sum(int(w.masks.sum()) for w in want) > 0
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.detections, w.detections)
+        np.testing.assert_array_equal(g.masks, w.masks)
+        assert g.to_json() == w.to_json()
