@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from c_library import c_library
 from fakes import FORMATS, PINNED, FakeBuilderConfig, FakeLayer, FakeNetwork, FakeTRT
 from onnx_files import write_onnx
 
@@ -453,13 +454,7 @@ def test_parser_errors_are_listed(monkeypatch: pytest.MonkeyPatch, onnx_file: Pa
 
 @pytest.fixture(scope="module")
 def plugin_so(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to build a test shared library")
-    d = tmp_path_factory.mktemp("plugin")
-    (d / "p.c").write_text("int s2trt_engine_test_marker(void) { return 42; }\n")
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(d / "libfake.so"), str(d / "p.c")], check=True)
-    return d / "libfake.so"
+    return c_library(tmp_path_factory, "fake", "int s2trt_engine_test_marker(void) { return 42; }\n")
 
 
 def test_plugin_library_loads_globally(plugin_so: Path) -> None:

@@ -13,13 +13,13 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from c_library import c_library
 from fakes import FakeCuda, FakeEngine, fake_trt, make_engine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,27 +46,16 @@ __attribute__((constructor)) static void s2trt_test_constructor(void)
 """
 
 
-def shared_library(factory: pytest.TempPathFactory, name: str, source: str) -> Path:
-    """lib<name>.so built from C source in a fresh temporary folder."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to build a test shared library")
-    d = factory.mktemp(name)
-    (d / f"{name}.c").write_text(source)
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(d / f"lib{name}.so"), str(d / f"{name}.c")], check=True)
-    return d / f"lib{name}.so"
-
-
 @pytest.fixture(scope="module")
 def ctor_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_library(tmp_path_factory, "ctor", CTOR_SOURCE)
+    return c_library(tmp_path_factory, "ctor", CTOR_SOURCE)
 
 
 @pytest.fixture(scope="module")
 def other_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another library with a constructor that leaves another trace."""
     source = CTOR_SOURCE.replace("constructor ran", "another library ran")
-    return shared_library(tmp_path_factory, "other", source)
+    return c_library(tmp_path_factory, "other", source)
 
 
 @pytest.fixture
