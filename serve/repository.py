@@ -311,7 +311,7 @@ def ensemble_configs(o: RepoOptions, meta: ModelMeta, engine_file: str, tensorrt
     """config.pbtxt text per model name for preprocess -> engine -> postprocess and the ensemble.
 
     A segmentation model's prototypes and letterbox are ensemble outputs straight from the step that
-    makes them (the engine, preprocess), which postprocess reads as well: no step copies them."""
+    makes them (the engine, preprocess), which postprocess reads as well: no step passes them on."""
     lb = _tensor(LETTERBOX, "TYPE_FP32", [5])
     net_out = engine_outputs(meta, net)
     net_names = list(OUTPUTS) if meta.nms else [RAW_OUTPUT] + ([PROTO_OUTPUT] if net.proto else [])
