@@ -44,10 +44,10 @@ def child_cpu_s(pid: int) -> float:
 
 
 def run(clip: Path, decoder: str) -> dict:
-    from s2trt.runtime.inputs.sources import open_capture
+    from s2trt.runtime.inputs.sources import SourceKind, open_capture
 
     t0, cpu0 = time.perf_counter(), time.process_time()
-    cap = open_capture("video", str(clip), decoder=decoder)
+    cap = open_capture(SourceKind.VIDEO, str(clip), decoder=decoder)
     frames, child = 0, 0.0
     try:
         while cap.grab():

@@ -158,7 +158,7 @@ def main() -> None:
 
     from s2trt.detect.letterbox import preprocess
     from s2trt.runtime.backends.ort import OrtBackend
-    from s2trt.runtime.inputs.sources import Frame, open_source
+    from s2trt.runtime.inputs.sources import Frame, SourceKind, open_source
     from s2trt.runtime.outputs.sinks import Sinks
     from s2trt.runtime.pipeline import DetectOptions, Runner
 
@@ -189,7 +189,7 @@ def main() -> None:
     for r in range(rounds):
         part = frames[(r * chunk) % n:][:chunk]
         k = len(part)
-        items = [Frame(f, "mem", i, "video") for i, f in enumerate(part)]
+        items = [Frame(f, "mem", i, SourceKind.VIDEO) for i, f in enumerate(part)]
         variants = {
             "bare_infer": lambda k=k: [sess.run(None, {"images": x}) for _ in range(k)],
             "ours_infer": lambda k=k: [backend.infer(x) for _ in range(k)],
