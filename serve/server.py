@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from s2trt import argv_secret
 from s2trt.errors import S2Error
-from s2trt.serve import argv_secret
 
 log = logging.getLogger(__name__)
 

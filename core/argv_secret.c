@@ -1,9 +1,11 @@
-/* Loaded into tritonserver with LD_PRELOAD by s2serve (serve/argv_secret.py). Triton takes the
-   admin key only on its command line, which every local user can read in /proc/PID/cmdline. So
-   s2serve passes a placeholder there and this constructor, which runs before main, points the
-   argument at a copy with the placeholder replaced by the key read from a file that only the
-   server's user can read. /proc/PID/cmdline shows the argument strings the kernel copied at exec,
-   which are left alone: it keeps showing the placeholder. */
+/* Preloaded (LD_PRELOAD) by s2trt into a program that takes a secret only on its command line, which
+   every local user can read in /proc/PID/cmdline: tritonserver's admin key (s2serve), a stream URL
+   with its credentials for gst-launch-1.0 (s2infer --decoder sw|nv). See core/argv_secret.py. The
+   command line holds a placeholder instead, and this constructor, which runs before main, points
+   each argument that holds it at a copy with the placeholder replaced by the secret, read from the
+   file $S2TRT_SECRET_FILE names: one only the program's user can read, or a pipe it inherited
+   (/proc/self/fd/N). /proc/PID/cmdline shows the argument strings the kernel copied at exec, which
+   are left alone: it keeps showing the placeholder. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,7 @@
 
 #define PLACEHOLDER "@S2TRT_SECRET@"
 #define FILE_ENV "S2TRT_SECRET_FILE"
-#define MAX_SECRET 1024
+#define MAX_SECRET 4096
 
 static void fail(char const* what, char const* path)
 {
@@ -26,7 +28,7 @@ __attribute__((constructor)) static void s2trtSubstituteSecret(int argc, char** 
     char const* path = getenv(FILE_ENV);
     if (path == NULL)
     {
-        return; /* the model processes tritonserver starts inherit LD_PRELOAD, not the file */
+        return; /* the program's own children inherit LD_PRELOAD, not the file */
     }
     char secret[MAX_SECRET + 1];
     FILE* f = fopen(path, "rb");
@@ -36,9 +38,9 @@ __attribute__((constructor)) static void s2trtSubstituteSecret(int argc, char** 
     }
     size_t const n = fread(secret, 1, sizeof secret, f);
     fclose(f);
-    if (n == 0 || n > MAX_SECRET)
+    if (n == 0 || n > MAX_SECRET || memchr(secret, '\0', n) != NULL)
     {
-        fail("empty or too long:", path);
+        fail("empty, too long or holding a NUL:", path);
     }
     secret[n] = '\0';
     size_t const mark = strlen(PLACEHOLDER);
