@@ -21,6 +21,11 @@ I420 output (brought from NVMM memory by `nvvideoconvert`/`nvvidconv` where NVID
 runs) crosses the pipe once, at half the bytes of BGR, and OpenCV converts it to BGR as its own
 FFmpeg capture does (BT.601): GStreamer's `videoconvert` to BGR would cost as much CPU as the
 decode itself (benchmarks/RESULTS.md, "GStreamer decode").
+
+A stream URL that may hold a secret (a user or password, a query such as SRT's passphrase or a
+token, a fragment) never stands on the child's command line, which every local user can read in
+/proc/PID/cmdline: the child gets a placeholder there, and the URL through a pipe and a small
+preloaded library (core/argv_secret.py) that swaps it in before gst-launch-1.0 parses its arguments.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from s2trt import argv_secret
 from s2trt.errors import S2Error
 from s2trt.text import redact_credentials
 
@@ -116,28 +122,39 @@ def _ranks(mode: str) -> str:
     return ",".join(f"{d}:{rank}" for d in NV_DECODERS)
 
 
+def hides_url(kind: str, item: str) -> bool:
+    """Whether the item is a URL that goes to the child through argv_secret, not its command line:
+    one with a user or password, a query or a fragment (tcp:// gives the child its host and port
+    alone)."""
+    if kind == "video":
+        return False
+    url = urlsplit(item)
+    return url.scheme.lower() != "tcp" and ("@" in url.netloc or bool(url.query) or bool(url.fragment))
+
+
 def _source_args(kind: str, item: str, timeout_s: float) -> list[str]:
     """The gst-launch elements that read the item, up to and including the decoder."""
     if kind == "video":
         return ["uridecodebin", f"uri={Path(item).resolve().as_uri()}", "name=dec"]
     url = urlsplit(item)
     scheme = url.scheme.lower()
+    location = argv_secret.PLACEHOLDER if hides_url(kind, item) else item
     us = str(max(int(timeout_s * 1e6), 1))
     if scheme in ("rtsp", "rtsps", "rtspt", "rtspu"):
         # rtspt:// is RTSP interleaved over TCP, rtspu:// over UDP (rtspsrc's own schemes); rtsp://
         # tries UDP, then TCP. Audio is left out by the caps filter before decodebin.
-        return ["rtspsrc", f"location={item}", "latency=200", f"tcp-timeout={us}", f"timeout={us}",
+        return ["rtspsrc", f"location={location}", "latency=200", f"tcp-timeout={us}", f"timeout={us}",
                 "!", "application/x-rtp,media=video", "!", "decodebin", "name=dec"]
     if scheme == "tcp":  # FFmpeg's tcp://host:port, as a client
         if url.port is None:
             raise S2Error(f"{item}: a tcp:// stream needs a port")
         return ["tcpclientsrc", f"host={url.hostname}", f"port={url.port}", "!", "decodebin", "name=dec"]
-    return ["uridecodebin", f"uri={item}", "name=dec"]
+    return ["uridecodebin", f"uri={location}", "name=dec"]
 
 
 def launch_args(kind: str, item: str, mode: str, fd: int, timeout_s: float = 10.0) -> list[str]:
     """The gst-launch-1.0 command that decodes the item into GDP-framed I420 frames on file
-    descriptor fd."""
+    descriptor fd. A URL that hides_url() holds stands there as argv_secret's placeholder."""
     gst = gst_launch()
     if gst is None:
         raise S2Error(f"GStreamer's gst-launch-1.0 is not installed (apt-get install {APT_PACKAGES})")
@@ -225,16 +242,26 @@ class GstCapture:
         # The user's own GST_PLUGIN_FEATURE_RANK comes last: where it names a decoder, it wins.
         ranks = ",".join(filter(None, [_ranks(mode), os.environ.get("GST_PLUGIN_FEATURE_RANK")]))
         env = dict(os.environ, GST_PLUGIN_FEATURE_RANK=ranks)
+        pass_fds = [write_fd]
         try:
-            self.proc = subprocess.Popen(launch_args(kind, item, mode, write_fd, timeout_s),
-                                         stdin=subprocess.DEVNULL,
+            args = launch_args(kind, item, mode, write_fd, timeout_s)
+            if hides_url(kind, item):
+                library = argv_secret.process_library(f"the credentials of {self.shown}",
+                                                      "use --decoder opencv, which reads it in-process")
+                env, secret_fd = argv_secret.piped_environment(env, library, item, f"the URL {self.shown}")
+                pass_fds.append(secret_fd)
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         pass_fds=(write_fd,), env=env, start_new_session=True)
+                                         pass_fds=pass_fds, env=env, start_new_session=True)
         except OSError as e:
             os.close(read_fd)
             raise S2Error(f"cannot start gst-launch-1.0: {e.strerror or e}") from None
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
-            os.close(write_fd)
+            for fd in pass_fds:
+                os.close(fd)
         self.fd = read_fd
         self._logger = threading.Thread(target=self._drain_log, daemon=True, name="s2infer-gst-log")
         self._logger.start()

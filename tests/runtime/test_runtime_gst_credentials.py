@@ -1,0 +1,156 @@
+"""Stream credentials never reach gst-launch-1.0's command line (runtime/inputs/gst.py with
+core/argv_secret.py): what any local user can read of the decoding child and of its own children in
+/proc, while real credentialed streams (an RTSP server asking for a password, SRT with a passphrase
+in the URL's query) decode with --decoder sw."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from gst_fixtures import needs_gst
+from rtsp_fixtures import RtspServer, live, needs_rtsp_server
+from stream_fixtures import free_port
+
+from s2trt import argv_secret
+from s2trt.errors import S2Error
+from s2trt.runtime.inputs.gst import GstCapture, hides_url, launch_args
+from s2trt.runtime.inputs.streams import LiveOptions, MultiSource
+
+# Long first reads: the first child rebuilds a private plugin registry (below) before its first frame.
+OPTS = LiveOptions(read_timeout_s=30.0, reconnect_timeout_s=40.0, backoff_s=0.1, max_backoff_s=0.4)
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (apt-get install gcc)")
+
+
+def _processes() -> dict[int, int]:
+    """pid -> parent pid of every process."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+                out[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    return out
+
+
+class ChildWatch:
+    """Polls, in the background, the command line and environment of every decoding gst-launch-1.0
+    this process starts and of all their descendants, as another user would poll the process list."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[int, bytes, bytes]] = set()  # (pid, cmdline, environ) as each was seen
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            parents = _processes()
+            todo = [p for p, pp in parents.items() if pp == os.getpid()]
+            while todo:
+                pid = todo.pop()
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    env = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
+                    continue  # gone meanwhile
+                if parents[pid] != os.getpid() or b"gdppay" in cmd:  # a decoding child, or below one
+                    self.seen.add((pid, cmd, env))
+                    todo += [p for p, pp in parents.items() if pp == pid]
+
+    def __enter__(self) -> ChildWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def leaked(self, secret: str) -> list[bytes]:
+        return [cmd for _, cmd, env in self.seen if secret.encode() in cmd or secret.encode() in env]
+
+    def programs(self) -> dict[str, list[tuple[bytes, bytes]]]:
+        """(cmdline, environ) of what ran, by program name."""
+        out: dict[str, list[tuple[bytes, bytes]]] = {}
+        for _, cmd, env in self.seen:
+            out.setdefault(Path(cmd.split(b"\0")[0].decode()).name, []).append((cmd, env))
+        return out
+
+
+def _frames(url: str, n: int) -> list:
+    ms = MultiSource([url], live=OPTS, decoder="sw")
+    got = []
+    for f in ms:
+        got.append(f)
+        if len(got) >= n:
+            break
+    ms.close()
+    return got
+
+
+P = argv_secret.PLACEHOLDER
+
+
+@pytest.mark.parametrize("url, arg", [
+    ("rtsp://alice:s3cret@cam/live", f"location={P}"),
+    ("rtspt://cam/live?token=s3cret", f"location={P}"),  # a token in the query
+    ("srt://127.0.0.1:9000?passphrase=s3cret-s3cret", f"uri={P}"),
+    ("https://cam/live.m3u8#sig=s3cret", f"uri={P}"),
+    ("rtsp://cam/live", "location=rtsp://cam/live"),  # nothing secret: named on the command line, as before
+    ("tcp://user:s3cret@127.0.0.1:5000", "host=127.0.0.1"),  # the child gets the host and the port only
+])
+def test_which_urls_go_around_the_command_line(url, arg):
+    args = launch_args("stream", url, "sw", 5)
+    assert arg in args and hides_url("stream", url) is (P in arg)
+    assert not any("s3cret" in a for a in args)
+
+
+@needs_gst
+@needs_rtsp_server
+@needs_cc
+def test_an_rtsp_password_stays_off_the_childs_command_line(tmp_path, monkeypatch):
+    with RtspServer({"/cam": live()}, user="alice:s3cret") as server:
+        url = server.url("/cam", "rtspt", "alice:s3cret")
+        # A fresh registry: gst-launch-1.0 starts gst-plugin-scanner, a child of its own, which
+        # inherits the preload and must find nothing either.
+        monkeypatch.setenv("GST_REGISTRY", str(tmp_path / "registry.bin"))
+        with ChildWatch() as watch:
+            got = _frames(url, 10)
+    assert len(got) == 10 and all(f.image.shape == (120, 160, 3) and f.image.std() > 10 for f in got)
+    assert watch.leaked("s3cret") == []
+    ran = watch.programs()
+    placeholder = f"location={P}".encode()
+    assert any(placeholder in cmd.split(b"\0") for cmd, _ in ran["gst-launch-1.0"]), ran.keys()
+    assert "gst-plugin-scanner" in ran, ran.keys()
+    # The child's own children inherit the preload but not the pipe's name: nothing left to read.
+    assert all(argv_secret.FILE_ENV.encode() not in env for _, env in ran["gst-plugin-scanner"])
+
+
+@needs_gst
+@needs_cc
+def test_an_srt_passphrase_in_the_query_stays_off_the_childs_command_line():
+    port, secret = free_port(), "correct-horse-battery"
+    sender = subprocess.Popen(
+        [shutil.which("gst-launch-1.0"), "-q", "videotestsrc", "is-live=true", "!",
+         "video/x-raw,width=160,height=120,framerate=25/1", "!", "x264enc", "tune=zerolatency",
+         "speed-preset=ultrafast", "key-int-max=10", "!", "mpegtsmux", "!", "srtsink",
+         f"uri=srt://:{port}?passphrase={secret}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with ChildWatch() as watch:
+            got = _frames(f"srt://127.0.0.1:{port}?passphrase={secret}", 10)
+        # The passphrase is really used: a wrong one gets no frame.
+        with pytest.raises(S2Error):
+            GstCapture("stream", f"srt://127.0.0.1:{port}?passphrase=wrong-passphrase", "sw", timeout_s=5)
+    finally:
+        sender.kill()
+        sender.wait(timeout=10)
+    assert len(got) == 10 and got[0].image.shape == (120, 160, 3)
+    assert watch.leaked(secret) == []
+    placeholder = f"uri={P}".encode()
+    assert any(placeholder in cmd.split(b"\0") for cmd, _ in watch.programs()["gst-launch-1.0"])
