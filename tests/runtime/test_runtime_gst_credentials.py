@@ -18,7 +18,7 @@ from stream_fixtures import free_port
 
 from s2trt import argv_secret
 from s2trt.errors import S2Error
-from s2trt.runtime.inputs.gst import GstCapture, hides_url, launch_args
+from s2trt.runtime.inputs.gst import GstCapture, gst_launch, hides_url, launch_args
 from s2trt.runtime.inputs.streams import LiveOptions, MultiSource
 
 # Long first reads: the first child rebuilds a private plugin registry (below) before its first frame.
@@ -108,6 +108,19 @@ def test_which_urls_go_around_the_command_line(url, arg):
     args = launch_args("stream", url, "sw", 5)
     assert arg in args and hides_url("stream", url) is (P in arg)
     assert not any("s3cret" in a for a in args)
+
+
+@needs_gst
+def test_without_a_compiler_a_credentialed_stream_is_one_line_and_no_leak(monkeypatch):
+    assert gst_launch()  # found before `which` finds nothing below
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(argv_secret.shutil, "which", lambda name: None)
+    monkeypatch.setattr(argv_secret, "_built", None)
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(S2Error, match=r"C compiler \(cc\) here: install gcc, or use --decoder opencv") as e:
+        GstCapture("stream", "rtsp://alice:s3cret@127.0.0.1:9/cam", "sw", timeout_s=1)
+    assert "s3cret" not in str(e.value) and "\n" not in str(e.value)
+    assert len(os.listdir("/proc/self/fd")) == fds  # both pipes closed
 
 
 @needs_gst
