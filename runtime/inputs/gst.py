@@ -125,11 +125,11 @@ def _ranks(mode: str) -> str:
 def hides_url(kind: str, item: str) -> bool:
     """Whether the item is a URL that goes to the child through argv_secret, not its command line:
     one with a user or password, a query or a fragment (tcp:// gives the child its host and port
-    alone)."""
+    alone; FFmpeg's udp://@group:port has an empty user)."""
     if kind == "video":
         return False
     url = urlsplit(item)
-    return url.scheme.lower() != "tcp" and ("@" in url.netloc or bool(url.query) or bool(url.fragment))
+    return url.scheme.lower() != "tcp" and bool(url.username or url.password or url.query or url.fragment)
 
 
 def _source_args(kind: str, item: str, timeout_s: float) -> list[str]:

@@ -102,6 +102,8 @@ P = argv_secret.PLACEHOLDER
     ("srt://127.0.0.1:9000?passphrase=s3cret-s3cret", f"uri={P}"),
     ("https://cam/live.m3u8#sig=s3cret", f"uri={P}"),
     ("rtsp://cam/live", "location=rtsp://cam/live"),  # nothing secret: named on the command line, as before
+    ("udp://@239.0.0.1:1234", "uri=udp://@239.0.0.1:1234"),  # FFmpeg's multicast form: no user
+    ("rtsp://:s3cret@cam/live", f"location={P}"),  # a password without a user
     ("tcp://user:s3cret@127.0.0.1:5000", "host=127.0.0.1"),  # the child gets the host and the port only
 ])
 def test_which_urls_go_around_the_command_line(url, arg):
