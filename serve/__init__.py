@@ -4,7 +4,7 @@
 - server.py: find and run `tritonserver` (NVIDIA's, or the one bundled in nvidia-pytriton), locked
   down (loopback, admin protocols behind a key), supervised (dies with its launcher, its own ports
   and readiness, a dead model process noticed), and the Prometheus series worth watching;
-- argv_secret.py / argv_secret.c: the admin key handed to tritonserver without its command line;
+- the admin key reaches tritonserver without its command line through s2trt.argv_secret (core/);
 - the client (`TritonClient`, `TritonBackend` for `s2infer --triton`) and its server pool are runtime
   backends: s2trt.runtime.backends.triton and .triton_pool;
 - detector.py / stages.py: what the Python-backend models do, testable without Triton;

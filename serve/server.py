@@ -309,7 +309,9 @@ class TritonServer:
         if self.admin_key is not None:
             key_file = tmp / "admin.key"  # the folder is this user's alone (mode 0700)
             argv_secret.write_secret(key_file, self.admin_key)
-            self._secret = (argv_secret.build_library(tmp), key_file)
+            self._secret = (argv_secret.build_library(tmp, f"the admin key (${ENV_ADMIN_KEY})",
+                                                      "unset the key (the admin protocols are then off)"),
+                            key_file)
         cmd = self.command(backend_dir)
         log.debug("starting %s", " ".join(cmd))
         with open(self._log_path, "ab") as out:

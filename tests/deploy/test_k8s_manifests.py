@@ -475,7 +475,7 @@ def test_restricted_protocols_and_gpu_as_s2serve():
     c = container()
     key = f"$({S.ENV_ADMIN_KEY})"  # Kubernetes expands $(VAR) in args from the container's env
     # s2serve puts a placeholder where the key goes and swaps the key in inside the server
-    # (serve/argv_secret.py); in a pod of its own the key may stand on the command line.
+    # (core/argv_secret.py); in a pod of its own the key may stand on the command line.
     s2serve = {x.split("=", 1)[0][2:]: x.split("=", 1)[1].replace(S.argv_secret.PLACEHOLDER, key)
                for x in S.TritonServer.command(_Stub(key), None) if "restricted" in x}  # type: ignore[arg-type]
     assert s2serve and {k: args()[k] for k in s2serve} == s2serve
