@@ -23,9 +23,11 @@ import numpy as np
 from s2trt.detect.boxes import NMS_OUTPUTS
 from s2trt.detect.options import DetectOptions
 from s2trt.errors import S2Error
+from s2trt.export.graph import add_node, load, save
 
 if TYPE_CHECKING:
     import onnx
+    import onnx_graphsurgeon as gs
 
 # TensorRT's TopK layer takes K <= 3840: NvInfer.h, ITopKLayer::setK ("Currently only values up to
 # 3840 are supported") and INetworkDefinition::addTopK ("only values of K up to 3840"), the same in
@@ -58,46 +60,37 @@ class NMSConfig:
 
 
 class _Builder:
-    """Appends nodes and initializers with unique names under a prefix."""
+    """Adds nodes and constants to a graph, with unique names under a prefix."""
 
-    def __init__(self, graph: Any, opset: int):
-        self.graph, self.opset, self.n = graph, opset, 0
+    def __init__(self, graph: gs.Graph):
+        self.graph, self.opset, self.n = graph, graph.opset, 0
 
     def name(self, hint: str) -> str:
         self.n += 1
         return f"/nms/{hint}_{self.n}"
 
-    def const(self, value: Any, dtype: Any, hint: str = "c") -> str:
-        from onnx import numpy_helper
+    def const(self, value: Any, dtype: Any, hint: str = "c") -> gs.Constant:
+        import onnx_graphsurgeon as gs
 
-        name = self.name(hint)
-        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
+        return gs.Constant(self.name(hint), np.asarray(value, dtype=dtype))
 
-    def op(self, op_type: str, inputs: list[str], n_out: int = 1, out: list[str] | None = None,
+    def op(self, op_type: str, inputs: list[gs.Tensor], n_out: int = 1, out: list[str] | None = None,
            **attrs: Any) -> Any:
-        from onnx import helper
-
         node_name = self.name(op_type)
-        outs = out or [f"{node_name}_out{i}" for i in range(n_out)]
-        self.graph.node.append(helper.make_node(op_type, inputs, outs, name=node_name, **attrs))
+        outs = add_node(self.graph, op_type, inputs, out or [f"{node_name}_out{i}" for i in range(n_out)],
+                        name=node_name, attrs=attrs)
         return outs[0] if len(outs) == 1 else outs
 
-    def reduce(self, op_type: str, x: str, axis: int, keepdims: int) -> str:
+    def reduce(self, op_type: str, x: gs.Tensor, axis: int, keepdims: int) -> gs.Tensor:
         # ReduceSum takes axes as an input since opset 13, ReduceMax only since opset 18.
         if op_type == "ReduceSum" or self.opset >= 18:
             return self.op(op_type, [x, self.const([axis], np.int64, "axes")], keepdims=keepdims)
         return self.op(op_type, [x], axes=[axis], keepdims=keepdims)
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _static_dims(model: onnx.ModelProto, name: str) -> tuple[int, int]:
+def _static_dims(raw: gs.Tensor) -> tuple[int, int]:
     """(N, 5 + nc) of the raw output: both must be fixed by the export size."""
-    out = next(o for o in model.graph.output if o.name == name)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in out.type.tensor_type.shape.dim]
+    dims = [d if isinstance(d, int) else None for d in raw.shape or []]
     if len(dims) != 3 or dims[1] is None or dims[2] is None or dims[2] < 6:
         raise S2Error(f"in-graph NMS needs a (B, N, 5 + nc) output with fixed N and nc, got {dims}")
     return dims[1], dims[2]
@@ -105,20 +98,19 @@ def _static_dims(model: onnx.ModelProto, name: str) -> tuple[int, int]:
 
 def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> onnx.ModelProto:
     """A copy of `model` whose outputs are the four NMS tensors instead of `raw`."""
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    n, no = _static_dims(model, raw)
+    graph = load(model)
+    raw_t = next(t for t in graph.outputs if t.name == raw)
+    n, no = _static_dims(raw_t)
     nc = no - 5
     opts = cfg.options
     k1, k2 = min(cfg.topk, n), min(opts.max_det, cfg.topk, n)
-    g = model.graph
-    b = _Builder(g, _opset(model))
+    b = _Builder(graph)
     i64, f32 = np.int64, np.float32
 
-    def part(start: int, end: int) -> str:
-        return b.op("Slice", [raw, b.const([start], i64), b.const([end], i64), b.const([2], i64)])
+    def part(start: int, end: int) -> gs.Tensor:
+        return b.op("Slice", [raw_t, b.const([start], i64), b.const([end], i64), b.const([2], i64)])
 
     xywh, obj, cls = part(0, 4), part(4, 5), part(5, no)
     cls_scores = b.op("Mul", [cls, obj])
@@ -144,14 +136,14 @@ def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> 
     # scatter (ScatterND is what this project keeps out of its graphs): keep = onehot(batch)^T @
     # onehot(index), O(S * (B + k1)) memory for S selections, where comparing flat positions
     # would take S * B * k1 (1.6 GB at batch 16).
-    def one_hot(column: int, size: str) -> str:
+    def one_hot(column: int, size: gs.Tensor) -> gs.Tensor:
         sel = b.op("Gather", [selected, b.const(column, i64)], axis=1)
         ids = b.op("Range", [b.const(0, i64), size, b.const(1, i64)])
         return b.op("Cast", [b.op("Equal", [b.op("Unsqueeze", [sel, b.const([1], i64)]),
                                             b.op("Unsqueeze", [ids, b.const([0], i64)])])],
                     to=TensorProto.FLOAT)
 
-    batch = b.op("Gather", [b.op("Shape", [raw]), b.const(0, i64)], axis=0)
+    batch = b.op("Gather", [b.op("Shape", [raw_t]), b.const(0, i64)], axis=0)
     keep = b.op("MatMul", [b.op("Transpose", [one_hot(0, batch)], perm=[1, 0]),
                            one_hot(2, b.const(k1, i64, "k1"))])
 
@@ -165,37 +157,31 @@ def append_nms(model: onnx.ModelProto, cfg: NMSConfig, raw: str = "output0") -> 
 
     pad = opts.max_det - k2  # fewer candidates than max_det: pad the outputs to the promised size
 
-    def padded(x: str, rank: int, value: float, out: str, dtype: int) -> None:
+    def padded(x: gs.Tensor, rank: int, value: float, out: str, dtype: int) -> gs.Tensor:
         if pad:
             pads = [0, 0, *([0] * (rank - 2)), 0, pad, *([0] * (rank - 2))]
             x = b.op("Pad", [x, b.const(pads, i64, "pads"), b.const(value, f32)], mode="constant")
-        b.op("Cast", [x], out=[out], to=dtype)
+        return b.op("Cast", [x], out=[out], to=dtype)
 
     det_boxes = b.op("Mul", [_gather_rows(b, top_boxes, det_i, 4),
                              b.op("Unsqueeze", [valid, b.const([2], i64)])])
     labels = b.op("Cast", [b.op("GatherElements", [top_label, det_i], axis=1)], to=TensorProto.FLOAT)
     det_cls = b.op("Add", [b.op("Mul", [labels, valid]), b.op("Sub", [valid, b.const(1, f32)])])
-    b.op("Cast", [count], out=["num_dets"], to=TensorProto.INT32)
-    padded(det_boxes, 3, 0.0, "det_boxes", TensorProto.FLOAT)
-    padded(b.op("Relu", [det_s]), 2, 0.0, "det_scores", TensorProto.FLOAT)
-    padded(det_cls, 2, -1.0, "det_classes", TensorProto.INT32)
+    outputs = [b.op("Cast", [count], out=["num_dets"], to=TensorProto.INT32),
+               padded(det_boxes, 3, 0.0, "det_boxes", TensorProto.FLOAT),
+               padded(b.op("Relu", [det_s]), 2, 0.0, "det_scores", TensorProto.FLOAT),
+               padded(det_cls, 2, -1.0, "det_classes", TensorProto.INT32)]
 
-    batch_dim = next(o for o in g.output if o.name == raw).type.tensor_type.shape.dim[0]
-    bdim: Any = batch_dim.dim_param or batch_dim.dim_value
-    del g.output[:]
-    g.output.extend([
-        helper.make_tensor_value_info("num_dets", TensorProto.INT32, [bdim, 1]),
-        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [bdim, opts.max_det, 4]),
-        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [bdim, opts.max_det]),
-        helper.make_tensor_value_info("det_classes", TensorProto.INT32, [bdim, opts.max_det]),
-    ])
-    return model
+    bdim = raw_t.shape[0]
+    shapes = [[bdim, 1], [bdim, opts.max_det, 4], [bdim, opts.max_det], [bdim, opts.max_det]]
+    for t, dtype, shape in zip(outputs, (np.int32, np.float32, np.float32, np.int32), shapes, strict=True):
+        t.dtype, t.shape = dtype, shape
+    graph.outputs = outputs
+    return save(graph, like=model)
 
 
-def _gather_rows(b: _Builder, x: str, idx: str, width: int) -> str:
+def _gather_rows(b: _Builder, x: gs.Tensor, idx: gs.Tensor, width: int) -> gs.Tensor:
     """x[b, idx[b, j], :] for x (B, N, width) and idx (B, K)."""
-    import numpy as np
-
     tiled = b.op("Tile", [b.op("Unsqueeze", [idx, b.const([2], np.int64)]),
                           b.const([1, 1, width], np.int64)])
     return b.op("GatherElements", [x, tiled], axis=1)
@@ -203,11 +189,10 @@ def _gather_rows(b: _Builder, x: str, idx: str, width: int) -> str:
 
 def nms_graph(n: int, nc: int, cfg: NMSConfig, opset: int = 17) -> onnx.ModelProto:
     """A standalone graph `output0 (B, n, 5 + nc)` -> the NMS outputs, to test NMS on raw outputs."""
-    from onnx import TensorProto, helper
+    import onnx_graphsurgeon as gs
 
-    raw = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", n, 5 + nc])
-    graph = helper.make_graph([helper.make_node("Identity", ["raw_in"], ["output0"])], "nms",
-                              [helper.make_tensor_value_info("raw_in", TensorProto.FLOAT,
-                                                             ["batch", n, 5 + nc])], [raw])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    return append_nms(model, cfg)
+    raw_in = gs.Variable("raw_in", np.float32, ["batch", n, 5 + nc])
+    raw = gs.Variable("output0", np.float32, ["batch", n, 5 + nc])
+    graph = gs.Graph(inputs=[raw_in], outputs=[raw], name="nms", opset=opset)
+    add_node(graph, "Identity", [raw_in], [raw])
+    return append_nms(save(graph), cfg)
