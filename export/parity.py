@@ -158,37 +158,32 @@ def fp16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     which ONNX Runtime keeps because it did not insert them.
     """
     import onnx
-    from onnx import helper, numpy_helper
+    import onnx_graphsurgeon as gs
 
     from s2trt.export.fp16 import elem_types
+    from s2trt.export.graph import add_node, constant, is_cast_to, is_constant, load, save
 
     f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     types = elem_types(model)  # also past the plugin node, which shape inference does not know
-    outputs = {o.name for o in model.graph.output}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    for i, init in enumerate(g.initializer):
-        if init.data_type == f16:
-            g.initializer[i].CopyFrom(numpy_helper.from_array(
-                numpy_helper.to_array(init).astype(np.float32), init.name))
-    nodes = []
-    for node in g.node:
-        nodes.append(node)
-        is_cast16 = node.op_type == "Cast" and helper.get_attribute_value(node.attribute[0]) == f16
-        for k, t in enumerate(node.output):
+    graph = load(model)
+    io = {id(t) for t in (*graph.inputs, *graph.outputs)}
+    for t in graph.tensors().values():
+        if is_constant(t) and t.dtype == np.float16:
+            t.values = constant(t).astype(np.float32)
+        elif not is_constant(t) and id(t) not in io:  # their FP16 types no longer hold
+            t.dtype = t.shape = None
+    for node in list(graph.nodes):
+        is_cast16 = is_cast_to(node, f16)
+        for k, t in enumerate(list(node.outputs)):
             if is_cast16:
-                node.output[k] = f"{t}/half"
-            elif types.get(t) == f16 and t not in outputs:
-                node.output[k] = f"{t}/raw"
-                nodes.append(helper.make_node("Cast", [f"{t}/raw"], [f"{t}/half"], to=f16))
+                node.outputs[k] = half = gs.Variable(f"{t.name}/half")
+            elif types.get(t.name) == f16 and id(t) not in io:
+                node.outputs[k] = raw = gs.Variable(f"{t.name}/raw")
+                half = add_node(graph, "Cast", [raw], [f"{t.name}/half"], attrs={"to": f16})[0]
             else:
                 continue
-            nodes.append(helper.make_node("Cast", [f"{t}/half"], [t], to=f32))
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.value_info[:]
-    return out
+            add_node(graph, "Cast", [half], [t], attrs={"to": f32})
+    return save(graph, like=model)
 
 
 def run_reference(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
@@ -213,43 +208,37 @@ def run_ort_with_plugin(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarra
     outputs.
     """
     import onnx
-    from onnx import helper
 
+    from s2trt.export.graph import load, save
     from s2trt.export.plugin_reference import OP_DOMAIN, split_attention
 
-    plugins = [n for n in model.graph.node if n.domain == OP_DOMAIN]
+    graph = load(model)
+    plugins = [n for n in graph.nodes if n.domain == OP_DOMAIN]
     if not plugins:
         return run_ort(model, x)
-    infos = _tensor_types(model)
-    if any(not infos.get(t, onnx.TypeProto.Tensor()).elem_type for n in plugins for t in n.input):
+    if any(t.dtype is None for n in plugins for t in n.inputs):
         # Shape inference costs a serialization round trip of the whole graph: only when needed.
-        infos = _tensor_types(onnx.shape_inference.infer_shapes(model))
-    types = {k: v.elem_type for k, v in infos.items()}
-    cut = onnx.ModelProto()
-    cut.CopyFrom(model)
-    del cut.graph.node[:]
-    cut.graph.node.extend(n for n in model.graph.node if n.domain != OP_DOMAIN)
-    n_out = len(model.graph.output)
+        graph = load(onnx.shape_inference.infer_shapes(model))
+        plugins = [n for n in graph.nodes if n.domain == OP_DOMAIN]
+    image, n_out = graph.inputs[0].name, len(graph.outputs)
+    feeds: dict[str, np.ndarray] = {image: x}
+    attrs = []
     for node in plugins:
-        cut.graph.output.extend(helper.make_tensor_value_info(t, types[t], None) for t in node.input)
-        cut.graph.input.append(helper.make_tensor_value_info(node.output[0], types[node.input[0]], None))
-    sess = _session(cut)
-    feeds: dict[str, np.ndarray] = {model.graph.input[0].name: x}
-    for i, node in enumerate(plugins):
-        for other in plugins[i:]:  # not computed yet: zeros of the right type and shape will do
-            dtype = np.float16 if types[other.input[0]] == onnx.TensorProto.FLOAT16 else np.float32
-            dims = [d.dim_value or x.shape[0] for d in infos[other.input[0]].shape.dim]
-            feeds[other.output[0]] = np.zeros(dims, dtype)
-        outs = sess.run(None, feeds)
-        x1, x2, x3 = outs[n_out + 3 * i: n_out + 3 * i + 3]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        feeds[node.output[0]] = split_attention(x1, x2, x3, **attrs)
+        x1, y = node.inputs[0], node.outputs[0]
+        y.dtype = x1.dtype  # shape inference does not know the plugin: its output has its input's type
+        # Not computed yet: zeros of the right type and shape will do.
+        feeds[y.name] = np.zeros([d if isinstance(d, int) else x.shape[0] for d in x1.shape or []],
+                                 x1.dtype)
+        attrs.append((y.name, dict(node.attrs)))
+        graph.outputs.extend(node.inputs)
+        graph.inputs.append(y)
+        node.inputs.clear()
+        node.outputs.clear()
+    sess = _session(save(graph, like=model))
+    for i, (name, kw) in enumerate(attrs):
+        x1, x2, x3 = sess.run(None, feeds)[n_out + 3 * i: n_out + 3 * i + 3]
+        feeds[name] = split_attention(x1, x2, x3, **kw)
     return sess.run(None, feeds)[:n_out]
-
-
-def _tensor_types(model: onnx.ModelProto) -> dict[str, Any]:
-    g = model.graph
-    return {v.name: v.type.tensor_type for v in [*g.value_info, *g.input, *g.output]}
 
 
 def _session(model: onnx.ModelProto) -> Any:
