@@ -100,22 +100,23 @@ def torch_to_onnx(loaded: LoadedModel, imgsz: Sequence[int], batch: int | None,
 
 
 def fold_constants(model: onnx.ModelProto, max_rounds: int = 8) -> onnx.ModelProto:
-    """Fold shape arithmetic and constant subgraphs until the graph stops shrinking."""
+    """Fold shape arithmetic and constant subgraphs until the graph stops shrinking; every node named."""
     import onnx
-    import onnx_graphsurgeon as gs
     import onnxruntime
+
+    from s2trt.export.graph import load, name_unnamed, save
 
     onnxruntime.set_default_logger_severity(3)  # its optimizer's notes on the folded subgraphs
     for _ in range(max_rounds):
         model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-        graph = gs.import_onnx(model)
+        graph = load(model)
         before = len(graph.nodes)
         graph.fold_constants(error_ok=False).cleanup(remove_unused_graph_inputs=False).toposort()
-        model = gs.export_onnx(graph)
         if len(graph.nodes) == before:
             break
-    name_nodes(model)
-    return onnx.shape_inference.infer_shapes(model)
+        model = save(graph, like=model)
+    name_unnamed(graph)  # the FP16 converter's block list and error messages refer to nodes by name
+    return onnx.shape_inference.infer_shapes(save(graph, like=model))
 
 
 def name_nodes(model: onnx.ModelProto) -> None:

@@ -127,3 +127,19 @@ def test_reference_run_shows_users_no_overflow_warning():
         warnings.simplefilter("error")
         (y,) = run_reference(model, np.array([[-1000.0, 0.0, 1000.0]], dtype=np.float32))
     np.testing.assert_allclose(y, [[0.0, 0.5, 1.0]])
+
+
+def test_folding_leaves_every_node_a_name_of_its_own():
+    """The FP16 converter's block list names nodes: an unnamed or repeated name would be ambiguous."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"], name="n"),
+             helper.make_node("Neg", ["b"], ["y"], name="n")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    folded = onnx_export.fold_constants(model)
+    assert [n.name for n in folded.graph.node] == ["Neg_0", "n", "Neg_2"]
+    out = parity.run_ort(folded, np.array([[-1.0, 2.0]], np.float32))[0]
+    np.testing.assert_array_equal(out, [[-1.0, 0.0]])
