@@ -28,7 +28,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from s2trt.errors import S2Error
-from s2trt.export.graph import add_cast, is_constant, load, producer, save
+from s2trt.export.graph import add_cast, is_constant, load, name_unnamed, producer, save
 from s2trt.text import first_line
 
 if TYPE_CHECKING:
@@ -141,24 +141,18 @@ def to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.
 
     Graph inputs and outputs stay FP32. The nodes must be in topological order (as exported).
     """
-    import onnx
-
-    from s2trt.export.onnx_export import name_nodes
-
-    named = onnx.ModelProto()
-    named.CopyFrom(model)
-    name_nodes(named)  # the FP32 set is by name: an unnamed node must not stand for all of them
-    graph = load(named)
+    graph = load(model)
+    name_unnamed(graph)  # the FP32 set is by name: an unnamed node must not stand for all of them
     keep = fp32_islands(graph) | set(keep_fp32 or [])
     unknown = set(keep_fp32 or []) - {n.name for n in graph.nodes}
     if unknown:
         raise S2Error(f"FP16 conversion: no node named {', '.join(sorted(unknown))} in the graph")
     try:
-        n_casts, n_fp32 = _Converter(graph, elem_types(named), keep).run()
+        n_casts, n_fp32 = _Converter(graph, elem_types(model), keep).run()
     except (ValueError, KeyError) as e:  # a graph this pass cannot type: say where
         raise S2Error(f"FP16 conversion failed: {first_line(e, 200)}") from None
     log.debug("FP16: %d nodes kept in FP32, %d Casts at the region borders", n_fp32, n_casts)
-    return save(graph, like=named)
+    return save(graph, like=model)
 
 
 class _Converter:

@@ -119,15 +119,6 @@ def fold_constants(model: onnx.ModelProto, max_rounds: int = 8) -> onnx.ModelPro
     return onnx.shape_inference.infer_shapes(save(graph, like=model))
 
 
-def name_nodes(model: onnx.ModelProto) -> None:
-    """Unique node names: the FP16 converter's block list and error messages refer to them."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
-        seen.add(node.name)
-
-
 def set_output_shape(model: onnx.ModelProto, name: str, shape: Sequence[int | str]) -> None:
     """Write the measured output shape into the graph (the tracer leaves N symbolic)."""
     out = next(o for o in model.graph.output if o.name == name)
