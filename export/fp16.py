@@ -28,7 +28,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from s2trt.errors import S2Error
-from s2trt.export.graph import add_cast, is_constant, load, name_unnamed, producer, save
+from s2trt.export.graph import add_cast, add_node, is_constant, load, name_unnamed, producer, save
 from s2trt.text import first_line
 
 if TYPE_CHECKING:
@@ -222,8 +222,8 @@ class _Converter:
                     t = node.outputs[i]
                 self.now[t.name] = p
         for name, inner in self.renamed.items():
-            self.graph.layer(op="Cast", name=f"{name}/to_fp32", inputs=[inner], outputs=[outputs[name]],
-                             attrs={"to": self.F32})
+            add_node(self.graph, "Cast", [inner], [outputs[name]], name=f"{name}/to_fp32",
+                     attrs={"to": self.F32})
         io = {id(t) for t in (*self.graph.inputs, *self.graph.outputs)}
         for t in self.graph.tensors().values():  # the inner tensors that carry a type (value_info)
             if not is_constant(t) and t.dtype is not None and id(t) not in io \

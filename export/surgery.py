@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from s2trt.errors import S2Error
-from s2trt.export.graph import constant, is_constant, load, save
+from s2trt.export.graph import add_node, constant, is_constant, load, save
 from s2trt.export.plugin_reference import (
     OP_DOMAIN,
     OP_TYPE,
@@ -299,8 +299,8 @@ def insert_plugin(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                  "channels": m.channels,
                  "mlp1_weight": m.mlp1_weight.reshape(-1).tolist(),
                  "mlp2_weight": m.mlp2_weight.reshape(-1).tolist()}
-        graph.layer(op=OP_TYPE, name=f"{OP_TYPE}_{i}", domain=OP_DOMAIN, attrs=attrs,
-                    inputs=list(m.inputs), outputs=[m.output])
+        add_node(graph, OP_TYPE, list(m.inputs), [m.output], name=f"{OP_TYPE}_{i}", attrs=attrs,
+                 domain=OP_DOMAIN)
         log.debug("replaced split attention with %d channels by %s", m.channels, OP_TYPE)
     out = save(graph, like=model)
     if not any(o.domain == OP_DOMAIN for o in out.opset_import):
