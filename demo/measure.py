@@ -1,4 +1,5 @@
-"""mAP50 / mAP50-95 of a PyTorch checkpoint on a YOLO data yaml (the numbers in demo/README.md).
+"""mAP50 / mAP50-95 of a PyTorch checkpoint on a YOLO data yaml (the numbers in demo/README.md); for
+a segmentation model on polygon labels the mask mAP too.
 
 `python -m s2trt.demo.measure --weights demo/assets/demo.pt --data DIR/data.yaml --imgsz 320`
 """
@@ -43,8 +44,10 @@ def _main(args: argparse.Namespace) -> int:
     t0 = time.time()
     predict = torch_predictor(load_checkpoint(args.weights).model, args.device)
     r = evaluate(predict, args.data, args.split, args.imgsz, args.batch, limit=args.limit)
+    masks = (f"  mask mAP50 {r['mask_mAP50']:.4f}  mask mAP50-95 {r['mask_mAP50-95']:.4f}"
+             if "mask_mAP50" in r else "")
     print(f"{args.weights} on {args.split} ({r['images']} images at {args.imgsz}): "
-          f"mAP50 {r['mAP50']:.4f}  mAP50-95 {r['mAP50-95']:.4f}  ({time.time() - t0:.0f} s)")
+          f"mAP50 {r['mAP50']:.4f}  mAP50-95 {r['mAP50-95']:.4f}{masks}  ({time.time() - t0:.0f} s)")
     return 0
 
 
