@@ -30,6 +30,7 @@ from s2trt.runtime.backends.triton import (
     LETTERBOX,
     PROTOTYPES,
     geometry,
+    padded,
 )
 
 # The request parameters a client may set (Triton's parameters extension; s2infer --triton sends them).
@@ -66,19 +67,16 @@ def server_options(params: Mapping[str, str]) -> DetectOptions:
 def answer(dets: Sequence[np.ndarray], infos: Sequence[LetterboxInfo], max_det: int,
            prototypes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The model's outputs for detections in network-input pixels ((n, 6 + nm) rows of the runtime's
-    NMS): the NMS layout in frame pixels, and with a segmentation model's prototypes (B, nm, H/4, W/4)
+    NMS): the NMS layout in frame pixels, and with a segmentation model's prototypes (B, nm, h, w)
     each row's coefficients and input box, the prototypes and the letterbox, so a client rebuilds the
     masks with detect/masks.py's process_masks exactly as s2infer makes them."""
     kept = [in_frame(d, info) for d, info in zip(dets, infos, strict=True)]
     out = to_layout([frame for frame, _ in kept], max_det)
     if prototypes is None:
         return out
-    coefficients = np.zeros((len(kept), max_det, prototypes.shape[1]), dtype=np.float32)
-    boxes = np.zeros((len(kept), max_det, 4), dtype=np.float32)
-    for i, (_, rows) in enumerate(kept):
-        n = min(len(rows), max_det)
-        coefficients[i, :n], boxes[i, :n] = rows[:n, 6:], rows[:n, :4]
-    return {**out, COEFFICIENTS_OUTPUT: coefficients, INPUT_BOXES: boxes,
+    rows = [r for _, r in kept]
+    return {**out, COEFFICIENTS_OUTPUT: padded([r[:, 6:] for r in rows], max_det, prototypes.shape[1]),
+            INPUT_BOXES: padded([r[:, :4] for r in rows], max_det, 4),
             PROTOTYPES: np.ascontiguousarray(prototypes, dtype=np.float32), LETTERBOX: geometry(infos)}
 
 

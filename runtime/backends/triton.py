@@ -41,7 +41,7 @@ INPUT_IMAGE, INPUT_FRAME = "IMAGE", "FRAME"
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 # What a segmentation model answers besides (docs/DESIGN.md §7), row for row with det_*: each
 # detection's mask coefficients (K, nm) and its box in the letterboxed network input (K, 4); the
-# image's prototypes (nm, H/4, W/4) and letterbox (ratio, pad w, pad h, frame h, frame w). From these
+# image's prototypes (nm, h, w) and letterbox (ratio, pad w, pad h, frame h, frame w). From these
 # detect/masks.py's process_masks rebuilds the masks s2infer makes locally, number for number.
 INPUT_BOXES, PROTOTYPES, LETTERBOX = "det_input_boxes", "prototypes", "letterbox"
 MASK_OUTPUTS = (COEFFICIENTS_OUTPUT, INPUT_BOXES, PROTOTYPES, LETTERBOX)
@@ -57,11 +57,21 @@ def letterboxes(rows: np.ndarray) -> list[LetterboxInfo]:
     return [LetterboxInfo(float(r), (float(dw), float(dh)), (round(h), round(w))) for r, dw, dh, h, w in rows]
 
 
+def padded(parts: Sequence[np.ndarray], k: int, width: int) -> np.ndarray:
+    """Per-image (n, width) rows -> (B, k, width) float32, zero past each image's n rows and cut to k:
+    row for row with the NMS layout's det_* (detect/boxes.py's to_layout), e.g. `det_coefficients`."""
+    out = np.zeros((len(parts), k, width), dtype=np.float32)
+    for i, rows in enumerate(parts):
+        n = min(len(rows), k)
+        out[i, :n] = rows[:n]
+    return out
+
+
 @dataclass(frozen=True)
 class Answer:
     """One image's answer: (n, 6) detections in its pixels and, from a segmentation model, what their
     masks are made from: `rows` (n, 6 + nm) [input box, score, class, coefficients] in the letterboxed
-    network input, the image's `prototypes` (nm, H/4, W/4) and its `letterbox`."""
+    network input, the image's `prototypes` (nm, h, w) and its `letterbox`."""
 
     dets: np.ndarray
     rows: np.ndarray | None = None
@@ -348,11 +358,7 @@ class TritonBackend:
         if not self.client.masks:
             return to_layout([a.dets for a in answers], k)
         rows = [a.rows for a in answers]
-        out = to_layout(rows, k)
-        coefficients = np.zeros((len(rows), k, self.meta.nm), dtype=np.float32)
-        for i, r in enumerate(rows):
-            coefficients[i, :len(r)] = r[:, 6:]
-        return {**out, COEFFICIENTS_OUTPUT: coefficients,
+        return {**to_layout(rows, k), COEFFICIENTS_OUTPUT: padded([r[:, 6:] for r in rows], k, self.meta.nm),
                 PROTO_OUTPUT: np.stack([a.prototypes for a in answers])}
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import pytest
 from s2trt.detect.boxes import postprocess, to_layout
 from s2trt.detect.masks import COEFFICIENTS_OUTPUT, detections
 from s2trt.detect.options import DetectOptions
+from s2trt.runtime.backends.triton import padded
 
 NM, K = 5, 12
 
@@ -50,3 +51,19 @@ def test_without_coefficients_it_is_postprocess():
     options = DetectOptions(conf_thres=0.3)
     for g, w in zip(detections(outputs, options), postprocess(outputs, options), strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+def test_padded_coefficients_are_row_for_row_with_the_layout():
+    """What the served model and TritonBackend pad the coefficients with: each image's rows in the
+    layout's order, cut to K like to_layout's, zeros after them."""
+    _, rows = layout([9, 0, K], seed=2)
+    k = 10  # pads the first image, cuts the last
+    out = to_layout(rows, k)
+    got = padded([r[:, 6:] for r in rows], k, NM)
+    assert got.shape == (3, k, NM) and got.dtype == np.float32
+    for i, r in enumerate(rows):
+        n = int(out["num_dets"][i, 0])
+        assert n == min(len(r), k)
+        np.testing.assert_array_equal(out["det_scores"][i, :n], r[:n, 4])
+        np.testing.assert_array_equal(got[i, :n], r[:n, 6:])
+        assert not got[i, n:].any()
