@@ -71,21 +71,24 @@ def _random_place(img: np.ndarray, imgsz: int, rng: np.random.Generator, scale: 
     return canvas, (nw, nh, ox, oy)
 
 
-def letterbox_labels(img: np.ndarray, labels: np.ndarray, imgsz: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly the inference letterbox (no augmentation), labels moved with it."""
+def letterbox_labels(img: np.ndarray, labels: np.ndarray, imgsz: int,
+                     segments: list[np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+    """Exactly the inference letterbox (no augmentation), labels (and polygons) moved with it."""
     out, a = _letterbox(img, imgsz)
-    return out, _move(labels, None, a, imgsz, 0.0)[0]
+    return out, *_move(labels, segments, a, imgsz, 0.0)
 
 
 def random_placement(img: np.ndarray, labels: np.ndarray, imgsz: int, rng: np.random.Generator,
-                     scale: tuple[float, float] = (0.6, 1.25), min_kept: float = 0.6
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     scale: tuple[float, float] = (0.6, 1.25), min_kept: float = 0.6,
+                     segments: list[np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
     """Resize by a random factor around the letterbox fit and paste at a random offset on a 114 canvas.
 
     Objects cut by the canvas edge keep a clipped box when at least `min_kept` of it remains.
     """
     canvas, a = _random_place(img, imgsz, rng, scale)
-    return canvas, _move(labels, None, a, imgsz, min_kept)[0]
+    return canvas, *_move(labels, segments, a, imgsz, min_kept)
 
 
 def augment(img: np.ndarray, labels: np.ndarray, imgsz: int, rng: np.random.Generator,
@@ -102,11 +105,9 @@ def augment_segments(img: np.ndarray, labels: np.ndarray, segments: list[np.ndar
                      ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
     """augment() with each label's polygon (k, 2), image-normalised, moved along with its box."""
     if rng.random() < p_plain:
-        img, a = _letterbox(img, imgsz)
-        labels, segments = _move(labels, segments, a, imgsz, 0.0)
+        img, labels, segments = letterbox_labels(img, labels, imgsz, segments)
     else:
-        img, a = _random_place(img, imgsz, rng, (0.6, 1.25))
-        labels, segments = _move(labels, segments, a, imgsz, 0.6)
+        img, labels, segments = random_placement(img, labels, imgsz, rng, segments=segments)
     if rng.random() < fliplr:
         img = np.ascontiguousarray(img[:, ::-1])
         labels = labels.copy()

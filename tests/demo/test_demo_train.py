@@ -54,11 +54,11 @@ def _label_bbox(lab: np.ndarray, size: int) -> np.ndarray:
 def test_augmented_labels_follow_the_pixels(seed: int) -> None:
     img, lab = _image_with_box(150, 200, (60, 40, 120, 90))
     rng = np.random.default_rng(seed)
-    out, new = random_placement(img, lab, 128, rng, scale=(0.6, 0.9))  # small enough to stay whole
+    out, new, _ = random_placement(img, lab, 128, rng, scale=(0.6, 0.9))  # small enough to stay whole
     assert out.shape == (128, 128, 3) and len(new) == 1 and new[0, 0] == 2
     # Resampling blurs the edges by about a pixel.
     np.testing.assert_allclose(_label_bbox(new, 128), _white_bbox(out), atol=1.5)
-    out, new = letterbox_labels(img, lab, 128)
+    out, new, _ = letterbox_labels(img, lab, 128)
     np.testing.assert_allclose(_label_bbox(new, 128), _white_bbox(out), atol=1.5)
     out, new = augment(img, lab, 128, rng, hsv=(0, 0, 0))
     if len(new):
@@ -70,7 +70,7 @@ def test_objects_cut_by_the_canvas_keep_or_drop_by_visible_area() -> None:
     full = (10 * 0.8) ** 2  # the box's area at scale 64/100 * 1.25
     kinds = set()
     for seed in range(40):
-        out, new = random_placement(img, lab, 64, np.random.default_rng(seed), scale=(1.25, 1.25))
+        out, new, _ = random_placement(img, lab, 64, np.random.default_rng(seed), scale=(1.25, 1.25))
         visible = (out[..., 0] > 127).sum()
         if visible < 0.5 * full:
             assert len(new) == 0
