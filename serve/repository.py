@@ -174,9 +174,9 @@ def nms_outputs(k: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Network:
+class NetworkOutputs:
     """The network's own outputs past the batch: output0 (rows, 5 + nc + nm), and a segmentation
-    model's prototypes output1 (nm, H/4, W/4); -1 for a dim the graph does not size."""
+    model's prototypes output1 (nm, h, w); -1 for a dim the graph does not size."""
 
     raw: list[int]
     proto: list[int] | None
@@ -225,32 +225,32 @@ def _built_from(engine: Path, meta: ModelMeta) -> Path | None:
     return None
 
 
-def network_outputs(model: Path, meta: ModelMeta) -> Network:
+def network_outputs(model: Path, meta: ModelMeta) -> NetworkOutputs:
     """output0's rows are the anchors of every grid (three per cell on strides 8-32 for most YOLOv5s,
-    8-64 for P6, 4-32 for P2, other counts in a user's yaml): the metadata does not say, the graph's
-    static output shape does (a dim it only names stays -1). An engine's is read from the ONNX it was
-    built from; without that, the rows are left to the engine (-1: Triton's TensorRT backend sizes
-    outputs from the engine and compares a -1 config dim with anything, tensorrt_backend's
-    InitializeConfigExecuteOutputBindings) and the prototypes are (nm, H/4, W/4) as YOLOv5's Proto
-    makes them."""
+    8-64 for P6, 4-32 for P2, other counts in a user's yaml), and the prototypes are at half the stride
+    of the head's first level (Proto upsamples that level x2: H/4 for most, H/2 for a P2 head). The
+    metadata says neither (it records the largest stride only); the graph's static output shapes do (a
+    dim it only names stays -1). An engine's are read from the ONNX it was built from; without that,
+    the rows and the prototypes' height and width are left to the engine (-1: Triton's TensorRT
+    backend sizes outputs from the engine and compares a -1 config dim with anything,
+    tensorrt_backend's InitializeConfigExecuteOutputBindings)."""
     nc, nm = len(meta.names), meta.nm
-    h, w = (int(v) for v in meta.imgsz)
-    raw, proto = [-1, 5 + nc + nm], [nm, h // 4, w // 4] if nm else None
+    raw, proto = [-1, 5 + nc + nm], [nm, -1, -1] if nm else None
     if meta.nms:  # the graph ends in the NMS layout, whose shapes the metadata gives
-        return Network(raw, None)
+        return NetworkOutputs(raw, None)
     graph = model if model.suffix == ".onnx" else _built_from(model, meta)
     if graph is None:
-        return Network(raw, proto)
+        return NetworkOutputs(raw, proto)
     dims = _graph_outputs(graph)
     got_raw = _agreeing(dims.get(RAW_OUTPUT), raw)
     if got_raw is None:
         raise S2Error(f"{graph}: output0 is {dims.get(RAW_OUTPUT)} past the batch, not (rows, 5 + {nc} "
                       f"classes + {nm} mask coefficients) as its metadata says: re-export it with s2export")
-    got_proto = _agreeing(dims.get(PROTO_OUTPUT), [nm, -1, -1]) if nm else None
-    if nm and got_proto is None:
+    got_proto = _agreeing(dims.get(PROTO_OUTPUT), proto) if proto else None
+    if proto and got_proto is None:
         raise S2Error(f"{graph}: a segmentation model's output1 is {dims.get(PROTO_OUTPUT)} past the batch, "
-                      f"not ({nm}, H/4, W/4): re-export it with s2export")
-    return Network(got_raw, got_proto)
+                      f"not ({nm}, h, w): re-export it with s2export")
+    return NetworkOutputs(got_raw, got_proto)
 
 
 def _agreeing(got: list[int] | None, want: list[int]) -> list[int] | None:
@@ -263,7 +263,7 @@ def _agreeing(got: list[int] | None, want: list[int]) -> list[int] | None:
     return [w if g == -1 else g for g, w in zip(got, want, strict=True)]
 
 
-def engine_outputs(meta: ModelMeta, net: Network) -> list[str]:
+def engine_outputs(meta: ModelMeta, net: NetworkOutputs) -> list[str]:
     if meta.nms:
         return nms_outputs(int(meta.nms.get("max_det", 300)))
     return [_tensor(RAW_OUTPUT, "TYPE_FP32", net.raw)] + ([_tensor(PROTO_OUTPUT, "TYPE_FP32", net.proto)]
@@ -283,7 +283,7 @@ def python_model_params(o: RepoOptions, meta: ModelMeta, model_file: str | None)
     return params
 
 
-def detector_config(o: RepoOptions, meta: ModelMeta, model_file: str, net: Network) -> str:
+def detector_config(o: RepoOptions, meta: ModelMeta, model_file: str, net: NetworkOutputs) -> str:
     return (f'name: "{DETECTOR}"\nbackend: "python"\nmax_batch_size: {o.max_batch_size}\n'
             + _io("input", [image_input(optional=True),
                             _tensor("FRAME", "TYPE_UINT8", [-1, -1, 3], optional=True)])
@@ -307,7 +307,7 @@ def _images_tensor(meta: ModelMeta) -> str:
 
 
 def ensemble_configs(o: RepoOptions, meta: ModelMeta, engine_file: str, tensorrt: bool,
-                     net: Network) -> dict[str, str]:
+                     net: NetworkOutputs) -> dict[str, str]:
     """config.pbtxt text per model name for preprocess -> engine -> postprocess and the ensemble.
 
     A segmentation model's prototypes and letterbox are ensemble outputs straight from the step that
@@ -447,7 +447,7 @@ def export_repository(model: str | Path, repo: str | Path, options: RepoOptions 
         raise S2Error(f"cannot write the model repository {repo}: {e.strerror or e}") from None
 
 
-def _write_repository(repo: Path, o: RepoOptions, meta: ModelMeta, net: Network, model_file: str,
+def _write_repository(repo: Path, o: RepoOptions, meta: ModelMeta, net: NetworkOutputs, model_file: str,
                       files: dict[str, Path | bytes], plugin: tuple[str, bytes] | None,
                       is_engine: bool) -> list[str]:
     repo.mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,14 @@ def test_repository_sizes_the_outputs_from_the_graph(family, exported, tmp_path)
                      "prototypes": want["output1"], "letterbox": [5]}
     assert answer == expected  # a detection model answers the NMS layout alone, as before
 
-    # An engine built from that ONNX: its sidecar names the ONNX, whose graph gives the shapes; without
-    # it the rows are left to the engine (-1) and the prototypes are H/4 x W/4 by the metadata.
+    assert_engine_configs(onnx_path, want, tmp_path)
+
+
+def assert_engine_configs(onnx_path: Path, want: dict[str, list[int]], tmp_path: Path) -> None:
+    """An engine built from `onnx_path`: its sidecar names the ONNX, whose graph gives the shapes;
+    without it the rows and the prototypes' size are left to the engine (-1), which the metadata
+    cannot give (it records the largest stride only)."""
+    meta = read_onnx_meta(onnx_path)
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
     side = {**meta.to_props(), "onnx_file": str(onnx_path)}
@@ -108,8 +114,53 @@ def test_repository_sizes_the_outputs_from_the_graph(family, exported, tmp_path)
     assert dims(parse_config(tmp_path / "plan" / R.ENGINE / "config.pbtxt"), "output") == want
     write_json_atomic(tmp_path / "m.engine.json", {**side, "onnx_file": str(tmp_path / "gone.onnx")})
     R.export_repository(engine, tmp_path / "plan2", R.RepoOptions(ensemble=True, instances=1))
-    got = dims(parse_config(tmp_path / "plan2" / R.ENGINE / "config.pbtxt"), "output")
-    assert got == {"output0": [-1, want["output0"][1]], **({"output1": want["output1"]} if nm else {})}
+    cfgs = {n: parse_config(tmp_path / "plan2" / n / "config.pbtxt") for n in (R.ENGINE, R.DETECTOR)}
+    nm = meta.nm
+    assert dims(cfgs[R.ENGINE], "output") == {"output0": [-1, want["output0"][1]],
+                                              **({"output1": [nm, -1, -1]} if nm else {})}
+    if nm:
+        assert dims(cfgs[R.DETECTOR], "output")["prototypes"] == [nm, -1, -1]
+        # Every size the engine can answer fits the open dims, the one it does answer included.
+        assert all(c in (-1, g) for c, g in zip(dims(cfgs[R.ENGINE], "output")["output1"], want["output1"],
+                                                strict=True))
+
+
+def p2_seg_onnx(folder: Path) -> Path:
+    """A P2 segmentation model exported by s2export: the v7.0 P2 checkpoint's config with a Segment
+    head (as YOLOv5's Segment takes it), its weights a state_dict beside that yaml."""
+    import torch
+    import yaml
+
+    from s2trt.models.checkpoint import load_checkpoint
+    from s2trt.models.yolo import DetectionModel
+
+    cfg = dict(load_checkpoint(YOLOV5 / "v7.0" / "yolov5-p2.pt").cfg)
+    *head, last = [list(layer) for layer in cfg["head"]]
+    cfg["head"] = [*head, [last[0], last[1], "Segment", [cfg["nc"], cfg["anchors"], 32, 256]]]
+    model = DetectionModel(cfg)
+    assert [int(s) for s in model.stride] == [4, 8, 16, 32]
+    (folder / "p2-seg.yaml").write_text(yaml.safe_dump(cfg))
+    torch.save(model.state_dict(), folder / "p2-seg.pt")
+    assert s2export([str(folder / "p2-seg.pt"), "--cfg", str(folder / "p2-seg.yaml"), "--imgsz",
+                     *map(str, FAMILIES["p2"][2]), "--dynamic", "--no-plugin", "--onnx-only", "-q"]) == 0
+    return folder / "p2-seg.onnx"
+
+
+def test_p2_segmentation_prototypes_are_half_the_input_not_a_quarter(tmp_path):
+    """Proto upsamples the head's first level x2: H/2 on a P2 head. The repository takes that from the
+    graph, and leaves it open (-1) for an engine whose ONNX is gone, where fixed H/4 dims would keep
+    Triton's TensorRT backend from loading the model."""
+    pytest.importorskip("tritonclient.grpc", reason="needs tritonclient (s2trt[triton])")
+    onnx_path = p2_seg_onnx(tmp_path)
+    want = ort_shapes(onnx_path)
+    h, w = FAMILIES["p2"][2]
+    assert want["output1"] == [32, h // 2, w // 2]
+    R.export_repository(onnx_path, tmp_path / "repo", R.RepoOptions(ensemble=True, instances=1, cpu_threads=1,
+                                                                     max_det=MAX_DET))
+    assert dims(parse_config(tmp_path / "repo" / R.ENGINE / "config.pbtxt"), "output") == want
+    assert dims(parse_config(tmp_path / "repo" / R.DETECTOR / "config.pbtxt"), "output")["prototypes"] \
+        == want["output1"]
+    assert_engine_configs(onnx_path, want, tmp_path)
 
 
 def frames() -> list[np.ndarray]:
