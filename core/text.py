@@ -11,18 +11,50 @@ from __future__ import annotations
 import re
 import shlex
 import unicodedata
+from urllib.parse import unquote
 
 MAX_CHARS = 300  # a file name or version is shorter; a longer value is someone else's text
 
-# A URL's user:password@, any scheme (rtsp, rtmps, srt, ftp, ...), anywhere in a text: up to the
-# last @ before the path, as a password may hold an unescaped @ (or :, or space-free anything).
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+# A URL in a text: from its scheme to the next whitespace.
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S*)")
+# Its user:password@, up to the last @ before the path, as a password may hold an unescaped @ (or :,
+# or anything else but / ? # and whitespace). FFmpeg's udp://@group:port names no user: kept.
+_USERINFO = re.compile(r"^[^/?#]+@")
+# Query keys whose values are secrets by their name (case-insensitive, anywhere in the key): SRT's
+# passphrase, password/passwd/pwd, token and access_token, api_key, sig/signature and credential
+# (signed URLs such as S3's X-Amz-*), auth, session, and the user name, which user:password@ hides
+# too. Other values (a camera's channel=1&subtype=0, SRT's streamid) stay: they tell two sources of
+# one server apart in the results, the per-source table and the output names.
+_SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|sig|auth|cred|session|ticket|jwt|user|login", re.I)
+MASK = "***"
+
+
+def _redact_url(m: re.Match[str]) -> str:
+    rest = _USERINFO.sub("", m.group(2), count=1)
+    rest, hashmark, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    parts = []
+    for part in query.split("&") if question else []:
+        key, equals, _ = part.partition("=")
+        if equals:
+            parts.append(f"{key}={MASK}" if _SECRET_KEY.search(unquote(key)) else part)
+        else:  # a value without a name cannot be told harmless by it
+            parts.append(MASK if part else part)
+    return m.group(1) + rest + question + "&".join(parts) + (hashmark + MASK if fragment else hashmark)
 
 
 def redact_credentials(text: str) -> str:
-    """`text` with the user:password@ of every URL in it removed: what logs, messages, results
-    files and window titles may show of a source. The source itself is opened with its credentials."""
-    return _USERINFO.sub(r"\1", text)
+    """`text` with the credentials of every URL in it hidden: its user:password@ removed, the values
+    of its query keys that name a secret (passphrase=, token=, sig=, ...) and its fragment (#...)
+    masked. What logs, messages, results files, output names and window titles may show of a source;
+    the source itself is opened with its credentials."""
+    return _URL.sub(_redact_url, text)
+
+
+def has_credentials(url: str) -> bool:
+    """Whether `url` holds what redact_credentials hides: the one test of what is secret in a URL,
+    which also keeps it off a child's command line (runtime/inputs/gst.py)."""
+    return redact_credentials(url) != url
 
 
 def printable(value: object, limit: int = MAX_CHARS) -> str:

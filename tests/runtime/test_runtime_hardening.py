@@ -493,7 +493,20 @@ def test_no_password_survives_redaction_in_any_scheme_or_message(scheme, user, p
     url = f"{scheme}://{user}:{secret}@host.example:554"
     text = redact_credentials(f"{before}{url}{after} and again {url}")
     assert "SECRET" not in text
-    assert text == f"{before}{scheme}://host.example:554{after} and again {scheme}://host.example:554"
+    shown = after.replace("#frag", "#***")  # a fragment may be a signature: masked as well
+    assert text == f"{before}{scheme}://host.example:554{shown} and again {scheme}://host.example:554"
+
+
+@given(scheme=_SCHEME, key=st.sampled_from(["passphrase", "token", "X-Amz-Signature", "Password", "api_key"]),
+       value=st.text(st.characters(blacklist_characters="&#", blacklist_categories=("Z", "Cc", "Cs")),
+                     min_size=1, max_size=20),
+       other=st.sampled_from(["", "&channel=1", "&latency=200"]))
+def test_no_secret_query_value_survives_redaction(scheme, key, value, other):
+    from s2trt.text import redact_credentials
+
+    url = f"{scheme}://host.example:554/live?{key}=SECRET{value}{other}"
+    shown = f"{scheme}://host.example:554/live?{key}=***{other}"
+    assert redact_credentials(f"x {url} refused") == f"x {shown} refused"
 
 
 @pytest.mark.parametrize("spec", ["ftp://u:hunter2@127.0.0.1/cam.mp4", "rtmps://u:hunter2@127.0.0.1:9/live",
