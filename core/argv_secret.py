@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ FILE_ENV = "S2TRT_SECRET_FILE"
 MAX_SECRET = 4096  # bytes, must match argv_secret.c; a pipe holds at least a page without a reader
 MAX_HEADER = 1024
 SOURCE = Path(__file__).with_name("argv_secret.c")
+LIBRARY_NAME = "libs2trt_argv_secret.so"
 
 _built: Path | None = None
 _build_lock = threading.Lock()
@@ -47,7 +49,7 @@ def build_library(dest: Path, what: str = "the secret", instead: str = "") -> Pa
     if not cc:
         raise S2Error(f"keeping {what} off the child's command line, which other users can read, needs a "
                       f"C compiler (cc) here: install gcc{f', or {instead}' if instead else ''}")
-    lib = dest / "libs2trt_argv_secret.so"
+    lib = dest / LIBRARY_NAME
     done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(SOURCE)],
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -57,10 +59,11 @@ def build_library(dest: Path, what: str = "the secret", instead: str = "") -> Pa
 
 def process_library(what: str = "the secret", instead: str = "") -> Path:
     """The library, built once per process into a private temporary folder removed at exit (the
-    children that preloaded it keep it mapped)."""
+    children that preloaded it keep it mapped), and again should it be gone meanwhile: a temporary
+    file cleaner under a run of days (a 24/7 camera reconnects) would leave each new child without it."""
     global _built
     with _build_lock:  # streams open from several threads at once
-        if _built is None:
+        if _built is None or not _built.is_file():
             dest = Path(tempfile.mkdtemp(prefix="s2trt-argv-secret-"))  # mode 0700
             try:
                 _built = build_library(dest, what, instead)
@@ -69,6 +72,23 @@ def process_library(what: str = "the secret", instead: str = "") -> Path:
                 raise
             atexit.register(shutil.rmtree, dest, True)
         return _built
+
+
+# What ld.so prints, and then runs the program without the library (so with the placeholder):
+# "ERROR: ld.so: object '/tmp/…/lib.so' from LD_PRELOAD cannot be preloaded (reason): ignored."
+_NOT_PRELOADED = re.compile(r"object '(.*)' from LD_PRELOAD cannot be preloaded \((.*)\)")
+
+
+def preload_failure(line: str, what: str = "the secret") -> str | None:
+    """For a line of the child's output where ld.so says it could not preload our library: why the
+    child never got `what`, in one line; None for any other line."""
+    m = _NOT_PRELOADED.search(line)
+    if m is None or Path(m.group(1)).name != LIBRARY_NAME:
+        return None
+    lib = Path(m.group(1))
+    return (f"the child program never got {what}: the system could not load {lib} into it ({m.group(2)}); "
+            f"if {lib.parent.parent} is mounted noexec, set TMPDIR to a folder of yours that allows "
+            "running programs")
 
 
 def write_secret(path: Path, secret: str) -> None:

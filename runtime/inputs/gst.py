@@ -22,10 +22,11 @@ runs) crosses the pipe once, at half the bytes of BGR, and OpenCV converts it to
 FFmpeg capture does (BT.601): GStreamer's `videoconvert` to BGR would cost as much CPU as the
 decode itself (benchmarks/RESULTS.md, "GStreamer decode").
 
-A stream URL that may hold a secret (a user or password, a query such as SRT's passphrase or a
-token, a fragment) never stands on the child's command line, which every local user can read in
-/proc/PID/cmdline: the child gets a placeholder there, and the URL through a pipe and a small
-preloaded library (core/argv_secret.py) that swaps it in before gst-launch-1.0 parses its arguments.
+A stream URL that holds a secret (a user or password, a query value such as SRT's passphrase or a
+token, a fragment: what s2trt.text.redact_credentials hides in logs and results) never stands on
+the child's command line, which every local user can read in /proc/PID/cmdline: the child gets a
+placeholder there, and the URL through a pipe and a small preloaded library (core/argv_secret.py)
+that swaps it in before gst-launch-1.0 parses its arguments.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ import numpy as np
 
 from s2trt import argv_secret
 from s2trt.errors import S2Error
-from s2trt.text import redact_credentials
+from s2trt.runtime.inputs.sources import SourceKind
+from s2trt.text import has_credentials, redact_credentials
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +124,19 @@ def _ranks(mode: str) -> str:
     return ",".join(f"{d}:{rank}" for d in NV_DECODERS)
 
 
-def hides_url(kind: str, item: str) -> bool:
+def hides_url(kind: SourceKind, item: str) -> bool:
     """Whether the item is a URL that goes to the child through argv_secret, not its command line:
-    one with a user or password, a query or a fragment (tcp:// gives the child its host and port
-    alone; FFmpeg's udp://@group:port has an empty user)."""
-    if kind == "video":
+    one that holds what logs and results files never show of it (s2trt.text.has_credentials: a user
+    or password, a query value named as a secret, a fragment). tcp:// gives the child its host and
+    port alone."""
+    if kind == SourceKind.VIDEO:
         return False
-    url = urlsplit(item)
-    return url.scheme.lower() != "tcp" and bool(url.username or url.password or url.query or url.fragment)
+    return urlsplit(item).scheme.lower() != "tcp" and has_credentials(item)
 
 
-def _source_args(kind: str, item: str, timeout_s: float) -> list[str]:
+def _source_args(kind: SourceKind, item: str, timeout_s: float) -> list[str]:
     """The gst-launch elements that read the item, up to and including the decoder."""
-    if kind == "video":
+    if kind == SourceKind.VIDEO:
         return ["uridecodebin", f"uri={Path(item).resolve().as_uri()}", "name=dec"]
     url = urlsplit(item)
     scheme = url.scheme.lower()
@@ -152,7 +154,7 @@ def _source_args(kind: str, item: str, timeout_s: float) -> list[str]:
     return ["uridecodebin", f"uri={location}", "name=dec"]
 
 
-def launch_args(kind: str, item: str, mode: str, fd: int, timeout_s: float = 10.0) -> list[str]:
+def launch_args(kind: SourceKind, item: str, mode: str, fd: int, timeout_s: float = 10.0) -> list[str]:
     """The gst-launch-1.0 command that decodes the item into GDP-framed I420 frames on file
     descriptor fd. A URL that hides_url() holds stands there as argv_secret's placeholder."""
     gst = gst_launch()
@@ -223,7 +225,7 @@ class GstCapture:
     cv2.VideoCapture (grab / retrieve / get / release), plus the stream timestamp of each frame
     (`pts`, seconds of stream time, or None) and the decoder that ran (`decoder`)."""
 
-    def __init__(self, kind: str, item: str, mode: str, timeout_s: float = 10.0, shown_as: str = ""):
+    def __init__(self, kind: SourceKind, item: str, mode: str, timeout_s: float = 10.0, shown_as: str = ""):
         self.kind, self.item, self.mode, self.timeout_s = kind, item, mode, timeout_s
         self.shown = shown_as or redact_credentials(item)
         self.caps = Caps()
@@ -302,7 +304,12 @@ class GstCapture:
         # The debug text under each error: "../file.c(N): func (): /GstPipeline:…:" then the message.
         details = [d for i, ln in enumerate(lines) if ln.startswith("Additional debug info")
                    for d in lines[i + 1:i + 3]]
-        what = "stream" if self.kind == "stream" else "video"
+        what = "stream" if self.kind == SourceKind.STREAM else "video"
+        # ld.so's word that the library did not load comes first: the child then ran with the
+        # placeholder, and GStreamer's own error is about that, not about the source.
+        for ln in lines:
+            if (why := argv_secret.preload_failure(ln, f"the URL {self.shown}")) is not None:
+                return why
         if not errors:
             if stalled:
                 return f"{self.shown}: no frame within {self.timeout_s:g} s (unreachable or stalled {what})"
@@ -311,7 +318,7 @@ class GstCapture:
         # Element paths and source file names (…/GstURIDecodeBin:dec/…) are no reason: left out.
         text = re.sub(r"(?:\.\./|/Gst)\S*", " ", " ".join([reason, *details])).lower()
         if any(k in text for k in _NOT_DECODED):
-            if self.kind == "stream":
+            if self.kind == SourceKind.STREAM:
                 return f"{self.shown}: connects, but its video cannot be decoded here: {reason}"
             return f"{self.shown}: cannot be decoded: {reason}"
         return f"cannot open {what} {self.shown}: {reason}"
@@ -361,7 +368,7 @@ class GstCapture:
             self.pts = None
             return True
         t = (max(pts - self._seg_start, 0) + self._seg_time) / 1e9
-        if self.kind == "video":
+        if self.kind == SourceKind.VIDEO:
             # A file's times count from its first frame, as FFmpeg's do (an MPEG-TS starts at 0.7 s
             # or wherever its muxer began): both decoders give one file the same timestamps.
             if self._origin is None:

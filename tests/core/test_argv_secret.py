@@ -97,3 +97,28 @@ def test_without_a_compiler_the_error_says_what_to_do(monkeypatch):
                        "or use the other way"):
         argv_secret.process_library("the password", "use the other way")
     assert argv_secret._built is None  # the next try builds it
+
+
+def test_a_library_removed_meanwhile_is_built_again(monkeypatch):
+    # A temporary-file cleaner under a long run: the next child must still get the library.
+    monkeypatch.setattr(argv_secret, "_built", None)
+    first = argv_secret.process_library()
+    shutil.rmtree(first.parent)
+    again = argv_secret.process_library()
+    assert again.is_file() and again != first
+    assert argv_secret.process_library() == again  # and kept while it is there
+
+
+def test_ld_so_refusing_the_library_is_told_in_one_line(tmp_path):
+    # ld.so's own words, from a real program given a library it cannot load.
+    lib = tmp_path / "no-such" / argv_secret.LIBRARY_NAME
+    done = subprocess.run(["sh", "-c", "echo ran"], env={"PATH": os.environ["PATH"], "LD_PRELOAD": str(lib)},
+                          capture_output=True, text=True, timeout=30)
+    assert done.stdout == "ran\n"  # it ran anyway: without the library, so with the placeholder
+    lines = done.stderr.splitlines()
+    why = [w for ln in lines if (w := argv_secret.preload_failure(ln, "the key")) is not None]
+    assert why == [f"the child program never got the key: the system could not load {lib} into it "
+                   f"(cannot open shared object file); if {tmp_path} is mounted noexec, set TMPDIR to a "
+                   "folder of yours that allows running programs"], lines
+    assert argv_secret.preload_failure("ERROR: ld.so: object 'libother.so' from LD_PRELOAD cannot be "
+                                       "preloaded (x): ignored.") is None  # the user's own preload

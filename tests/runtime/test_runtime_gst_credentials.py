@@ -102,6 +102,8 @@ P = argv_secret.PLACEHOLDER
     ("srt://127.0.0.1:9000?passphrase=s3cret-s3cret", f"uri={P}"),
     ("https://cam/live.m3u8#sig=s3cret", f"uri={P}"),
     ("rtsp://cam/live", "location=rtsp://cam/live"),  # nothing secret: named on the command line, as before
+    # A camera's channel is no secret (s2trt.text.redact_credentials shows it too): no compiler needed.
+    ("rtsp://cam/cam/realmonitor?channel=1&subtype=0", "location=rtsp://cam/cam/realmonitor?channel=1&subtype=0"),
     ("udp://@239.0.0.1:1234", "uri=udp://@239.0.0.1:1234"),  # FFmpeg's multicast form: no user
     ("rtsp://:s3cret@cam/live", f"location={P}"),  # a password without a user
     ("tcp://user:s3cret@127.0.0.1:5000", "host=127.0.0.1"),  # the child gets the host and the port only
@@ -123,6 +125,21 @@ def test_without_a_compiler_a_credentialed_stream_is_one_line_and_no_leak(monkey
         GstCapture("stream", "rtsp://alice:s3cret@127.0.0.1:9/cam", "sw", timeout_s=1)
     assert "s3cret" not in str(e.value) and "\n" not in str(e.value)
     assert len(os.listdir("/proc/self/fd")) == fds  # both pipes closed
+
+
+@needs_gst
+def test_a_library_the_child_cannot_preload_is_named_not_a_gstreamer_error(tmp_path, monkeypatch):
+    # As a noexec temporary folder or a cleaner makes it: ld.so skips the library, the child runs
+    # with the placeholder.
+    lib = tmp_path / "gone" / argv_secret.LIBRARY_NAME
+    monkeypatch.setattr(argv_secret, "process_library", lambda *a: lib)
+    with pytest.raises(S2Error) as e:
+        GstCapture("stream", "rtsp://alice:s3cret@127.0.0.1:9/cam", "sw", timeout_s=10)
+    msg = str(e.value)
+    assert msg.startswith(f"the child program never got the URL rtsp://127.0.0.1:9/cam: the system could not "
+                          f"load {lib} into it (")
+    assert msg.endswith("set TMPDIR to a folder of yours that allows running programs")
+    assert "s3cret" not in msg and "\n" not in msg
 
 
 @needs_gst
