@@ -42,10 +42,15 @@ def check_secret(secret: str, what: str) -> None:
         raise S2Error(f"{what} must be 1 to {MAX_HEADER} visible ASCII characters (no spaces)")
 
 
+def compiler() -> str | None:
+    """The C compiler that builds the library ($CC, else cc, gcc or clang on PATH), or None."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
 def build_library(dest: Path, what: str = "the secret", instead: str = "") -> Path:
     """Compile the preload library into `dest` (a folder of this user's). `what` the secret is and
     `instead`, what the user may do without a compiler, are for the error that says none is here."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    cc = compiler()
     if not cc:
         raise S2Error(f"keeping {what} off the child's command line, which other users can read, needs a "
                       f"C compiler (cc) here: install gcc{f', or {instead}' if instead else ''}")

@@ -203,14 +203,21 @@ def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None
 
 
 def open_capture(kind: SourceKind, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,
-                 decoder: str = "opencv") -> cv2.VideoCapture:
+                 decoder: str = "opencv", auto: bool = False) -> cv2.VideoCapture:
     """Open a video, camera or network stream with OpenCV's FFmpeg, or (decoder "sw" / "nv") with
     GStreamer (runtime/inputs/gst.py). A stream's open and each read give up after timeout_s, so an
-    unreachable host fails fast and a stalled stream returns from grab()."""
+    unreachable host fails fast and a stalled stream returns from grab(). `auto`: the user did not
+    ask for GStreamer (--decoder auto), so a URL with credentials that GStreamer's child could not
+    keep off its command line (no C compiler for core/argv_secret) is read by OpenCV instead."""
     if decoder != "opencv" and kind != SourceKind.CAMERA:
-        from s2trt.runtime.inputs.gst import GstCapture
+        from s2trt import argv_secret
+        from s2trt.runtime.inputs.gst import GstCapture, hides_url
 
-        return GstCapture(kind, item, decoder, timeout_s, redact_credentials(item))
+        if not (auto and hides_url(kind, item) and argv_secret.compiler() is None
+                and not item.lower().startswith(GST_ONLY_SCHEMES)):
+            return GstCapture(kind, item, decoder, timeout_s, redact_credentials(item))
+        log.warning("%s: no C compiler here to keep its credentials off gst-launch-1.0's command line, "
+                    "so OpenCV reads it (install gcc to decode it with GStreamer)", redact_credentials(item))
     if item.lower().startswith(GST_ONLY_SCHEMES):
         raise S2Error(f"{redact_credentials(item)}: {item.split(':', 1)[0]}:// is GStreamer's scheme: "
                       "read it with --decoder sw (or nv), or give rtsp:// to OpenCV")

@@ -203,7 +203,8 @@ def open_frames(specs: Sequence[str], opts: InputOptions,
     if is_multi(specs):
         return MultiSource(specs, opts.vid_stride, opts.max_pixels,
                            LiveOptions(opts.stream_timeout, opts.reconnect_timeout), report_s=report_s,
-                           decoder=decoder, push_timeout_s=opts.push_timeout)
+                           decoder=decoder, push_timeout_s=opts.push_timeout,
+                           decoder_auto=opts.decoder == "auto")
     return open_source(specs[0], opts.vid_stride, opts.max_pixels, decoder=decoder)
 
 
@@ -472,12 +473,12 @@ class MultiSource:
     def __init__(self, specs: Sequence[str], vid_stride: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
                  live: LiveOptions | None = None, report_s: float | None = None,
                  opener: Opener | None = None, decoder: str = "opencv",
-                 push_timeout_s: float | None = None):
+                 push_timeout_s: float | None = None, decoder_auto: bool = False):
         self.live = live or LiveOptions()
         self.live.check()
         self.vid_stride, self.max_pixels, self.report_s = vid_stride, max_pixels, report_s
         self.decoder, self.push_timeout_s = decoder, push_timeout_s
-        self.opener = opener or partial(open_capture, decoder=decoder)
+        self.opener = opener or partial(open_capture, decoder=decoder, auto=decoder_auto)
         self.problems: list[str] = []
         self.lanes: list[Source | Item] = []  # a file source, or a camera's or stream's item
         self.items: list[Item] = []

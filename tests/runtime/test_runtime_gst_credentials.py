@@ -128,6 +128,32 @@ def test_without_a_compiler_a_credentialed_stream_is_one_line_and_no_leak(monkey
 
 
 @needs_gst
+@needs_rtsp_server
+def test_without_a_compiler_auto_reads_a_credentialed_stream_with_opencv(monkeypatch, caplog):
+    """--decoder auto never asked for GStreamer: a stream whose credentials it could not keep off the
+    child's command line is read in-process by OpenCV, with one warning; an explicit --decoder sw
+    still refuses in one line."""
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(argv_secret.shutil, "which", lambda name: None)
+    monkeypatch.setattr(argv_secret, "_built", None)
+    with RtspServer({"/cam": live()}, user="alice:s3cret") as server:
+        url = server.url("/cam", "rtsp", "alice:s3cret")
+        with ChildWatch() as watch:
+            ms = MultiSource([url], live=OPTS, decoder="sw", decoder_auto=True)
+            try:
+                got = [f for f, _ in zip(ms, range(5), strict=False)]
+            finally:
+                ms.close()
+        with pytest.raises(S2Error, match=r"C compiler \(cc\) here"):
+            GstCapture("stream", url, "sw", timeout_s=5)
+    assert len(got) == 5 and all(f.image.shape == (120, 160, 3) for f in got)
+    assert ms.stats[url].decoder == "opencv"
+    assert "gst-launch-1.0" not in watch.programs()
+    warned = [r.getMessage() for r in caplog.records if "no C compiler" in r.getMessage()]
+    assert warned and all("s3cret" not in m for m in warned)
+
+
+@needs_gst
 def test_a_library_the_child_cannot_preload_is_named_not_a_gstreamer_error(tmp_path, monkeypatch):
     # As a noexec temporary folder or a cleaner makes it: ld.so skips the library, the child runs
     # with the placeholder.
