@@ -19,7 +19,7 @@ from s2trt.detect.options import DetectOptions
 
 # The graph's outputs (docs/DESIGN.md §3): YOLOv5's raw boxes, or the four in-graph NMS outputs.
 RAW_OUTPUT = "output0"
-PROTO_OUTPUT = "output1"  # a segmentation model's mask prototypes (B, nm, H/4, W/4)
+PROTO_OUTPUT = "output1"  # a segmentation model's mask prototypes (B, nm, H/4, W/4; H/2, W/2 for a P2 head)
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 MAX_WH = 7680  # class offset for class-aware NMS: larger than any box coordinate (YOLOv5's value)
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
-# A Segment model's second output: its mask prototypes (B, nm, H/4, W/4), as yolov5's own export names it.
+# A Segment model's second output: its mask prototypes (B, nm, H/4, W/4; H/2, W/2 for a P2 head), as
+# yolov5's own export names it.
 PROTO_NAME = "output1"
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # Slice/Concat/Softmax semantics and NonMaxSuppression as TensorRT 10 parses them

@@ -5,7 +5,7 @@ scales: boxes (cx, cy, w, h) are pixels up to the image size, objectness and cla
 An absolute 1e-4 would be too strict for boxes and a box-scaled one too loose for scores.
 `rel = max over groups of max|a - b| / max(|b|)` of that group. A Segment model's detections have a
 third group, the nm raw mask coefficients after the class scores (unbounded, like logits), and its
-prototypes (B, nm, H/4, W/4) are one group of their own.
+prototypes (B, nm, h, w) are one group of their own.
 """
 
 from __future__ import annotations

@@ -353,7 +353,7 @@ class Concat(nn.Module):
 
 
 class Proto(nn.Module):
-    """v7.0's mask prototypes: P3 features -> nm maps at stride 4."""
+    """v7.0's mask prototypes: the first level's features (P3; P2 in a P2 head) upsampled x2 -> nm maps."""
 
     def __init__(self, c1: int, c_: int = 256, c2: int = 32):
         super().__init__()

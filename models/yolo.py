@@ -73,9 +73,10 @@ class Detect(nn.Module):
 
 
 class Segment(Detect):
-    """v7.0's head: Detect with nm raw mask coefficients per box, and Proto's masks at stride 4.
+    """v7.0's head: Detect with nm raw mask coefficients per box, and Proto's masks at half the first
+    level's stride (4; 2 for a P2 head).
 
-    Eval output: (detections (B, N, 5 + nc + nm), prototypes (B, nm, H/4, W/4)).
+    Eval output: (detections (B, N, 5 + nc + nm), prototypes (B, nm, H/4, W/4); H/2 for P2).
     """
 
     def __init__(self, nc: int = 80, anchors: Any = (), nm: int = 32, npr: int = 256,
