@@ -27,10 +27,13 @@ def repo(tmp_path_factory):
     return F.small_repository(model, tmp_path_factory.mktemp("repo"))
 
 
-def s2serve(repo: Path, ports: list[int], *extra: str) -> subprocess.Popen:
+def s2serve(repo: Path, ports: list[int], *extra: str, tmpdir: Path | None = None) -> subprocess.Popen:
+    """s2serve in a process of its own; `tmpdir`: its temporary folder's parent (a launcher killed
+    with SIGKILL cannot remove its folder, so a test that kills it keeps the folder in its own)."""
+    env = dict(os.environ, TMPDIR=str(tmpdir)) if tmpdir is not None else None
     return subprocess.Popen([sys.executable, "-m", "s2trt.serve.cli", str(repo), "--http-port", str(ports[0]),
                              "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def read_until(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
@@ -85,9 +88,9 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def test_kill_9_of_s2serve_leaves_no_tritonserver(repo):
+def test_kill_9_of_s2serve_leaves_no_tritonserver(repo, tmp_path):
     ports = [S.free_port() for _ in range(3)]
-    proc = s2serve(repo, ports)
+    proc = s2serve(repo, ports, tmpdir=tmp_path)
     try:
         read_until(proc, "Ctrl-C")
         [server] = children(proc.pid, "tritonserver")

@@ -7,6 +7,7 @@ gstreamer1.0-plugins-bad (x264enc, x265enc).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import shutil
 import signal
@@ -36,7 +37,9 @@ needs_rtsp_server = pytest.mark.skipif(
 
 @functools.cache
 def server_binary() -> Path:
-    out = Path(tempfile.mkdtemp(prefix="s2trt-rtsp-")) / "rtsp_server"
+    folder = tempfile.mkdtemp(prefix="s2trt-rtsp-")
+    atexit.register(shutil.rmtree, folder, True)  # built once per test session, removed with it
+    out = Path(folder) / "rtsp_server"
     flags = _pkg_flags()
     assert flags is not None
     subprocess.run(["gcc", "-O1", "-Wall", "-o", str(out), str(SOURCE), *flags], check=True, timeout=120)
