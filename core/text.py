@@ -15,45 +15,110 @@ from urllib.parse import unquote
 
 MAX_CHARS = 300  # a file name or version is shorter; a longer value is someone else's text
 
-# A URL in a text: from its scheme to the next whitespace.
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S*)")
-# Its user:password@, up to the last @ before the path, as a password may hold an unescaped @ (or :,
-# or anything else but / ? # and whitespace). FFmpeg's udp://@group:port names no user: kept.
-_USERINFO = re.compile(r"^[^/?#]+@")
-# Query keys whose values are secrets by their name (case-insensitive, anywhere in the key): SRT's
-# passphrase, password/passwd/pwd, token and access_token, api_key, sig/signature and credential
-# (signed URLs such as S3's X-Amz-*), auth, session, and the user name, which user:password@ hides
-# too. Other values (a camera's channel=1&subtype=0, SRT's streamid) stay: they tell two sources of
-# one server apart in the results, the per-source table and the output names.
-_SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|sig|auth|cred|session|ticket|jwt|user|login", re.I)
+# A scheme where a URL begins: not inside a longer word (xrtsp:// is not rtsp://). The lookbehind keeps
+# the search linear: a run of letters is tried as a scheme once, from its first letter, not from each
+# of its letters again (a log record of 200,000 letters would otherwise take seconds).
+_SCHEME = r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://"
+# A user:password@ anywhere in the text, nested URLs included (go2rtc's ?src=rtsp://admin:pw@cam/x, a
+# JSON list of URLs), up to the last @ before the path, as a password may hold an unescaped @ (or :,
+# quotes or anything else but / ? # and whitespace). FFmpeg's udp://@group:port names no user: kept.
+_USERINFO = re.compile(rf"({_SCHEME})[^/?#\s]+@")
+_URL_START = re.compile(_SCHEME)
+# Where a URL in a message ends: whitespace, and the quotes and brackets a message or JSON puts around
+# it. Not , [ ] ( ): they are legal inside URLs (IPv6 hosts, SRT stream ids, lists in query values).
+_URL_END = re.compile(r"[\s\"'<>`]")
+# Query keys whose values are secrets, by their whole name (case-insensitive, percent-decoded, with
+# - _ . and camelCase as word breaks): the name itself, or its last word (X-Amz-Signature,
+# stream_key, accessToken). Whole names and not substrings, so that keyframe=, usermode= or
+# sessionName= stay shown: every value shown tells two sources of one server apart in the results,
+# the per-source table and the output names (a camera's channel=1&subtype=0). pass...pin: passwords;
+# token, jwt, ticket, session: bearer tokens; secret, key: API keys and SRT-style passphrases; sig,
+# signature, hmac, md5, hdnts: signed URLs (S3, CDNs, Wowza, Akamai); auth, credential: both; user,
+# login: the user name, which user:password@ hides too.
+_SECRET_NAMES = frozenset({
+    "pass", "passwd", "password", "passphrase", "pwd", "pw", "pin", "token", "accesstoken", "secret",
+    "key", "apikey", "sig", "signature", "hmac", "md5", "hdnts", "auth", "authorization", "credential",
+    "credentials", "session", "sessionid", "jwt", "ticket", "user", "username", "login"})
+_WORD = re.compile(r"[a-z0-9]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 MASK = "***"
 
 
-def _redact_url(m: re.Match[str]) -> str:
-    rest = _USERINFO.sub("", m.group(2), count=1)
-    rest, hashmark, fragment = rest.partition("#")
+def secret_key(key: str) -> bool:
+    """Whether a query value under this key is a secret (see _SECRET_NAMES); an empty name too,
+    as nothing tells its value harmless."""
+    words = _WORD.findall(_CAMEL.sub("_", unquote(key)).lower())
+    return not words or "".join(words) in _SECRET_NAMES or words[-1] in _SECRET_NAMES
+
+
+def _secret_value(key: str, value: str) -> bool:
+    # MediaMTX's SRT login: streamid=read:path:user:pass (publish: too). A bare action:path, or SRT's
+    # own #!:: form, names no password and tells paths apart.
+    if unquote(key).lower() == "streamid":
+        sid = unquote(value)
+        return not sid.startswith("#!::") and sid.count(":") >= 2
+    return secret_key(key)
+
+
+def _mask_query(query: str) -> tuple[str, bool]:
+    """The query with its secret values masked, and whether its last value was one."""
+    # & and ; both separate parameters (a CGI convention many servers keep). A value without a name
+    # (?1) stays: it is a channel on many recorders.
+    parts = re.split(r"([&;])", query)
+    masked = False
+    for i in range(0, len(parts), 2):
+        key, equals, value = parts[i].partition("=")
+        masked = bool(equals) and _secret_value(key, value)
+        if masked:
+            parts[i] = f"{key}={MASK}"
+    return "".join(parts), masked
+
+
+def _mask_url(body: str) -> tuple[str, bool]:
+    """A URL after its scheme with its query's secret values and its fragment masked, and whether it
+    ends inside a masked value (what follows it up to the URL's end is then part of that value)."""
+    rest, hashmark, fragment = body.partition("#")
     rest, question, query = rest.partition("?")
-    parts = []
-    for part in query.split("&") if question else []:
-        key, equals, _ = part.partition("=")
-        if equals:
-            parts.append(f"{key}={MASK}" if _SECRET_KEY.search(unquote(key)) else part)
-        else:  # a value without a name cannot be told harmless by it
-            parts.append(MASK if part else part)
-    return m.group(1) + rest + question + "&".join(parts) + (hashmark + MASK if fragment else hashmark)
+    query, open_secret = _mask_query(query)
+    if hashmark:
+        return rest + question + query + hashmark + (MASK if fragment else ""), True
+    return rest + question + query, open_secret
 
 
 def redact_credentials(text: str) -> str:
-    """`text` with the credentials of every URL in it hidden: its user:password@ removed, the values
-    of its query keys that name a secret (passphrase=, token=, sig=, ...) and its fragment (#...)
-    masked. What logs, messages, results files, output names and window titles may show of a source;
-    the source itself is opened with its credentials."""
-    return _URL.sub(_redact_url, text)
+    """`text` with the credentials of every URL in it hidden, nested ones included: its
+    user:password@ removed, the values of its query keys that name a secret (passphrase=, token=,
+    sig=, ...) and its fragment (#...) masked. What logs, messages, results files, output names and
+    window titles may show of a source; the source itself is opened with its credentials."""
+    text = _USERINFO.sub(r"\1", text)
+    starts = list(_URL_START.finditer(text))
+    out = []
+    done = 0  # where the text is written up to
+    for i, m in enumerate(starts):
+        if m.start() < done:  # inside a secret value already masked
+            continue
+        # A URL nested in another's query value (?src=rtsp://...) is masked as a URL of its own:
+        # each one ends where the next begins, so the text is read once.
+        limit = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        end = _URL_END.search(text, m.end(), limit)
+        stop = end.start() if end else limit
+        shown, open_secret = _mask_url(text[m.end():stop])
+        if open_secret and not end and stop < len(text):
+            # A secret value (or fragment) that runs into what looks like a URL (passphrase=a://b):
+            # all of it is the secret, up to where the whole URL ends.
+            if not shown.endswith(MASK):
+                shown += MASK
+            end = _URL_END.search(text, stop)
+            stop = end.start() if end else len(text)
+        out += [text[done:m.start()], m.group(), shown]
+        done = stop
+    out.append(text[done:])
+    return "".join(out)
 
 
 def has_credentials(url: str) -> bool:
-    """Whether `url` holds what redact_credentials hides: the one test of what is secret in a URL,
-    which also keeps it off a child's command line (runtime/inputs/gst.py)."""
+    """Whether `url` holds what redact_credentials hides. What is shown of it; what stays off a
+    child's command line is a wider test (runtime/inputs/gst.py hides_url)."""
     return redact_credentials(url) != url
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from image_bombs import png_bomb
 from paths import TESTS
@@ -498,12 +498,15 @@ def test_no_password_survives_redaction_in_any_scheme_or_message(scheme, user, p
 
 
 @given(scheme=_SCHEME, key=st.sampled_from(["passphrase", "token", "X-Amz-Signature", "Password", "api_key"]),
-       value=st.text(st.characters(blacklist_characters="&#", blacklist_categories=("Z", "Cc", "Cs")),
+       value=st.text(st.characters(blacklist_characters="&;#\"'<>`", blacklist_categories=("Z", "Cc", "Cs")),
                      min_size=1, max_size=20),
        other=st.sampled_from(["", "&channel=1", "&latency=200"]))
 def test_no_secret_query_value_survives_redaction(scheme, key, value, other):
     from s2trt.text import redact_credentials
 
+    # & and ; end a value, # the query, a quote, < > or ` the URL in a message (s2trt.text). A value
+    # holding :// is masked to the URL's end (tests/core/test_text.py).
+    assume("://" not in value)
     url = f"{scheme}://host.example:554/live?{key}=SECRET{value}{other}"
     shown = f"{scheme}://host.example:554/live?{key}=***{other}"
     assert redact_credentials(f"x {url} refused") == f"x {shown} refused"

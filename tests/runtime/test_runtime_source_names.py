@@ -35,9 +35,18 @@ def test_the_results_file_names_a_stream_without_its_secret_and_a_plain_url_as_i
         assert rec["source"] == shown
 
 
+@pytest.mark.parametrize("urls", [
+    [f"rtsp://u:p@nvr/cam/realmonitor?channel={c}&subtype=0" for c in (1, 2)],
+    ["rtsp://nvr/live?1", "rtsp://nvr/live?2"],  # a value without a name: a channel
+    ["rtsp://h/x?sessionName=front", "rtsp://h/x?sessionName=back"],  # "session" in a name is no secret
+    ["srt://h:8890?streamid=read:cam1", "srt://h:8890?streamid=read:cam2"],  # a path, without user:pass
+])
+def test_sources_that_differ_in_a_harmless_value_are_not_given_twice(urls):
+    assert expand_specs(urls) == urls
+
+
 def test_channels_of_one_server_keep_their_own_names():
     urls = [f"rtsp://u:p@nvr/cam/realmonitor?channel={c}&subtype=0" for c in (1, 2)]
-    assert expand_specs(urls) == urls  # not the same source twice
     names = output_names([(S, u) for u in urls])
     assert names == {urls[0]: "nvr_cam_realmonitor_channel_1_subtype_0.mp4",
                      urls[1]: "nvr_cam_realmonitor_channel_2_subtype_0.mp4"}
