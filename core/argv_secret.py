@@ -17,7 +17,9 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -42,9 +44,14 @@ def check_secret(secret: str, what: str) -> None:
         raise S2Error(f"{what} must be 1 to {MAX_HEADER} visible ASCII characters (no spaces)")
 
 
-def compiler() -> str | None:
-    """The C compiler that builds the library ($CC, else cc, gcc or clang on PATH), or None."""
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+def compiler() -> list[str] | None:
+    """The command that runs the C compiler that builds the library ($CC, split as a shell would:
+    `ccache gcc`; else cc, gcc or clang on PATH), or None where its program is not there."""
+    cc = shlex.split(os.environ.get("CC", ""))
+    if cc:
+        return cc if shutil.which(cc[0]) else None
+    found = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    return [found] if found else None
 
 
 def build_library(dest: Path, what: str = "the secret", instead: str = "") -> Path:
@@ -55,20 +62,40 @@ def build_library(dest: Path, what: str = "the secret", instead: str = "") -> Pa
         raise S2Error(f"keeping {what} off the child's command line, which other users can read, needs a "
                       f"C compiler (cc) here: install gcc{f', or {instead}' if instead else ''}")
     lib = dest / LIBRARY_NAME
-    done = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(SOURCE)],
-                          capture_output=True, text=True)
+    try:
+        done = subprocess.run([*cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(SOURCE)],
+                              capture_output=True, text=True)
+    except OSError as e:  # found, but cannot run (a noexec mount, a broken wrapper)
+        raise S2Error(f"{shlex.join(cc)} could not build {SOURCE.name}: {e.strerror or e}") from None
     if done.returncode != 0:
-        raise S2Error(f"{cc} could not build {SOURCE.name}: {(done.stderr or done.stdout).strip()[:300]}")
+        raise S2Error(f"{shlex.join(cc)} could not build {SOURCE.name}: "
+                      f"{' '.join((done.stderr or done.stdout).split())[:300]}")
     return lib
+
+
+def _still_ours(lib: Path) -> bool:
+    """Whether the library built earlier is still the one we built: a temporary-file cleaner may
+    have removed its folder, and another local user may then have made one of that name, with a
+    library of theirs that our child would load with the secret piped in. So its folder must be a
+    real folder (no link) of ours that no one else may write into or list, the library a regular
+    file of ours."""
+    try:
+        folder, st = os.lstat(lib.parent), os.lstat(lib)
+    except OSError:
+        return False
+    me = os.geteuid()
+    return (stat.S_ISDIR(folder.st_mode) and folder.st_uid == me and folder.st_mode & 0o077 == 0
+            and stat.S_ISREG(st.st_mode) and st.st_uid == me)
 
 
 def process_library(what: str = "the secret", instead: str = "") -> Path:
     """The library, built once per process into a private temporary folder removed at exit (the
-    children that preloaded it keep it mapped), and again should it be gone meanwhile: a temporary
-    file cleaner under a run of days (a 24/7 camera reconnects) would leave each new child without it."""
+    children that preloaded it keep it mapped), and again should it be gone or no longer ours
+    meanwhile: a temporary-file cleaner under a run of days (a 24/7 camera reconnects) would leave
+    each new child without it, or its folder's name free for another user to take."""
     global _built
     with _build_lock:  # streams open from several threads at once
-        if _built is None or not _built.is_file():
+        if _built is None or not _still_ours(_built):
             dest = Path(tempfile.mkdtemp(prefix="s2trt-argv-secret-"))  # mode 0700
             try:
                 _built = build_library(dest, what, instead)

@@ -122,3 +122,61 @@ def test_ld_so_refusing_the_library_is_told_in_one_line(tmp_path):
                    "folder of yours that allows running programs"], lines
     assert argv_secret.preload_failure("ERROR: ld.so: object 'libother.so' from LD_PRELOAD cannot be "
                                        "preloaded (x): ignored.") is None  # the user's own preload
+
+
+def _replace_folder(folder: Path, how: str, tmp_path: Path) -> None:
+    """What another local user can leave where our folder was, after a cleaner removed it."""
+    lib = folder / argv_secret.LIBRARY_NAME
+    if how == "group-writable":
+        folder.chmod(0o775)
+    elif how == "listable":
+        folder.chmod(0o755)
+    elif how == "link":
+        theirs = tmp_path / "theirs"
+        shutil.copytree(folder, theirs)
+        shutil.rmtree(folder)
+        folder.symlink_to(theirs)
+    elif how == "foreign folder":
+        os.chown(folder, 65534, 65534)
+    elif how == "foreign library":
+        os.chown(lib, 65534, 65534)
+    elif how == "library link":
+        theirs = tmp_path / "theirs.so"
+        shutil.copy(lib, theirs)
+        lib.unlink()
+        lib.symlink_to(theirs)
+
+
+@pytest.mark.parametrize("how", ["group-writable", "listable", "link", "foreign folder", "foreign library",
+                                 "library link"])
+def test_a_library_whose_folder_is_no_longer_ours_alone_is_built_anew(monkeypatch, tmp_path, how):
+    if how.startswith("foreign") and os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    monkeypatch.setattr(argv_secret, "_built", None)
+    first = argv_secret.process_library()
+    _replace_folder(first.parent, how, tmp_path)
+    again = argv_secret.process_library()
+    assert again.parent != first.parent and again.is_file()
+    st = os.lstat(again.parent)
+    assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o700
+    assert argv_secret.process_library() == again  # and kept while it stays ours
+
+
+def test_cc_with_a_wrapper_is_split_as_a_shell_would(monkeypatch, tmp_path):
+    # CC="ccache gcc": a program and its arguments, not one program's name.
+    monkeypatch.setenv("CC", f"{shutil.which('env')} cc")
+    assert argv_secret.compiler() == [shutil.which("env"), "cc"]
+    assert argv_secret.build_library(tmp_path).is_file()
+    monkeypatch.setenv("CC", "no-such-ccache cc")
+    assert argv_secret.compiler() is None
+    with pytest.raises(S2Error, match=r"needs a C compiler \(cc\) here"):
+        argv_secret.build_library(tmp_path)
+
+
+def test_a_compiler_that_cannot_run_is_one_line(monkeypatch, tmp_path):
+    broken = tmp_path / "cc"
+    broken.write_text("#!/no/such/interpreter\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CC", str(broken))
+    with pytest.raises(S2Error, match=f"^{broken} could not build argv_secret.c: No such file or directory$"):
+        argv_secret.build_library(tmp_path)
