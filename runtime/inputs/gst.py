@@ -22,8 +22,8 @@ runs) crosses the pipe once, at half the bytes of BGR, and OpenCV converts it to
 FFmpeg capture does (BT.601): GStreamer's `videoconvert` to BGR would cost as much CPU as the
 decode itself (benchmarks/RESULTS.md, "GStreamer decode").
 
-A stream URL that holds a secret (a user or password, a query value such as SRT's passphrase or a
-token, a fragment: what s2trt.text.redact_credentials hides in logs and results) never stands on
+A stream URL that may hold a secret (a user or password, any query, a fragment: more than what
+s2trt.text.redact_credentials recognises by name and hides in logs and results) never stands on
 the child's command line, which every local user can read in /proc/PID/cmdline: the child gets a
 placeholder there, and the URL through a pipe and a small preloaded library (core/argv_secret.py)
 that swaps it in before gst-launch-1.0 parses its arguments.
@@ -126,12 +126,15 @@ def _ranks(mode: str) -> str:
 
 def hides_url(kind: SourceKind, item: str) -> bool:
     """Whether the item is a URL that goes to the child through argv_secret, not its command line:
-    one that holds what logs and results files never show of it (s2trt.text.has_credentials: a user
-    or password, a query value named as a secret, a fragment). tcp:// gives the child its host and
-    port alone."""
-    if kind == SourceKind.VIDEO:
+    any URL with a user or password, a query, a fragment or path parameters (; ), whether or not
+    logs show them (s2trt.text.redact_credentials recognises secrets by name; a server may take one
+    under any name, such as MediaMTX's streamid=read:path:user:pass). tcp:// gives the child its host
+    and port alone."""
+    if kind == SourceKind.VIDEO or urlsplit(item).scheme.lower() == "tcp":
         return False
-    return urlsplit(item).scheme.lower() != "tcp" and has_credentials(item)
+    rest = item.partition("://")[2]
+    rest = rest[1:] if rest.startswith("@") else rest  # FFmpeg's udp://@group:port names no user
+    return any(c in rest for c in "@?#;") or has_credentials(item)
 
 
 def _source_args(kind: SourceKind, item: str, timeout_s: float) -> list[str]:
@@ -248,8 +251,11 @@ class GstCapture:
         try:
             args = launch_args(kind, item, mode, write_fd, timeout_s)
             if hides_url(kind, item):
-                library = argv_secret.process_library(f"the credentials of {self.shown}",
-                                                      "use --decoder opencv, which reads it in-process")
+                # OpenCV refuses GStreamer's own rtspt:// and rtspu:// by name: it reads rtsp://.
+                gst_only = urlsplit(item).scheme.lower() in ("rtspt", "rtspu")
+                instead = ("give it as rtsp:// to --decoder opencv, which reads it in-process" if gst_only
+                           else "use --decoder opencv, which reads it in-process")
+                library = argv_secret.process_library(f"the credentials of {self.shown}", instead)
                 env, secret_fd = argv_secret.piped_environment(env, library, item, f"the URL {self.shown}")
                 pass_fds.append(secret_fd)
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,

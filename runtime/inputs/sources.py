@@ -10,6 +10,7 @@ import glob
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -202,22 +203,41 @@ def _check_frame_size(cap: cv2.VideoCapture, item: str, max_pixels: int) -> None
         raise
 
 
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(item: str, message: str) -> None:
+    """A warning said once per source, not again at each of its reconnects (each reopens it)."""
+    with _warned_lock:
+        if item in _warned:
+            return
+        _warned.add(item)
+    log.warning("%s", message)
+
+
 def open_capture(kind: SourceKind, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,
                  decoder: str = "opencv", auto: bool = False) -> cv2.VideoCapture:
     """Open a video, camera or network stream with OpenCV's FFmpeg, or (decoder "sw" / "nv") with
     GStreamer (runtime/inputs/gst.py). A stream's open and each read give up after timeout_s, so an
     unreachable host fails fast and a stalled stream returns from grab(). `auto`: the user did not
-    ask for GStreamer (--decoder auto), so a URL with credentials that GStreamer's child could not
-    keep off its command line (no C compiler for core/argv_secret) is read by OpenCV instead."""
+    ask for GStreamer (--decoder auto), so a URL that GStreamer's child could not keep off its command
+    line (core/argv_secret's library cannot be built here) is read by OpenCV instead, with one
+    warning per source."""
     if decoder != "opencv" and kind != SourceKind.CAMERA:
         from s2trt import argv_secret
         from s2trt.runtime.inputs.gst import GstCapture, hides_url
 
-        if not (auto and hides_url(kind, item) and argv_secret.compiler() is None
-                and not item.lower().startswith(GST_ONLY_SCHEMES)):
-            return GstCapture(kind, item, decoder, timeout_s, redact_credentials(item))
-        log.warning("%s: no C compiler here to keep its credentials off gst-launch-1.0's command line, "
-                    "so OpenCV reads it (install gcc to decode it with GStreamer)", redact_credentials(item))
+        shown = redact_credentials(item)
+        if not (auto and hides_url(kind, item) and not item.lower().startswith(GST_ONLY_SCHEMES)):
+            return GstCapture(kind, item, decoder, timeout_s, shown)
+        try:  # no compiler, one that cannot build here, a $CC that is not there
+            argv_secret.process_library("the URL")
+        except S2Error as e:
+            _warn_once(item, f"{shown}: OpenCV reads it, as gst-launch-1.0 cannot be given it off its "
+                             f"command line: {e}")
+        else:
+            return GstCapture(kind, item, decoder, timeout_s, shown)
     if item.lower().startswith(GST_ONLY_SCHEMES):
         raise S2Error(f"{redact_credentials(item)}: {item.split(':', 1)[0]}:// is GStreamer's scheme: "
                       "read it with --decoder sw (or nv), or give rtsp:// to OpenCV")

@@ -18,6 +18,7 @@ from stream_fixtures import free_port
 
 from s2trt import argv_secret
 from s2trt.errors import S2Error
+from s2trt.runtime.inputs import sources
 from s2trt.runtime.inputs.gst import GstCapture, gst_launch, hides_url, launch_args
 from s2trt.runtime.inputs.streams import LiveOptions, MultiSource
 
@@ -102,9 +103,15 @@ P = argv_secret.PLACEHOLDER
     ("srt://127.0.0.1:9000?passphrase=s3cret-s3cret", f"uri={P}"),
     ("https://cam/live.m3u8#sig=s3cret", f"uri={P}"),
     ("rtsp://cam/live", "location=rtsp://cam/live"),  # nothing secret: named on the command line, as before
-    # A camera's channel is no secret (s2trt.text.redact_credentials shows it too): no compiler needed.
-    ("rtsp://cam/cam/realmonitor?channel=1&subtype=0", "location=rtsp://cam/cam/realmonitor?channel=1&subtype=0"),
     ("udp://@239.0.0.1:1234", "uri=udp://@239.0.0.1:1234"),  # FFmpeg's multicast form: no user
+    # Any query goes around, even what logs show: a server may take a secret under any name.
+    ("rtsp://cam/cam/realmonitor?channel=1&subtype=0", f"location={P}"),
+    ("srt://h:8890?streamid=read:cam1:alice:s3cret", f"uri={P}"),  # MediaMTX's SRT login
+    ("rtsp://cam/x?pw=s3cret", f"location={P}"), ("rtsp://cam/x?pin=s3cret", f"location={P}"),
+    ("https://cdn/a.m3u8?hdnts=exp=1~hmac=s3cret", f"uri={P}"), ("rtmp://h/live/x?md5=s3cret", f"uri={P}"),
+    ("rtsp://cam/x?channel=1;token=s3cret", f"location={P}"), ("rtsp://cam/x?=s3cret", f"location={P}"),
+    ("rtsp://cam/x?s3cret", f"location={P}"), ("rtsp://cam/x;s3cret", f"location={P}"),
+    ("rtsp://u:p/s3cret@cam/x", f"location={P}"),  # an unescaped / in a password
     ("rtsp://:s3cret@cam/live", f"location={P}"),  # a password without a user
     ("tcp://user:s3cret@127.0.0.1:5000", "host=127.0.0.1"),  # the child gets the host and the port only
 ])
@@ -149,8 +156,51 @@ def test_without_a_compiler_auto_reads_a_credentialed_stream_with_opencv(monkeyp
     assert len(got) == 5 and all(f.image.shape == (120, 160, 3) for f in got)
     assert ms.stats[url].decoder == "opencv"
     assert "gst-launch-1.0" not in watch.programs()
-    warned = [r.getMessage() for r in caplog.records if "no C compiler" in r.getMessage()]
-    assert warned and all("s3cret" not in m for m in warned)
+    warned = [r.getMessage() for r in caplog.records if "OpenCV reads it" in r.getMessage()]
+    assert len(warned) == 1 and "needs a C compiler (cc) here" in warned[0] and "s3cret" not in warned[0]
+
+
+@needs_gst
+def test_the_gst_only_schemes_without_a_compiler_advise_rtsp_for_opencv(monkeypatch):
+    # OpenCV refuses rtspt:// and rtspu:// by name: "use --decoder opencv" alone would fail too.
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(argv_secret.shutil, "which", lambda name: None)
+    monkeypatch.setattr(argv_secret, "_built", None)
+    for scheme in ("rtspt", "rtspu"):
+        with pytest.raises(S2Error, match=r"install gcc, or give it as rtsp:// to --decoder opencv, "
+                           r"which reads it in-process$"):
+            GstCapture("stream", f"{scheme}://alice:s3cret@127.0.0.1:9/cam", "sw", timeout_s=1)
+
+
+def _cannot_build(how: str, tmp_path: Path) -> str:
+    """A $CC under which the library cannot be built, though a compiler may be installed."""
+    if how == "missing wrapper":
+        return "no-such-ccache gcc"
+    if how == "failing compiler":  # as gcc without libc6-dev: it runs, and fails
+        return shutil.which("false") or "false"
+    broken = tmp_path / "cc"  # found, but cannot start
+    broken.write_text("#!/no/such/interpreter\n")
+    broken.chmod(0o755)
+    return str(broken)
+
+
+@pytest.mark.parametrize("how", ["missing wrapper", "failing compiler", "unstartable compiler"])
+def test_auto_falls_back_to_opencv_whenever_the_library_cannot_be_built(monkeypatch, caplog, tmp_path, how):
+    """Not only without any compiler: the fallback is OpenCV's own open (its message), warned once per
+    source however often it is reopened (each reconnect reopens it)."""
+    monkeypatch.setenv("CC", _cannot_build(how, tmp_path))
+    monkeypatch.setattr(argv_secret, "_built", None)
+    monkeypatch.setattr(sources, "_warned", set())
+    url = "rtsp://alice:s3cret@127.0.0.1:9/cam?channel=1"
+    for _ in range(3):
+        with pytest.raises(S2Error) as e:
+            sources.open_capture("stream", url, timeout_s=1, decoder="sw", auto=True)
+        assert str(e.value).startswith("cannot open stream rtsp://127.0.0.1:9/cam?channel=1 (unreachable")
+    warned = [r.getMessage() for r in caplog.records if "OpenCV reads it" in r.getMessage()]
+    assert len(warned) == 1 and "s3cret" not in warned[0] and "\n" not in warned[0], warned
+    assert warned[0].startswith("rtsp://127.0.0.1:9/cam?channel=1: OpenCV reads it, as gst-launch-1.0 cannot")
+    with pytest.raises(S2Error, match=r"could not build|needs a C compiler"):  # an explicit sw still refuses
+        sources.open_capture("stream", url, timeout_s=1, decoder="sw")
 
 
 @needs_gst
