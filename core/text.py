@@ -44,7 +44,7 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 MASK = "***"
 
 
-def secret_key(key: str) -> bool:
+def _secret_key(key: str) -> bool:
     """Whether a query value under this key is a secret (see _SECRET_NAMES); an empty name too,
     as nothing tells its value harmless."""
     words = _WORD.findall(_CAMEL.sub("_", unquote(key)).lower())
@@ -57,7 +57,7 @@ def _secret_value(key: str, value: str) -> bool:
     if unquote(key).lower() == "streamid":
         sid = unquote(value)
         return not sid.startswith("#!::") and sid.count(":") >= 2
-    return secret_key(key)
+    return _secret_key(key)
 
 
 def _mask_query(query: str) -> tuple[str, bool]:
