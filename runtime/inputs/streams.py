@@ -177,13 +177,15 @@ def expand_specs(specs: Sequence[str]) -> list[str]:
     out: list[str] = []
     for spec in specs:
         out += read_streams_file(spec) if spec.lower().endswith(STREAMS_SUFFIX) else [spec]
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for spec in out:
         # Its frames could not be told apart in the outputs, which name a stream without its
         # credentials: the same stream with other credentials is the same source.
-        if redact_credentials(spec) in seen:
-            raise S2Error(f"source {redact_credentials(spec)} is given twice")
-        seen.add(redact_credentials(spec))
+        shown = redact_credentials(spec)
+        if shown in seen:
+            hidden = " (the two differ only in what is hidden of them)" if seen[shown] != spec else ""
+            raise S2Error(f"source {shown} is given twice{hidden}")
+        seen[shown] = spec
     return out
 
 

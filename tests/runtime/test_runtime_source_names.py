@@ -54,9 +54,12 @@ def test_channels_of_one_server_keep_their_own_names():
 
 def test_sources_that_differ_only_in_a_secret_are_one_source():
     urls = ["srt://h:9000?passphrase=first-secret", "srt://h:9000?passphrase=other-secret"]
-    with pytest.raises(S2Error, match=r"^source srt://h:9000\?passphrase=\*\*\* is given twice$") as e:
+    with pytest.raises(S2Error, match=r"^source srt://h:9000\?passphrase=\*\*\* is given twice "
+                       r"\(the two differ only in what is hidden of them\)$") as e:
         expand_specs(urls)
-    assert "secret" not in str(e.value)
+    assert "first-secret" not in str(e.value) and "other-secret" not in str(e.value)
+    with pytest.raises(S2Error, match=r"^source rtsp://h/x is given twice$"):  # the very same spec
+        expand_specs(["rtsp://h/x", "rtsp://h/x"])
     # Where names are made for such sources anyway (the API), they still differ.
     names = output_names([(S, u) for u in urls])
     assert sorted(names.values()) == ["h_9000_passphrase.mp4", "h_9000_passphrase_2.mp4"]

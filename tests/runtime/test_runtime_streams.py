@@ -513,7 +513,8 @@ def test_stream_credentials_never_reach_logs_tables_or_file_names(caplog):
     # Results files are shared too: the JSONL names the stream as the logs do.
     rec = record(got[0], np.zeros((0, 6), np.float32), NAMES)
     assert rec["source"] == "rtsp://cam.example:554/live?ch=1"
-    with pytest.raises(S2Error, match=r"^source rtsp://cam\.example:554/live\?ch=1 is given twice$"):
+    with pytest.raises(S2Error, match=r"^source rtsp://cam\.example:554/live\?ch=1 is given twice \(the two "
+                       r"differ only in what is hidden of them\)$"):
         expand_specs([url, "rtsp://viewer:other@cam.example:554/live?ch=1"])
 
 
