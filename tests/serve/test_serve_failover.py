@@ -28,8 +28,7 @@ S2INFER = [sys.executable, "-c", "from s2trt.runtime.cli import main; raise Syst
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    model = F.export_demo_model(tmp_path_factory.mktemp("model") / "demo.onnx")
-    return F.small_repository(model, tmp_path_factory.mktemp("repo"))
+    return F.demo_repository(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

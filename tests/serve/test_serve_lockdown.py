@@ -24,8 +24,7 @@ KEY = "test-admin-key-1234"
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    model = F.export_demo_model(tmp_path_factory.mktemp("model") / "demo.onnx")
-    return F.small_repository(model, tmp_path_factory.mktemp("repo"))
+    return F.demo_repository(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

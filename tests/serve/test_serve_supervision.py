@@ -23,8 +23,7 @@ pytestmark = pytest.mark.skipif(not F.have_tritonserver(), reason=F.NO_SERVER)
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    model = F.export_demo_model(tmp_path_factory.mktemp("model") / "demo.onnx")
-    return F.small_repository(model, tmp_path_factory.mktemp("repo"))
+    return F.demo_repository(tmp_path_factory)
 
 
 def s2serve(repo: Path, ports: list[int], *extra: str, tmpdir: Path | None = None) -> subprocess.Popen:

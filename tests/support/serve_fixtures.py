@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import paths
+import pytest
 
 
 def sample_images(n: int = 4, seed: int = 0) -> list[np.ndarray]:
@@ -105,6 +106,11 @@ def small_repository(model: Path, path: Path, **options: object) -> Path:
     kw: dict = {"instances": 1, "cpu_threads": 1, **options}
     R.export_repository(model, path, R.RepoOptions(max_det=100, **kw))
     return path
+
+
+def demo_repository(factory: pytest.TempPathFactory) -> Path:
+    """The demo model, exported small, in a small_repository of its own: what the server tests serve."""
+    return small_repository(export_demo_model(factory.mktemp("model") / "demo.onnx"), factory.mktemp("repo"))
 
 
 def long_video(path: Path, frames: int = 3000, size: tuple[int, int] = (96, 80)) -> Path:
