@@ -94,7 +94,7 @@ def coco_map(samples: Sequence[tuple[tuple[int, int], np.ndarray, np.ndarray]],
              detections: Sequence[np.ndarray], nc: int) -> dict[str, float]:
     """mAP50 and mAP50-95 of per-image (n, 6) detections against (hw, boxes, classes) ground truth."""
     try:
-        from faster_coco_eval import COCO, COCOeval_faster
+        import faster_coco_eval  # noqa: F401  (coco_stats's; checked first, before any work)
     except ImportError:
         raise missing("faster-coco-eval", "eval", "mAP evaluation") from None
 
@@ -113,14 +113,23 @@ def coco_map(samples: Sequence[tuple[tuple[int, int], np.ndarray, np.ndarray]],
         raise S2Error("the evaluation set has no labelled objects")
     if not results:
         return {"mAP50": 0.0, "mAP50-95": 0.0}
+    map50, map50_95 = coco_stats(images, anns, results, nc, "bbox")
+    return {"mAP50": map50, "mAP50-95": map50_95}
+
+
+def coco_stats(images: list[dict], anns: list[dict], results: list[dict], nc: int,
+               iou_type: str) -> tuple[float, float]:
+    """(mAP50, mAP50-95) of COCO-format results against COCO-format ground truth ("bbox" or "segm")."""
+    from faster_coco_eval import COCO, COCOeval_faster  # its callers checked it is installed
+
     gt = COCO({"images": images, "annotations": anns,
                "categories": [{"id": k + 1, "name": str(k)} for k in range(nc)]})
-    ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox", print_function=log.debug)
+    ev = COCOeval_faster(gt, gt.loadRes(results), iouType=iou_type, print_function=log.debug)
     ev.params.maxDets = [1, 10, 300]  # YOLO keeps up to 300 detections per image, not COCO's 100
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
-    return {"mAP50": max(float(ev.stats[1]), 0.0), "mAP50-95": max(float(ev.stats[0]), 0.0)}
+    return max(float(ev.stats[1]), 0.0), max(float(ev.stats[0]), 0.0)
 
 
 def evaluate(predict: Predict, data: str | Path, split: str = "val", imgsz: int = 640, batch: int = 8,

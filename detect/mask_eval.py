@@ -9,7 +9,6 @@ encoded as COCO RLE; matching and averaging are faster-coco-eval's `segm` evalua
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +16,6 @@ import numpy as np
 
 from s2trt.detect.masks import InstanceMask
 from s2trt.errors import S2Error, missing
-
-log = logging.getLogger(__name__)
 
 
 def read_label_rows(path: Path, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
@@ -55,7 +52,6 @@ def mask_map(samples: Sequence[tuple[tuple[int, int], np.ndarray, Sequence[np.nd
     """mask mAP50 and mAP50-95 of per-image (n, 6) detections and their masks against
     (hw, classes, polygons) ground truth; objects labelled with a box only are left out."""
     try:
-        from faster_coco_eval import COCO, COCOeval_faster
         from faster_coco_eval.core import mask as coco_mask
     except ImportError:
         raise missing("faster-coco-eval", "eval", "mask mAP evaluation") from None
@@ -83,11 +79,7 @@ def mask_map(samples: Sequence[tuple[tuple[int, int], np.ndarray, Sequence[np.nd
         raise S2Error("the evaluation set has no polygon labels, so there is no mask mAP to measure")
     if not results:
         return {"mask_mAP50": 0.0, "mask_mAP50-95": 0.0}
-    gt = COCO({"images": images, "annotations": anns,
-               "categories": [{"id": k + 1, "name": str(k)} for k in range(nc)]})
-    ev = COCOeval_faster(gt, gt.loadRes(results), iouType="segm", print_function=log.debug)
-    ev.params.maxDets = [1, 10, 300]  # as the box mAP: YOLO keeps up to 300 detections per image
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    return {"mask_mAP50": max(float(ev.stats[1]), 0.0), "mask_mAP50-95": max(float(ev.stats[0]), 0.0)}
+    from s2trt.detect.evaluate import coco_stats  # evaluate imports this module
+
+    map50, map50_95 = coco_stats(images, anns, results, nc, "segm")
+    return {"mask_mAP50": map50, "mask_mAP50-95": map50_95}
