@@ -216,6 +216,21 @@ def _warn_once(item: str, message: str) -> None:
     log.warning("%s", message)
 
 
+def _url_can_be_hidden(item: str, shown: str) -> bool:
+    """Whether core/argv_secret's library, which keeps the URL off gst-launch-1.0's command line, can
+    be built here (not without a compiler, with one that cannot build, or with a $CC that is not
+    there); if not, says once for this source that OpenCV reads it instead."""
+    from s2trt import argv_secret
+
+    try:
+        argv_secret.process_library("the URL")
+    except S2Error as e:
+        _warn_once(item, f"{shown}: OpenCV reads it, as gst-launch-1.0 cannot be given it off its "
+                         f"command line: {e}")
+        return False
+    return True
+
+
 def open_capture(kind: SourceKind, item: str, timeout_s: float = STREAM_TIMEOUT_MS / 1000,
                  decoder: str = "opencv", auto: bool = False) -> cv2.VideoCapture:
     """Open a video, camera or network stream with OpenCV's FFmpeg, or (decoder "sw" / "nv") with
@@ -225,18 +240,11 @@ def open_capture(kind: SourceKind, item: str, timeout_s: float = STREAM_TIMEOUT_
     line (core/argv_secret's library cannot be built here) is read by OpenCV instead, with one
     warning per source."""
     if decoder != "opencv" and kind != SourceKind.CAMERA:
-        from s2trt import argv_secret
         from s2trt.runtime.inputs.gst import GstCapture, hides_url
 
         shown = redact_credentials(item)
-        if not (auto and hides_url(kind, item) and not item.lower().startswith(GST_ONLY_SCHEMES)):
-            return GstCapture(kind, item, decoder, timeout_s, shown)
-        try:  # no compiler, one that cannot build here, a $CC that is not there
-            argv_secret.process_library("the URL")
-        except S2Error as e:
-            _warn_once(item, f"{shown}: OpenCV reads it, as gst-launch-1.0 cannot be given it off its "
-                             f"command line: {e}")
-        else:
+        may_fall_back = auto and hides_url(kind, item) and not item.lower().startswith(GST_ONLY_SCHEMES)
+        if not may_fall_back or _url_can_be_hidden(item, shown):
             return GstCapture(kind, item, decoder, timeout_s, shown)
     if item.lower().startswith(GST_ONLY_SCHEMES):
         raise S2Error(f"{redact_credentials(item)}: {item.split(':', 1)[0]}:// is GStreamer's scheme: "
